@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.auth import repository, service
+from app.auth.models import ApiKey
+from app.auth.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, Role
+from app.deps import AdminPrincipal, RuntimeDep, SessionDep
+from app.errors import ERROR_RESPONSES
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
+
+
+def _out(key: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=key.id, name=key.name, owner=key.owner, role=Role(key.role), prefix=key.prefix,
+        created_at=key.created_at, revoked_at=key.revoked_at,
+    )
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+async def create_key(body: KeyCreate, session: SessionDep, _: AdminPrincipal) -> KeyCreated:
+    """Create a key. The secret is in this response only; it is stored hashed."""
+    key, plaintext = await service.create_key(
+        session, name=body.name, role=body.role, owner=body.owner
+    )
+    return KeyCreated(**_out(key).model_dump(), key=plaintext)
+
+
+@router.get("", response_model=KeyList)
+async def list_keys(session: SessionDep, _: AdminPrincipal) -> KeyList:
+    return KeyList(items=[_out(k) for k in await repository.list_keys(session)])
+
+
+@router.delete("/{key_id}", status_code=204)
+async def revoke_key(
+    key_id: str, session: SessionDep, runtime: RuntimeDep, _: AdminPrincipal
+) -> Response:
+    await service.revoke_key(session, key_id)
+    runtime.keys.clear()
+    return Response(status_code=204)

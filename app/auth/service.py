@@ -1,0 +1,99 @@
+"""API keys: random secrets stored as SHA-256 hashes (high-entropy keys need no slow hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository
+from app.auth.models import ApiKey
+from app.auth.schemas import Role
+from app.errors import Conflict, NotFound
+from app.ids import new_id
+from app.timeutil import utcnow
+
+KEY_PREFIX = "icc_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    name: str
+    owner: str
+    role: Role
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_key(
+    session: AsyncSession, *, name: str, role: Role, owner: str | None = None, plaintext: str | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the plaintext, which is never stored."""
+    if await repository.by_name(session, name) is not None:
+        raise Conflict(f"a key named {name!r} already exists; choose another name")
+    plaintext = plaintext or generate_key()
+    key = ApiKey(
+        id=new_id("key"),
+        name=name,
+        owner=owner or name,
+        role=role.value,
+        key_hash=hash_key(plaintext),
+        prefix=plaintext[:8],
+        created_at=utcnow(),
+    )
+    await repository.add(session, key)
+    return key, plaintext
+
+
+async def ensure_key(session: AsyncSession, *, name: str, role: Role, plaintext: str) -> None:
+    """Make sure ``plaintext`` is a valid key (bootstrap admin key); safe to repeat."""
+    if await repository.by_hash(session, hash_key(plaintext)) is not None:
+        return
+    existing = await repository.by_name(session, name)
+    if existing is not None:
+        existing.key_hash, existing.prefix, existing.revoked_at = hash_key(plaintext), plaintext[:8], None
+        await session.flush()
+        return
+    await create_key(session, name=name, role=role, plaintext=plaintext)
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> None:
+    if not await repository.revoke(session, key_id, utcnow()):
+        raise NotFound(f"no active key with id {key_id!r}")
+
+
+class KeyCache:
+    """Caches key lookups for a few seconds so the hot send path skips one query.
+    A revoked key stops working within ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+
+    async def resolve(self, session: AsyncSession, plaintext: str) -> Principal | None:
+        digest = hash_key(plaintext)
+        now = time.monotonic()
+        hit = self._entries.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await repository.by_hash(session, digest)
+        principal = None
+        if row is not None and row.revoked_at is None:
+            principal = Principal(key_id=row.id, name=row.name, owner=row.owner, role=Role(row.role))
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (now + self._ttl, principal)
+        return principal
+
+    def clear(self) -> None:
+        self._entries.clear()

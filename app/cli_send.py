@@ -1,0 +1,47 @@
+"""``icc send``: accept one message as the CLI principal and follow it to the end."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.auth.schemas import Role
+from app.auth.service import Principal
+from app.db import commit
+from app.errors import AppError
+from app.messages import service
+from app.messages.schemas import TERMINAL_STATUSES, MessageCreate, MessageStatus
+from app.runtime import Runtime
+from app.settings import Settings
+
+CLI_PRINCIPAL = Principal(key_id="cli", name="cli", owner="cli", role=Role.admin)
+
+
+async def send_one(settings: Settings, body: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
+    # Without Redis this process sends the message itself (the lease keeps a running
+    # `icc serve` from sending it too); with Redis the workers do.
+    runtime = Runtime(settings, run_workers=not settings.redis_url)
+    await runtime.start()
+    try:
+        async with runtime.sessionmaker() as session:
+            try:
+                accepted = await service.accept(
+                    session, MessageCreate.model_validate(body), principal=CLI_PRINCIPAL,
+                    queue=runtime.queue, header_key=None,
+                )
+            except AppError as exc:
+                return exc.body()
+            await commit(session)
+        message_id = accepted.message.id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            async with runtime.sessionmaker() as session:
+                out = await service.get_message(session, message_id, principal=CLI_PRINCIPAL)
+            if out.status in TERMINAL_STATUSES or out.status == MessageStatus.scheduled:
+                return out.model_dump(mode="json")
+            if loop.time() > deadline:
+                return out.model_dump(mode="json")
+            await asyncio.sleep(0.1)
+    finally:
+        await runtime.close()

@@ -1,0 +1,1 @@
+"""Bank customers: contact points and attributes used for decisions."""

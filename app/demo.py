@@ -1,0 +1,83 @@
+"""Demo data for `make run`: an account-movement scenario, customers and API keys.
+Safe to run twice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository as keys_repository
+from app.auth.schemas import Role
+from app.auth.service import create_key
+from app.customers import repository as customers
+from app.scenarios import repository as scenarios_repository
+from app.scenarios import service as scenarios
+from app.scenarios.schemas import ScenarioCreate
+
+ACCOUNT_MOVEMENT = {
+    "key": "account_movement",
+    "name": "Account movement notice",
+    "class": "transactional",
+    "channels": ["wechat", "sms", "email"],
+    "required_variables": [
+        {"name": "account_tail", "type": "string"},
+        {"name": "direction", "type": "string", "description": "收入 or 支出"},
+        {"name": "amount", "type": "decimal"},
+        {"name": "balance", "type": "decimal"},
+    ],
+    "templates": {
+        "wechat": {
+            "body": "您尾号{{ account_tail }}的账户{{ direction }}人民币{{ amount }}元，"
+            "余额{{ balance }}元。"
+        },
+        "sms": {
+            "body": "【示例银行】您尾号{{ account_tail }}的账户{{ direction }}人民币{{ amount }}元，"
+            "余额{{ balance }}元。"
+        },
+        "email": {
+            "subject": "账户变动通知：尾号{{ account_tail }}",
+            "body": "您好，您尾号{{ account_tail }}的账户{{ direction }}人民币{{ amount }}元，"
+            "余额{{ balance }}元。",
+        },
+    },
+}
+
+CUSTOMERS = [
+    {
+        "id": "C0001", "name": "张伟", "phone": "13800000001", "email": "zhang.wei@example.com",
+        "wechat_openid": "oDemo0000000000000000000001",
+        "attributes": {"aum": 1200000, "tier": "private"},
+    },
+    {
+        "id": "C0002", "name": "李娜", "phone": "13900000002",
+        "attributes": {"aum": 8000, "tier": "mass"},
+    },
+    {
+        "id": "C0003", "name": "王芳", "email": "wang.fang@example.com",
+        "attributes": {"aum": 56000, "tier": "mass"},
+    },
+]
+
+DEMO_KEYS = (("demo-admin", Role.admin), ("demo-core-banking", Role.system))
+
+
+async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
+    """Seed the demo; return the keys created now (already existing keys keep their secret)."""
+    if await scenarios_repository.by_key(session, ACCOUNT_MOVEMENT["key"]) is None:  # type: ignore[arg-type]
+        await scenarios.create(session, ScenarioCreate.model_validate(ACCOUNT_MOVEMENT))
+    for data in CUSTOMERS:
+        values = {k: v for k, v in data.items() if k != "id"}
+        await customers.upsert(session, str(data["id"]), **values)
+    created: dict[str, str] = {}
+    for name, role in DEMO_KEYS:
+        if await keys_repository.by_name(session, name) is None:
+            _, created[name] = await create_key(session, name=name, role=role)
+    if created:
+        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        with keys_file.open("a", encoding="utf-8") as fh:
+            os.chmod(keys_file, 0o600)
+            for name, plaintext in created.items():
+                fh.write(f"{name.upper().replace('-', '_')}_KEY={plaintext}\n")
+    return created

@@ -1,0 +1,139 @@
+"""One error base class carrying its status; every error renders as
+``{"error": "<Name>", "detail": "...", "fields": [...]?}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("icc.errors")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error response."""
+
+    error: str
+    detail: str
+    fields: list[FieldError] | None = None
+
+
+class AppError(Exception):
+    status_code = 400
+    name = "BadRequest"
+
+    def __init__(self, detail: str, *, fields: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.name, self.detail, self.fields)
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    name = "Unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    name = "Forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    name = "NotFound"
+
+
+class Conflict(AppError):
+    status_code = 409
+    name = "Conflict"
+
+
+class IdempotencyConflict(Conflict):
+    name = "IdempotencyKeyReused"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    name = "PayloadTooLarge"
+
+
+class ValidationFailed(AppError):
+    status_code = 422
+    name = "ValidationError"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> ValidationFailed:
+        return cls(f"{field}: {message}", fields=[FieldError(field=field, message=message)])
+
+
+def error_body(name: str, detail: str, fields: list[FieldError] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": name, "detail": detail}
+    if fields:
+        body["fields"] = [f.model_dump() for f in fields]
+    return body
+
+
+def field_errors_from_pydantic(errors: Any, *, skip_prefix: int = 0) -> list[FieldError]:
+    """Turn pydantic error dicts into our field list (``variables.amount``, ``items.3.customer_id``)."""
+    out = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ())][skip_prefix:]
+        out.append(FieldError(field=".".join(loc) or "body", message=str(err.get("msg", "invalid"))))
+    return out
+
+
+_HTTP_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "TooManyRequests",
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": name}
+    for code, name in ((401, "Unauthorized"), (403, "Forbidden"), (422, "ValidationError"))
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, exc: AppError) -> ORJSONResponse:
+        return ORJSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        fields = field_errors_from_pydantic(exc.errors(), skip_prefix=1)
+        detail = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
+        return ORJSONResponse(error_body("ValidationError", detail, fields), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
+        return ORJSONResponse(
+            error_body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return ORJSONResponse(
+            error_body("InternalError", "unexpected error; it has been logged"), status_code=500
+        )

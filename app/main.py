@@ -1,0 +1,85 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.auth.endpoints import router as keys_router
+from app.errors import PayloadTooLarge, install_error_handlers
+from app.health import router as health_router
+from app.messages.endpoints import router as messages_router
+from app.runtime import Runtime
+from app.sandbox.endpoints import router as sandbox_router
+from app.scenarios.endpoints import router as scenarios_router
+from app.settings import Settings
+
+
+class BodySizeLimit:
+    """413 for bodies over the limit, whether or not Content-Length is declared."""
+
+    def __init__(self, app: ASGIApp, *, default: int, batch: int) -> None:
+        self.app, self.default, self.batch = app, default, batch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.batch if scope["path"].endswith("/batch") else self.default
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"the body is over {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        exc = PayloadTooLarge(f"the body is over {limit} bytes; send less (batches: split them)")
+        await ORJSONResponse(exc.body(), status_code=413)(scope, receive, send)
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
+    """The app. With ``runtime`` given (tests), the caller starts and closes it."""
+    owned = runtime is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            app.state.runtime = Runtime(settings, run_workers=not settings.redis_url)
+            await app.state.runtime.start()
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.runtime.close()
+
+    app = FastAPI(
+        title="ICC omnichannel messaging platform",
+        version=__version__,
+        description="One message API for SMS, email and WeChat, with segment strategies and A/B tests.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_error_handlers(app)
+    for router in (health_router, messages_router, scenarios_router, keys_router, sandbox_router):
+        app.include_router(router)
+    app.add_middleware(
+        BodySizeLimit, default=settings.api.max_body_bytes, batch=settings.api.max_batch_body_bytes
+    )
+    return app

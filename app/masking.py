@@ -1,0 +1,58 @@
+"""Masking of personal data (phones, emails, WeChat openids, names) for logs and lists."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_OPENID = re.compile(r"(?<![A-Za-z0-9_-])(o[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{20}([A-Za-z0-9_-]{4})(?![A-Za-z0-9_-])")
+
+
+def mask_phone(phone: str) -> str:
+    digits = phone.strip()
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return f"{digits[:-8]}****{digits[-4:]}" if len(digits) >= 11 else f"{digits[:3]}****"
+
+
+def mask_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_openid(openid: str) -> str:
+    return f"{openid[:4]}****{openid[-4:]}" if len(openid) > 8 else "****"
+
+
+def mask_name(name: str) -> str:
+    """张三 → 张*, 欧阳娜娜 → 欧***; Li Lei → L*****."""
+    return name[:1] + "*" * (len(name) - 1) if name else name
+
+
+def mask_text(text: str) -> str:
+    """Mask every phone number, email address and openid found in free text."""
+    text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
+    text = _EMAIL.sub(r"\1***@\2", text)
+    return _OPENID.sub(r"\1****\2", text)
+
+
+def mask_value(value: Any) -> Any:
+    """Mask strings inside nested JSON-like structures."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(v) for v in value]
+    return value
+
+
+_CONTACT_MASKS = {"phone": mask_phone, "email": mask_email, "wechat_openid": mask_openid}
+
+
+def mask_contact(field: str, value: str) -> str:
+    """Mask a contact point by its kind (``phone``, ``email``, ``wechat_openid``)."""
+    masker = _CONTACT_MASKS.get(field)
+    return masker(value) if masker else mask_text(value)

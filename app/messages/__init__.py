@@ -1,0 +1,1 @@
+"""The message API and the durable send pipeline."""

@@ -1,0 +1,157 @@
+"""Turn one validated request into the rows to insert (pure: no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app.customers.models import Customer
+from app.errors import FieldError, ValidationFailed
+from app.ids import new_id
+from app.messages.schemas import MessageItem
+from app.messages.variables import check_variables
+from app.scenarios.service import ScenarioSpec
+from channels.base import CONTACT_FIELD
+from templates.renderer import TemplateError, render_content
+
+
+@dataclass(frozen=True)
+class Prepared:
+    message: dict[str, Any]
+    events: list[dict[str, Any]]
+    outbox: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.message["id"])
+
+    @property
+    def immediate(self) -> bool:
+        return self.outbox["enqueued_at"] is not None
+
+
+def request_hash(scenario: str, item: MessageItem) -> str:
+    """Fingerprint of a request, to tell a replay from a reuse of its idempotency key."""
+    body = item.model_dump(mode="json", exclude={"idempotency_key", "scenario"}, exclude_none=True)
+    body["scenario"] = scenario
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _contacts(customer: Customer | None, item: MessageItem) -> dict[str, str]:
+    contacts: dict[str, str] = {}
+    if customer is not None:
+        for name in CONTACT_FIELD.values():
+            value = getattr(customer, name)
+            if value:
+                contacts[name] = value
+    if item.recipient is not None:
+        contacts.update(item.recipient.model_dump(exclude_none=True))
+    return contacts
+
+
+def _channel_plan(
+    spec: ScenarioSpec, item: MessageItem, contacts: dict[str, str]
+) -> tuple[list[str], list[dict[str, str]]]:
+    wanted = [c.value for c in item.channels] if item.channels else list(spec.channels)
+    unknown = [c for c in wanted if c not in spec.channels]
+    if unknown:
+        raise ValidationFailed.field(
+            "channels",
+            f"scenario {spec.key!r} has no {', '.join(unknown)} channel; "
+            f"it offers {', '.join(spec.channels)}",
+        )
+    reachable = [c for c in wanted if contacts.get(CONTACT_FIELD[c])]
+    skipped = [
+        {"channel": c, "reason": f"no {CONTACT_FIELD[c]} for the customer"}
+        for c in wanted
+        if c not in reachable
+    ]
+    if not reachable:
+        needed = " or ".join(f"recipient.{CONTACT_FIELD[c]}" for c in wanted)
+        raise ValidationFailed(
+            f"no contact point for any channel of the message ({', '.join(wanted)}): give {needed}",
+            fields=[FieldError(field="recipient", message=f"give {needed}")],
+        )
+    return reachable, skipped
+
+
+def _render(spec: ScenarioSpec, channels: list[str], variables: dict[str, Any]) -> dict[str, Any]:
+    content = {}
+    for channel in channels:
+        tpl = spec.templates[channel]
+        try:
+            content[channel] = render_content(subject=tpl.subject, body=tpl.body, variables=variables)
+        except TemplateError as exc:
+            raise ValidationFailed.field("variables", f"{channel} template: {exc}") from None
+    return content
+
+
+def prepare(
+    spec: ScenarioSpec,
+    item: MessageItem,
+    *,
+    customer: Customer | None,
+    owner: str,
+    idempotency_key: str | None,
+    now: datetime,
+) -> Prepared:
+    """Validate against the scenario, choose channels, render; raise ValidationFailed."""
+    errors = check_variables(spec.variables, item.variables)
+    if errors:
+        raise ValidationFailed("; ".join(f"{e.field}: {e.message}" for e in errors), fields=errors)
+    contacts = _contacts(customer, item)
+    channels, skipped = _channel_plan(spec, item, contacts)
+    content = _render(spec, channels, item.variables)
+    message_id = new_id("msg")
+    scheduled = item.send_at is not None and item.send_at > now
+    status = "scheduled" if scheduled else "queued"
+    decision = {
+        "scenario_class": spec.message_class,
+        "channels": channels,
+        "skipped_channels": skipped,
+        "customer_known": customer is not None,
+        "strategy": None,
+        "patch": None,
+    }
+    message = {
+        "id": message_id,
+        "owner": owner,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash(spec.key, item) if idempotency_key else None,
+        "scenario": spec.key,
+        "customer_id": item.customer_id,
+        "recipient": {CONTACT_FIELD[c]: contacts[CONTACT_FIELD[c]] for c in channels},
+        "variables": item.variables,
+        "channels": channels,
+        "channel_index": 0,
+        "channel": channels[0],
+        "status": status,
+        "attempts": 0,
+        "channel_attempts": 0,
+        "content": content,
+        "decision": decision,
+        "send_at": item.send_at,
+        "next_attempt_at": item.send_at if scheduled else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    events = [
+        {"message_id": message_id, "type": "accepted", "at": now, "detail": {"owner": owner}},
+        {
+            "message_id": message_id,
+            "type": status,
+            "at": now,
+            "detail": {"send_at": item.send_at.isoformat()} if scheduled else {"channel": channels[0]},
+        },
+    ]
+    outbox = {
+        "message_id": message_id,
+        "due_at": item.send_at if scheduled else now,
+        # immediate messages are enqueued right after commit; the sweeper finds them if not
+        "enqueued_at": None if scheduled else now,
+    }
+    return Prepared(message=message, events=events, outbox=outbox)

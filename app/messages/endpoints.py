@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import AwareDatetime
+
+from app.deps import ReaderPrincipal, RuntimeDep, SessionDep, SystemPrincipal
+from app.errors import ERROR_RESPONSES, ErrorBody
+from app.messages import service
+from app.messages.compose import Prepared
+from app.messages.schemas import (
+    BatchCreate,
+    BatchResult,
+    MessageAccepted,
+    MessageCreate,
+    MessageList,
+    MessageOut,
+    MessageStatus,
+)
+from app.pagination import Cursor, Limit, decode_cursor, next_cursor
+from app.errors import PayloadTooLarge
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=ERROR_RESPONSES)
+
+
+def _accepted(accepted: service.Accepted) -> MessageAccepted:
+    msg = accepted.message
+    if isinstance(msg, Prepared):
+        row = msg.message
+        return MessageAccepted(
+            id=msg.id, status=row["status"], scenario=row["scenario"],
+            customer_id=row["customer_id"], channels=row["channels"], send_at=row["send_at"],
+            created_at=row["created_at"],
+        )
+    return MessageAccepted(
+        id=msg.id, status=MessageStatus(msg.status), scenario=msg.scenario,
+        customer_id=msg.customer_id, channels=msg.channels, send_at=msg.send_at,
+        created_at=msg.created_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=MessageAccepted,
+    summary="Send one message",
+    responses={
+        404: {"model": ErrorBody, "description": "unknown scenario"},
+        409: {"model": ErrorBody, "description": "idempotency key reused with another body"},
+        413: {"model": ErrorBody, "description": "body too large"},
+    },
+)
+async def send_message(
+    body: MessageCreate,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: SystemPrincipal,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> MessageAccepted:
+    """Accept a message: validate, render, persist with its outbox entry, queue after commit.
+    A replay (same idempotency key, same body) returns the first message with
+    `Idempotency-Replay: true`."""
+    accepted = await service.accept(
+        session, body, principal=principal, queue=runtime.queue, header_key=idempotency_key
+    )
+    if accepted.replayed:
+        response.headers["Idempotency-Replay"] = "true"
+    return _accepted(accepted)
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchResult,
+    summary="Send up to 10,000 messages of one scenario",
+    responses={404: {"model": ErrorBody, "description": "unknown scenario"}},
+)
+async def send_batch(
+    body: BatchCreate, session: SessionDep, runtime: RuntimeDep, principal: SystemPrincipal
+) -> BatchResult:
+    """Each item is validated on its own and gets its own result (an id or an error)."""
+    limit = runtime.settings.api.max_batch_items
+    if len(body.items) > limit:
+        raise PayloadTooLarge(f"a batch holds at most {limit} items; split it")
+    return await service.accept_batch(
+        session, body.scenario, body.items, principal=principal, queue=runtime.queue
+    )
+
+
+@router.get("/{message_id}", response_model=MessageOut, summary="A message and its timeline")
+async def get_message(
+    message_id: str, session: SessionDep, principal: ReaderPrincipal
+) -> MessageOut:
+    return await service.get_message(session, message_id, principal=principal)
+
+
+@router.get("", response_model=MessageList, summary="List messages, newest first")
+async def list_messages(
+    session: SessionDep,
+    principal: ReaderPrincipal,
+    customer_id: str | None = None,
+    scenario: str | None = None,
+    status: MessageStatus | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> MessageList:
+    items = await service.list_messages(
+        session, principal=principal, customer_id=customer_id, scenario=scenario,
+        status=status, since=since, before_id=decode_cursor(cursor), limit=limit,
+    )
+    return MessageList(items=items, next_cursor=next_cursor([m.id for m in items], limit))

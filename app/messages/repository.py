@@ -1,0 +1,179 @@
+"""All SQL of the message pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect_name, insert_ignoring_conflicts
+from app.messages.models import Message, MessageEvent, Outbox
+
+CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
+CHUNK = 500
+
+
+async def by_id(session: AsyncSession, message_id: str) -> Message | None:
+    return await session.get(Message, message_id)
+
+
+async def by_idempotency_keys(
+    session: AsyncSession, owner: str, keys: Sequence[str]
+) -> dict[str, Message]:
+    found: dict[str, Message] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), CHUNK):
+        rows = await session.scalars(
+            select(Message).where(
+                Message.owner == owner, Message.idempotency_key.in_(unique[start : start + CHUNK])
+            )
+        )
+        found.update((m.idempotency_key or "", m) for m in rows)
+    return found
+
+
+async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert, skipping rows whose (owner, idempotency_key) exists; return the inserted ids."""
+    inserted: set[str] = set()
+    for start in range(0, len(rows), CHUNK):
+        stmt = insert_ignoring_conflicts(session, Message, "owner", "idempotency_key")
+        result = await session.execute(
+            stmt.values(list(rows[start : start + CHUNK])).returning(Message.id)
+        )
+        inserted.update(result.scalars())
+    return inserted
+
+
+async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    if events:
+        await session.execute(insert(MessageEvent), list(events))
+
+
+async def add_outbox(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
+    if entries:
+        await session.execute(insert(Outbox), list(entries))
+
+
+async def events_of(session: AsyncSession, message_id: str) -> list[MessageEvent]:
+    rows = await session.scalars(
+        select(MessageEvent).where(MessageEvent.message_id == message_id).order_by(MessageEvent.id)
+    )
+    return list(rows.all())
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    owner: str | None,
+    customer_id: str | None,
+    scenario: str | None,
+    status: str | None,
+    since: datetime | None,
+    before_id: str | None,
+    limit: int,
+) -> list[Message]:
+    stmt = select(Message).order_by(Message.id.desc()).limit(limit)
+    for column, value in (
+        (Message.owner, owner),
+        (Message.customer_id, customer_id),
+        (Message.scenario, scenario),
+        (Message.status, status),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if since is not None:
+        stmt = stmt.where(Message.created_at >= since)
+    if before_id is not None:
+        stmt = stmt.where(Message.id < before_id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def claim(
+    session: AsyncSession, message_id: str, *, worker: str, now: datetime, lease_until: datetime
+) -> Message | None:
+    """Take the lease on a message that is due and not held by a live lease."""
+    stmt = (
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.status.in_(CLAIMABLE),
+            or_(Message.lease_until.is_(None), Message.lease_until < now),
+            or_(Message.next_attempt_at.is_(None), Message.next_attempt_at <= now),
+        )
+        .values(
+            status="sending",
+            lease_owner=worker,
+            lease_until=lease_until,
+            attempts=Message.attempts + 1,
+            channel_attempts=Message.channel_attempts + 1,
+            updated_at=now,
+        )
+        .returning(Message)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def update_if_leased(
+    session: AsyncSession, message_id: str, *, worker: str, values: dict[str, Any]
+) -> bool:
+    """Write the outcome of an attempt, unless another worker has taken the lease since."""
+    result = await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.lease_owner == worker)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def finish_outbox(session: AsyncSession, message_id: str) -> None:
+    await session.execute(delete(Outbox).where(Outbox.message_id == message_id))
+
+
+async def reschedule_outbox(
+    session: AsyncSession, message_id: str, *, due_at: datetime, enqueued_at: datetime
+) -> None:
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.message_id == message_id)
+        .values(due_at=due_at, enqueued_at=enqueued_at)
+    )
+
+
+async def due_outbox(
+    session: AsyncSession, *, now: datetime, redeliver_before: datetime, limit: int
+) -> list[str]:
+    """Unfinished messages that are due, not enqueued recently, and not under a live lease."""
+    stmt = (
+        select(Outbox.message_id)
+        .join(Message, Message.id == Outbox.message_id)
+        .where(
+            Outbox.due_at <= now,
+            or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at < redeliver_before),
+            or_(Message.lease_until.is_(None), Message.lease_until < now),
+        )
+        .order_by(Outbox.due_at)
+        .limit(limit)
+    )
+    if dialect_name(session) == "postgresql":
+        stmt = stmt.with_for_update(of=Outbox, skip_locked=True)
+    return list((await session.scalars(stmt)).all())
+
+
+async def mark_enqueued(session: AsyncSession, ids: Sequence[str], at: datetime) -> None:
+    for start in range(0, len(ids), CHUNK):
+        await session.execute(
+            update(Outbox)
+            .where(Outbox.message_id.in_(list(ids[start : start + CHUNK])))
+            .values(enqueued_at=at)
+        )
+
+
+async def unfinished_count(session: AsyncSession) -> int:
+    from sqlalchemy import func
+
+    return int(await session.scalar(select(func.count()).select_from(Outbox)) or 0)

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.scenarios.schemas import Channel
+
+PHONE_PATTERN = r"^\+?[0-9]{5,20}$"
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
+OPENID_PATTERN = r"^[A-Za-z0-9_-]{6,64}$"
+
+
+class MessageStatus(StrEnum):
+    scheduled = "scheduled"
+    queued = "queued"
+    sending = "sending"
+    retrying = "retrying"
+    sent = "sent"
+    delivered = "delivered"
+    failed = "failed"
+
+
+TERMINAL_STATUSES = frozenset({MessageStatus.sent, MessageStatus.delivered, MessageStatus.failed})
+
+
+class Recipient(BaseModel):
+    """Contact points; they override the customer's stored ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str | None = Field(default=None, pattern=PHONE_PATTERN, examples=["13800000000"])
+    email: str | None = Field(
+        default=None, pattern=EMAIL_PATTERN, max_length=320, examples=["zhang.san@example.com"]
+    )
+    wechat_openid: str | None = Field(default=None, pattern=OPENID_PATTERN)
+
+
+class MessageItem(BaseModel):
+    """One message of a batch (the scenario is given once for the batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str = Field(min_length=1, max_length=64, examples=["C0001"])
+    recipient: Recipient | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+    channels: list[Channel] | None = Field(
+        default=None, min_length=1, description="restrict and reorder the scenario's channels"
+    )
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    send_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with an offset")
+
+
+class MessageCreate(MessageItem):
+    scenario: str = Field(min_length=1, max_length=64, examples=["account_movement"])
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "scenario": "account_movement",
+                    "customer_id": "C0001",
+                    "variables": {
+                        "account_tail": "1234",
+                        "direction": "支出",
+                        "amount": "1200.00",
+                        "balance": "35200.50",
+                    },
+                }
+            ]
+        },
+    )
+
+
+class MessageAccepted(BaseModel):
+    id: str
+    status: MessageStatus
+    scenario: str
+    customer_id: str
+    channels: list[str]
+    send_at: datetime | None = None
+    created_at: datetime
+
+
+class EventOut(BaseModel):
+    type: str
+    at: datetime
+    detail: dict[str, Any]
+
+
+class MessageOut(BaseModel):
+    id: str
+    status: MessageStatus
+    status_reason: str | None
+    scenario: str
+    customer_id: str
+    recipient: dict[str, str] = Field(description="masked contact points")
+    channels: list[str] = Field(description="channels to try, in order")
+    channel: str | None = Field(description="channel of the last attempt")
+    provider: str | None
+    provider_message_id: str | None
+    content: dict[str, dict[str, Any]] = Field(description="rendered content per channel")
+    attempts: int
+    decision: dict[str, Any]
+    send_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    events: list[EventOut] | None = None
+
+
+class MessageList(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class BatchCreate(BaseModel):
+    scenario: str = Field(min_length=1, max_length=64)
+    items: list[dict[str, Any]] = Field(
+        min_length=1, description="up to 10,000 items, each validated on its own"
+    )
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    id: str | None = None
+    status: MessageStatus | None = None
+    replayed: bool = False
+    error: str | None = None
+    detail: str | None = None
+    fields: list[dict[str, str]] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    items: list[BatchItemResult]

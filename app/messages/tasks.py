@@ -1,0 +1,49 @@
+"""Background work: the sweeper that re-enqueues whatever the queue may have lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from app.messages import repository
+from app.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+log = logging.getLogger("icc.sweeper")
+SWEEP_BATCH = 1000
+
+
+async def sweep_once(runtime: Runtime) -> int:
+    """Enqueue due messages that no live job holds: scheduled ones whose time has come,
+    jobs lost with a crashed process or a wiped Redis, and expired leases."""
+    now = utcnow()
+    grace = timedelta(seconds=runtime.settings.queue.redelivery_grace)
+    async with runtime.sessionmaker() as session:
+        ids = await repository.due_outbox(
+            session, now=now, redeliver_before=now - grace, limit=SWEEP_BATCH
+        )
+        if ids:
+            await repository.mark_enqueued(session, ids, now)
+        await session.commit()
+    if ids:
+        await runtime.queue.enqueue(ids)
+        log.info("sweeper enqueued messages", extra={"count": len(ids)})
+    return len(ids)
+
+
+async def sweep_forever(runtime: Runtime) -> None:
+    interval = runtime.settings.queue.sweep_interval
+    while True:
+        try:
+            swept = await sweep_once(runtime)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sweep failed")
+            swept = 0
+        if swept < SWEEP_BATCH:
+            await asyncio.sleep(interval)

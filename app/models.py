@@ -1,0 +1,21 @@
+"""Import every model so that Base.metadata is complete (Alembic, tests)."""
+
+from app.auth.models import ApiKey
+from app.customers.models import Customer
+from app.db import Base
+from app.messages.models import Message, MessageEvent, Outbox
+from app.sandbox.models import SandboxDelivery
+from app.scenarios.models import Scenario
+from templates.models import Template
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Customer",
+    "Message",
+    "MessageEvent",
+    "Outbox",
+    "SandboxDelivery",
+    "Scenario",
+    "Template",
+]

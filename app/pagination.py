@@ -1,0 +1,32 @@
+"""Opaque list cursors: ``{"items": [...], "next_cursor": "..."}``, ``?limit=&cursor=``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Query
+
+from app.errors import ValidationFailed
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def encode_cursor(position: str) -> str:
+    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationFailed.field("cursor", "not a cursor from a previous page") from None
+
+
+def next_cursor(positions: list[str], limit: int) -> str | None:
+    """A cursor after the last item when the page is full."""
+    return encode_cursor(positions[-1]) if len(positions) == limit and positions else None

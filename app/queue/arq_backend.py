@@ -1,0 +1,87 @@
+"""arq on Redis: the scale-out queue. The only module that imports arq."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker, func
+
+from app.queue.base import JobHandler, chunked
+
+JOB_NAME = "process_messages"
+
+
+class ArqQueue:
+    def __init__(self, redis_url: str, *, queue_name: str, chunk_size: int) -> None:
+        self._settings = RedisSettings.from_dsn(redis_url)
+        self._queue_name = queue_name
+        self._chunk_size = chunk_size
+        self._pool: ArqRedis | None = None
+
+    async def start(self) -> None:
+        self._pool = await create_pool(self._settings, default_queue_name=self._queue_name)
+
+    @property
+    def pool(self) -> ArqRedis:
+        if self._pool is None:
+            raise RuntimeError("the arq queue is not started")
+        return self._pool
+
+    async def enqueue(self, ids: Sequence[str], *, delay: float = 0.0) -> None:
+        chunks = list(chunked(ids, self._chunk_size))
+        await asyncio.gather(
+            *(
+                self.pool.enqueue_job(JOB_NAME, chunk, _defer_by=delay if delay > 0 else None)
+                for chunk in chunks
+            )
+        )
+
+    async def ping(self) -> bool:
+        return bool(await self.pool.ping())
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+
+def build_worker(
+    *,
+    redis_url: str,
+    queue_name: str,
+    handler_factory: Callable[[], Awaitable[tuple[JobHandler, Callable[[], Awaitable[None]]]]],
+    max_jobs: int,
+    burst: bool = False,
+) -> Worker:
+    """An arq worker whose single job type hands message ids to ``handler``.
+
+    ``handler_factory`` runs at worker start-up and returns (handler, shutdown).
+    """
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["handler"], ctx["shutdown"] = await handler_factory()
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "shutdown" in ctx:
+            await ctx["shutdown"]()
+
+    async def process_messages(ctx: dict[str, Any], ids: list[str]) -> None:
+        await ctx["handler"](ids)
+
+    return Worker(
+        functions=[func(process_messages, name=JOB_NAME, max_tries=1000)],
+        on_startup=startup,
+        on_shutdown=shutdown,
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        queue_name=queue_name,
+        max_jobs=max_jobs,
+        job_timeout=600,
+        keep_result=0,
+        poll_delay=0.05,
+        burst=burst,
+        handle_signals=True,
+    )

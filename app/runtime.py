@@ -1,0 +1,73 @@
+"""What one process of the platform holds: settings, database, queue and channel providers.
+
+``icc serve`` embedded: in-process queue, consumers and sweeper in the same process.
+``icc serve`` with Redis: accepts only, enqueues to arq.
+``icc worker``: arq consumer plus the sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from app.auth.schemas import Role
+from app.auth.service import KeyCache, ensure_key
+from app.db import create_engine, create_sessionmaker
+from app.messages import delivery, tasks
+from app.queue.base import MessageQueue
+from app.queue.inprocess import InProcessQueue
+from app.settings import Settings
+from channels.base import ProviderContext
+from channels.registry import ProviderRegistry
+
+log = logging.getLogger("icc.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, run_workers: bool) -> None:
+        self.settings = settings
+        self.run_workers = run_workers
+        self.engine = create_engine(settings.database_url)
+        self.sessionmaker = create_sessionmaker(self.engine)
+        self.providers = ProviderRegistry.sandbox_default(
+            ProviderContext(sessionmaker=self.sessionmaker, redis_url=settings.redis_url)
+        )
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
+        self.keys = KeyCache(settings.api.key_cache_seconds)
+        self.queue = self._make_queue()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _make_queue(self) -> MessageQueue:
+        q = self.settings.queue
+        if self.settings.redis_url:
+            from app.queue.arq_backend import ArqQueue
+
+            return ArqQueue(self.settings.redis_url, queue_name=q.name, chunk_size=q.chunk_size)
+        workers = q.workers if self.run_workers else 0
+        return InProcessQueue(self.process, workers=workers, chunk_size=q.chunk_size)
+
+    async def start(self) -> None:
+        await self.queue.start()
+        if self.settings.bootstrap_admin_key is not None:
+            async with self.sessionmaker() as session:
+                plaintext = self.settings.bootstrap_admin_key.get_secret_value()
+                await ensure_key(session, name="bootstrap-admin", role=Role.admin, plaintext=plaintext)
+                await session.commit()
+        if self.run_workers:
+            self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
+
+    async def process(self, ids: list[str]) -> None:
+        """Send the given messages (the queue's job handler)."""
+        await delivery.process_many(self, ids)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.queue.close()
+        await self.providers.close()
+        await self.engine.dispose()

@@ -1,0 +1,1 @@
+"""What the sandbox providers would have sent, kept for inspection."""

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import AwareDatetime, BaseModel
+
+from app.deps import AnalystPrincipal, SessionDep
+from app.errors import ERROR_RESPONSES
+from app.masking import mask_contact
+from app.pagination import Cursor, Limit, decode_cursor, next_cursor
+from app.sandbox import repository
+from channels.base import CONTACT_FIELD
+
+router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"], responses=ERROR_RESPONSES)
+
+
+class SandboxDeliveryOut(BaseModel):
+    id: str
+    provider: str
+    channel: str
+    message_id: str | None
+    to: str
+    content: dict[str, Any]
+    created_at: datetime
+
+
+class SandboxDeliveryList(BaseModel):
+    items: list[SandboxDeliveryOut]
+    next_cursor: str | None
+
+
+@router.get("/deliveries", response_model=SandboxDeliveryList)
+async def list_deliveries(
+    session: SessionDep,
+    _: AnalystPrincipal,
+    channel: str | None = None,
+    message_id: str | None = None,
+    since: AwareDatetime | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> SandboxDeliveryList:
+    """What the sandbox providers would have sent (recipients masked)."""
+    rows = await repository.list_deliveries(
+        session, channel=channel, message_id=message_id, before_id=decode_cursor(cursor),
+        since=since, limit=limit,
+    )
+    items = [
+        SandboxDeliveryOut(
+            id=r.id, provider=r.provider, channel=r.channel, message_id=r.message_id,
+            to=mask_contact(CONTACT_FIELD.get(r.channel, ""), r.to), content=r.content, created_at=r.created_at,
+        )
+        for r in rows
+    ]
+    return SandboxDeliveryList(items=items, next_cursor=next_cursor([r.id for r in rows], limit))

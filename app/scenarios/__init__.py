@@ -1,0 +1,1 @@
+"""Scenarios: business event types with their channel order and templates."""

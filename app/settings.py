@@ -1,0 +1,82 @@
+"""One Settings object for the whole platform (prefix ``ICC_``, nested groups with ``__``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def async_database_url(url: str) -> str:
+    """Accept the usual URL spellings and pick the async driver for them."""
+    for plain, driver in (
+        ("sqlite:", "sqlite+aiosqlite:"),
+        ("postgresql:", "postgresql+asyncpg:"),
+        ("postgres:", "postgresql+asyncpg:"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+class QueueSettings(BaseModel):
+    """How messages move from the outbox to the channel plugins."""
+
+    name: str = "icc:messages"
+    workers: int = Field(default=4, ge=1, description="in-process consumer tasks")
+    concurrency: int = Field(default=32, ge=1, description="messages sent at once per worker")
+    chunk_size: int = Field(default=200, ge=1, le=5000, description="message ids per queued job")
+    lease_seconds: float = Field(default=60.0, gt=0)
+    sweep_interval: float = Field(default=2.0, gt=0)
+    redelivery_grace: float = Field(default=30.0, gt=0, description="re-enqueue after this long")
+
+
+class RetrySettings(BaseModel):
+    """Exponential backoff with full jitter for transient channel errors."""
+
+    max_attempts: int = Field(default=5, ge=1, description="attempts per channel")
+    base_delay: float = Field(default=1.0, gt=0)
+    max_delay: float = Field(default=300.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    max_body_bytes: int = 256 * 1024
+    max_batch_body_bytes: int = 32 * 1024 * 1024
+    max_batch_items: int = 10_000
+    key_cache_seconds: float = 10.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ICC_", env_nested_delimiter="__", extra="ignore", env_file=None
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./var/icc.db"
+    redis_url: str | None = None
+    bootstrap_admin_key: SecretStr | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    queue: QueueSettings = QueueSettings()
+    retry: RetrySettings = RetrySettings()
+    api: ApiSettings = ApiSettings()
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        return async_database_url(url)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _empty_is_unset(cls, url: str | None) -> str | None:
+        return url or None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Channel plugins: the contract every provider implements, and the built-in providers."""

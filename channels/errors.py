@@ -1,0 +1,30 @@
+"""Errors a channel provider raises: transient ones are retried, permanent ones are not."""
+
+from __future__ import annotations
+
+
+class ChannelError(Exception):
+    transient = False
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code
+
+
+class TransientChannelError(ChannelError):
+    """Try again later (timeouts, 5xx, provider rate limits)."""
+
+    transient = True
+
+
+class PermanentChannelError(ChannelError):
+    """Retrying cannot help (bad number, unsubscribed, rejected content): fall back instead."""
+
+
+class RecipientUnreachable(PermanentChannelError):
+    """The customer has no usable contact point on this channel."""
+
+
+class ProviderConfigError(Exception):
+    """A provider is misconfigured; raised at start so the platform fails fast."""

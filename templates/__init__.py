@@ -1,0 +1,1 @@
+"""Template storage and the sandboxed renderer."""
