@@ -90,7 +90,9 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--role", required=True, type=click.Choice(["system", "marketer", "analyst", "admin"]))
+@click.option(
+    "--role", required=True, type=click.Choice(["system", "marketer", "analyst", "admin"])
+)
 @click.option("--name", required=True)
 @click.option("--owner", default=None, help="business system the key belongs to (default: name)")
 def keys_create(role: str, name: str, owner: str | None) -> None:
@@ -141,8 +143,13 @@ def demo() -> None:
 @click.option("--openid", default=None)
 @click.option("--channel", "channels", multiple=True, help="restrict channels, repeatable")
 def send(
-    scenario: str, customer_id: str, variables: tuple[str, ...], phone: str | None,
-    email: str | None, openid: str | None, channels: tuple[str, ...],
+    scenario: str,
+    customer_id: str,
+    variables: tuple[str, ...],
+    phone: str | None,
+    email: str | None,
+    openid: str | None,
+    channels: tuple[str, ...],
 ) -> None:
     """Send one test message and print it with its timeline."""
     from app.cli_send import send_one
@@ -153,7 +160,9 @@ def send(
         if not sep:
             raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--var")
         body["variables"][name] = value
-    recipient = {k: v for k, v in (("phone", phone), ("email", email), ("wechat_openid", openid)) if v}
+    recipient = {
+        k: v for k, v in (("phone", phone), ("email", email), ("wechat_openid", openid)) if v
+    }
     if recipient:
         body["recipient"] = recipient
     if channels:

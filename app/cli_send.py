@@ -17,7 +17,9 @@ from app.settings import Settings
 CLI_PRINCIPAL = Principal(key_id="cli", name="cli", owner="cli", role=Role.admin)
 
 
-async def send_one(settings: Settings, body: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
+async def send_one(
+    settings: Settings, body: dict[str, Any], *, timeout: float = 30.0
+) -> dict[str, Any]:
     # Without Redis this process sends the message itself (the lease keeps a running
     # `icc serve` from sending it too); with Redis the workers do.
     runtime = Runtime(settings, run_workers=not settings.redis_url)
@@ -26,8 +28,11 @@ async def send_one(settings: Settings, body: dict[str, Any], *, timeout: float =
         async with runtime.sessionmaker() as session:
             try:
                 accepted = await service.accept(
-                    session, MessageCreate.model_validate(body), principal=CLI_PRINCIPAL,
-                    queue=runtime.queue, header_key=None,
+                    session,
+                    MessageCreate.model_validate(body),
+                    principal=CLI_PRINCIPAL,
+                    queue=runtime.queue,
+                    header_key=None,
                 )
             except AppError as exc:
                 return exc.body()

@@ -33,8 +33,8 @@ ACCOUNT_MOVEMENT = {
             "余额{{ balance }}元。"
         },
         "sms": {
-            "body": "【示例银行】您尾号{{ account_tail }}的账户{{ direction }}人民币{{ amount }}元，"
-            "余额{{ balance }}元。"
+            "body": "【示例银行】您尾号{{ account_tail }}的账户{{ direction }}"
+            "人民币{{ amount }}元，余额{{ balance }}元。"
         },
         "email": {
             "subject": "账户变动通知：尾号{{ account_tail }}",
@@ -46,16 +46,23 @@ ACCOUNT_MOVEMENT = {
 
 CUSTOMERS = [
     {
-        "id": "C0001", "name": "张伟", "phone": "13800000001", "email": "zhang.wei@example.com",
+        "id": "C0001",
+        "name": "张伟",
+        "phone": "13800000001",
+        "email": "zhang.wei@example.com",
         "wechat_openid": "oDemo0000000000000000000001",
         "attributes": {"aum": 1200000, "tier": "private"},
     },
     {
-        "id": "C0002", "name": "李娜", "phone": "13900000002",
+        "id": "C0002",
+        "name": "李娜",
+        "phone": "13900000002",
         "attributes": {"aum": 8000, "tier": "mass"},
     },
     {
-        "id": "C0003", "name": "王芳", "email": "wang.fang@example.com",
+        "id": "C0003",
+        "name": "王芳",
+        "email": "wang.fang@example.com",
         "attributes": {"aum": 56000, "tier": "mass"},
     },
 ]

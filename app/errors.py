@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -87,11 +87,13 @@ def error_body(name: str, detail: str, fields: list[FieldError] | None = None) -
 
 
 def field_errors_from_pydantic(errors: Any, *, skip_prefix: int = 0) -> list[FieldError]:
-    """Turn pydantic error dicts into our field list (``variables.amount``, ``items.3.customer_id``)."""
+    """Pydantic errors as our field list (``variables.amount``, ``items.3.customer_id``)."""
     out = []
     for err in errors:
         loc = [str(part) for part in err.get("loc", ())][skip_prefix:]
-        out.append(FieldError(field=".".join(loc) or "body", message=str(err.get("msg", "invalid"))))
+        out.append(
+            FieldError(field=".".join(loc) or "body", message=str(err.get("msg", "invalid")))
+        )
     return out
 
 
@@ -115,25 +117,25 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_request: Request, exc: AppError) -> ORJSONResponse:
-        return ORJSONResponse(exc.body(), status_code=exc.status_code)
+    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = field_errors_from_pydantic(exc.errors(), skip_prefix=1)
         detail = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
-        return ORJSONResponse(error_body("ValidationError", detail, fields), status_code=422)
+        return JSONResponse(error_body("ValidationError", detail, fields), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
-        return ORJSONResponse(
+        return JSONResponse(
             error_body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return ORJSONResponse(
+        return JSONResponse(
             error_body("InternalError", "unexpected error; it has been logged"), status_code=500
         )

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.deps import RuntimeDep
@@ -15,7 +15,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="The database (and Redis, when configured) answer")
-async def readyz(runtime: RuntimeDep) -> ORJSONResponse:
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with runtime.engine.connect() as conn:
@@ -29,4 +29,6 @@ async def readyz(runtime: RuntimeDep) -> ORJSONResponse:
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return ORJSONResponse({"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", **checks}, status_code=200 if ready else 503
+    )

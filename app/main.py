@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
@@ -49,7 +49,7 @@ class BodySizeLimit:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         exc = PayloadTooLarge(f"the body is over {limit} bytes; send less (batches: split them)")
-        await ORJSONResponse(exc.body(), status_code=413)(scope, receive, send)
+        await JSONResponse(exc.body(), status_code=413)(scope, receive, send)
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
@@ -70,9 +70,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app = FastAPI(
         title="ICC omnichannel messaging platform",
         version=__version__,
-        description="One message API for SMS, email and WeChat, with segment strategies and A/B tests.",
+        description="One message API for SMS, email and WeChat, with segment strategies "
+        "and A/B tests.",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     if runtime is not None:
         app.state.runtime = runtime

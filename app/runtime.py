@@ -54,7 +54,9 @@ class Runtime:
         if self.settings.bootstrap_admin_key is not None:
             async with self.sessionmaker() as session:
                 plaintext = self.settings.bootstrap_admin_key.get_secret_value()
-                await ensure_key(session, name="bootstrap-admin", role=Role.admin, plaintext=plaintext)
+                await ensure_key(
+                    session, name="bootstrap-admin", role=Role.admin, plaintext=plaintext
+                )
                 await session.commit()
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))

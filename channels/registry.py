@@ -35,10 +35,7 @@ class ProviderRegistry:
         if plugin is None:
             raise ProviderConfigError("the built-in sandbox plugin is not installed")
         return cls(
-            {
-                ch: [plugin(account=f"sandbox-{ch}", channel=ch, context=context)]
-                for ch in CHANNELS
-            }
+            {ch: [plugin(account=f"sandbox-{ch}", channel=ch, context=context)] for ch in CHANNELS}
         )
 
     def providers_for(self, channel: str) -> list[ChannelProvider]:

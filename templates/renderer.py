@@ -10,7 +10,8 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2 import Template as JinjaTemplate
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 _TEXT_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _HTML_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
@@ -26,7 +27,9 @@ def compile_template(source: str, *, html: bool = False) -> JinjaTemplate:
     try:
         return env.from_string(source)
     except TemplateSyntaxError as exc:
-        raise TemplateError(f"template does not compile: {exc.message} (line {exc.lineno})") from exc
+        raise TemplateError(
+            f"template does not compile: {exc.message} (line {exc.lineno})"
+        ) from exc
 
 
 def render(source: str, variables: Mapping[str, Any], *, html: bool = False) -> str:

@@ -13,8 +13,13 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
 def _out(key: ApiKey) -> KeyOut:
     return KeyOut(
-        id=key.id, name=key.name, owner=key.owner, role=Role(key.role), prefix=key.prefix,
-        created_at=key.created_at, revoked_at=key.revoked_at,
+        id=key.id,
+        name=key.name,
+        owner=key.owner,
+        role=Role(key.role),
+        prefix=key.prefix,
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
     )
 
 

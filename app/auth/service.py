@@ -36,7 +36,12 @@ def generate_key() -> str:
 
 
 async def create_key(
-    session: AsyncSession, *, name: str, role: Role, owner: str | None = None, plaintext: str | None = None
+    session: AsyncSession,
+    *,
+    name: str,
+    role: Role,
+    owner: str | None = None,
+    plaintext: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never stored."""
     if await repository.by_name(session, name) is not None:
@@ -61,7 +66,11 @@ async def ensure_key(session: AsyncSession, *, name: str, role: Role, plaintext:
         return
     existing = await repository.by_name(session, name)
     if existing is not None:
-        existing.key_hash, existing.prefix, existing.revoked_at = hash_key(plaintext), plaintext[:8], None
+        existing.key_hash, existing.prefix, existing.revoked_at = (
+            hash_key(plaintext),
+            plaintext[:8],
+            None,
+        )
         await session.flush()
         return
     await create_key(session, name=name, role=role, plaintext=plaintext)
@@ -89,7 +98,9 @@ class KeyCache:
         row = await repository.by_hash(session, digest)
         principal = None
         if row is not None and row.revoked_at is None:
-            principal = Principal(key_id=row.id, name=row.name, owner=row.owner, role=Role(row.role))
+            principal = Principal(
+                key_id=row.id, name=row.name, owner=row.owner, role=Role(row.role)
+            )
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[digest] = (now + self._ttl, principal)

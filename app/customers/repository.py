@@ -18,7 +18,9 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> dict[str, Custo
     found: dict[str, Customer] = {}
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), 500):
-        rows = await session.scalars(select(Customer).where(Customer.id.in_(unique[start : start + 500])))
+        rows = await session.scalars(
+            select(Customer).where(Customer.id.in_(unique[start : start + 500]))
+        )
         found.update((c.id, c) for c in rows)
     return found
 

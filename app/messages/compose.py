@@ -84,7 +84,9 @@ def _render(spec: ScenarioSpec, channels: list[str], variables: dict[str, Any]) 
     for channel in channels:
         tpl = spec.templates[channel]
         try:
-            content[channel] = render_content(subject=tpl.subject, body=tpl.body, variables=variables)
+            content[channel] = render_content(
+                subject=tpl.subject, body=tpl.body, variables=variables
+            )
         except TemplateError as exc:
             raise ValidationFailed.field("variables", f"{channel} template: {exc}") from None
     return content
@@ -107,7 +109,8 @@ def prepare(
     channels, skipped = _channel_plan(spec, item, contacts)
     content = _render(spec, channels, item.variables)
     message_id = new_id("msg")
-    scheduled = item.send_at is not None and item.send_at > now
+    send_at = item.send_at
+    scheduled = send_at is not None and send_at > now
     status = "scheduled" if scheduled else "queued"
     decision = {
         "scenario_class": spec.message_class,
@@ -145,7 +148,9 @@ def prepare(
             "message_id": message_id,
             "type": status,
             "at": now,
-            "detail": {"send_at": item.send_at.isoformat()} if scheduled else {"channel": channels[0]},
+            "detail": {"send_at": send_at.isoformat()}
+            if send_at and scheduled
+            else {"channel": channels[0]},
         },
     ]
     outbox = {

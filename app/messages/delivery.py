@@ -39,7 +39,7 @@ class Attempt:
 def backoff_delay(attempt: int, retry: RetrySettings) -> float:
     """Exponential backoff with jitter: half fixed, half random, capped."""
     ceiling = min(retry.max_delay, retry.base_delay * 2 ** max(attempt - 1, 0))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 async def process_many(runtime: Runtime, ids: list[str]) -> None:
@@ -110,7 +110,9 @@ def _event(message_id: str, type_: str, at: datetime, **detail: Any) -> dict[str
     return {"message_id": message_id, "type": type_, "at": at, "detail": detail}
 
 
-async def _record(session: AsyncSession, runtime: Runtime, message: Message, attempt: Attempt) -> float | None:
+async def _record(
+    session: AsyncSession, runtime: Runtime, message: Message, attempt: Attempt
+) -> float | None:
     """Write the attempt's outcome; return a delay (seconds) if the message must be queued again."""
     if attempt.result is not None:
         await _record_success(session, runtime, message, attempt, attempt.result)
@@ -119,17 +121,22 @@ async def _record(session: AsyncSession, runtime: Runtime, message: Message, att
     now = utcnow()
     error = attempt.error
     failed = _event(
-        message.id, "attempt_failed", now, channel=attempt.channel, provider=attempt.provider,
-        code=error.code, error=error.detail, transient=error.transient, latency_ms=attempt.latency_ms,
+        message.id,
+        "attempt_failed",
+        now,
+        channel=attempt.channel,
+        provider=attempt.provider,
+        code=error.code,
+        error=error.detail,
+        transient=error.transient,
+        latency_ms=attempt.latency_ms,
     )
     retry = runtime.settings.retry
     if error.transient and message.channel_attempts < retry.max_attempts:
         return await _schedule_retry(session, runtime, message, attempt, failed, now)
-    reason = (
-        f"{attempt.channel}: {error.detail}"
-        if not error.transient
-        else f"{attempt.channel}: gave up after {message.channel_attempts} attempts ({error.detail})"
-    )
+    reason = f"{attempt.channel}: {error.detail}"
+    if error.transient:
+        reason += f" (gave up after {message.channel_attempts} attempts)"
     return await _fall_back_or_fail(session, runtime, message, failed, reason, now)
 
 
@@ -139,18 +146,30 @@ async def _record_success(
     now = utcnow()
     status = "delivered" if result.delivered else "sent"
     values: dict[str, Any] = {
-        "status": status, "status_reason": None, "channel": attempt.channel,
-        "provider": attempt.provider, "provider_message_id": result.provider_message_id,
-        "sent_at": now, "lease_until": None, "updated_at": now,
+        "status": status,
+        "status_reason": None,
+        "channel": attempt.channel,
+        "provider": attempt.provider,
+        "provider_message_id": result.provider_message_id,
+        "sent_at": now,
+        "lease_until": None,
+        "updated_at": now,
     }
     if result.delivered:
         values["delivered_at"] = now
-    if not await repository.update_if_leased(session, message.id, worker=runtime.worker_id, values=values):
+    if not await repository.update_if_leased(
+        session, message.id, worker=runtime.worker_id, values=values
+    ):
         return
     events = [
         _event(
-            message.id, "sent", now, channel=attempt.channel, provider=attempt.provider,
-            provider_message_id=result.provider_message_id, latency_ms=attempt.latency_ms,
+            message.id,
+            "sent",
+            now,
+            channel=attempt.channel,
+            provider=attempt.provider,
+            provider_message_id=result.provider_message_id,
+            latency_ms=attempt.latency_ms,
         )
     ]
     if result.delivered:
@@ -160,21 +179,35 @@ async def _record_success(
 
 
 async def _schedule_retry(
-    session: AsyncSession, runtime: Runtime, message: Message, attempt: Attempt,
-    failed: dict[str, Any], now: datetime,
+    session: AsyncSession,
+    runtime: Runtime,
+    message: Message,
+    attempt: Attempt,
+    failed: dict[str, Any],
+    now: datetime,
 ) -> float | None:
     delay = backoff_delay(message.channel_attempts, runtime.settings.retry)
     due = now + timedelta(seconds=delay)
     values = {
-        "status": "retrying", "next_attempt_at": due, "lease_until": None, "updated_at": now,
-        "channel": attempt.channel, "provider": attempt.provider,
+        "status": "retrying",
+        "next_attempt_at": due,
+        "lease_until": None,
+        "updated_at": now,
+        "channel": attempt.channel,
+        "provider": attempt.provider,
         "status_reason": f"{attempt.channel}: {failed['detail']['error']}",
     }
-    if not await repository.update_if_leased(session, message.id, worker=runtime.worker_id, values=values):
+    if not await repository.update_if_leased(
+        session, message.id, worker=runtime.worker_id, values=values
+    ):
         return None
     retry_event = _event(
-        message.id, "retry_scheduled", now, channel=attempt.channel,
-        next_attempt_at=due.isoformat(), delay_s=round(delay, 3),
+        message.id,
+        "retry_scheduled",
+        now,
+        channel=attempt.channel,
+        next_attempt_at=due.isoformat(),
+        delay_s=round(delay, 3),
     )
     await repository.add_events(session, [failed, retry_event])
     # enqueued_at = due: the sweeper re-sends only if the delayed job is lost
@@ -183,28 +216,47 @@ async def _schedule_retry(
 
 
 async def _fall_back_or_fail(
-    session: AsyncSession, runtime: Runtime, message: Message, failed: dict[str, Any],
-    reason: str, now: datetime,
+    session: AsyncSession,
+    runtime: Runtime,
+    message: Message,
+    failed: dict[str, Any],
+    reason: str,
+    now: datetime,
 ) -> float | None:
     next_index = message.channel_index + 1
     if next_index >= len(message.channels):
         values: dict[str, Any] = {
-            "status": "failed", "status_reason": reason, "lease_until": None, "updated_at": now,
+            "status": "failed",
+            "status_reason": reason,
+            "lease_until": None,
+            "updated_at": now,
         }
         if not await repository.update_if_leased(
             session, message.id, worker=runtime.worker_id, values=values
         ):
             return None
-        await repository.add_events(session, [failed, _event(message.id, "failed", now, reason=reason)])
+        await repository.add_events(
+            session, [failed, _event(message.id, "failed", now, reason=reason)]
+        )
         await repository.finish_outbox(session, message.id)
         return None
     nxt = message.channels[next_index]
     values = {
-        "status": "queued", "channel_index": next_index, "channel": nxt, "channel_attempts": 0,
-        "next_attempt_at": None, "lease_until": None, "status_reason": reason, "updated_at": now,
+        "status": "queued",
+        "channel_index": next_index,
+        "channel": nxt,
+        "channel_attempts": 0,
+        "next_attempt_at": None,
+        "lease_until": None,
+        "status_reason": reason,
+        "updated_at": now,
     }
-    if not await repository.update_if_leased(session, message.id, worker=runtime.worker_id, values=values):
+    if not await repository.update_if_leased(
+        session, message.id, worker=runtime.worker_id, values=values
+    ):
         return None
-    await repository.add_events(session, [failed, _event(message.id, "fallback", now, to=nxt, reason=reason)])
+    await repository.add_events(
+        session, [failed, _event(message.id, "fallback", now, to=nxt, reason=reason)]
+    )
     await repository.reschedule_outbox(session, message.id, due_at=now, enqueued_at=now)
     return 0.0

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
 from app.deps import ReaderPrincipal, RuntimeDep, SessionDep, SystemPrincipal
-from app.errors import ERROR_RESPONSES, ErrorBody
+from app.errors import ERROR_RESPONSES, ErrorBody, PayloadTooLarge
 from app.messages import service
 from app.messages.compose import Prepared
 from app.messages.schemas import (
@@ -19,7 +19,6 @@ from app.messages.schemas import (
     MessageStatus,
 )
 from app.pagination import Cursor, Limit, decode_cursor, next_cursor
-from app.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=ERROR_RESPONSES)
 
@@ -29,13 +28,21 @@ def _accepted(accepted: service.Accepted) -> MessageAccepted:
     if isinstance(msg, Prepared):
         row = msg.message
         return MessageAccepted(
-            id=msg.id, status=row["status"], scenario=row["scenario"],
-            customer_id=row["customer_id"], channels=row["channels"], send_at=row["send_at"],
+            id=msg.id,
+            status=row["status"],
+            scenario=row["scenario"],
+            customer_id=row["customer_id"],
+            channels=row["channels"],
+            send_at=row["send_at"],
             created_at=row["created_at"],
         )
     return MessageAccepted(
-        id=msg.id, status=MessageStatus(msg.status), scenario=msg.scenario,
-        customer_id=msg.customer_id, channels=msg.channels, send_at=msg.send_at,
+        id=msg.id,
+        status=MessageStatus(msg.status),
+        scenario=msg.scenario,
+        customer_id=msg.customer_id,
+        channels=msg.channels,
+        send_at=msg.send_at,
         created_at=msg.created_at,
     )
 
@@ -110,7 +117,13 @@ async def list_messages(
     cursor: Cursor = None,
 ) -> MessageList:
     items = await service.list_messages(
-        session, principal=principal, customer_id=customer_id, scenario=scenario,
-        status=status, since=since, before_id=decode_cursor(cursor), limit=limit,
+        session,
+        principal=principal,
+        customer_id=customer_id,
+        scenario=scenario,
+        status=status,
+        since=since,
+        before_id=decode_cursor(cursor),
+        limit=limit,
     )
     return MessageList(items=items, next_cursor=next_cursor([m.id for m in items], limit))

@@ -13,7 +13,13 @@ from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.customers import repository as customers
 from app.db import after_commit
-from app.errors import AppError, IdempotencyConflict, NotFound, ValidationFailed, field_errors_from_pydantic
+from app.errors import (
+    AppError,
+    IdempotencyConflict,
+    NotFound,
+    ValidationFailed,
+    field_errors_from_pydantic,
+)
 from app.masking import mask_contact
 from app.messages import repository
 from app.messages.compose import Prepared, prepare, request_hash
@@ -41,7 +47,8 @@ class Accepted:
 def _idempotency_key(body_key: str | None, header_key: str | None) -> str | None:
     if body_key and header_key and body_key != header_key:
         raise ValidationFailed.field(
-            "idempotency_key", "differs from the Idempotency-Key header; send one or make them equal"
+            "idempotency_key",
+            "differs from the Idempotency-Key header; send one or make them equal",
         )
     return body_key or header_key
 
@@ -130,11 +137,17 @@ async def accept_batch(
                 results[index] = _accepted_result(index, accepted)
                 continue
             if key and key in first_of_key:
-                results[index] = _duplicate_in_batch(index, fresh[first_of_key[key]], scenario, item)
+                results[index] = _duplicate_in_batch(
+                    index, fresh[first_of_key[key]], scenario, item
+                )
                 continue
             prepared = prepare(
-                spec, item, customer=known.get(item.customer_id), owner=principal.owner,
-                idempotency_key=key, now=now,
+                spec,
+                item,
+                customer=known.get(item.customer_id),
+                owner=principal.owner,
+                idempotency_key=key,
+                now=now,
             )
         except AppError as exc:
             results[index] = _item_error(index, exc)
@@ -175,7 +188,9 @@ async def _write_batch(
     lost = [i for i, p in fresh.items() if p.id not in inserted]
     if lost:  # concurrent requests took some keys between our check and our insert
         keys = {i: str(fresh[i].message["idempotency_key"]) for i in lost}
-        winners = await repository.by_idempotency_keys(session, principal.owner, list(keys.values()))
+        winners = await repository.by_idempotency_keys(
+            session, principal.owner, list(keys.values())
+        )
         for index in lost:
             try:
                 won = _replay(winners[keys[index]], scenario, items[index])
@@ -202,7 +217,9 @@ def can_read(principal: Principal, message: Message) -> bool:
     return principal.role != Role.system or message.owner == principal.owner
 
 
-async def get_message(session: AsyncSession, message_id: str, *, principal: Principal) -> MessageOut:
+async def get_message(
+    session: AsyncSession, message_id: str, *, principal: Principal
+) -> MessageOut:
     message = await repository.by_id(session, message_id)
     if message is None or not can_read(principal, message):
         raise NotFound(f"no message {message_id!r}")

@@ -12,7 +12,7 @@ from app.scenarios.schemas import VariableSpec, VariableType
 
 
 def _is_decimal(value: Any) -> bool:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         return False  # money travels as a decimal string, never a float
     if isinstance(value, int):
         return True

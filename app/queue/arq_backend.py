@@ -56,6 +56,7 @@ def build_worker(
     handler_factory: Callable[[], Awaitable[tuple[JobHandler, Callable[[], Awaitable[None]]]]],
     max_jobs: int,
     burst: bool = False,
+    handle_signals: bool = True,
 ) -> Worker:
     """An arq worker whose single job type hands message ids to ``handler``.
 
@@ -83,5 +84,5 @@ def build_worker(
         keep_result=0,
         poll_delay=0.05,
         burst=burst,
-        handle_signals=True,
+        handle_signals=handle_signals,
     )

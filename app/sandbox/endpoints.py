@@ -43,13 +43,22 @@ async def list_deliveries(
 ) -> SandboxDeliveryList:
     """What the sandbox providers would have sent (recipients masked)."""
     rows = await repository.list_deliveries(
-        session, channel=channel, message_id=message_id, before_id=decode_cursor(cursor),
-        since=since, limit=limit,
+        session,
+        channel=channel,
+        message_id=message_id,
+        before_id=decode_cursor(cursor),
+        since=since,
+        limit=limit,
     )
     items = [
         SandboxDeliveryOut(
-            id=r.id, provider=r.provider, channel=r.channel, message_id=r.message_id,
-            to=mask_contact(CONTACT_FIELD.get(r.channel, ""), r.to), content=r.content, created_at=r.created_at,
+            id=r.id,
+            provider=r.provider,
+            channel=r.channel,
+            message_id=r.message_id,
+            to=mask_contact(CONTACT_FIELD.get(r.channel, ""), r.to),
+            content=r.content,
+            created_at=r.created_at,
         )
         for r in rows
     ]

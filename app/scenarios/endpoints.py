@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.deps import MarketerPrincipal, SessionDep
@@ -9,7 +11,9 @@ from app.scenarios import repository, service
 from app.scenarios.schemas import ScenarioCreate, ScenarioList, ScenarioOut, ScenarioUpdate
 
 router = APIRouter(prefix="/v1/scenarios", tags=["scenarios"], responses=ERROR_RESPONSES)
-_404 = {404: {"model": ErrorBody, "description": "unknown scenario"}}
+_404: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown scenario"}
+}
 
 
 @router.post(

@@ -86,7 +86,10 @@ class ScenarioBase(BaseModel):
         return self
 
     def variable_specs(self) -> list[VariableSpec]:
-        return [s if isinstance(s, VariableSpec) else VariableSpec(name=s) for s in self.required_variables]
+        return [
+            s if isinstance(s, VariableSpec) else VariableSpec(name=s)
+            for s in self.required_variables
+        ]
 
 
 class ScenarioCreate(ScenarioBase):

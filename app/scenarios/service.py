@@ -11,6 +11,7 @@ from app.scenarios import repository
 from app.scenarios.models import Scenario
 from app.scenarios.schemas import (
     Channel,
+    MessageClass,
     ScenarioBase,
     ScenarioCreate,
     ScenarioOut,
@@ -48,12 +49,16 @@ def _check_templates(data: ScenarioBase) -> None:
             try:
                 compile_template(source)
             except TemplateError as exc:
-                raise ValidationFailed.field(f"templates.{channel.value}.{part}", str(exc)) from None
+                raise ValidationFailed.field(
+                    f"templates.{channel.value}.{part}", str(exc)
+                ) from None
 
 
 async def create(session: AsyncSession, data: ScenarioCreate) -> Scenario:
     if await repository.by_key(session, data.key) is not None:
-        raise Conflict(f"scenario {data.key!r} already exists; PUT /v1/scenarios/{data.key} changes it")
+        raise Conflict(
+            f"scenario {data.key!r} already exists; PUT /v1/scenarios/{data.key} changes it"
+        )
     _check_templates(data)
     now = utcnow()
     scenario = Scenario(id=new_id("scn"), key=data.key, created_at=now, templates={})
@@ -103,7 +108,7 @@ async def to_out(session: AsyncSession, scenario: Scenario) -> ScenarioOut:
         id=scenario.id,
         key=scenario.key,
         name=scenario.name,
-        message_class=scenario.message_class,  # type: ignore[arg-type]
+        message_class=MessageClass(scenario.message_class),
         channels=[Channel(c) for c in scenario.channels],
         required_variables=[VariableSpec.model_validate(v) for v in scenario.required_variables],
         templates={
