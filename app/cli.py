@@ -62,7 +62,7 @@ def worker(burst: bool) -> None:
 
 
 async def _run_worker(settings: Settings, *, burst: bool) -> None:
-    from app.queue.arq_backend import build_worker
+    from app.queue.arq_backend import build_worker, run_worker
     from app.runtime import Runtime
 
     async def handler_factory() -> Any:
@@ -78,10 +78,7 @@ async def _run_worker(settings: Settings, *, burst: bool) -> None:
         max_jobs=settings.queue.workers,
         burst=burst,
     )
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_worker(worker)
 
 
 @main.group()

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
@@ -42,7 +43,8 @@ class BodySizeLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
-                raise PayloadTooLarge(f"the body is over {limit} bytes")
+                # FastAPI turns other errors raised while reading the body into a 400
+                raise HTTPException(413, detail=f"the body is over {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)

@@ -21,10 +21,14 @@ def encode_cursor(position: str) -> str:
 def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
+    padded = cursor + "=" * (-len(cursor) % 4)
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        position = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationFailed.field("cursor", "not a cursor from a previous page") from None
+        position = ""
+    if not position:
+        raise ValidationFailed.field("cursor", "not a cursor from a previous page")
+    return position
 
 
 def next_cursor(positions: list[str], limit: int) -> str | None:

@@ -20,7 +20,7 @@ from app.main import create_app
 from app.messages.schemas import TERMINAL_STATUSES
 from app.migrate import upgrade
 from app.models import Base
-from app.queue.arq_backend import build_worker
+from app.queue.arq_backend import build_worker, stop_worker
 from app.runtime import Runtime
 from app.scenarios import service as scenario_service
 from app.settings import QueueSettings, RetrySettings, Settings
@@ -35,7 +35,7 @@ ROLES = {
     "analyst": (Role.analyst, "analytics"),
 }
 
-SCENARIO = {
+SCENARIO: dict[str, Any] = {
     "key": "account_movement",
     "class": "transactional",
     "channels": ["wechat", "sms", "email"],
@@ -147,7 +147,7 @@ class Platform:
                 await asyncio.sleep(0.05)
 
 
-async def _arq_worker(runtime: Runtime) -> tuple[Any, asyncio.Task[None]]:
+async def _arq_worker(runtime: Runtime) -> Any:
     async def handler_factory() -> Any:
         async def noop() -> None:
             return None
@@ -163,7 +163,8 @@ async def _arq_worker(runtime: Runtime) -> tuple[Any, asyncio.Task[None]]:
         max_jobs=4,
         handle_signals=False,
     )
-    return worker, asyncio.create_task(worker.main())
+    worker.main_task = asyncio.create_task(worker.main())
+    return worker
 
 
 @pytest.fixture(params=BACKENDS)
@@ -196,8 +197,6 @@ async def platform(backend: tuple[str, str, str | None]) -> AsyncIterator[Platfo
         yield platform
     finally:
         if worker is not None:
-            worker[1].cancel()
-            await asyncio.gather(worker[1], return_exceptions=True)
-            await worker[0].close()
+            await stop_worker(worker)
         await runtime.close()
         scenario_service.clear_cache()

@@ -120,7 +120,7 @@ class MessageList(BaseModel):
 
 class BatchCreate(BaseModel):
     scenario: str = Field(min_length=1, max_length=64)
-    items: list[dict[str, Any]] = Field(
+    items: list[Any] = Field(
         min_length=1, description="up to 10,000 items, each validated on its own"
     )
 

@@ -108,7 +108,7 @@ def _item_error(index: int, exc: AppError) -> BatchItemResult:
 async def accept_batch(
     session: AsyncSession,
     scenario: str,
-    raw_items: Sequence[dict[str, object]],
+    raw_items: Sequence[object],
     *,
     principal: Principal,
     queue: MessageQueue,

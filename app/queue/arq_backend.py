@@ -86,3 +86,26 @@ def build_worker(
         burst=burst,
         handle_signals=handle_signals,
     )
+
+
+async def run_worker(worker: Worker) -> None:
+    """Run until stopped (SIGINT/SIGTERM cancel the main task), then shut down cleanly."""
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await stop_worker(worker)
+
+
+async def stop_worker(worker: Worker) -> None:
+    """Cancel running jobs (their messages keep their outbox rows, so nothing is lost) and
+    close. arq's own close() re-raises the cancellations of the jobs it cancels."""
+    if worker.main_task is not None and not worker.main_task.done():
+        worker.main_task.cancel()
+    jobs = list(worker.tasks.values())
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    worker.tasks.clear()
+    await worker.close()

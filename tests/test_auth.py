@@ -1,0 +1,113 @@
+"""Every route × no key, a bad key and each role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import SCENARIO, VARIABLES, Platform
+
+ALL_ROLES = ("admin", "system", "marketer", "analyst")
+OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
+
+# (method, path) -> roles allowed (admin always)
+MATRIX: dict[tuple[str, str], set[str]] = {
+    ("POST", "/v1/messages"): {"system"},
+    ("POST", "/v1/messages/batch"): {"system"},
+    ("GET", "/v1/messages"): {"system", "analyst"},
+    ("GET", "/v1/messages/{message_id}"): {"system", "analyst"},
+    ("POST", "/v1/scenarios"): {"marketer"},
+    ("GET", "/v1/scenarios"): {"marketer"},
+    ("GET", "/v1/scenarios/{key}"): {"marketer"},
+    ("PUT", "/v1/scenarios/{key}"): {"marketer"},
+    ("POST", "/v1/keys"): set(),
+    ("GET", "/v1/keys"): set(),
+    ("DELETE", "/v1/keys/{key_id}"): set(),
+    ("GET", "/v1/sandbox/deliveries"): {"analyst"},
+}
+
+
+def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
+    url = path.format(message_id=ids["message"], key="account_movement", key_id="key_missing")
+    bodies: dict[str, dict[str, Any]] = {
+        "/v1/messages": {
+            "scenario": "account_movement",
+            "customer_id": "C1",
+            "variables": VARIABLES,
+            "recipient": {"phone": "13800001234"},
+        },
+        "/v1/messages/batch": {
+            "scenario": "account_movement",
+            "items": [{"customer_id": "C1", "variables": VARIABLES}],
+        },
+        "/v1/scenarios": {**SCENARIO, "key": "other_scenario"},
+        "/v1/scenarios/{key}": {k: v for k, v in SCENARIO.items() if k != "key"},
+        "/v1/keys": {"name": "new-key", "role": "analyst"},
+    }
+    return url, bodies.get(path) if method in ("POST", "PUT") else None
+
+
+def test_matrix_covers_every_route() -> None:
+    from app.main import create_app
+    from app.settings import Settings
+
+    paths = create_app(Settings()).openapi()["paths"]
+    routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert routes == set(MATRIX) | OPEN_ROUTES
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_auth_matrix(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        sent = await client.post(
+            "/v1/messages", json=_request("POST", "/v1/messages", {"message": ""})[1]
+        )
+    ids = {"message": sent.json()["id"]}
+    for (method, path), allowed in MATRIX.items():
+        url, body = _request(method, path, ids)
+        for label, headers in (("none", {}), ("bad", {"Authorization": "Bearer icc_wrong"})):
+            async with platform.client(None, **headers) as client:
+                response = await client.request(method, url, json=body)
+            assert response.status_code == 401, (method, path, label, response.text)
+            assert response.json()["error"] == "Unauthorized"
+        for role in ALL_ROLES:
+            async with platform.client(role) as client:
+                response = await client.request(method, url, json=body)
+            if role == "admin" or role in allowed:
+                assert response.status_code not in (401, 403), (method, path, role, response.text)
+            else:
+                assert response.status_code == 403, (method, path, role, response.text)
+                assert response.json()["error"] == "Forbidden"
+    async with platform.client(None) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).json()["database"] == "ok"
+
+
+async def test_keys_lifecycle(platform: Platform) -> None:
+    async with platform.client("admin") as admin:
+        created = await admin.post("/v1/keys", json={"name": "loans", "role": "system"})
+        assert created.status_code == 201
+        key = created.json()
+        assert key["key"].startswith("icc_")
+        assert key["owner"] == "loans"
+        listed = (await admin.get("/v1/keys")).json()["items"]
+        assert "key" not in listed[0]
+        assert "loans" in {k["name"] for k in listed}
+        duplicate = await admin.post("/v1/keys", json={"name": "loans", "role": "system"})
+        assert duplicate.status_code == 409
+    async with platform.client(None, Authorization=f"Bearer {key['key']}") as loans:
+        assert (await loans.get("/v1/messages")).status_code == 200
+        async with platform.client("admin") as admin:
+            assert (await admin.delete(f"/v1/keys/{key['id']}")).status_code == 204
+            assert (await admin.delete(f"/v1/keys/{key['id']}")).status_code == 404
+        assert (await loans.get("/v1/messages")).status_code == 401
+
+
+async def test_readyz_reports_each_dependency(platform: Platform) -> None:
+    async with platform.client(None) as client:
+        body = (await client.get("/readyz")).json()
+    assert body["status"] == "ok"
+    assert body["database"] == "ok"
+    assert ("redis" in body) == (platform.backend == "postgres")

@@ -1,0 +1,235 @@
+"""The send API: validation, idempotency, batches, reading back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.messages.models import Message
+from tests.conftest import VARIABLES, Platform
+
+PHONE = {"phone": "13800001234"}
+
+
+def _body(**extra: Any) -> dict[str, Any]:
+    return {
+        "scenario": "account_movement",
+        "customer_id": "C1",
+        "variables": VARIABLES,
+        "recipient": PHONE,
+        **extra,
+    }
+
+
+async def _count_messages(platform: Platform) -> int:
+    async with platform.runtime.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(Message)) or 0)
+
+
+async def test_validation_errors_name_the_field(platform: Platform) -> None:
+    await platform.create_scenario()
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        (_body(scenario="nope"), 404, "NotFound"),
+        (_body(variables={"account_tail": "1234"}), 422, "variables.amount"),
+        (_body(variables={"account_tail": "1234", "amount": 12.5}), 422, "variables.amount"),
+        (_body(variables={"account_tail": 1234, "amount": "1"}), 422, "variables.account_tail"),
+        (_body(recipient=None), 422, "recipient"),
+        (_body(recipient={"phone": "not-a-phone"}), 422, "recipient.phone"),
+        (_body(channels=["fax"]), 422, "channels.0"),
+        (_body(channels=["email"]), 422, "recipient"),
+        (_body(send_at="2026-01-01T10:00:00"), 422, "send_at"),
+        (_body(unexpected=1), 422, "unexpected"),
+        ({"customer_id": "C1"}, 422, "scenario"),
+    ]
+    async with platform.client("system") as client:
+        for body, status, expected in cases:
+            response = await client.post("/v1/messages", json=body)
+            assert response.status_code == status, (body, response.text)
+            error = response.json()
+            assert set(error) >= {"error", "detail"}
+            if status == 422:
+                assert error["error"] == "ValidationError"
+                assert expected in [f["field"] for f in error["fields"]], (body, error)
+            else:
+                assert error["error"] == expected
+    assert await _count_messages(platform) == 0
+
+
+async def test_malformed_and_oversized_bodies(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        bad_json = await client.post(
+            "/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert bad_json.status_code == 422
+        assert bad_json.json()["error"] == "ValidationError"
+        huge = _body(variables={**VARIABLES, "pad": "x" * 300_000})
+        too_big = await client.post("/v1/messages", json=huge)
+        assert too_big.status_code == 413
+        assert too_big.json()["error"] == "PayloadTooLarge"
+
+        async def chunks() -> Any:
+            yield b'{"scenario": "account_movement", "pad": "'
+            for _ in range(40):
+                yield b"x" * 10_000
+            yield b'"}'
+
+        streamed = await client.post(
+            "/v1/messages", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413
+
+
+async def test_chinese_variables_render_and_roundtrip(platform: Platform) -> None:
+    await platform.create_scenario(
+        templates={
+            "wechat": {"body": "{{ name }}您好"},
+            "sms": {"body": "【示例银行】{{ name }}您好，尾号{{ account_tail }}支出{{ amount }}元"},
+            "email": {"subject": "通知", "body": "{{ name }}"},
+        }
+    )
+    async with platform.client("system") as client:
+        response = await client.post(
+            "/v1/messages", json=_body(variables={**VARIABLES, "name": "欧阳娜娜"})
+        )
+    message = await platform.wait_terminal(response.json()["id"])
+    assert message["content"]["sms"]["body"] == "【示例银行】欧阳娜娜您好，尾号1234支出1200.00元"
+
+
+async def test_idempotent_replay_and_conflict(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        first = await client.post("/v1/messages", json=_body(idempotency_key="tx-1"))
+        again = await client.post("/v1/messages", json=_body(idempotency_key="tx-1"))
+        by_header = await client.post(
+            "/v1/messages", json=_body(), headers={"Idempotency-Key": "tx-1"}
+        )
+        other = await client.post(
+            "/v1/messages",
+            json=_body(idempotency_key="tx-1", variables={**VARIABLES, "amount": "5.00"}),
+        )
+        mismatch = await client.post(
+            "/v1/messages", json=_body(idempotency_key="a"), headers={"Idempotency-Key": "b"}
+        )
+    assert first.status_code == 202
+    assert "Idempotency-Replay" not in first.headers
+    for replay in (again, by_header):
+        assert replay.status_code == 202
+        assert replay.headers["Idempotency-Replay"] == "true"
+        assert replay.json()["id"] == first.json()["id"]
+    assert other.status_code == 409
+    assert other.json()["error"] == "IdempotencyKeyReused"
+    assert first.json()["id"] in other.json()["detail"]
+    assert mismatch.status_code == 422
+    assert await _count_messages(platform) == 1
+
+
+async def test_idempotency_is_scoped_per_owner(platform: Platform) -> None:
+    await platform.create_scenario()
+    ids = set()
+    for role in ("system", "system_cards"):
+        async with platform.client(role) as client:
+            response = await client.post("/v1/messages", json=_body(idempotency_key="same"))
+        assert response.status_code == 202
+        ids.add(response.json()["id"])
+    assert len(ids) == 2
+
+
+async def test_fifty_concurrent_duplicates_make_one_message(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        responses = await asyncio.gather(
+            *(client.post("/v1/messages", json=_body(idempotency_key="dup-50")) for _ in range(50))
+        )
+    assert {r.status_code for r in responses} == {202}, [
+        r.text for r in responses if r.status_code != 202
+    ]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(1 for r in responses if "Idempotency-Replay" not in r.headers) == 1
+    assert await _count_messages(platform) == 1
+    message = await platform.wait_terminal(responses[0].json()["id"])
+    assert [e["type"] for e in message["events"]].count("sent") == 1
+
+
+async def test_batch_accepts_good_items_and_reports_bad_ones(platform: Platform) -> None:
+    await platform.create_scenario()
+    good = {"customer_id": "C1", "variables": VARIABLES, "recipient": PHONE}
+    items = [
+        good,
+        {**good, "variables": {"account_tail": "1"}},
+        {**good, "recipient": {"phone": "x"}},
+        {**good, "idempotency_key": "k1"},
+        {**good, "idempotency_key": "k1"},
+        {**good, "idempotency_key": "k1", "customer_id": "C2"},
+        {**good, "customer_id": "C3", "recipient": {"email": "a@example.com"}},
+        "not an object",
+    ]
+    async with platform.client("system") as client:
+        response = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+        assert response.status_code == 202, response.text
+        result = response.json()
+        replay = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items[3:4]}
+        )
+    by_index = {r["index"]: r for r in result["items"]}
+    assert result["accepted"] == 4
+    assert result["rejected"] == 4
+    assert by_index[1]["fields"][0]["field"] == "variables.amount"
+    assert by_index[2]["fields"][0]["field"] == "recipient.phone"
+    assert by_index[4]["id"] == by_index[3]["id"]
+    assert by_index[4]["replayed"] is True
+    assert by_index[5]["error"] == "IdempotencyKeyReused"
+    assert by_index[6]["status"] == "queued"
+    assert by_index[7]["error"] == "ValidationError"
+    assert replay.json()["items"][0]["id"] == by_index[3]["id"]
+    assert replay.json()["items"][0]["replayed"] is True
+    for index in (0, 3, 6):
+        assert (await platform.wait_terminal(by_index[index]["id"]))["status"] == "delivered"
+    assert await _count_messages(platform) == 3
+
+
+async def test_batch_limits(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        unknown = await client.post(
+            "/v1/messages/batch", json={"scenario": "nope", "items": [{"customer_id": "C1"}]}
+        )
+        empty = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": []}
+        )
+        too_many = await client.post(
+            "/v1/messages/batch",
+            json={"scenario": "account_movement", "items": [{"customer_id": "C"}] * 10_001},
+        )
+    assert unknown.status_code == 404
+    assert empty.status_code == 422
+    assert too_many.status_code == 413
+
+
+async def test_list_filters_paginates_and_hides_other_owners(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        ids = [
+            (await client.post("/v1/messages", json=_body(customer_id=f"C{i % 2}"))).json()["id"]
+            for i in range(5)
+        ]
+        page1 = (await client.get("/v1/messages", params={"limit": 2})).json()
+        page2 = (
+            await client.get("/v1/messages", params={"limit": 2, "cursor": page1["next_cursor"]})
+        ).json()
+        c0 = (await client.get("/v1/messages", params={"customer_id": "C0"})).json()
+        bad_cursor = await client.get("/v1/messages", params={"cursor": "%%%"})
+    assert [m["id"] for m in page1["items"]] == ids[::-1][:2]
+    assert [m["id"] for m in page2["items"]] == ids[::-1][2:4]
+    assert {m["customer_id"] for m in c0["items"]} == {"C0"}
+    assert len(c0["items"]) == 3
+    assert bad_cursor.status_code == 422
+    async with platform.client("system_cards") as other:
+        assert (await other.get("/v1/messages")).json()["items"] == []
+        assert (await other.get(f"/v1/messages/{ids[0]}")).status_code == 404
+    async with platform.client("analyst") as analyst:
+        assert len((await analyst.get("/v1/messages")).json()["items"]) == 5

@@ -1,0 +1,144 @@
+"""The worker side: fallback, retries, scheduled sends."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from channels.base import ProviderContext
+from channels.errors import PermanentChannelError, TransientChannelError
+from tests.conftest import VARIABLES, Platform
+from tests.providers import AlwaysFailing, ScriptedProvider
+
+ALL_CONTACTS = {"phone": "13800001234", "wechat_openid": "oAbcd1234567890123456789wxyz"}
+
+
+def _context(platform: Platform) -> ProviderContext:
+    return ProviderContext(sessionmaker=platform.runtime.sessionmaker)
+
+
+async def _send(platform: Platform, **extra: Any) -> dict[str, Any]:
+    body = {"scenario": "account_movement", "customer_id": "C1", "variables": VARIABLES, **extra}
+    async with platform.client("system") as client:
+        response = await client.post("/v1/messages", json=body)
+    assert response.status_code == 202, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_permanent_error_falls_back_to_next_channel(platform: Platform) -> None:
+    await platform.create_scenario()
+    wechat = AlwaysFailing(
+        "wechat", _context(platform), PermanentChannelError("not following", code="43004")
+    )
+    platform.runtime.providers.replace("wechat", [wechat])
+    accepted = await _send(platform, recipient=ALL_CONTACTS)
+    assert accepted["channels"] == ["wechat", "sms"]
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["status"] == "delivered"
+    assert message["channel"] == "sms"
+    assert wechat.calls == 1
+    types = [e["type"] for e in message["events"]]
+    assert types == [
+        "accepted",
+        "queued",
+        "sending",
+        "attempt_failed",
+        "fallback",
+        "sending",
+        "sent",
+        "delivered",
+    ]
+    failed = message["events"][3]["detail"]
+    assert failed["code"] == "43004"
+    assert failed["transient"] is False
+    assert message["events"][4]["detail"]["to"] == "sms"
+
+
+async def test_transient_errors_are_retried_with_backoff(platform: Platform) -> None:
+    await platform.create_scenario()
+    flaky = ScriptedProvider(
+        "sms", _context(platform), [TransientChannelError("timeout"), TransientChannelError("503")]
+    )
+    platform.runtime.providers.replace("sms", [flaky])
+    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["status"] == "delivered"
+    assert message["attempts"] == 3
+    assert flaky.calls == 3
+    types = [e["type"] for e in message["events"]]
+    assert types.count("retry_scheduled") == 2
+    assert types[-2:] == ["sent", "delivered"]
+    retries = [e for e in message["events"] if e["type"] == "retry_scheduled"]
+    for event in retries:
+        assert 0 < event["detail"]["delay_s"] <= 0.2  # capped by the test's max_delay
+
+
+async def test_retries_exhausted_on_last_channel_fail_with_reason(platform: Platform) -> None:
+    await platform.create_scenario()
+    down = AlwaysFailing(
+        "sms", _context(platform), TransientChannelError("gateway down", code="503")
+    )
+    platform.runtime.providers.replace("sms", [down])
+    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["status"] == "failed"
+    assert down.calls == 3  # max_attempts in the test settings
+    assert "gave up after 3 attempts" in message["status_reason"]
+    assert message["events"][-1]["type"] == "failed"
+
+
+async def test_every_channel_failing_ends_failed(platform: Platform) -> None:
+    await platform.create_scenario()
+    for channel in ("wechat", "sms"):
+        error = PermanentChannelError(f"{channel} rejected", code="40003")
+        platform.runtime.providers.replace(
+            channel, [AlwaysFailing(channel, _context(platform), error)]
+        )
+    accepted = await _send(platform, recipient=ALL_CONTACTS)
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["status"] == "failed"
+    assert message["status_reason"] == "sms: sms rejected"
+    assert [e["type"] for e in message["events"]].count("fallback") == 1
+
+
+async def test_send_at_waits_until_due(platform: Platform) -> None:
+    await platform.create_scenario()
+    send_at = datetime.now(UTC) + timedelta(seconds=1.5)
+    accepted = await _send(
+        platform, recipient={"phone": "13800001234"}, send_at=send_at.isoformat()
+    )
+    assert accepted["status"] == "scheduled"
+    await asyncio.sleep(0.5)
+    async with platform.client("system") as client:
+        early = (await client.get(f"/v1/messages/{accepted['id']}")).json()
+    assert early["status"] == "scheduled"
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["status"] == "delivered"
+    assert datetime.fromisoformat(message["sent_at"]) >= send_at
+    assert [e["type"] for e in message["events"]][:2] == ["accepted", "scheduled"]
+
+
+async def test_send_at_in_the_past_sends_now(platform: Platform) -> None:
+    await platform.create_scenario()
+    past = datetime.now(UTC) - timedelta(hours=1)
+    accepted = await _send(platform, recipient={"phone": "13800001234"}, send_at=past.isoformat())
+    assert accepted["status"] == "queued"
+    assert (await platform.wait_terminal(accepted["id"]))["status"] == "delivered"
+
+
+async def test_known_customer_contacts_are_used_and_skips_recorded(platform: Platform) -> None:
+    from app.customers import repository as customers
+
+    await platform.create_scenario()
+    async with platform.runtime.sessionmaker() as session:
+        await customers.upsert(session, "C1", name="张伟", phone="13900001111")
+        await session.commit()
+    accepted = await _send(platform)
+    assert accepted["channels"] == ["sms"]
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["recipient"] == {"phone": "139****1111"}
+    skipped = {s["channel"] for s in message["decision"]["skipped_channels"]}
+    assert skipped == {"wechat", "email"}
+    assert message["decision"]["customer_known"] is True

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import SCENARIO, VARIABLES, Platform
+
+
+async def test_scenario_crud_and_validation(platform: Platform) -> None:
+    created = await platform.create_scenario()
+    assert created["class"] == "transactional"
+    assert created["templates"]["email"]["subject"] == "账户变动 {{ account_tail }}"
+    assert created["required_variables"][1] == {
+        "name": "amount",
+        "type": "decimal",
+        "description": None,
+    }
+    async with platform.client("marketer") as client:
+        dup = await client.post("/v1/scenarios", json=SCENARIO)
+        assert dup.status_code == 409
+        bad_cases: list[tuple[dict[str, Any], str]] = [
+            (
+                {
+                    **SCENARIO,
+                    "key": "x2",
+                    "templates": {"sms": {"body": "{{ broken"}},
+                    "channels": ["sms"],
+                },
+                "templates.sms.body",
+            ),
+            ({**SCENARIO, "key": "x3", "channels": ["sms", "sms"]}, "channels"),
+            ({**SCENARIO, "key": "x4", "channels": ["sms", "fax"]}, "channels.1"),
+            ({**SCENARIO, "key": "x5", "class": "promo"}, "class"),
+            ({**SCENARIO, "key": "Bad Key"}, "key"),
+            ({**SCENARIO, "key": "x6", "channels": ["sms"]}, "body"),
+        ]
+        for body, field in bad_cases:
+            response = await client.post("/v1/scenarios", json=body)
+            assert response.status_code == 422, (body, response.text)
+            assert any(f["field"].startswith(field) for f in response.json()["fields"]), (
+                response.json()
+            )
+        listed = (await client.get("/v1/scenarios")).json()
+        assert [s["key"] for s in listed["items"]] == ["account_movement"]
+        assert (await client.get("/v1/scenarios/nope")).status_code == 404
+        update = {k: v for k, v in SCENARIO.items() if k != "key"}
+        update["templates"] = {**SCENARIO["templates"], "sms": {"body": "新版 {{ amount }}"}}
+        replaced = await client.put("/v1/scenarios/account_movement", json=update)
+        assert replaced.status_code == 200
+        assert replaced.json()["templates"]["sms"]["body"] == "新版 {{ amount }}"
+    async with platform.client("system") as client:
+        sent = await client.post(
+            "/v1/messages",
+            json={
+                "scenario": "account_movement",
+                "customer_id": "C1",
+                "variables": VARIABLES,
+                "recipient": {"phone": "13800001234"},
+            },
+        )
+    message = await platform.wait_terminal(sent.json()["id"])
+    assert message["content"]["sms"]["body"] == "新版 1200.00"
+
+
+async def test_template_using_undeclared_variable_is_a_422_at_send(platform: Platform) -> None:
+    await platform.create_scenario(
+        templates={**SCENARIO["templates"], "sms": {"body": "{{ account_tail }} {{ branch }}"}}
+    )
+    async with platform.client("system") as client:
+        response = await client.post(
+            "/v1/messages",
+            json={
+                "scenario": "account_movement",
+                "customer_id": "C1",
+                "variables": VARIABLES,
+                "recipient": {"phone": "13800001234"},
+            },
+        )
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "variables"
+    assert "branch" in response.json()["detail"]

@@ -1,0 +1,125 @@
+"""Pure pieces: ids, masking, logging, variable checks, the sandboxed renderer, backoff."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+import pytest
+
+from app.ids import new_id
+from app.logging import MaskingJsonFormatter
+from app.masking import mask_contact, mask_name, mask_text
+from app.messages.delivery import backoff_delay
+from app.messages.variables import check_variables
+from app.scenarios.schemas import VariableSpec, VariableType
+from app.settings import RetrySettings, Settings
+from templates.renderer import TemplateError, render
+
+
+def test_ids_are_prefixed_unique_and_time_sortable() -> None:
+    first = new_id("msg")
+    time.sleep(0.002)
+    later = [new_id("msg") for _ in range(1000)]
+    assert first.startswith("msg_")
+    assert len(first) == 30
+    assert len(set(later)) == 1000
+    assert all(first < other for other in later)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("call 13800000000 now", "call 138****0000 now"),
+        ("+8613912345678", "+86139****5678"),
+        ("mail zhang.wei@example.com", "mail z***@example.com"),
+        ("openid oAbcd1234567890123456789wxyz", "openid oAbc****wxyz"),
+        ("账号6222021234567890123不是手机", "账号6222021234567890123不是手机"),
+    ],
+)
+def test_mask_text(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+
+
+def test_mask_contacts_and_names() -> None:
+    assert mask_contact("phone", "13800000000") == "138****0000"
+    assert mask_contact("email", "a@b.cn") == "a***@b.cn"
+    assert mask_contact("wechat_openid", "oDemo0000000000000000000001") == "oDem****0001"
+    assert mask_name("欧阳娜娜") == "欧***"
+
+
+def test_json_logs_mask_personal_data_in_message_and_extras() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(MaskingJsonFormatter())
+    logger = logging.getLogger("icc.test.masking")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("sent to 13800000000", extra={"to": {"email": "li.na@example.com"}})
+    finally:
+        logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "sent to 138****0000"
+    assert entry["to"] == {"email": "l***@example.com"}
+    assert "13800000000" not in stream.getvalue()
+
+
+def test_variable_checks() -> None:
+    specs = [
+        VariableSpec(name="amount", type=VariableType.decimal),
+        VariableSpec(name="count", type=VariableType.integer),
+        VariableSpec(name="when", type=VariableType.datetime),
+        VariableSpec(name="flag", type=VariableType.boolean),
+    ]
+    ok = {"amount": "1200.00", "count": 3, "when": "2026-11-23T10:00:00+08:00", "flag": True}
+    assert check_variables(specs, ok) == []
+    bad = {"amount": 1200.5, "count": True, "when": "yesterday"}
+    fields = {e.field: e.message for e in check_variables(specs, bad)}
+    assert set(fields) == {
+        "variables.amount",
+        "variables.count",
+        "variables.when",
+        "variables.flag",
+    }
+    assert "decimal string" in fields["variables.amount"]
+    assert check_variables(specs[:1], {"amount": "NaN"})[0].field == "variables.amount"
+
+
+def test_renderer_is_strict_and_sandboxed() -> None:
+    assert render("尾号{{ tail }}", {"tail": "1234"}) == "尾号1234"
+    with pytest.raises(TemplateError, match="unknown variable"):
+        render("{{ missing }}", {})
+    with pytest.raises(TemplateError, match="does not compile"):
+        render("{{ unclosed", {})
+    for payload in (
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ self._TemplateReference__context }}",
+    ):
+        with pytest.raises(TemplateError):
+            render(payload, {})
+    assert render("<b>{{ x }}</b>", {"x": "<script>"}, html=True) == "<b>&lt;script&gt;</b>"
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    retry = RetrySettings(base_delay=1.0, max_delay=8.0)
+    for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 8.0)):
+        delays = [backoff_delay(attempt, retry) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert max(delays) - min(delays) > 0  # jittered
+
+
+def test_settings_accept_plain_database_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICC_DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("ICC_QUEUE__WORKERS", "7")
+    monkeypatch.setenv("ICC_REDIS_URL", "")
+    monkeypatch.setenv("ICC_BOOTSTRAP_ADMIN_KEY", "secret-value")
+    settings = Settings()
+    assert settings.database_url == "postgresql+asyncpg://u@h/db"
+    assert settings.queue.workers == 7
+    assert settings.redis_url is None
+    assert "secret-value" not in repr(settings)
+    assert Settings(database_url="sqlite:///x.db").database_url == "sqlite+aiosqlite:///x.db"
