@@ -101,7 +101,12 @@ def keys_create(role: str, name: str, owner: str | None) -> None:
         _, plaintext = await create_key(session, name=name, role=Role(role), owner=owner)
         return plaintext
 
-    click.echo(asyncio.run(_with_session(_settings(), run)))
+    from app.errors import AppError
+
+    try:
+        click.echo(asyncio.run(_with_session(_settings(), run)))
+    except AppError as exc:
+        raise click.ClickException(exc.detail) from None
 
 
 async def _with_session(settings: Settings, fn: Any) -> Any:
