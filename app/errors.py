@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("icc.errors")
@@ -22,6 +22,20 @@ class FieldError(BaseModel):
 
 class ErrorBody(BaseModel):
     """The shape of every error response."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "ValidationError",
+                    "detail": "variables.amount: required by the scenario",
+                    "fields": [
+                        {"field": "variables.amount", "message": "required by the scenario"}
+                    ],
+                }
+            ]
+        }
+    )
 
     error: str
     detail: str
@@ -104,15 +118,24 @@ _HTTP_NAMES = {
     404: "NotFound",
     405: "MethodNotAllowed",
     409: "Conflict",
+    422: "ValidationError",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
     429: "TooManyRequests",
+    503: "Unavailable",
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": name}
     for code, name in ((401, "Unauthorized"), (403, "Forbidden"), (422, "ValidationError"))
 }
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the given error statuses, each with the ErrorBody schema."""
+    return {
+        code: {"model": ErrorBody, "description": _HTTP_NAMES.get(code, "Error")} for code in codes
+    }
 
 
 def install_error_handlers(app: FastAPI) -> None:

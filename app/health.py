@@ -14,7 +14,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database (and Redis, when configured) answer")
+@router.get(
+    "/readyz",
+    summary="The database (and Redis, when configured) answer",
+    responses={503: {"description": "a dependency does not answer"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:

@@ -6,7 +6,7 @@ from app.auth import repository, service
 from app.auth.models import ApiKey
 from app.auth.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, Role
 from app.deps import AdminPrincipal, RuntimeDep, SessionDep
-from app.errors import ERROR_RESPONSES
+from app.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
@@ -23,7 +23,13 @@ def _out(key: ApiKey) -> KeyOut:
     )
 
 
-@router.post("", status_code=201, response_model=KeyCreated)
+@router.post(
+    "",
+    status_code=201,
+    response_model=KeyCreated,
+    summary="Create an API key",
+    responses=error_responses(409),
+)
 async def create_key(body: KeyCreate, session: SessionDep, _: AdminPrincipal) -> KeyCreated:
     """Create a key. The secret is in this response only; it is stored hashed."""
     key, plaintext = await service.create_key(
@@ -32,12 +38,14 @@ async def create_key(body: KeyCreate, session: SessionDep, _: AdminPrincipal) ->
     return KeyCreated(**_out(key).model_dump(), key=plaintext)
 
 
-@router.get("", response_model=KeyList)
+@router.get("", response_model=KeyList, summary="List API keys (without secrets)")
 async def list_keys(session: SessionDep, _: AdminPrincipal) -> KeyList:
     return KeyList(items=[_out(k) for k in await repository.list_keys(session)])
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete(
+    "/{key_id}", status_code=204, summary="Revoke an API key", responses=error_responses(404)
+)
 async def revoke_key(
     key_id: str, session: SessionDep, runtime: RuntimeDep, _: AdminPrincipal
 ) -> Response:

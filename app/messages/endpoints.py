@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
 from app.deps import ReaderPrincipal, RuntimeDep, SessionDep, SystemPrincipal
-from app.errors import ERROR_RESPONSES, ErrorBody, PayloadTooLarge
+from app.errors import ERROR_RESPONSES, ErrorBody, PayloadTooLarge, error_responses
 from app.messages import service
 from app.messages.compose import Prepared
 from app.messages.schemas import (
@@ -84,7 +84,7 @@ async def send_message(
     status_code=202,
     response_model=BatchResult,
     summary="Send up to 10,000 messages of one scenario",
-    responses={404: {"model": ErrorBody, "description": "unknown scenario"}},
+    responses=error_responses(404, 413),
 )
 async def send_batch(
     body: BatchCreate, session: SessionDep, runtime: RuntimeDep, principal: SystemPrincipal
@@ -98,10 +98,17 @@ async def send_batch(
     )
 
 
-@router.get("/{message_id}", response_model=MessageOut, summary="A message and its timeline")
+@router.get(
+    "/{message_id}",
+    response_model=MessageOut,
+    summary="A message and its timeline",
+    responses=error_responses(404),
+)
 async def get_message(
     message_id: str, session: SessionDep, principal: ReaderPrincipal
 ) -> MessageOut:
+    """Status, channel, provider, rendered content, attempts, the decision record and the
+    timeline of events. System keys see only their own business system's messages."""
     return await service.get_message(session, message_id, principal=principal)
 
 
@@ -116,6 +123,7 @@ async def list_messages(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> MessageList:
+    """Filter by customer, scenario, status and creation time; page with `cursor`."""
     items = await service.list_messages(
         session,
         principal=principal,

@@ -76,6 +76,22 @@ class MessageCreate(MessageItem):
 
 
 class MessageAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "msg_01JD3T6Q6F8X0M2N4P6R8S0T2V",
+                    "status": "queued",
+                    "scenario": "account_movement",
+                    "customer_id": "C0001",
+                    "channels": ["wechat", "sms"],
+                    "send_at": None,
+                    "created_at": "2026-11-23T08:30:00Z",
+                }
+            ]
+        }
+    )
+
     id: str
     status: MessageStatus
     scenario: str
@@ -119,6 +135,28 @@ class MessageList(BaseModel):
 
 
 class BatchCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "scenario": "account_movement",
+                    "items": [
+                        {
+                            "customer_id": "C0001",
+                            "idempotency_key": "core-20261123-000001",
+                            "variables": {
+                                "account_tail": "1234",
+                                "direction": "收入",
+                                "amount": "8500.00",
+                                "balance": "43700.50",
+                            },
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     scenario: str = Field(min_length=1, max_length=64)
     items: list[Any] = Field(
         min_length=1, description="up to 10,000 items, each validated on its own"
@@ -136,6 +174,28 @@ class BatchItemResult(BaseModel):
 
 
 class BatchResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 1,
+                    "rejected": 1,
+                    "items": [
+                        {"index": 0, "id": "msg_01JD3T6Q6F8X0M2N4P6R8S0T2V", "status": "queued"},
+                        {
+                            "index": 1,
+                            "error": "ValidationError",
+                            "detail": "variables.amount: required by the scenario",
+                            "fields": [
+                                {"field": "variables.amount", "message": "required by the scenario"}
+                            ],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
     accepted: int
     rejected: int
     items: list[BatchItemResult]

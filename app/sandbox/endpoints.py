@@ -31,7 +31,11 @@ class SandboxDeliveryList(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/deliveries", response_model=SandboxDeliveryList)
+@router.get(
+    "/deliveries",
+    response_model=SandboxDeliveryList,
+    summary="What the sandbox providers recorded",
+)
 async def list_deliveries(
     session: SessionDep,
     _: AnalystPrincipal,

@@ -1,26 +1,23 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from app.deps import MarketerPrincipal, SessionDep
-from app.errors import ERROR_RESPONSES, ErrorBody
+from app.errors import ERROR_RESPONSES, error_responses
 from app.pagination import Cursor, Limit, decode_cursor, next_cursor
 from app.scenarios import repository, service
 from app.scenarios.schemas import ScenarioCreate, ScenarioList, ScenarioOut, ScenarioUpdate
 
 router = APIRouter(prefix="/v1/scenarios", tags=["scenarios"], responses=ERROR_RESPONSES)
-_404: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "unknown scenario"}
-}
+_404 = error_responses(404)
 
 
 @router.post(
     "",
     status_code=201,
     response_model=ScenarioOut,
-    responses={409: {"model": ErrorBody, "description": "key taken"}},
+    summary="Create a scenario with its channel order and templates",
+    responses=error_responses(409),
 )
 async def create_scenario(
     body: ScenarioCreate, session: SessionDep, _: MarketerPrincipal
@@ -29,7 +26,7 @@ async def create_scenario(
     return await service.to_out(session, scenario)
 
 
-@router.get("", response_model=ScenarioList)
+@router.get("", response_model=ScenarioList, summary="List scenarios by key")
 async def list_scenarios(
     session: SessionDep, _: MarketerPrincipal, limit: Limit = 50, cursor: Cursor = None
 ) -> ScenarioList:
@@ -38,12 +35,12 @@ async def list_scenarios(
     return ScenarioList(items=items, next_cursor=next_cursor([s.key for s in rows], limit))
 
 
-@router.get("/{key}", response_model=ScenarioOut, responses=_404)
+@router.get("/{key}", response_model=ScenarioOut, summary="One scenario", responses=_404)
 async def get_scenario(key: str, session: SessionDep, _: MarketerPrincipal) -> ScenarioOut:
     return await service.to_out(session, await service.get(session, key))
 
 
-@router.put("/{key}", response_model=ScenarioOut, responses=_404)
+@router.put("/{key}", response_model=ScenarioOut, summary="Replace a scenario", responses=_404)
 async def replace_scenario(
     key: str, body: ScenarioUpdate, session: SessionDep, _: MarketerPrincipal
 ) -> ScenarioOut:

@@ -93,6 +93,27 @@ class ScenarioBase(BaseModel):
 
 
 class ScenarioCreate(ScenarioBase):
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "salary_credit",
+                    "class": "transactional",
+                    "channels": ["wechat", "sms"],
+                    "required_variables": [
+                        {"name": "account_tail", "type": "string"},
+                        {"name": "amount", "type": "decimal"},
+                    ],
+                    "templates": {
+                        "wechat": {"body": "您尾号{{ account_tail }}的账户收到工资{{ amount }}元"},
+                        "sms": {"body": "【示例银行】尾号{{ account_tail }}收到工资{{ amount }}元"},
+                    },
+                }
+            ]
+        },
+    )
+
     key: str = Field(pattern=KEY_PATTERN, examples=["account_movement"])
 
 
