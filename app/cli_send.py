@@ -7,7 +7,6 @@ from typing import Any
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
-from app.db import commit
 from app.errors import AppError
 from app.messages import service
 from app.messages.schemas import TERMINAL_STATUSES, MessageCreate, MessageStatus
@@ -25,19 +24,12 @@ async def send_one(
     runtime = Runtime(settings, run_workers=not settings.redis_url)
     await runtime.start()
     try:
-        async with runtime.sessionmaker() as session:
-            try:
-                accepted = await service.accept(
-                    session,
-                    MessageCreate.model_validate(body),
-                    principal=CLI_PRINCIPAL,
-                    queue=runtime.queue,
-                    header_key=None,
-                )
-            except AppError as exc:
-                return exc.body()
-            await commit(session)
-        message_id = accepted.message.id
+        item = MessageCreate.model_validate(body)
+        request = service.AcceptRequest(item.scenario, CLI_PRINCIPAL.owner, item, None)
+        try:
+            message_id = (await runtime.accept(request)).id
+        except AppError as exc:
+            return exc.body()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -57,6 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 AfterCommit = Callable[[], Awaitable[None]]
+READ_ONLY_OPTION = "icc_read_only"
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -86,14 +87,20 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that later writes can fail at once with "database is
-        # locked" (no busy wait on lock upgrade); taking the write lock up front avoids it.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # locked" (no busy wait on lock upgrade), so writers take the lock up front.
+        # Read-only sessions stay deferred: in WAL mode they never block the writer.
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(
+    engine: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for writing, or (``read_only``) for reading without the SQLite write lock."""
+    bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
+    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:

@@ -38,17 +38,27 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
+
+async def get_read_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """A session for endpoints that only read (no write lock on SQLite)."""
+    async with runtime.read_sessionmaker() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer icc_...`")
 
 
 async def get_principal(
     runtime: RuntimeDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send an API key as `Authorization: Bearer <key>`")
-    principal = await runtime.keys.resolve(session, credentials.credentials)
+    # A short session of its own: the request's transaction is not held open by auth.
+    async with runtime.read_sessionmaker() as session:
+        principal = await runtime.keys.resolve(session, credentials.credentials)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
     return principal

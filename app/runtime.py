@@ -15,8 +15,11 @@ import socket
 
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
-from app.db import create_engine, create_sessionmaker
+from app.batching import Coalescer
+from app.db import commit, create_engine, create_sessionmaker
+from app.errors import AppError
 from app.messages import delivery, tasks
+from app.messages.service import Accepted, AcceptOutcome, AcceptRequest, accept_many
 from app.queue.base import MessageQueue
 from app.queue.inprocess import InProcessQueue
 from app.settings import Settings
@@ -32,12 +35,16 @@ class Runtime:
         self.run_workers = run_workers
         self.engine = create_engine(settings.database_url)
         self.sessionmaker = create_sessionmaker(self.engine)
+        self.read_sessionmaker = create_sessionmaker(self.engine, read_only=True)
         self.providers = ProviderRegistry.sandbox_default(
             ProviderContext(sessionmaker=self.sessionmaker, redis_url=settings.redis_url)
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.keys = KeyCache(settings.api.key_cache_seconds)
         self.queue = self._make_queue()
+        self._accepter: Coalescer[AcceptRequest, AcceptOutcome] = Coalescer(
+            self._accept_group, max_batch=500
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     def _make_queue(self) -> MessageQueue:
@@ -61,6 +68,19 @@ class Runtime:
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
 
+    async def accept(self, request: AcceptRequest) -> Accepted:
+        """Accept one message. Concurrent calls are written together (group commit)."""
+        outcome = await self._accepter.submit(request)
+        if isinstance(outcome, AppError):
+            raise outcome
+        return outcome
+
+    async def _accept_group(self, requests: list[AcceptRequest]) -> list[AcceptOutcome]:
+        async with self.sessionmaker() as session:
+            outcomes = await accept_many(session, requests, queue=self.queue)
+            await commit(session)
+        return outcomes
+
     async def process(self, ids: list[str]) -> None:
         """Send the given messages (the queue's job handler)."""
         await delivery.process_many(self, ids)
@@ -70,6 +90,7 @@ class Runtime:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self._accepter.close()
         await self.queue.close()
         await self.providers.close()
         await self.engine.dispose()

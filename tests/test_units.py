@@ -12,7 +12,7 @@ import pytest
 from app.ids import new_id
 from app.logging import MaskingJsonFormatter
 from app.masking import mask_contact, mask_name, mask_text
-from app.messages.delivery import backoff_delay
+from app.messages.outcomes import backoff_delay
 from app.messages.variables import check_variables
 from app.scenarios.schemas import VariableSpec, VariableType
 from app.settings import RetrySettings, Settings

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 from app.auth import repository, service
 from app.auth.models import ApiKey
 from app.auth.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, Role
-from app.deps import AdminPrincipal, RuntimeDep, SessionDep
+from app.deps import AdminPrincipal, ReadSessionDep, RuntimeDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
@@ -39,7 +39,7 @@ async def create_key(body: KeyCreate, session: SessionDep, _: AdminPrincipal) ->
 
 
 @router.get("", response_model=KeyList, summary="List API keys (without secrets)")
-async def list_keys(session: SessionDep, _: AdminPrincipal) -> KeyList:
+async def list_keys(session: ReadSessionDep, _: AdminPrincipal) -> KeyList:
     return KeyList(items=[_out(k) for k in await repository.list_keys(session)])
 
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
-from app.deps import ReaderPrincipal, RuntimeDep, SessionDep, SystemPrincipal
+from app.deps import ReaderPrincipal, ReadSessionDep, RuntimeDep, SessionDep, SystemPrincipal
 from app.errors import ERROR_RESPONSES, ErrorBody, PayloadTooLarge, error_responses
 from app.messages import service
 from app.messages.compose import Prepared
@@ -61,7 +61,6 @@ def _accepted(accepted: service.Accepted) -> MessageAccepted:
 async def send_message(
     body: MessageCreate,
     response: Response,
-    session: SessionDep,
     runtime: RuntimeDep,
     principal: SystemPrincipal,
     idempotency_key: Annotated[
@@ -71,8 +70,9 @@ async def send_message(
     """Accept a message: validate, render, persist with its outbox entry, queue after commit.
     A replay (same idempotency key, same body) returns the first message with
     `Idempotency-Replay: true`."""
-    accepted = await service.accept(
-        session, body, principal=principal, queue=runtime.queue, header_key=idempotency_key
+    key = service.resolve_idempotency_key(body.idempotency_key, idempotency_key)
+    accepted = await runtime.accept(
+        service.AcceptRequest(body.scenario, principal.owner, body, key)
     )
     if accepted.replayed:
         response.headers["Idempotency-Replay"] = "true"
@@ -105,7 +105,7 @@ async def send_batch(
     responses=error_responses(404),
 )
 async def get_message(
-    message_id: str, session: SessionDep, principal: ReaderPrincipal
+    message_id: str, session: ReadSessionDep, principal: ReaderPrincipal
 ) -> MessageOut:
     """Status, channel, provider, rendered content, attempts, the decision record and the
     timeline of events. System keys see only their own business system's messages."""
@@ -114,7 +114,7 @@ async def get_message(
 
 @router.get("", response_model=MessageList, summary="List messages, newest first")
 async def list_messages(
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: ReaderPrincipal,
     customer_id: str | None = None,
     scenario: str | None = None,

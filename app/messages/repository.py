@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.messages.models import Message, MessageEvent, Outbox
+from app.messages.outcomes import Outcome
 
 CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
@@ -91,14 +92,19 @@ async def list_page(
     return list((await session.scalars(stmt)).all())
 
 
-async def claim(
-    session: AsyncSession, message_id: str, *, worker: str, now: datetime, lease_until: datetime
-) -> Message | None:
-    """Take the lease on a message that is due and not held by a live lease."""
+async def claim_many(
+    session: AsyncSession,
+    ids: Sequence[str],
+    *,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Message]:
+    """Take the lease on those messages that are due and not held by a live lease."""
     stmt = (
         update(Message)
         .where(
-            Message.id == message_id,
+            Message.id.in_(list(ids)),
             Message.status.in_(CLAIMABLE),
             or_(Message.lease_until.is_(None), Message.lease_until < now),
             or_(Message.next_attempt_at.is_(None), Message.next_attempt_at <= now),
@@ -114,34 +120,39 @@ async def claim(
         .returning(Message)
         .execution_options(synchronize_session=False)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    return list((await session.execute(stmt)).scalars().all())
 
 
-async def update_if_leased(
-    session: AsyncSession, message_id: str, *, worker: str, values: dict[str, Any]
-) -> bool:
-    """Write the outcome of an attempt, unless another worker has taken the lease since."""
-    result = await session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.lease_owner == worker)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+async def apply_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], *, worker: str
+) -> set[str]:
+    """Write attempt outcomes for the messages this worker still leases; return their ids.
+    (A message whose lease expired meanwhile belongs to whoever claimed it next.)"""
+    if not outcomes:
+        return set()
+    held_stmt = select(Message.id).where(
+        Message.id.in_([o.message_id for o in outcomes]), Message.lease_owner == worker
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def finish_outbox(session: AsyncSession, message_id: str) -> None:
-    await session.execute(delete(Outbox).where(Outbox.message_id == message_id))
-
-
-async def reschedule_outbox(
-    session: AsyncSession, message_id: str, *, due_at: datetime, enqueued_at: datetime
-) -> None:
-    await session.execute(
-        update(Outbox)
-        .where(Outbox.message_id == message_id)
-        .values(due_at=due_at, enqueued_at=enqueued_at)
-    )
+    if dialect_name(session) == "postgresql":
+        held_stmt = held_stmt.with_for_update()
+    held = set((await session.scalars(held_stmt)).all())
+    mine = [o for o in outcomes if o.message_id in held]
+    if not mine:
+        return held
+    await session.execute(update(Message), [{"id": o.message_id, **o.values} for o in mine])
+    await add_events(session, [e for o in mine for e in o.events])
+    finished = [o.message_id for o in mine if o.finished]
+    if finished:
+        await session.execute(delete(Outbox).where(Outbox.message_id.in_(finished)))
+    again = [
+        {"message_id": o.message_id, "due_at": o.due_at, "enqueued_at": o.due_at}
+        for o in mine
+        if not o.finished and o.due_at is not None
+    ]
+    if again:
+        # enqueued_at = due_at: the sweeper re-sends only if the delayed job is lost
+        await session.execute(update(Outbox), again)
+    return held
 
 
 async def due_outbox(

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.customers import repository as customers
+from app.customers.models import Customer
 from app.db import after_commit
 from app.errors import (
     AppError,
@@ -28,13 +29,12 @@ from app.messages.schemas import (
     BatchItemResult,
     BatchResult,
     EventOut,
-    MessageCreate,
     MessageItem,
     MessageOut,
     MessageStatus,
 )
 from app.queue.base import MessageQueue
-from app.scenarios.service import load_spec
+from app.scenarios.service import ScenarioSpec, load_spec
 from app.timeutil import utcnow
 
 
@@ -43,8 +43,25 @@ class Accepted:
     message: Message | Prepared
     replayed: bool
 
+    @property
+    def id(self) -> str:
+        return self.message.id
 
-def _idempotency_key(body_key: str | None, header_key: str | None) -> str | None:
+
+@dataclass(frozen=True)
+class AcceptRequest:
+    """One message to accept, as the API received it (idempotency key already resolved)."""
+
+    scenario: str
+    owner: str
+    item: MessageItem
+    idempotency_key: str | None
+
+
+AcceptOutcome = Accepted | AppError
+
+
+def resolve_idempotency_key(body_key: str | None, header_key: str | None) -> str | None:
     if body_key and header_key and body_key != header_key:
         raise ValidationFailed.field(
             "idempotency_key",
@@ -53,13 +70,99 @@ def _idempotency_key(body_key: str | None, header_key: str | None) -> str | None
     return body_key or header_key
 
 
-def _replay(existing: Message, scenario: str, item: MessageItem) -> Accepted:
-    if existing.request_hash != request_hash(scenario, item):
-        raise IdempotencyConflict(
+def _replay(existing: Message, request: AcceptRequest) -> AcceptOutcome:
+    if existing.request_hash != request_hash(request.scenario, request.item):
+        return IdempotencyConflict(
             f"idempotency key {existing.idempotency_key!r} was already used for another request "
             f"(message {existing.id}); use a new key for a new message"
         )
     return Accepted(message=existing, replayed=True)
+
+
+def _replay_in_batch(first: Prepared, request: AcceptRequest) -> AcceptOutcome:
+    if first.message["request_hash"] != request_hash(request.scenario, request.item):
+        return IdempotencyConflict(
+            f"idempotency key {request.idempotency_key!r} came twice at once with different "
+            "content; use a new key for a new message"
+        )
+    return Accepted(message=first, replayed=True)
+
+
+class _Plan:
+    """Everything looked up for a group of requests, in a few queries."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, ScenarioSpec | AppError] = {}
+        self.existing: dict[tuple[str, str], Message] = {}
+        self.customers: dict[str, Customer] = {}
+        self.fresh: dict[int, Prepared] = {}
+        self.first_of_key: dict[tuple[str, str], int] = {}
+
+    async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
+        for key in {r.scenario for r in requests}:
+            try:
+                self.specs[key] = await load_spec(session, key)
+            except AppError as exc:
+                self.specs[key] = exc
+        for owner in {r.owner for r in requests if r.idempotency_key}:
+            keys = [r.idempotency_key for r in requests if r.owner == owner and r.idempotency_key]
+            found = await repository.by_idempotency_keys(session, owner, keys)
+            self.existing.update(((owner, k), m) for k, m in found.items())
+        self.customers = await customers.get_many(session, [r.item.customer_id for r in requests])
+
+    def decide(self, index: int, request: AcceptRequest, now: datetime) -> AcceptOutcome | None:
+        """An outcome now (error or replay), or None once the request is prepared to insert."""
+        spec = self.specs[request.scenario]
+        if isinstance(spec, AppError):
+            return spec
+        key = (request.owner, request.idempotency_key or "")
+        if request.idempotency_key and key in self.existing:
+            return _replay(self.existing[key], request)
+        if request.idempotency_key and key in self.first_of_key:
+            return _replay_in_batch(self.fresh[self.first_of_key[key]], request)
+        try:
+            self.fresh[index] = prepare(
+                spec,
+                request.item,
+                customer=self.customers.get(request.item.customer_id),
+                owner=request.owner,
+                idempotency_key=request.idempotency_key,
+                now=now,
+            )
+        except AppError as exc:
+            return exc
+        if request.idempotency_key:
+            self.first_of_key[key] = index
+        return None
+
+
+async def accept_many(
+    session: AsyncSession, requests: Sequence[AcceptRequest], *, queue: MessageQueue
+) -> list[AcceptOutcome]:
+    """Accept a group of messages with a few bulk statements; each gets its own outcome.
+    Serves both the batch endpoint and coalesced single sends. Ids are enqueued after commit."""
+    plan = _Plan()
+    await plan.load(session, requests)
+    now = utcnow()
+    outcomes: list[AcceptOutcome | None] = [
+        plan.decide(i, request, now) for i, request in enumerate(requests)
+    ]
+    inserted = await repository.insert_messages(session, [p.message for p in plan.fresh.values()])
+    written = [p for p in plan.fresh.values() if p.id in inserted]
+    await repository.add_events(session, [e for p in written for e in p.events])
+    await repository.add_outbox(session, [p.outbox for p in written])
+    _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
+    lost: dict[int, str] = {}
+    for index, prepared in plan.fresh.items():
+        if prepared.id in inserted:
+            outcomes[index] = Accepted(message=prepared, replayed=False)
+        else:  # a concurrent request took the idempotency key between lookup and insert
+            lost[index] = str(prepared.message["idempotency_key"])
+    for index, key in lost.items():
+        owner = requests[index].owner
+        winner = (await repository.by_idempotency_keys(session, owner, [key]))[key]
+        outcomes[index] = _replay(winner, requests[index])
+    return [o for o in outcomes if o is not None]
 
 
 def _enqueue_after_commit(session: AsyncSession, queue: MessageQueue, ids: list[str]) -> None:
@@ -71,38 +174,23 @@ def _enqueue_after_commit(session: AsyncSession, queue: MessageQueue, ids: list[
         after_commit(session, enqueue)
 
 
-async def accept(
-    session: AsyncSession,
-    body: MessageCreate,
-    *,
-    principal: Principal,
-    queue: MessageQueue,
-    header_key: str | None,
-) -> Accepted:
-    key = _idempotency_key(body.idempotency_key, header_key)
-    if key:
-        existing = (await repository.by_idempotency_keys(session, principal.owner, [key])).get(key)
-        if existing is not None:
-            return _replay(existing, body.scenario, body)
-    spec = await load_spec(session, body.scenario)
-    customer = await customers.get(session, body.customer_id)
-    now = utcnow()
-    prepared = prepare(
-        spec, body, customer=customer, owner=principal.owner, idempotency_key=key, now=now
-    )
-    if not await repository.insert_messages(session, [prepared.message]):
-        # A concurrent request with the same key won the unique constraint.
-        found = await repository.by_idempotency_keys(session, principal.owner, [key or ""])
-        return _replay(found[key or ""], body.scenario, body)
-    await repository.add_events(session, prepared.events)
-    await repository.add_outbox(session, [prepared.outbox])
-    _enqueue_after_commit(session, queue, [prepared.id] if prepared.immediate else [])
-    return Accepted(message=prepared, replayed=False)
-
-
-def _item_error(index: int, exc: AppError) -> BatchItemResult:
-    fields = [f.model_dump() for f in exc.fields] if exc.fields else None
-    return BatchItemResult(index=index, error=exc.name, detail=exc.detail, fields=fields)
+def batch_requests(
+    scenario: str, raw_items: Sequence[object], *, owner: str
+) -> tuple[list[AcceptRequest], dict[int, int], list[BatchItemResult]]:
+    """Validate raw batch items one by one: (requests, request index -> item index, errors)."""
+    requests: list[AcceptRequest] = []
+    positions: dict[int, int] = {}
+    errors: list[BatchItemResult] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            item = MessageItem.model_validate(raw)
+        except ValidationError as exc:
+            fields = field_errors_from_pydantic(exc.errors())
+            errors.append(_item_error(index, ValidationFailed("invalid item", fields=fields)))
+            continue
+        positions[len(requests)] = index
+        requests.append(AcceptRequest(scenario, owner, item, item.idempotency_key))
+    return requests, positions, errors
 
 
 async def accept_batch(
@@ -114,103 +202,33 @@ async def accept_batch(
     queue: MessageQueue,
 ) -> BatchResult:
     """Validate item by item; write the good ones in bulk; one bad item rejects only itself."""
-    spec = await load_spec(session, scenario)
-    results: list[BatchItemResult | None] = [None] * len(raw_items)
-    items: dict[int, MessageItem] = {}
-    for index, raw in enumerate(raw_items):
-        try:
-            items[index] = MessageItem.model_validate(raw)
-        except ValidationError as exc:
-            fields = field_errors_from_pydantic(exc.errors())
-            results[index] = _item_error(index, ValidationFailed("invalid item", fields=fields))
-    keys = [i.idempotency_key for i in items.values() if i.idempotency_key]
-    existing = await repository.by_idempotency_keys(session, principal.owner, keys)
-    known = await customers.get_many(session, [i.customer_id for i in items.values()])
-    now = utcnow()
-    fresh: dict[int, Prepared] = {}
-    first_of_key: dict[str, int] = {}
-    for index, item in items.items():
-        try:
-            key = item.idempotency_key
-            if key and key in existing:
-                accepted = _replay(existing[key], scenario, item)
-                results[index] = _accepted_result(index, accepted)
-                continue
-            if key and key in first_of_key:
-                results[index] = _duplicate_in_batch(
-                    index, fresh[first_of_key[key]], scenario, item
-                )
-                continue
-            prepared = prepare(
-                spec,
-                item,
-                customer=known.get(item.customer_id),
-                owner=principal.owner,
-                idempotency_key=key,
-                now=now,
-            )
-        except AppError as exc:
-            results[index] = _item_error(index, exc)
-            continue
-        fresh[index] = prepared
-        if key:
-            first_of_key[key] = index
-    await _write_batch(session, scenario, fresh, items, results, principal, queue)
-    done = [r for r in results if r is not None]
-    accepted_count = sum(1 for r in done if r.id is not None)
-    return BatchResult(accepted=accepted_count, rejected=len(done) - accepted_count, items=done)
+    await load_spec(session, scenario)  # an unknown scenario fails the whole batch: 404
+    requests, positions, results = batch_requests(scenario, raw_items, owner=principal.owner)
+    outcomes = await accept_many(session, requests, queue=queue)
+    for at, outcome in enumerate(outcomes):
+        index = positions[at]
+        if isinstance(outcome, AppError):
+            results.append(_item_error(index, outcome))
+        else:
+            results.append(_accepted_result(index, outcome))
+    results.sort(key=lambda r: r.index)
+    accepted_count = sum(1 for r in results if r.id is not None)
+    return BatchResult(
+        accepted=accepted_count, rejected=len(results) - accepted_count, items=results
+    )
 
 
-def _duplicate_in_batch(
-    index: int, first: Prepared, scenario: str, item: MessageItem
-) -> BatchItemResult:
-    if first.message["request_hash"] != request_hash(scenario, item):
-        return _item_error(
-            index,
-            IdempotencyConflict(
-                f"idempotency key {item.idempotency_key!r} appears twice in the batch with "
-                "different content"
-            ),
-        )
-    return BatchItemResult(index=index, id=first.id, status=first.message["status"], replayed=True)
-
-
-async def _write_batch(
-    session: AsyncSession,
-    scenario: str,
-    fresh: dict[int, Prepared],
-    items: dict[int, MessageItem],
-    results: list[BatchItemResult | None],
-    principal: Principal,
-    queue: MessageQueue,
-) -> None:
-    inserted = await repository.insert_messages(session, [p.message for p in fresh.values()])
-    lost = [i for i, p in fresh.items() if p.id not in inserted]
-    if lost:  # concurrent requests took some keys between our check and our insert
-        keys = {i: str(fresh[i].message["idempotency_key"]) for i in lost}
-        winners = await repository.by_idempotency_keys(
-            session, principal.owner, list(keys.values())
-        )
-        for index in lost:
-            try:
-                won = _replay(winners[keys[index]], scenario, items[index])
-                results[index] = _accepted_result(index, won)
-            except AppError as exc:
-                results[index] = _item_error(index, exc)
-    written = [p for p in fresh.values() if p.id in inserted]
-    await repository.add_events(session, [e for p in written for e in p.events])
-    await repository.add_outbox(session, [p.outbox for p in written])
-    for index, prepared in fresh.items():
-        if prepared.id in inserted:
-            results[index] = _accepted_result(index, Accepted(message=prepared, replayed=False))
-    _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
+def _item_error(index: int, exc: AppError) -> BatchItemResult:
+    fields = [f.model_dump() for f in exc.fields] if exc.fields else None
+    return BatchItemResult(index=index, error=exc.name, detail=exc.detail, fields=fields)
 
 
 def _accepted_result(index: int, accepted: Accepted) -> BatchItemResult:
     msg = accepted.message
-    if isinstance(msg, Prepared):
-        return BatchItemResult(index=index, id=msg.id, status=msg.message["status"])
-    return BatchItemResult(index=index, id=msg.id, status=MessageStatus(msg.status), replayed=True)
+    status = msg.message["status"] if isinstance(msg, Prepared) else msg.status
+    return BatchItemResult(
+        index=index, id=msg.id, status=MessageStatus(status), replayed=accepted.replayed
+    )
 
 
 def can_read(principal: Principal, message: Message) -> bool:

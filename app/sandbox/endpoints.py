@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import AwareDatetime, BaseModel
 
-from app.deps import AnalystPrincipal, SessionDep
+from app.deps import AnalystPrincipal, ReadSessionDep
 from app.errors import ERROR_RESPONSES
 from app.masking import mask_contact
 from app.pagination import Cursor, Limit, decode_cursor, next_cursor
@@ -37,7 +37,7 @@ class SandboxDeliveryList(BaseModel):
     summary="What the sandbox providers recorded",
 )
 async def list_deliveries(
-    session: SessionDep,
+    session: ReadSessionDep,
     _: AnalystPrincipal,
     channel: str | None = None,
     message_id: str | None = None,

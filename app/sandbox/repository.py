@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,33 +13,20 @@ from app.sandbox.models import SandboxDelivery
 from app.timeutil import utcnow
 
 
-async def record(
-    session: AsyncSession,
-    *,
-    provider: str,
-    channel: str,
-    idempotency_key: str,
-    message_id: str,
-    to: str,
-    content: dict[str, Any],
-) -> str:
-    """Record one delivery once per idempotency key; return its id (the existing one on replay)."""
-    stmt = insert_ignoring_conflicts(session, SandboxDelivery, "idempotency_key").values(
-        id=new_id("sbx"),
-        provider=provider,
-        channel=channel,
-        idempotency_key=idempotency_key,
-        message_id=message_id,
-        to=to,
-        content=content,
-        created_at=utcnow(),
+async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]]) -> list[str]:
+    """Record deliveries once per idempotency key; return each one's id (the first one's on
+    a replay), in order."""
+    rows = [{"id": new_id("sbx"), "created_at": utcnow(), **d} for d in deliveries]
+    stmt = insert_ignoring_conflicts(session, SandboxDelivery, "idempotency_key")
+    await session.execute(stmt.values(rows))
+    keys = [d["idempotency_key"] for d in deliveries]
+    found = await session.execute(
+        select(SandboxDelivery.idempotency_key, SandboxDelivery.id).where(
+            SandboxDelivery.idempotency_key.in_(keys)
+        )
     )
-    await session.execute(stmt)
-    found = await session.scalar(
-        select(SandboxDelivery.id).where(SandboxDelivery.idempotency_key == idempotency_key)
-    )
-    assert found is not None
-    return found
+    ids: dict[str, str] = dict(found.all())
+    return [ids[k] for k in keys]
 
 
 async def list_deliveries(

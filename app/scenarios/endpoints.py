@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import MarketerPrincipal, SessionDep
+from app.deps import MarketerPrincipal, ReadSessionDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
 from app.pagination import Cursor, Limit, decode_cursor, next_cursor
 from app.scenarios import repository, service
@@ -28,7 +28,7 @@ async def create_scenario(
 
 @router.get("", response_model=ScenarioList, summary="List scenarios by key")
 async def list_scenarios(
-    session: SessionDep, _: MarketerPrincipal, limit: Limit = 50, cursor: Cursor = None
+    session: ReadSessionDep, _: MarketerPrincipal, limit: Limit = 50, cursor: Cursor = None
 ) -> ScenarioList:
     rows = await repository.list_page(session, after_key=decode_cursor(cursor), limit=limit)
     items = [await service.to_out(session, s) for s in rows]
@@ -36,7 +36,7 @@ async def list_scenarios(
 
 
 @router.get("/{key}", response_model=ScenarioOut, summary="One scenario", responses=_404)
-async def get_scenario(key: str, session: SessionDep, _: MarketerPrincipal) -> ScenarioOut:
+async def get_scenario(key: str, session: ReadSessionDep, _: MarketerPrincipal) -> ScenarioOut:
     return await service.to_out(session, await service.get(session, key))
 
 

@@ -1,0 +1,158 @@
+"""What an attempt means for a message: finished, retry later, next channel, or failed.
+Pure: the worker applies the returned changes in bulk."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.messages.models import Message
+from app.settings import RetrySettings
+from channels.base import SendResult
+from channels.errors import ChannelError
+
+
+@dataclass(frozen=True)
+class Attempt:
+    channel: str
+    provider: str | None
+    latency_ms: float
+    result: SendResult | None = None
+    error: ChannelError | None = None
+
+
+@dataclass
+class Outcome:
+    """Changes to write for one message after an attempt."""
+
+    message_id: str
+    values: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False  # the outbox row goes
+    due_at: datetime | None = None  # else the outbox row is due again then
+    requeue_delay: float | None = None  # enqueue again after this many seconds
+
+
+def backoff_delay(attempt: int, retry: RetrySettings) -> float:
+    """Exponential backoff with jitter: half fixed, half random, capped."""
+    ceiling = min(retry.max_delay, retry.base_delay * 2 ** max(attempt - 1, 0))
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def event(message_id: str, type_: str, at: datetime, **detail: Any) -> dict[str, Any]:
+    return {"message_id": message_id, "type": type_, "at": at, "detail": detail}
+
+
+def decide(message: Message, attempt: Attempt, retry: RetrySettings, now: datetime) -> Outcome:
+    if attempt.result is not None:
+        return _success(message, attempt, attempt.result, now)
+    assert attempt.error is not None
+    error = attempt.error
+    failed = event(
+        message.id,
+        "attempt_failed",
+        now,
+        channel=attempt.channel,
+        provider=attempt.provider,
+        code=error.code,
+        error=error.detail,
+        transient=error.transient,
+        latency_ms=attempt.latency_ms,
+    )
+    if error.transient and message.channel_attempts < retry.max_attempts:
+        return _retry(message, attempt, failed, retry, now)
+    reason = f"{attempt.channel}: {error.detail}"
+    if error.transient:
+        reason += f" (gave up after {message.channel_attempts} attempts)"
+    return _fall_back_or_fail(message, failed, reason, now)
+
+
+def _success(message: Message, attempt: Attempt, result: SendResult, now: datetime) -> Outcome:
+    values: dict[str, Any] = {
+        "status": "delivered" if result.delivered else "sent",
+        "status_reason": None,
+        "channel": attempt.channel,
+        "provider": attempt.provider,
+        "provider_message_id": result.provider_message_id,
+        "sent_at": now,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    events = [
+        event(
+            message.id,
+            "sent",
+            now,
+            channel=attempt.channel,
+            provider=attempt.provider,
+            provider_message_id=result.provider_message_id,
+            latency_ms=attempt.latency_ms,
+        )
+    ]
+    if result.delivered:
+        values["delivered_at"] = now
+        events.append(event(message.id, "delivered", now, provider=attempt.provider))
+    return Outcome(message.id, values, events, finished=True)
+
+
+def _retry(
+    message: Message,
+    attempt: Attempt,
+    failed: dict[str, Any],
+    retry: RetrySettings,
+    now: datetime,
+) -> Outcome:
+    delay = backoff_delay(message.channel_attempts, retry)
+    due = now + timedelta(seconds=delay)
+    values = {
+        "status": "retrying",
+        "next_attempt_at": due,
+        "lease_until": None,
+        "updated_at": now,
+        "channel": attempt.channel,
+        "provider": attempt.provider,
+        "status_reason": f"{attempt.channel}: {failed['detail']['error']}",
+    }
+    scheduled = event(
+        message.id,
+        "retry_scheduled",
+        now,
+        channel=attempt.channel,
+        next_attempt_at=due.isoformat(),
+        delay_s=round(delay, 3),
+    )
+    return Outcome(message.id, values, [failed, scheduled], due_at=due, requeue_delay=delay)
+
+
+def _fall_back_or_fail(
+    message: Message, failed: dict[str, Any], reason: str, now: datetime
+) -> Outcome:
+    next_index = message.channel_index + 1
+    if next_index >= len(message.channels):
+        values: dict[str, Any] = {
+            "status": "failed",
+            "status_reason": reason,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        return Outcome(
+            message.id,
+            values,
+            [failed, event(message.id, "failed", now, reason=reason)],
+            finished=True,
+        )
+    nxt = message.channels[next_index]
+    values = {
+        "status": "queued",
+        "channel_index": next_index,
+        "channel": nxt,
+        "channel_attempts": 0,
+        "next_attempt_at": None,
+        "lease_until": None,
+        "status_reason": reason,
+        "updated_at": now,
+    }
+    fallback = event(message.id, "fallback", now, to=nxt, reason=reason)
+    return Outcome(message.id, values, [failed, fallback], due_at=now, requeue_delay=0.0)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.batching import Coalescer
+
+
+async def test_concurrent_items_share_a_flush_and_keep_their_results() -> None:
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0.01)
+        return [i * 2 for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_batch=4)
+    first = asyncio.create_task(coalescer.submit(0))
+    await asyncio.sleep(0.001)  # the first flush is running: the next ones wait and group
+    rest = await asyncio.gather(*(coalescer.submit(i) for i in range(1, 10)))
+    assert await first == 0
+    assert rest == [i * 2 for i in range(1, 10)]
+    assert batches == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+
+
+async def test_a_failed_flush_fails_its_batch_only() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        if 3 in items:
+            raise ValueError("boom")
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_batch=2)
+    results = await asyncio.gather(*(coalescer.submit(i) for i in range(6)), return_exceptions=True)
+    assert results[0:2] == [0, 1]
+    assert all(isinstance(r, ValueError) for r in results[2:4])
+    assert results[4:6] == [4, 5]
+    with pytest.raises(ValueError, match="boom"):
+        await coalescer.submit(3)
