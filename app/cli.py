@@ -96,15 +96,17 @@ def keys_create(role: str, name: str, owner: str | None) -> None:
     """Create a key and print it once."""
     from app.auth.schemas import Role
     from app.auth.service import create_key
+    from app.errors import AppError
+    from app.migrate import upgrade
 
     async def run(session: Any) -> str:
         _, plaintext = await create_key(session, name=name, role=Role(role), owner=owner)
         return plaintext
 
-    from app.errors import AppError
-
+    settings = _settings()
+    upgrade(settings.database_url)
     try:
-        click.echo(asyncio.run(_with_session(_settings(), run)))
+        click.echo(asyncio.run(_with_session(settings, run)))
     except AppError as exc:
         raise click.ClickException(exc.detail) from None
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.auth.schemas import Role
 from app.auth.service import Principal
-from app.errors import AppError
+from app.errors import AppError, ValidationFailed, field_errors_from_pydantic
 from app.messages import service
 from app.messages.schemas import TERMINAL_STATUSES, MessageCreate, MessageStatus
 from app.runtime import Runtime
@@ -24,7 +26,11 @@ async def send_one(
     runtime = Runtime(settings, run_workers=not settings.redis_url)
     await runtime.start()
     try:
-        item = MessageCreate.model_validate(body)
+        try:
+            item = MessageCreate.model_validate(body)
+        except ValidationError as exc:
+            fields = field_errors_from_pydantic(exc.errors())
+            return ValidationFailed("invalid message", fields=fields).body()
         request = service.AcceptRequest(item.scenario, CLI_PRINCIPAL.owner, item, None)
         try:
             message_id = (await runtime.accept(request)).id

@@ -100,14 +100,19 @@ def error_body(name: str, detail: str, fields: list[FieldError] | None = None) -
     return body
 
 
-def field_errors_from_pydantic(errors: Any, *, skip_prefix: int = 0) -> list[FieldError]:
-    """Pydantic errors as our field list (``variables.amount``, ``items.3.customer_id``)."""
+def field_errors_from_pydantic(
+    errors: Any, *, skip_prefix: int = 0, root: str = "body"
+) -> list[FieldError]:
+    """Pydantic errors as our field list (``variables.amount``, ``recipient.phone``)."""
     out = []
     for err in errors:
+        message = str(err.get("msg", "invalid"))
+        if err.get("type") == "json_invalid":
+            # the location is a character offset, not a field
+            out.append(FieldError(field=root, message=f"{message} (the body is not valid JSON)"))
+            continue
         loc = [str(part) for part in err.get("loc", ())][skip_prefix:]
-        out.append(
-            FieldError(field=".".join(loc) or "body", message=str(err.get("msg", "invalid")))
-        )
+        out.append(FieldError(field=".".join(loc) or root, message=message))
     return out
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Query
 
 from app.errors import ValidationFailed
+
+T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
@@ -31,6 +34,9 @@ def decode_cursor(cursor: str | None) -> str | None:
     return position
 
 
-def next_cursor(positions: list[str], limit: int) -> str | None:
-    """A cursor after the last item when the page is full."""
-    return encode_cursor(positions[-1]) if len(positions) == limit and positions else None
+def paginate(rows: list[T], limit: int, position: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """Cut a page from ``limit + 1`` fetched rows; a cursor only when more rows exist."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(position(page[-1]))

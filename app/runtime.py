@@ -13,6 +13,8 @@ import logging
 import os
 import socket
 
+from sqlalchemy.exc import IntegrityError
+
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
@@ -59,14 +61,22 @@ class Runtime:
     async def start(self) -> None:
         await self.queue.start()
         if self.settings.bootstrap_admin_key is not None:
-            async with self.sessionmaker() as session:
-                plaintext = self.settings.bootstrap_admin_key.get_secret_value()
-                await ensure_key(
-                    session, name="bootstrap-admin", role=Role.admin, plaintext=plaintext
-                )
-                await session.commit()
+            await self._ensure_bootstrap_key(self.settings.bootstrap_admin_key.get_secret_value())
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
+
+    async def _ensure_bootstrap_key(self, plaintext: str) -> None:
+        for attempt in range(3):
+            try:
+                async with self.sessionmaker() as session:
+                    await ensure_key(
+                        session, name="bootstrap-admin", role=Role.admin, plaintext=plaintext
+                    )
+                    await session.commit()
+                return
+            except IntegrityError:  # another process created it at the same moment
+                if attempt == 2:
+                    raise
 
     async def accept(self, request: AcceptRequest) -> Accepted:
         """Accept one message. Concurrent calls are written together (group commit)."""

@@ -15,7 +15,13 @@ config = context.config
 target_metadata = Base.metadata
 
 
+# Replicas starting together on one PostgreSQL database migrate one after the other.
+MIGRATION_LOCK_ID = 0x1CC0001
+
+
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

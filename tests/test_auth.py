@@ -111,3 +111,28 @@ async def test_readyz_reports_each_dependency(platform: Platform) -> None:
     assert body["status"] == "ok"
     assert body["database"] == "ok"
     assert ("redis" in body) == (platform.backend == "postgres")
+
+
+async def test_bootstrap_admin_key_is_ensured_at_every_start(platform: Platform) -> None:
+    from pydantic import SecretStr
+
+    from app.runtime import Runtime
+
+    settings = platform.runtime.settings.model_copy(
+        update={"bootstrap_admin_key": SecretStr("icc_bootstrap_secret_for_tests")}
+    )
+    for _ in range(2):  # safe to repeat
+        runtime = Runtime(settings, run_workers=False)
+        await runtime.start()
+        await runtime.close()
+    async with platform.client(None, Authorization="Bearer icc_bootstrap_secret_for_tests") as c:
+        keys = (await c.get("/v1/keys")).json()["items"]
+        bootstrap = next(k for k in keys if k["name"] == "bootstrap-admin")
+        assert (await c.delete(f"/v1/keys/{bootstrap['id']}")).status_code == 204
+        assert (await c.get("/v1/keys")).status_code == 401
+    runtime = Runtime(settings, run_workers=False)
+    await runtime.start()  # the configuration wins over the revocation
+    await runtime.close()
+    platform.runtime.keys.clear()
+    async with platform.client(None, Authorization="Bearer icc_bootstrap_secret_for_tests") as c:
+        assert (await c.get("/v1/keys")).status_code == 200

@@ -68,10 +68,12 @@ def test_send_reports_validation_errors(cli_env: CliRunner) -> None:
     assert result.exit_code == 1
     assert '"error": "ValidationError"' in result.output
     assert cli_env.invoke(main, ["send", "--var", "novalue"]).exit_code == 2
+    bad_phone = cli_env.invoke(main, ["send", "--phone", "abc"])
+    assert bad_phone.exit_code == 1
+    assert '"field": "recipient.phone"' in bad_phone.output
 
 
 def test_keys_create_prints_a_working_key_once(cli_env: CliRunner) -> None:
-    assert cli_env.invoke(main, ["migrate"]).exit_code == 0
     result = cli_env.invoke(main, ["keys", "create", "--role", "analyst", "--name", "bi"])
     assert result.exit_code == 0, result.output
     key = result.output.strip().splitlines()[-1]

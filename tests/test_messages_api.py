@@ -65,6 +65,7 @@ async def test_malformed_and_oversized_bodies(platform: Platform) -> None:
         )
         assert bad_json.status_code == 422
         assert bad_json.json()["error"] == "ValidationError"
+        assert bad_json.json()["fields"][0]["field"] == "body"
         huge = _body(variables={**VARIABLES, "pad": "x" * 300_000})
         too_big = await client.post("/v1/messages", json=huge)
         assert too_big.status_code == 413
@@ -185,10 +186,24 @@ async def test_batch_accepts_good_items_and_reports_bad_ones(platform: Platform)
     assert by_index[5]["error"] == "IdempotencyKeyReused"
     assert by_index[6]["status"] == "queued"
     assert by_index[7]["error"] == "ValidationError"
+    assert by_index[7]["fields"][0]["field"] == "item"
     assert replay.json()["items"][0]["id"] == by_index[3]["id"]
     assert replay.json()["items"][0]["replayed"] is True
     for index in (0, 3, 6):
         assert (await platform.wait_terminal(by_index[index]["id"]))["status"] == "delivered"
+    assert await _count_messages(platform) == 3
+
+
+async def test_batch_idempotency_key_header_replays_the_whole_batch(platform: Platform) -> None:
+    await platform.create_scenario()
+    items = [{"customer_id": f"C{i}", "variables": VARIABLES, "recipient": PHONE} for i in range(3)]
+    body = {"scenario": "account_movement", "items": items}
+    async with platform.client("system", **{"Idempotency-Key": "batch-7"}) as client:
+        first = (await client.post("/v1/messages/batch", json=body)).json()
+        again = (await client.post("/v1/messages/batch", json=body)).json()
+    assert [r["id"] for r in again["items"]] == [r["id"] for r in first["items"]]
+    assert all(r["replayed"] for r in again["items"])
+    assert not any(r["replayed"] for r in first["items"])
     assert await _count_messages(platform) == 3
 
 
@@ -221,10 +236,17 @@ async def test_list_filters_paginates_and_hides_other_owners(platform: Platform)
         page2 = (
             await client.get("/v1/messages", params={"limit": 2, "cursor": page1["next_cursor"]})
         ).json()
+        page3 = (
+            await client.get("/v1/messages", params={"limit": 2, "cursor": page2["next_cursor"]})
+        ).json()
         c0 = (await client.get("/v1/messages", params={"customer_id": "C0"})).json()
         bad_cursor = await client.get("/v1/messages", params={"cursor": "%%%"})
     assert [m["id"] for m in page1["items"]] == ids[::-1][:2]
     assert [m["id"] for m in page2["items"]] == ids[::-1][2:4]
+    assert page2["next_cursor"] is not None
+    assert "events" not in page1["items"][0]
+    assert [m["id"] for m in page3["items"]] == ids[:1]
+    assert page3["next_cursor"] is None
     assert {m["customer_id"] for m in c0["items"]} == {"C0"}
     assert len(c0["items"]) == 3
     assert bad_cursor.status_code == 422

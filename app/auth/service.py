@@ -61,19 +61,26 @@ async def create_key(
 
 
 async def ensure_key(session: AsyncSession, *, name: str, role: Role, plaintext: str) -> None:
-    """Make sure ``plaintext`` is a valid key (bootstrap admin key); safe to repeat."""
-    if await repository.by_hash(session, hash_key(plaintext)) is not None:
+    """Make ``plaintext`` a working key of ``role`` named ``name`` (the bootstrap admin key):
+    the configuration wins over a revocation or an older secret. Safe to repeat."""
+    row = await repository.by_hash(session, hash_key(plaintext))
+    if row is not None and row.name != name:
+        raise ConfigurationError(f"the bootstrap key is already the secret of key {row.name!r}")
+    row = row or await repository.by_name(session, name)
+    if row is None:
+        await create_key(session, name=name, role=role, plaintext=plaintext)
         return
-    existing = await repository.by_name(session, name)
-    if existing is not None:
-        existing.key_hash, existing.prefix, existing.revoked_at = (
-            hash_key(plaintext),
-            plaintext[:8],
-            None,
-        )
-        await session.flush()
-        return
-    await create_key(session, name=name, role=role, plaintext=plaintext)
+    row.key_hash, row.prefix, row.role, row.revoked_at = (
+        hash_key(plaintext),
+        plaintext[:8],
+        role,
+        None,
+    )
+    await session.flush()
+
+
+class ConfigurationError(Exception):
+    """Settings that cannot work; raised at start."""
 
 
 async def revoke_key(session: AsyncSession, key_id: str) -> None:

@@ -15,6 +15,7 @@ from app.ids import new_id
 from app.messages.schemas import MessageItem
 from app.messages.variables import check_variables
 from app.scenarios.service import ScenarioSpec
+from app.timeutil import as_utc
 from channels.base import CONTACT_FIELD
 from templates.renderer import TemplateError, render_content
 
@@ -109,7 +110,7 @@ def prepare(
     channels, skipped = _channel_plan(spec, item, contacts)
     content = _render(spec, channels, item.variables)
     message_id = new_id("msg")
-    send_at = item.send_at
+    send_at = as_utc(item.send_at) if item.send_at else None
     scheduled = send_at is not None and send_at > now
     status = "scheduled" if scheduled else "queued"
     decision = {
@@ -137,8 +138,8 @@ def prepare(
         "channel_attempts": 0,
         "content": content,
         "decision": decision,
-        "send_at": item.send_at,
-        "next_attempt_at": item.send_at if scheduled else None,
+        "send_at": send_at,
+        "next_attempt_at": send_at if scheduled else None,
         "created_at": now,
         "updated_at": now,
     }
@@ -155,7 +156,7 @@ def prepare(
     ]
     outbox = {
         "message_id": message_id,
-        "due_at": item.send_at if scheduled else now,
+        "due_at": send_at if send_at and scheduled else now,
         # immediate messages are enqueued right after commit; the sweeper finds them if not
         "enqueued_at": None if scheduled else now,
     }

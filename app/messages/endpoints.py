@@ -14,11 +14,15 @@ from app.messages.schemas import (
     BatchResult,
     MessageAccepted,
     MessageCreate,
+    MessageDetail,
     MessageList,
-    MessageOut,
     MessageStatus,
 )
-from app.pagination import Cursor, Limit, decode_cursor, next_cursor
+from app.pagination import Cursor, Limit, decode_cursor, paginate
+
+IdempotencyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=ERROR_RESPONSES)
 
@@ -63,9 +67,7 @@ async def send_message(
     response: Response,
     runtime: RuntimeDep,
     principal: SystemPrincipal,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-    ] = None,
+    idempotency_key: IdempotencyHeader = None,
 ) -> MessageAccepted:
     """Accept a message: validate, render, persist with its outbox entry, queue after commit.
     A replay (same idempotency key, same body) returns the first message with
@@ -87,26 +89,37 @@ async def send_message(
     responses=error_responses(404, 413),
 )
 async def send_batch(
-    body: BatchCreate, session: SessionDep, runtime: RuntimeDep, principal: SystemPrincipal
+    body: BatchCreate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: SystemPrincipal,
+    idempotency_key: IdempotencyHeader = None,
 ) -> BatchResult:
-    """Each item is validated on its own and gets its own result (an id or an error)."""
+    """Each item is validated on its own and gets its own result (an id or an error).
+    With an `Idempotency-Key` header, items without a key of their own get
+    `<header>:<index>`, so a retried batch replays its messages instead of sending twice."""
     limit = runtime.settings.api.max_batch_items
     if len(body.items) > limit:
         raise PayloadTooLarge(f"a batch holds at most {limit} items; split it")
     return await service.accept_batch(
-        session, body.scenario, body.items, principal=principal, queue=runtime.queue
+        session,
+        body.scenario,
+        body.items,
+        principal=principal,
+        queue=runtime.queue,
+        batch_key=idempotency_key,
     )
 
 
 @router.get(
     "/{message_id}",
-    response_model=MessageOut,
+    response_model=MessageDetail,
     summary="A message and its timeline",
     responses=error_responses(404),
 )
 async def get_message(
     message_id: str, session: ReadSessionDep, principal: ReaderPrincipal
-) -> MessageOut:
+) -> MessageDetail:
     """Status, channel, provider, rendered content, attempts, the decision record and the
     timeline of events. System keys see only their own business system's messages."""
     return await service.get_message(session, message_id, principal=principal)
@@ -132,6 +145,7 @@ async def list_messages(
         status=status,
         since=since,
         before_id=decode_cursor(cursor),
-        limit=limit,
+        limit=limit + 1,
     )
-    return MessageList(items=items, next_cursor=next_cursor([m.id for m in items], limit))
+    page, cursor_out = paginate(items, limit, lambda m: m.id)
+    return MessageList(items=page, next_cursor=cursor_out)

@@ -126,7 +126,10 @@ class MessageOut(BaseModel):
     updated_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
-    events: list[EventOut] | None = None
+
+
+class MessageDetail(MessageOut):
+    events: list[EventOut] = Field(description="the timeline, oldest first")
 
 
 class MessageList(BaseModel):

@@ -29,6 +29,7 @@ from app.messages.schemas import (
     BatchItemResult,
     BatchResult,
     EventOut,
+    MessageDetail,
     MessageItem,
     MessageOut,
     MessageStatus,
@@ -175,9 +176,11 @@ def _enqueue_after_commit(session: AsyncSession, queue: MessageQueue, ids: list[
 
 
 def batch_requests(
-    scenario: str, raw_items: Sequence[object], *, owner: str
+    scenario: str, raw_items: Sequence[object], *, owner: str, batch_key: str | None
 ) -> tuple[list[AcceptRequest], dict[int, int], list[BatchItemResult]]:
-    """Validate raw batch items one by one: (requests, request index -> item index, errors)."""
+    """Validate raw batch items one by one: (requests, request index -> item index, errors).
+    With a batch ``Idempotency-Key``, an item without its own key gets ``<key>:<index>``, so
+    a retried batch replays instead of sending twice."""
     requests: list[AcceptRequest] = []
     positions: dict[int, int] = {}
     errors: list[BatchItemResult] = []
@@ -185,11 +188,12 @@ def batch_requests(
         try:
             item = MessageItem.model_validate(raw)
         except ValidationError as exc:
-            fields = field_errors_from_pydantic(exc.errors())
+            fields = field_errors_from_pydantic(exc.errors(), root="item")
             errors.append(_item_error(index, ValidationFailed("invalid item", fields=fields)))
             continue
         positions[len(requests)] = index
-        requests.append(AcceptRequest(scenario, owner, item, item.idempotency_key))
+        key = item.idempotency_key or (f"{batch_key}:{index}" if batch_key else None)
+        requests.append(AcceptRequest(scenario, owner, item, key))
     return requests, positions, errors
 
 
@@ -200,10 +204,13 @@ async def accept_batch(
     *,
     principal: Principal,
     queue: MessageQueue,
+    batch_key: str | None = None,
 ) -> BatchResult:
     """Validate item by item; write the good ones in bulk; one bad item rejects only itself."""
     await load_spec(session, scenario)  # an unknown scenario fails the whole batch: 404
-    requests, positions, results = batch_requests(scenario, raw_items, owner=principal.owner)
+    requests, positions, results = batch_requests(
+        scenario, raw_items, owner=principal.owner, batch_key=batch_key
+    )
     outcomes = await accept_many(session, requests, queue=queue)
     for at, outcome in enumerate(outcomes):
         index = positions[at]
@@ -237,14 +244,15 @@ def can_read(principal: Principal, message: Message) -> bool:
 
 async def get_message(
     session: AsyncSession, message_id: str, *, principal: Principal
-) -> MessageOut:
+) -> MessageDetail:
     message = await repository.by_id(session, message_id)
     if message is None or not can_read(principal, message):
         raise NotFound(f"no message {message_id!r}")
     events = await repository.events_of(session, message_id)
-    out = to_out(message)
-    out.events = [EventOut(type=e.type, at=e.at, detail=e.detail) for e in events]
-    return out
+    return MessageDetail(
+        **to_out(message).model_dump(),
+        events=[EventOut(type=e.type, at=e.at, detail=e.detail) for e in events],
+    )
 
 
 async def list_messages(

@@ -28,10 +28,10 @@ def _is_datetime(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return False
-    return True
+    return parsed.tzinfo is not None
 
 
 def _is_date(value: Any) -> bool:
@@ -53,7 +53,7 @@ _CHECKS: dict[VariableType, tuple[Any, str]] = {
         "a number",
     ),
     VariableType.boolean: (lambda v: isinstance(v, bool), "true or false"),
-    VariableType.datetime: (_is_datetime, "an RFC 3339 date-time"),
+    VariableType.datetime: (_is_datetime, "an RFC 3339 date-time with an offset"),
     VariableType.date: (_is_date, "a date (YYYY-MM-DD)"),
 }
 

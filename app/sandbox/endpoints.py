@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel
 from app.deps import AnalystPrincipal, ReadSessionDep
 from app.errors import ERROR_RESPONSES
 from app.masking import mask_contact
-from app.pagination import Cursor, Limit, decode_cursor, next_cursor
+from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.sandbox import repository
 from channels.base import CONTACT_FIELD
 
@@ -52,7 +52,7 @@ async def list_deliveries(
         message_id=message_id,
         before_id=decode_cursor(cursor),
         since=since,
-        limit=limit,
+        limit=limit + 1,
     )
     items = [
         SandboxDeliveryOut(
@@ -66,4 +66,5 @@ async def list_deliveries(
         )
         for r in rows
     ]
-    return SandboxDeliveryList(items=items, next_cursor=next_cursor([r.id for r in rows], limit))
+    page, cursor_out = paginate(items, limit, lambda r: r.id)
+    return SandboxDeliveryList(items=page, next_cursor=cursor_out)

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from app.deps import MarketerPrincipal, ReadSessionDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
-from app.pagination import Cursor, Limit, decode_cursor, next_cursor
+from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.scenarios import repository, service
 from app.scenarios.schemas import ScenarioCreate, ScenarioList, ScenarioOut, ScenarioUpdate
 
@@ -30,9 +30,10 @@ async def create_scenario(
 async def list_scenarios(
     session: ReadSessionDep, _: MarketerPrincipal, limit: Limit = 50, cursor: Cursor = None
 ) -> ScenarioList:
-    rows = await repository.list_page(session, after_key=decode_cursor(cursor), limit=limit)
+    rows = await repository.list_page(session, after_key=decode_cursor(cursor), limit=limit + 1)
+    rows, cursor_out = paginate(rows, limit, lambda s: s.key)
     items = [await service.to_out(session, s) for s in rows]
-    return ScenarioList(items=items, next_cursor=next_cursor([s.key for s in rows], limit))
+    return ScenarioList(items=items, next_cursor=cursor_out)
 
 
 @router.get("/{key}", response_model=ScenarioOut, summary="One scenario", responses=_404)
