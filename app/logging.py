@@ -11,7 +11,13 @@ import orjson
 
 from app.masking import mask_text, mask_value
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn adds a "color_message" copy with terminal colours: not for JSON
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class MaskingJsonFormatter(logging.Formatter):
