@@ -6,9 +6,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels.errors import CallbackNotSupported
 
 CHANNELS = ("sms", "email", "wechat")
 CONTACT_FIELD = {"sms": "phone", "email": "email", "wechat": "wechat_openid"}
@@ -20,6 +23,45 @@ class ProviderContext:
 
     sessionmaker: async_sessionmaker[AsyncSession] | None = None
     redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """A provider's report on one message: delivered or failed at the handset/mailbox."""
+
+    delivered: bool
+    provider_message_id: str | None = None
+    message_id: str | None = None  # ours, when the provider echoes it (out_id, client_msg_id)
+    code: str | None = None  # the provider's own status or error code, kept on the message
+    detail: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class InboundReply:
+    """A customer's reply (e.g. an SMS "TD" / "退订" to opt out)."""
+
+    sender: str  # phone number or openid
+    text: str
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    """What a provider's callback carried, and the acknowledgement the provider expects."""
+
+    receipts: list[DeliveryReceipt] = field(default_factory=list)
+    replies: list[InboundReply] = field(default_factory=list)
+    response_body: bytes = b""
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    method: str
+    headers: Mapping[str, str]  # lower-case names
+    query: Mapping[str, str]
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -65,6 +107,12 @@ class ChannelProvider(ABC):
 
         Raises TransientChannelError (retry) or PermanentChannelError (give up on this channel).
         """
+
+    async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
+        """Parse a callback the provider pushed to ``/v1/callbacks/{account}``, after checking
+        it is authentic the way the provider authenticates (raise CallbackAuthError if not).
+        Raise CallbackRejected for a malformed body. Providers without callbacks keep this."""
+        raise CallbackNotSupported(f"provider {self.account!r} takes no callbacks")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -28,3 +28,15 @@ class RecipientUnreachable(PermanentChannelError):
 
 class ProviderConfigError(Exception):
     """A provider is misconfigured; raised at start so the platform fails fast."""
+
+
+class CallbackAuthError(Exception):
+    """A callback failed the provider's authentication (bad signature or token): 401."""
+
+
+class CallbackRejected(Exception):
+    """A callback body the provider would never send (malformed): 400."""
+
+
+class CallbackNotSupported(Exception):
+    """The provider takes no callbacks: 404."""
