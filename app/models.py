@@ -3,7 +3,7 @@
 from app.auth.models import ApiKey
 from app.customers.models import Customer
 from app.db import Base
-from app.messages.models import Message, MessageEvent, Outbox
+from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
 from app.scenarios.models import Scenario
 from templates.models import Template
@@ -12,6 +12,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Customer",
+    "InboundMessage",
     "Message",
     "MessageEvent",
     "Outbox",

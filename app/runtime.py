@@ -13,7 +13,9 @@ import logging
 import os
 import socket
 
+from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
@@ -25,10 +27,26 @@ from app.messages.service import Accepted, AcceptOutcome, AcceptRequest, accept_
 from app.queue.base import MessageQueue
 from app.queue.inprocess import InProcessQueue
 from app.settings import Settings
+from channels.accounts import load_accounts
 from channels.base import ProviderContext
+from channels.ratelimit import LocalRateLimiter, RedisRateLimiter
 from channels.registry import ProviderRegistry
 
 log = logging.getLogger("icc.runtime")
+
+
+def build_providers(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], redis: Redis | None
+) -> ProviderRegistry:
+    """The accounts of ICC_PROVIDERS_FILE, or a sandbox provider per channel without it."""
+    accounts = (
+        load_accounts(settings.providers_file)
+        if settings.providers_file
+        else ProviderRegistry.sandbox_accounts()
+    )
+    context = ProviderContext(sessionmaker=sessionmaker, redis_url=settings.redis_url)
+    limiter = RedisRateLimiter(redis) if redis is not None else LocalRateLimiter()
+    return ProviderRegistry.build(accounts, context, limiter=limiter)
 
 
 class Runtime:
@@ -38,9 +56,8 @@ class Runtime:
         self.engine = create_engine(settings.database_url)
         self.sessionmaker = create_sessionmaker(self.engine)
         self.read_sessionmaker = create_sessionmaker(self.engine, read_only=True)
-        self.providers = ProviderRegistry.sandbox_default(
-            ProviderContext(sessionmaker=self.sessionmaker, redis_url=settings.redis_url)
-        )
+        self.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        self.providers = build_providers(settings, self.sessionmaker, self.redis)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.keys = KeyCache(settings.api.key_cache_seconds)
         self.queue = self._make_queue()
@@ -103,4 +120,6 @@ class Runtime:
         await self._accepter.close()
         await self.queue.close()
         await self.providers.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.engine.dispose()

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./var/icc.db"
     redis_url: str | None = None
+    providers_file: str | None = Field(
+        default=None, description="TOML file of provider accounts; unset: sandbox providers"
+    )
     bootstrap_admin_key: SecretStr | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -67,7 +70,7 @@ class Settings(BaseSettings):
     def _async_driver(cls, url: str) -> str:
         return async_database_url(url)
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "providers_file")
     @classmethod
     def _empty_is_unset(cls, url: str | None) -> str | None:
         return url or None

@@ -16,7 +16,14 @@ from app.messages.models import Message
 from app.messages.outcomes import Attempt, Outcome, decide, event
 from app.timeutil import utcnow
 from channels.base import CONTACT_FIELD
-from channels.errors import ChannelError, PermanentChannelError, RecipientUnreachable
+from channels.errors import (
+    ChannelError,
+    PermanentChannelError,
+    RecipientUnreachable,
+    TransientChannelError,
+)
+from channels.ratelimit import RateLimitExceeded
+from channels.registry import ProviderSlot
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -41,7 +48,8 @@ async def process_wave(runtime: Runtime, ids: list[str]) -> None:
     attempts = await asyncio.gather(*(_attempt(runtime, m) for m in messages))
     now = utcnow()
     outcomes = [
-        decide(m, a, runtime.settings.retry, now) for m, a in zip(messages, attempts, strict=True)
+        decide(m, tried, runtime.settings.retry, now)
+        for m, tried in zip(messages, attempts, strict=True)
     ]
     async with runtime.sessionmaker() as session:
         applied = await repository.apply_outcomes(session, outcomes, worker=runtime.worker_id)
@@ -65,27 +73,55 @@ async def _claim(runtime: Runtime, ids: list[str]) -> list[Message]:
     return messages
 
 
-async def _attempt(runtime: Runtime, message: Message) -> Attempt:
+async def _attempt(runtime: Runtime, message: Message) -> list[Attempt]:
+    """Try the channel's providers in routing order: on a transient error or an open
+    circuit, fail over to the next one. Returns every attempt; the last one decides."""
     channel = message.channels[message.channel_index]
-    providers = runtime.providers.providers_for(channel)
     contact = message.recipient.get(CONTACT_FIELD[channel])
-    if not providers:
+    error: ChannelError | None = None
+    if not contact:
+        error = RecipientUnreachable(f"no {CONTACT_FIELD[channel]} for this customer")
+    slots = runtime.providers.route(channel)
+    if not slots:
         error = PermanentChannelError(f"no provider configured for {channel}")
-        return Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)
-    provider = providers[0]
+    if error is not None or not contact:
+        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)]
+    attempts: list[Attempt] = []
+    for slot in slots:
+        attempt = await _attempt_with(runtime, slot, message, channel, contact)
+        attempts.append(attempt)
+        if attempt.error is None or not attempt.error.transient:
+            break
+    return attempts
+
+
+async def _attempt_with(
+    runtime: Runtime, slot: ProviderSlot, message: Message, channel: str, contact: str
+) -> Attempt:
+    if not slot.circuit.allow():
+        error = TransientChannelError("circuit open: provider failing", code="circuit_open")
+        return Attempt(channel, slot.name, 0.0, error=error)
+    rate = slot.rate
+    if rate is not None:
+        try:
+            await runtime.providers.limiter.acquire(slot.name, rate=rate[0], burst=rate[1])
+        except RateLimitExceeded as exc:
+            return Attempt(
+                channel, slot.name, 0.0, error=TransientChannelError(str(exc), code="rate_limited")
+            )
     started = time.perf_counter()
     try:
-        if not contact:
-            raise RecipientUnreachable(f"no {CONTACT_FIELD[channel]} for this customer")
-        result = await provider.send(
+        result = await slot.provider.send(
             to=contact,
             content=message.content[channel],
             idempotency_key=f"{message.id}:{channel}",
             message_id=message.id,
         )
     except ChannelError as exc:
-        return Attempt(channel, provider.account, _ms_since(started), error=exc)
-    return Attempt(channel, provider.account, _ms_since(started), result=result)
+        slot.circuit.record(failed=exc.transient)
+        return Attempt(channel, slot.name, _ms_since(started), error=exc)
+    slot.circuit.record(failed=False)
+    return Attempt(channel, slot.name, _ms_since(started), result=result, cost=slot.account.cost)
 
 
 def _ms_since(started: float) -> float:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, JSONType, UTCDateTime
+from app.db import Base, JSONType, Money, UTCDateTime
 
 
 class Message(Base):
@@ -31,7 +32,10 @@ class Message(Base):
     channel_index: Mapped[int] = mapped_column(Integer, default=0)
     channel: Mapped[str | None] = mapped_column(String(16))
     provider: Mapped[str | None] = mapped_column(String(100))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    # the provider's delivery-report code (DELIVRD, success, 550...), kept as reported
+    delivery_code: Mapped[str | None] = mapped_column(String(64))
+    cost: Mapped[Decimal | None] = mapped_column(Money())
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -75,3 +79,17 @@ class Outbox(Base):
     )
     due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class InboundMessage(Base):
+    """A customer's reply pushed by a provider (e.g. an SMS "TD" to opt out)."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(320), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    opt_out: Mapped[bool] = mapped_column(default=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())

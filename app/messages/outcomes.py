@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from app.messages.models import Message
@@ -21,6 +22,7 @@ class Attempt:
     latency_ms: float
     result: SendResult | None = None
     error: ChannelError | None = None
+    cost: Decimal | None = None
 
 
 @dataclass
@@ -45,13 +47,11 @@ def event(message_id: str, type_: str, at: datetime, **detail: Any) -> dict[str,
     return {"message_id": message_id, "type": type_, "at": at, "detail": detail}
 
 
-def decide(message: Message, attempt: Attempt, retry: RetrySettings, now: datetime) -> Outcome:
-    if attempt.result is not None:
-        return _success(message, attempt, attempt.result, now)
-    assert attempt.error is not None
+def _failed_event(message_id: str, attempt: Attempt, now: datetime) -> dict[str, Any]:
     error = attempt.error
-    failed = event(
-        message.id,
+    assert error is not None
+    return event(
+        message_id,
         "attempt_failed",
         now,
         channel=attempt.channel,
@@ -61,6 +61,31 @@ def decide(message: Message, attempt: Attempt, retry: RetrySettings, now: dateti
         transient=error.transient,
         latency_ms=attempt.latency_ms,
     )
+
+
+def decide(
+    message: Message, attempts: list[Attempt], retry: RetrySettings, now: datetime
+) -> Outcome:
+    """The outcome of one round on the current channel. Every provider tried is on the
+    timeline; the last attempt decides (the earlier ones failed over)."""
+    *earlier, attempt = attempts
+    failovers: list[dict[str, Any]] = []
+    for tried in earlier:
+        failovers.append(_failed_event(message.id, tried, now))
+        failovers.append(event(message.id, "failover", now, provider=tried.provider))
+    outcome = _decide_last(message, attempt, retry, now)
+    outcome.events[:0] = failovers
+    return outcome
+
+
+def _decide_last(
+    message: Message, attempt: Attempt, retry: RetrySettings, now: datetime
+) -> Outcome:
+    if attempt.result is not None:
+        return _success(message, attempt, attempt.result, now)
+    assert attempt.error is not None
+    error = attempt.error
+    failed = _failed_event(message.id, attempt, now)
     if error.transient and message.channel_attempts < retry.max_attempts:
         return _retry(message, attempt, failed, retry, now)
     reason = f"{attempt.channel}: {error.detail}"
@@ -77,6 +102,7 @@ def _success(message: Message, attempt: Attempt, result: SendResult, now: dateti
         "provider": attempt.provider,
         "provider_message_id": result.provider_message_id,
         "sent_at": now,
+        "cost": attempt.cost,
         "lease_until": None,
         "updated_at": now,
     }
