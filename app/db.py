@@ -78,6 +78,7 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else Decimal(str(value))
 
+
 AfterCommit = Callable[[], Awaitable[None]]
 READ_ONLY_OPTION = "icc_read_only"
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__
 from app.auth.endpoints import router as keys_router
+from app.callbacks.endpoints import router as callbacks_router
 from app.errors import PayloadTooLarge, install_error_handlers
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
@@ -79,7 +80,15 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (health_router, messages_router, scenarios_router, keys_router, sandbox_router):
+    routers = (
+        health_router,
+        messages_router,
+        scenarios_router,
+        keys_router,
+        sandbox_router,
+        callbacks_router,
+    )
+    for router in routers:
         app.include_router(router)
     app.add_middleware(
         BodySizeLimit, default=settings.api.max_body_bytes, batch=settings.api.max_batch_body_bytes

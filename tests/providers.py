@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from channels.base import ProviderContext, SendResult
-from channels.errors import ChannelError
+from channels.base import (
+    CallbackRequest,
+    CallbackResult,
+    DeliveryReceipt,
+    InboundReply,
+    ProviderContext,
+    SendResult,
+)
+from channels.errors import CallbackAuthError, CallbackRejected, ChannelError
 from channels.sandbox import SandboxProvider
 
 
@@ -40,3 +48,32 @@ class AlwaysFailing(SandboxProvider):
     ) -> SendResult:
         self.calls += 1
         raise self.error
+
+
+class ReportingProvider(SandboxProvider):
+    """Sends like the sandbox but learns delivery later, from callbacks in a small JSON
+    format authenticated by a token in the query: {"receipts": [...], "replies": [...]}."""
+
+    TOKEN = "cb-token"
+
+    def __init__(self, channel: str, context: ProviderContext) -> None:
+        super().__init__(account=f"reporting-{channel}", channel=channel, context=context)
+
+    async def send(
+        self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
+    ) -> SendResult:
+        sent = await super().send(
+            to=to, content=content, idempotency_key=idempotency_key, message_id=message_id
+        )
+        return SendResult(provider_message_id=sent.provider_message_id, delivered=False)
+
+    async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
+        if request.query.get("token") != self.TOKEN:
+            raise CallbackAuthError("bad token")
+        try:
+            body = json.loads(request.body)
+            receipts = [DeliveryReceipt(**r) for r in body.get("receipts", [])]
+            replies = [InboundReply(**r) for r in body.get("replies", [])]
+        except (ValueError, TypeError) as exc:
+            raise CallbackRejected(str(exc)) from None
+        return CallbackResult(receipts=receipts, replies=replies, response_body=b'{"ok":true}')

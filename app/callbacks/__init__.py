@@ -1,0 +1,1 @@
+"""Provider callbacks: delivery receipts and inbound replies."""

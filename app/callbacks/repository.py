@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messages.models import InboundMessage, Message
+
+
+async def messages_for_receipts(
+    session: AsyncSession, *, provider: str, message_ids: Sequence[str], provider_ids: Sequence[str]
+) -> list[Message]:
+    """Messages last sent by ``provider`` that the receipts name (by our id or theirs)."""
+    if not message_ids and not provider_ids:
+        return []
+    stmt = select(Message).where(
+        Message.provider == provider,
+        or_(Message.id.in_(list(message_ids)), Message.provider_message_id.in_(list(provider_ids))),
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def add_inbound(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(InboundMessage), list(rows))
