@@ -17,17 +17,36 @@ class BadCallback(AppError):
     name = "BadCallback"
 
 
-@router.api_route(
+_ERRORS = error_responses(400, 401, 404)
+
+
+@router.post(
     "/{provider_name}",
-    methods=["GET", "POST"],
     summary="Delivery receipts and replies pushed by a provider",
-    responses=error_responses(400, 401, 404),
+    responses=_ERRORS,
 )
 async def provider_callback(
     provider_name: str, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     """Each provider's own report format and authentication (signature or token), no API
     key. Receipts are idempotent; a receipt for an unknown message is acknowledged."""
+    return await _handle(provider_name, request, session, runtime)
+
+
+@router.get(
+    "/{provider_name}",
+    summary="URL verification by a provider (WeChat echostr)",
+    responses=_ERRORS,
+)
+async def provider_verification(
+    provider_name: str, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> Response:
+    return await _handle(provider_name, request, session, runtime)
+
+
+async def _handle(
+    provider_name: str, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> Response:
     slot = runtime.providers.slot(provider_name)
     if slot is None:
         raise NotFound(f"no provider account {provider_name!r}")
