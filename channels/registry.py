@@ -125,15 +125,16 @@ class ProviderRegistry:
         return list(self._by_name.values())
 
     def replace(self, channel: str, providers: list[ChannelProvider]) -> None:
-        """Swap a channel's providers (tests and tools)."""
+        """Swap a channel's providers, tried in the order given (tests and tools)."""
         for old in self._by_channel.get(channel, []):
             self._by_name.pop(old.name, None)
         self._by_channel[channel] = []
-        for provider in providers:
+        for index, provider in enumerate(providers):
             account = ProviderAccount(
                 name=provider.account,
                 type=type(provider).type_name,
                 channel=channel,
+                priority=index + 1,
             )
             self._add(ProviderSlot(account, provider))
 
