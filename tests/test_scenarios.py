@@ -78,3 +78,86 @@ async def test_template_using_undeclared_variable_is_a_422_at_send(platform: Pla
     assert response.status_code == 422
     assert response.json()["fields"][0]["field"] == "variables"
     assert "branch" in response.json()["detail"]
+
+
+async def test_channel_specifics_render_into_the_content(platform: Platform) -> None:
+    templates = {
+        "wechat": {
+            "body": "尾号{{ account_tail }}支出{{ amount }}元",
+            "wechat": {
+                "template_id": "TPL-movement",
+                "fields": {"keyword1": "尾号{{ account_tail }}", "keyword2": "{{ amount }}元"},
+                "url": "https://bank.example/m?tail={{ account_tail }}",
+            },
+        },
+        "sms": {
+            "body": "【示例银行】尾号{{ account_tail }}支出{{ amount }}元",
+            "provider_templates": {
+                "aliyun_sms": {"template_code": "SMS_1", "params": {"tail": "{{ account_tail }}"}},
+            },
+        },
+        "email": {
+            "subject": "通知",
+            "body": "支出{{ amount }}",
+            "html": "<p>支出<b>{{ amount }}</b>{{ account_tail }}</p>",
+        },
+    }
+    created = await platform.create_scenario(templates=templates)
+    assert (
+        created["templates"]["sms"]["provider_templates"]["aliyun_sms"]["template_code"] == "SMS_1"
+    )
+    async with platform.client("system") as client:
+        sent = await client.post(
+            "/v1/messages",
+            json={
+                "scenario": "account_movement",
+                "customer_id": "C1",
+                "variables": {**VARIABLES, "account_tail": "<12>"},
+                "recipient": {
+                    "phone": "13800001234",
+                    "email": "a@example.com",
+                    "wechat_openid": "oAbcd1234567890123456789wxyz",
+                },
+            },
+        )
+    message = await platform.wait_terminal(sent.json()["id"])
+    wechat = message["content"]["wechat"]
+    assert wechat["template_id"] == "TPL-movement"
+    assert wechat["data"] == {"keyword1": "尾号<12>", "keyword2": "1200.00元"}
+    assert wechat["url"] == "https://bank.example/m?tail=<12>"
+    assert message["content"]["sms"]["provider_templates"] == {
+        "aliyun_sms": {"template_code": "SMS_1", "params": {"tail": "<12>"}}
+    }
+    assert message["content"]["email"]["html"] == "<p>支出<b>1200.00</b>&lt;12&gt;</p>"
+    assert "marketing" not in message["content"]["email"]
+
+
+async def test_channel_specifics_are_checked(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        misplaced = await client.post(
+            "/v1/scenarios",
+            json={
+                **SCENARIO,
+                "templates": {**SCENARIO["templates"], "sms": {"body": "x", "html": "<p>x</p>"}},
+            },
+        )
+        assert misplaced.status_code == 422
+        assert "html belongs in the email template" in misplaced.json()["detail"]
+        broken = await client.post(
+            "/v1/scenarios",
+            json={
+                **SCENARIO,
+                "templates": {
+                    **SCENARIO["templates"],
+                    "sms": {
+                        "body": "x",
+                        "provider_templates": {
+                            "aliyun_sms": {"template_code": "S", "params": {"a": "{{"}}
+                        },
+                    },
+                },
+            },
+        )
+        assert broken.status_code == 422
+        fields = [f["field"] for f in broken.json()["fields"]]
+        assert fields == ["templates.sms.provider_templates.aliyun_sms.params.a"]

@@ -17,7 +17,7 @@ from app.messages.variables import check_variables
 from app.scenarios.service import ScenarioSpec
 from app.timeutil import as_utc
 from channels.base import CONTACT_FIELD
-from templates.renderer import TemplateError, render_content
+from templates.renderer import TemplateError, render_channel
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,16 @@ def _channel_plan(
 
 def _render(spec: ScenarioSpec, channels: list[str], variables: dict[str, Any]) -> dict[str, Any]:
     content = {}
+    marketing = spec.message_class == "marketing"
     for channel in channels:
         tpl = spec.templates[channel]
         try:
-            content[channel] = render_content(
-                subject=tpl.subject, body=tpl.body, variables=variables
+            content[channel] = render_channel(
+                subject=tpl.subject,
+                body=tpl.body,
+                options=tpl.options,
+                variables=variables,
+                marketing=marketing,
             )
         except TemplateError as exc:
             raise ValidationFailed.field("variables", f"{channel} template: {exc}") from None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -37,9 +37,63 @@ class VariableSpec(BaseModel):
     description: str | None = None
 
 
+class ProviderTemplate(BaseModel):
+    """A pre-approved SMS template at a provider (Aliyun, Tencent), and its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template_code: str = Field(min_length=1, max_length=100, examples=["SMS_276450123"])
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="parameter name -> Jinja2 expression; Tencent takes them in this order",
+        examples=[{"tail": "{{ account_tail }}", "amount": "{{ amount }}"}],
+    )
+
+
+class MiniProgram(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    appid: str = Field(min_length=1, max_length=64)
+    pagepath: str = Field(min_length=1, max_length=500)
+
+
+class WeChatTemplate(BaseModel):
+    """A WeChat Official Account template message: template id, fields and jump."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template_id: str = Field(min_length=1, max_length=128)
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="template field -> Jinja2 text",
+        examples=[{"keyword1": "尾号{{ account_tail }}", "keyword2": "{{ amount }}元"}],
+    )
+    url: str | None = Field(default=None, max_length=2000, description="jump URL (Jinja2)")
+    miniprogram: MiniProgram | None = None
+
+
 class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     subject: str | None = Field(default=None, max_length=1000, description="email only")
-    body: str = Field(min_length=1, max_length=20_000)
+    body: str = Field(
+        min_length=1,
+        max_length=20_000,
+        description="the text: SMS text for free-text gateways, email text part, WeChat fallback",
+    )
+    html: str | None = Field(default=None, max_length=200_000, description="email HTML part")
+    provider_templates: dict[str, ProviderTemplate] = Field(
+        default_factory=dict,
+        description="SMS only: per provider account name or provider type (aliyun_sms, "
+        "tencent_sms) the approved template code and parameters",
+    )
+    wechat: WeChatTemplate | None = Field(default=None, description="WeChat only")
+
+    def options(self) -> dict[str, Any]:
+        """The channel specifics, as stored on the Template row."""
+        return self.model_dump(
+            mode="json", include={"html", "provider_templates", "wechat"}, exclude_none=True
+        )
 
 
 class TemplateOut(TemplateIn):
@@ -83,6 +137,17 @@ class ScenarioBase(BaseModel):
             raise ValueError(f"template(s) for channel(s) not in the order: {', '.join(extra)}")
         if Channel.email in self.templates and not self.templates[Channel.email].subject:
             raise ValueError("the email template needs a subject")
+        misplaced = {
+            "html": Channel.email,
+            "provider_templates": Channel.sms,
+            "wechat": Channel.wechat,
+        }
+        for channel, tpl in self.templates.items():
+            for part, owner in misplaced.items():
+                if owner != channel and getattr(tpl, part):
+                    raise ValueError(
+                        f"{part} belongs in the {owner.value} template, not {channel.value}"
+                    )
         return self
 
     def variable_specs(self) -> list[VariableSpec]:

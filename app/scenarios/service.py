@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +21,7 @@ from app.scenarios.schemas import (
 )
 from app.timeutil import utcnow
 from templates.models import Template
-from templates.renderer import TemplateError, compile_template
+from templates.renderer import TemplateError, compile_template, template_parts
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ChannelTemplate:
     key: str
     subject: str | None
     body: str
+    options: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,12 @@ class ScenarioSpec:
 
 def _check_templates(data: ScenarioBase) -> None:
     for channel, tpl in data.templates.items():
-        for part, source in (("subject", tpl.subject), ("body", tpl.body)):
-            if source is None:
-                continue
+        for path, source, html in template_parts(tpl.subject, tpl.body, tpl.options()):
             try:
-                compile_template(source)
+                compile_template(source, html=html)
             except TemplateError as exc:
                 raise ValidationFailed.field(
-                    f"templates.{channel.value}.{part}", str(exc)
+                    f"templates.{channel.value}.{path}", str(exc)
                 ) from None
 
 
@@ -90,7 +90,12 @@ async def _apply(session: AsyncSession, scenario: Scenario, data: ScenarioBase) 
         if row is None:
             row = Template(id=new_id("tpl"), key=key, channel=channel.value, created_at=now)
             session.add(row)
-        row.subject, row.body, row.updated_at = tpl.subject, tpl.body, now
+        row.subject, row.body, row.options, row.updated_at = (
+            tpl.subject,
+            tpl.body,
+            tpl.options(),
+            now,
+        )
     scenario.templates = keys
     _cache.pop(scenario.key, None)
 
@@ -112,7 +117,9 @@ async def to_out(session: AsyncSession, scenario: Scenario) -> ScenarioOut:
         channels=[Channel(c) for c in scenario.channels],
         required_variables=[VariableSpec.model_validate(v) for v in scenario.required_variables],
         templates={
-            Channel(ch): TemplateOut(key=k, subject=templates[k].subject, body=templates[k].body)
+            Channel(ch): TemplateOut(
+                key=k, subject=templates[k].subject, body=templates[k].body, **templates[k].options
+            )
             for ch, k in scenario.templates.items()
             if k in templates
         },
@@ -140,7 +147,12 @@ async def load_spec(session: AsyncSession, key: str) -> ScenarioSpec:
         channels=tuple(scenario.channels),
         variables=tuple(VariableSpec.model_validate(v) for v in scenario.required_variables),
         templates={
-            ch: ChannelTemplate(key=k, subject=templates[k].subject, body=templates[k].body)
+            ch: ChannelTemplate(
+                key=k,
+                subject=templates[k].subject,
+                body=templates[k].body,
+                options=templates[k].options or {},
+            )
             for ch, k in scenario.templates.items()
         },
     )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import app.db
 
@@ -35,6 +36,16 @@ def upgrade() -> None:
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_inbound_messages_sender"), ["sender"], unique=False)
 
+    with op.batch_alter_table("templates", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "options",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=False,
+                server_default="{}",
+            )
+        )
+
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("delivery_code", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("cost", app.db.Money(precision=18, scale=6), nullable=True))
@@ -44,6 +55,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("templates", schema=None) as batch_op:
+        batch_op.drop_column("options")
+
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_messages_provider_message_id"))
         batch_op.drop_column("cost")
