@@ -54,3 +54,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # httpx logs every request URL at INFO, and some providers put secrets in URLs
+    logging.getLogger("httpx").setLevel(logging.WARNING)
