@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from channels.base import ProviderContext
-from channels.errors import PermanentChannelError, TransientChannelError
+import pytest
+
+from channels.base import ProviderContext, SendResult
+from channels.errors import ChannelError, PermanentChannelError, TransientChannelError
 from tests.conftest import VARIABLES, Platform
 from tests.providers import AlwaysFailing, ScriptedProvider
 
@@ -142,3 +145,44 @@ async def test_known_customer_contacts_are_used_and_skips_recorded(platform: Pla
     skipped = {s["channel"] for s in message["decision"]["skipped_channels"]}
     assert skipped == {"wechat", "email"}
     assert message["decision"]["customer_known"] is True
+
+
+class SlowProvider(ScriptedProvider):
+    """Takes longer than the lease, so the message is claimed again meanwhile."""
+
+    async def send(
+        self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
+    ) -> SendResult:
+        error = self.errors.pop(0) if self.errors else None  # decided when called
+        await asyncio.sleep(0.6)
+        if error is not None:
+            raise error
+        return await super().send(
+            to=to, content=content, idempotency_key=idempotency_key, message_id=message_id
+        )
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_an_expired_claim_cannot_overwrite_a_newer_one(platform: Platform) -> None:
+    from app.messages import delivery, repository
+
+    platform.runtime.settings.queue.lease_seconds = 0.3
+    await platform.create_scenario()
+    failures: list[ChannelError] = [PermanentChannelError("blocked", code="X")]
+    slow = SlowProvider("sms", _context(platform), [])
+    platform.runtime.providers.replace("sms", [slow])
+    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    mid = accepted["id"]
+    first = asyncio.create_task(delivery.process_wave(platform.runtime, [mid]))
+    await asyncio.sleep(0.4)  # the first claim's lease has expired
+    slow.errors = failures  # the second claim's send fails for good
+    await asyncio.gather(first, delivery.process_wave(platform.runtime, [mid]))
+    async with platform.runtime.sessionmaker() as session:
+        message = await repository.by_id(session, mid)
+        types = [e.type for e in await repository.events_of(session, mid)]
+    assert message is not None
+    assert message.attempts == 2
+    # the newer claim decides; the stale success is not written over it
+    assert types.count("sending") == 2
+    assert "sent" not in types
+    assert message.status == "failed"

@@ -35,6 +35,7 @@ class Outcome:
     finished: bool = False  # the outbox row goes
     due_at: datetime | None = None  # else the outbox row is due again then
     requeue_delay: float | None = None  # enqueue again after this many seconds
+    claim: int = 0  # the message's attempt count when claimed: the fencing token
 
 
 def backoff_delay(attempt: int, retry: RetrySettings) -> float:
@@ -75,6 +76,7 @@ def decide(
         failovers.append(event(message.id, "failover", now, provider=tried.provider))
     outcome = _decide_last(message, attempt, retry, now)
     outcome.events[:0] = failovers
+    outcome.claim = message.attempts
     return outcome
 
 

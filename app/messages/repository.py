@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Outcome
 
+OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
 
@@ -130,12 +131,17 @@ async def apply_outcomes(
     (A message whose lease expired meanwhile belongs to whoever claimed it next.)"""
     if not outcomes:
         return set()
-    held_stmt = select(Message.id).where(
-        Message.id.in_([o.message_id for o in outcomes]), Message.lease_owner == worker
+    # The claim's attempt count fences it: the same worker may hold a newer claim on a
+    # message whose lease expired during a slow send, and the older outcome must not win.
+    held_stmt = select(Message.id, Message.attempts).where(
+        Message.id.in_([o.message_id for o in outcomes]),
+        Message.lease_owner == worker,
+        Message.status == "sending",
     )
     if dialect_name(session) == "postgresql":
         held_stmt = held_stmt.with_for_update()
-    held = set((await session.scalars(held_stmt)).all())
+    claims = {row.id: row.attempts for row in await session.execute(held_stmt)}
+    held = {o.message_id for o in outcomes if claims.get(o.message_id) == o.claim}
     mine = [o for o in outcomes if o.message_id in held]
     if not mine:
         return held
@@ -151,7 +157,14 @@ async def apply_outcomes(
     ]
     if again:
         # enqueued_at = due_at: the sweeper re-sends only if the delayed job is lost
-        await session.execute(update(Outbox), again)
+        await session.execute(
+            # Core executemany: the ORM's bulk update by primary key would insist every
+            # row still exists, and a concurrent callback may have finished one
+            update(OUTBOX)
+            .where(OUTBOX.c.message_id == bindparam("b_id"))
+            .values(due_at=bindparam("b_due"), enqueued_at=bindparam("b_due")),
+            [{"b_id": row["message_id"], "b_due": row["due_at"]} for row in again],
+        )
     return held
 
 
