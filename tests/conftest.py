@@ -79,7 +79,7 @@ def redis_url() -> str:
     return services.REDIS_URL
 
 
-def test_settings(database_url: str, redis_url: str | None, **overrides: Any) -> Settings:
+def make_settings(database_url: str, redis_url: str | None, **overrides: Any) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -186,7 +186,7 @@ async def platform(backend: tuple[str, str, str | None]) -> AsyncIterator[Platfo
     """SQLite + in-process queue, or PostgreSQL + arq on Redis with a worker in this loop."""
     name, database_url, redis_url = backend
     scenario_service.clear_cache()
-    runtime = Runtime(test_settings(database_url, redis_url), run_workers=True)
+    runtime = Runtime(make_settings(database_url, redis_url), run_workers=True)
     if name == "postgres":
         await truncate_all(runtime)
     await runtime.start()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
@@ -169,15 +169,30 @@ async def apply_outcomes(
 
 
 async def due_outbox(
-    session: AsyncSession, *, now: datetime, redeliver_before: datetime, limit: int
+    session: AsyncSession,
+    *,
+    now: datetime,
+    redeliver_before: datetime,
+    patient_before: datetime,
+    limit: int,
+    queue_is_empty: bool,
 ) -> list[str]:
-    """Unfinished messages that are due, not enqueued recently, and not under a live lease."""
+    """Unfinished messages that are due and not under a live lease, and either never
+    enqueued (scheduled) or enqueued before ``redeliver_before``. While the queue has a
+    backlog, a message merely waiting is most likely still in it: it is enqueued again only
+    once it was enqueued before ``patient_before``; messages a crashed worker held always."""
+    redeliver = Outbox.enqueued_at < redeliver_before
+    if not queue_is_empty:
+        redeliver = and_(
+            redeliver,
+            or_(Message.status == "sending", Outbox.enqueued_at < patient_before),
+        )
     stmt = (
         select(Outbox.message_id)
         .join(Message, Message.id == Outbox.message_id)
         .where(
             Outbox.due_at <= now,
-            or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at < redeliver_before),
+            or_(Outbox.enqueued_at.is_(None), redeliver),
             or_(Message.lease_until.is_(None), Message.lease_until < now),
         )
         .order_by(Outbox.due_at)

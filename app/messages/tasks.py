@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("icc.sweeper")
 SWEEP_BATCH = 1000
+# With a backlog in the queue, waiting messages are enqueued again only after this many
+# redelivery graces: their jobs are most likely still queued, and copies would only pile up.
+BACKLOG_PATIENCE = 4
 
 
 async def sweep_once(runtime: Runtime) -> int:
@@ -22,9 +25,15 @@ async def sweep_once(runtime: Runtime) -> int:
     jobs lost with a crashed process or a wiped Redis, and expired leases."""
     now = utcnow()
     grace = timedelta(seconds=runtime.settings.queue.redelivery_grace)
+    queue_is_empty = await runtime.queue.backlog() == 0
     async with runtime.sessionmaker() as session:
         ids = await repository.due_outbox(
-            session, now=now, redeliver_before=now - grace, limit=SWEEP_BATCH
+            session,
+            now=now,
+            redeliver_before=now - grace,
+            patient_before=now - grace * BACKLOG_PATIENCE,
+            limit=SWEEP_BATCH,
+            queue_is_empty=queue_is_empty,
         )
         if ids:
             await repository.mark_enqueued(session, ids, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -42,6 +43,11 @@ class ArqQueue:
 
     async def ping(self) -> bool:
         return bool(await self.pool.ping())
+
+    async def backlog(self) -> int:
+        """Jobs due now in arq's queue (a sorted set scored by the time they may run)."""
+        now_ms = int(time.time() * 1000)
+        return int(await self.pool.zcount(self._queue_name, "-inf", now_ms))
 
     async def close(self) -> None:
         if self._pool is not None:

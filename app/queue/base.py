@@ -14,6 +14,9 @@ class MessageQueue(Protocol):
 
     async def ping(self) -> bool: ...
 
+    async def backlog(self) -> int:
+        """Jobs waiting to be taken (not counting delayed ones where the backend can tell)."""
+
     async def close(self) -> None: ...
 
 

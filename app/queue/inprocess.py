@@ -45,7 +45,7 @@ class InProcessQueue:
     async def ping(self) -> bool:
         return True
 
-    def pending(self) -> int:
+    async def backlog(self) -> int:
         return self._queue.qsize()
 
     async def close(self) -> None:
