@@ -22,6 +22,12 @@ class PermanentChannelError(ChannelError):
     """Retrying cannot help (bad number, unsubscribed, rejected content): fall back instead."""
 
 
+class ProviderFault(PermanentChannelError):
+    """Permanent for this provider account but not about the recipient (rejected
+    credentials, no approved template there): the next account of the channel is tried
+    before falling back to the next channel."""
+
+
 class RecipientUnreachable(PermanentChannelError):
     """The customer has no usable contact point on this channel."""
 

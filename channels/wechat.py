@@ -51,6 +51,7 @@ from channels.errors import (
     CallbackRejected,
     PermanentChannelError,
     ProviderConfigError,
+    ProviderFault,
     TransientChannelError,
 )
 from channels.http import make_http_client
@@ -201,9 +202,7 @@ class WeChatTemplateProvider(ChannelProvider):
     ) -> dict[str, Any]:
         template_id = content.get("template_id")
         if not isinstance(template_id, str) or not template_id.strip():
-            raise PermanentChannelError(
-                "no WeChat template_id in the rendered content", code="no_template"
-            )
+            raise ProviderFault("no WeChat template_id in the rendered content", code="no_template")
         body: dict[str, Any] = {
             "touser": to,
             "template_id": template_id.strip(),

@@ -16,7 +16,7 @@ from app.settings import Settings
 from channels.accounts import CircuitSettings, load_accounts, parse_accounts
 from channels.base import ProviderContext
 from channels.circuit import CircuitBreaker, CircuitState
-from channels.errors import ProviderConfigError, TransientChannelError
+from channels.errors import ProviderConfigError, ProviderFault, TransientChannelError
 from channels.ratelimit import LocalRateLimiter, RateLimitExceeded
 from channels.registry import ProviderRegistry
 from tests.conftest import VARIABLES, Platform
@@ -199,3 +199,17 @@ def test_settings_name_the_providers_file(tmp_path: Path, monkeypatch: pytest.Mo
     path.write_text(TOML.replace("${ICC_TEST_SECRET}", "x"), encoding="utf-8")
     monkeypatch.setenv("ICC_PROVIDERS_FILE", str(path))
     assert Settings().providers_file == str(path)
+
+
+async def test_a_provider_fault_tries_the_next_account(platform: Platform) -> None:
+    await platform.create_scenario()
+    context = ProviderContext(sessionmaker=platform.runtime.sessionmaker)
+    no_template = AlwaysFailing(
+        "sms", context, ProviderFault("no template here", code="no_template")
+    )
+    backup = ScriptedProvider("sms", context, [])
+    platform.runtime.providers.replace("sms", [no_template, backup])
+    message = await _send(platform)
+    assert message["provider"] == "scripted-sms"
+    assert message["events"][3]["detail"]["code"] == "no_template"
+    assert message["events"][4]["type"] == "failover"

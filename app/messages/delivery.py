@@ -19,6 +19,7 @@ from channels.base import CONTACT_FIELD
 from channels.errors import (
     ChannelError,
     PermanentChannelError,
+    ProviderFault,
     RecipientUnreachable,
     TransientChannelError,
 )
@@ -90,7 +91,7 @@ async def _attempt(runtime: Runtime, message: Message) -> list[Attempt]:
     for slot in slots:
         attempt = await _attempt_with(runtime, slot, message, channel, contact)
         attempts.append(attempt)
-        if attempt.error is None or not attempt.error.transient:
+        if attempt.error is None or not _next_provider_may_help(attempt.error):
             break
     return attempts
 
@@ -122,6 +123,10 @@ async def _attempt_with(
         return Attempt(channel, slot.name, _ms_since(started), error=exc)
     slot.circuit.record(failed=False)
     return Attempt(channel, slot.name, _ms_since(started), result=result, cost=slot.account.cost)
+
+
+def _next_provider_may_help(error: ChannelError) -> bool:
+    return error.transient or isinstance(error, ProviderFault)
 
 
 def _ms_since(started: float) -> float:
