@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -79,6 +80,51 @@ async def _run_worker(settings: Settings, *, burst: bool) -> None:
         burst=burst,
     )
     await run_worker(worker)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9100, show_default=True, type=int, help="HTTP port (0: any)")
+@click.option("--smtp-port", default=2525, show_default=True, type=int, help="SMTP port (0: any)")
+@click.option("--latency", default=0.0, show_default=True, help="seconds added to each request")
+@click.option("--error-rate", default=0.0, show_default=True, help="share of transient errors")
+@click.option(
+    "--callback-base",
+    default=None,
+    help="where to push delivery reports, e.g. http://127.0.0.1:8000/v1/callbacks",
+)
+@click.option("--callback-token", default="simulator-callback-token", show_default=True)
+@click.option(
+    "--write-providers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="write a providers file (ICC_PROVIDERS_FILE) pointing at this simulator",
+)
+def simulator(
+    host: str,
+    port: int,
+    smtp_port: int,
+    latency: float,
+    error_rate: float,
+    callback_base: str | None,
+    callback_token: str,
+    write_providers: Path | None,
+) -> None:
+    """Serve simulated Aliyun, Tencent, WeChat, SMS-gateway and SMTP providers."""
+    from channels.simulator.server import SimulatorOptions, serve
+
+    _settings()
+    options = SimulatorOptions(
+        host=host,
+        port=port,
+        smtp_port=smtp_port,
+        latency=latency,
+        error_rate=error_rate,
+        callback_base=callback_base,
+        callback_token=callback_token,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(options, providers_file=write_providers))
 
 
 @main.group()

@@ -56,3 +56,4 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logger.propagate = True
     # httpx logs every request URL at INFO, and some providers put secrets in URLs
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd (simulator): per connection
