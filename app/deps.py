@@ -36,7 +36,8 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         await commit(session)
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit (and enqueue) before the response goes out, never after
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_read_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
@@ -45,7 +46,7 @@ async def get_read_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer icc_...`")
 

@@ -24,6 +24,7 @@ class CircuitBreaker:
         self._settings = settings
         self._clock = clock
         self._outcomes: deque[tuple[float, bool]] = deque()  # (when, failed)
+        self._failures = 0  # failures in _outcomes, kept as it changes (this is per send)
         self._opened_at: float | None = None
         self._probing = False
 
@@ -54,8 +55,10 @@ class CircuitBreaker:
             else:
                 self._opened_at = None
                 self._outcomes.clear()
+                self._failures = 0
             return
         self._outcomes.append((now, failed))
+        self._failures += failed
         self._trim(now)
         if self._should_open():
             self._opened_at = now
@@ -63,11 +66,10 @@ class CircuitBreaker:
     def _trim(self, now: float) -> None:
         horizon = now - self._settings.window_seconds
         while self._outcomes and self._outcomes[0][0] < horizon:
-            self._outcomes.popleft()
+            self._failures -= self._outcomes.popleft()[1]
 
     def _should_open(self) -> bool:
         total = len(self._outcomes)
         if total < self._settings.min_requests:
             return False
-        failures = sum(1 for _, failed in self._outcomes if failed)
-        return failures / total >= self._settings.error_rate
+        return self._failures / total >= self._settings.error_rate

@@ -13,6 +13,9 @@ from app.db import dialect_name, insert_ignoring_conflicts
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Outcome
 
+# Core tables: bulk writes skip the ORM's per-row bookkeeping
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
@@ -39,24 +42,23 @@ async def by_idempotency_keys(
 
 async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
     """Insert, skipping rows whose (owner, idempotency_key) exists; return the inserted ids."""
-    inserted: set[str] = set()
-    for start in range(0, len(rows), CHUNK):
-        stmt = insert_ignoring_conflicts(session, Message, "owner", "idempotency_key")
-        result = await session.execute(
-            stmt.values(list(rows[start : start + CHUNK])).returning(Message.id)
-        )
-        inserted.update(result.scalars())
-    return inserted
+    if not rows:
+        return set()
+    # Core executemany ("insertmanyvalues"): compiled once and cached, batched with RETURNING;
+    # a multi-row VALUES statement would be compiled anew for every group.
+    stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
+    result = await session.execute(stmt.returning(MESSAGES.c.id), list(rows))
+    return set(result.scalars())
 
 
 async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
     if events:
-        await session.execute(insert(MessageEvent), list(events))
+        await session.execute(insert(EVENTS), list(events))
 
 
 async def add_outbox(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
     if entries:
-        await session.execute(insert(Outbox), list(entries))
+        await session.execute(insert(OUTBOX), list(entries))
 
 
 async def events_of(session: AsyncSession, message_id: str) -> list[MessageEvent]:

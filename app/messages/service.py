@@ -80,24 +80,15 @@ def _replay(existing: Message, request: AcceptRequest) -> AcceptOutcome:
     return Accepted(message=existing, replayed=True)
 
 
-def _replay_in_batch(first: Prepared, request: AcceptRequest) -> AcceptOutcome:
-    if first.message["request_hash"] != request_hash(request.scenario, request.item):
-        return IdempotencyConflict(
-            f"idempotency key {request.idempotency_key!r} came twice at once with different "
-            "content; use a new key for a new message"
-        )
-    return Accepted(message=first, replayed=True)
-
-
 class _Plan:
     """Everything looked up for a group of requests, in a few queries."""
 
     def __init__(self) -> None:
         self.specs: dict[str, ScenarioSpec | AppError] = {}
-        self.existing: dict[tuple[str, str], Message] = {}
         self.customers: dict[str, Customer] = {}
         self.fresh: dict[int, Prepared] = {}
         self.first_of_key: dict[tuple[str, str], int] = {}
+        self.repeats: dict[int, int] = {}  # index -> index of the first request with its key
 
     async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
         for key in {r.scenario for r in requests}:
@@ -105,22 +96,18 @@ class _Plan:
                 self.specs[key] = await load_spec(session, key)
             except AppError as exc:
                 self.specs[key] = exc
-        for owner in {r.owner for r in requests if r.idempotency_key}:
-            keys = [r.idempotency_key for r in requests if r.owner == owner and r.idempotency_key]
-            found = await repository.by_idempotency_keys(session, owner, keys)
-            self.existing.update(((owner, k), m) for k, m in found.items())
         self.customers = await customers.get_many(session, [r.item.customer_id for r in requests])
 
     def decide(self, index: int, request: AcceptRequest, now: datetime) -> AcceptOutcome | None:
-        """An outcome now (error or replay), or None once the request is prepared to insert."""
+        """An outcome now (an error), or None: prepared to insert, or a repeat of an earlier
+        key in the group, answered once the first one's fate is known."""
         spec = self.specs[request.scenario]
         if isinstance(spec, AppError):
             return spec
         key = (request.owner, request.idempotency_key or "")
-        if request.idempotency_key and key in self.existing:
-            return _replay(self.existing[key], request)
         if request.idempotency_key and key in self.first_of_key:
-            return _replay_in_batch(self.fresh[self.first_of_key[key]], request)
+            self.repeats[index] = self.first_of_key[key]
+            return None
         try:
             self.fresh[index] = prepare(
                 spec,
@@ -131,6 +118,8 @@ class _Plan:
                 now=now,
             )
         except AppError as exc:
+            if request.idempotency_key:
+                self.first_of_key[key] = index
             return exc
         if request.idempotency_key:
             self.first_of_key[key] = index
@@ -141,7 +130,11 @@ async def accept_many(
     session: AsyncSession, requests: Sequence[AcceptRequest], *, queue: MessageQueue
 ) -> list[AcceptOutcome]:
     """Accept a group of messages with a few bulk statements; each gets its own outcome.
-    Serves both the batch endpoint and coalesced single sends. Ids are enqueued after commit."""
+    Serves both the batch endpoint and coalesced single sends. Ids are enqueued after commit.
+
+    Idempotency rests on the unique (owner, idempotency_key) constraint: the insert skips
+    taken keys, and only those (and failed requests that carry a key) are looked up, so a
+    fresh group costs no lookup at all."""
     plan = _Plan()
     await plan.load(session, requests)
     now = utcnow()
@@ -153,17 +146,35 @@ async def accept_many(
     await repository.add_events(session, [e for p in written for e in p.events])
     await repository.add_outbox(session, [p.outbox for p in written])
     _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
-    lost: dict[int, str] = {}
     for index, prepared in plan.fresh.items():
         if prepared.id in inserted:
             outcomes[index] = Accepted(message=prepared, replayed=False)
-        else:  # a concurrent request took the idempotency key between lookup and insert
-            lost[index] = str(prepared.message["idempotency_key"])
-    for index, key in lost.items():
-        owner = requests[index].owner
-        winner = (await repository.by_idempotency_keys(session, owner, [key]))[key]
-        outcomes[index] = _replay(winner, requests[index])
+    await _answer_taken_keys(session, requests, outcomes)
+    for index, first in plan.repeats.items():  # the first of its key failed: so does it
+        if outcomes[index] is None:
+            outcomes[index] = outcomes[first]
+    assert all(o is not None for o in outcomes)
     return [o for o in outcomes if o is not None]
+
+
+async def _answer_taken_keys(
+    session: AsyncSession, requests: Sequence[AcceptRequest], outcomes: list[AcceptOutcome | None]
+) -> None:
+    """Requests whose key is already taken get the first message (a replay) or a conflict,
+    also when they would no longer validate (a replay after the scenario changed)."""
+    pending = [
+        i
+        for i, o in enumerate(outcomes)
+        if (o is None or isinstance(o, AppError)) and requests[i].idempotency_key
+    ]
+    for owner in {requests[i].owner for i in pending}:
+        mine = [i for i in pending if requests[i].owner == owner]
+        keys = [str(requests[i].idempotency_key) for i in mine]
+        found = await repository.by_idempotency_keys(session, owner, keys)
+        for i in mine:
+            winner = found.get(str(requests[i].idempotency_key))
+            if winner is not None:
+                outcomes[i] = _replay(winner, requests[i])
 
 
 def _enqueue_after_commit(session: AsyncSession, queue: MessageQueue, ids: list[str]) -> None:
