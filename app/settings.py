@@ -25,7 +25,9 @@ class QueueSettings(BaseModel):
     """How messages move from the outbox to the channel plugins."""
 
     name: str = "icc:messages"
-    workers: int = Field(default=4, ge=1, description="in-process consumer tasks")
+    workers: int = Field(
+        default=16, ge=1, description="jobs processed at once per process (consumer tasks)"
+    )
     concurrency: int = Field(default=32, ge=1, description="messages sent at once per worker")
     chunk_size: int = Field(default=200, ge=1, le=5000, description="message ids per queued job")
     lease_seconds: float = Field(default=60.0, gt=0)
