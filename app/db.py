@@ -92,17 +92,28 @@ _JSON_CODEC: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": o
 READ_ONLY_OPTION = "icc_read_only"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
+    """The engine for ``url``. On SQLite the writing engine has ONE connection: writers of
+    this process queue for it in asyncio instead of in SQLite's busy handler, which sleeps
+    1-100 ms between tries; ``read_only`` engines read in parallel beside it (WAL)."""
     url = async_database_url(url)
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, read_only=read_only)
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, **_JSON_CODEC
     )
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON_CODEC)
+def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": 30},
+        pool_size=4 if read_only else 1,
+        max_overflow=0,
+        pool_timeout=60,
+        execution_options={READ_ONLY_OPTION: True} if read_only else {},
+        **_JSON_CODEC,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -129,12 +140,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def create_sessionmaker(
-    engine: AsyncEngine, *, read_only: bool = False
-) -> async_sessionmaker[AsyncSession]:
-    """Sessions for writing, or (``read_only``) for reading without the SQLite write lock."""
-    bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
-    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:

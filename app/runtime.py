@@ -55,7 +55,13 @@ class Runtime:
         self.run_workers = run_workers
         self.engine = create_engine(settings.database_url)
         self.sessionmaker = create_sessionmaker(self.engine)
-        self.read_sessionmaker = create_sessionmaker(self.engine, read_only=True)
+        # SQLite: a second engine that reads without queueing behind the one writer
+        self.read_engine = (
+            create_engine(settings.database_url, read_only=True)
+            if settings.is_sqlite
+            else self.engine
+        )
+        self.read_sessionmaker = create_sessionmaker(self.read_engine)
         self.redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         self.providers = build_providers(settings, self.sessionmaker, self.redis)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
@@ -123,3 +129,5 @@ class Runtime:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
