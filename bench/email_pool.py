@@ -2,8 +2,8 @@
 message, same SMTP server, same run.
 
 - pool: ``SmtpEmailProvider.send()`` (channels/email.py): MIME built per message, sent over
-  its pool of reused aiosmtplib connections;
-- baseline: the same MIME (``channels.email.build_message``, same content) sent over a new
+  its pool of reused aiosmtplib connections (channels/smtp_pool.py);
+- baseline: the same MIME (``channels.email_mime.build_message``, same content) sent over a new
   aiosmtplib connection per message (connect, EHLO, [STARTTLS, EHLO, AUTH], MAIL, RCPT, DATA,
   QUIT), with the same TLS context and client host name.
 
@@ -56,7 +56,8 @@ from bench._support import (
     workspace,
 )
 from channels.base import ProviderContext
-from channels.email import SmtpEmailProvider, build_message
+from channels.email import SmtpEmailProvider
+from channels.email_mime import build_message
 from channels.errors import ChannelError
 
 TARGET = 3.0

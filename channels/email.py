@@ -1,5 +1,5 @@
-"""Email over SMTP (``smtp``): MIME built with the standard library, sent through a pool of
-reused aiosmtplib connections.
+"""Email over SMTP (``smtp``): MIME built with the standard library (channels/email_mime.py),
+sent through a pool of reused aiosmtplib connections (channels/smtp_pool.py).
 
 Settings (``[providers.settings]``): ``host`` and ``port`` (the account's ``endpoint``,
 ``smtp://host:port`` or ``smtps://host:port``, wins over both; the port defaults by security
@@ -22,23 +22,15 @@ delivery is not known at send time (``delivered=False``).
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import functools
 import logging
 import re
 import socket
 import ssl
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from email.errors import HeaderParseError
-from email.header import Header
 from email.headerregistry import Address
-from email.utils import formataddr, formatdate, make_msgid
 from typing import Any, Literal, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiosmtplib
 from pydantic import (
@@ -54,6 +46,7 @@ from pydantic_core import ErrorDetails
 
 from app.masking import mask_email, mask_text
 from channels.base import ChannelProvider, ProviderContext, SendResult
+from channels.email_mime import build_message, is_web_url
 from channels.errors import (
     ChannelError,
     PermanentChannelError,
@@ -61,20 +54,13 @@ from channels.errors import (
     RecipientUnreachable,
     TransientChannelError,
 )
+from channels.smtp_pool import PooledConnection, SmtpPool, close_now
 
 log = logging.getLogger("icc.channels.email")
 
 Security = Literal["starttls", "tls", "none"]
 _DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
-_CRLF = "\r\n"
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _HOSTNAME = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
-# A connection idle this long is probed with NOOP before reuse: NAT boxes and firewalls
-# forget idle flows without telling either end.
-_IDLE_CHECK_SECONDS = 30.0
-_NOOP_TIMEOUT = 5.0
-_QUIT_TIMEOUT = 2.0
 
 
 class SmtpSettings(BaseModel):
@@ -153,7 +139,7 @@ class SmtpSettings(BaseModel):
             url = None if value is None else value.format(message_id="MSG")
         except (KeyError, IndexError, ValueError):
             raise ValueError("may use only the {message_id} placeholder") from None
-        if url is not None and not _is_web_url(url):
+        if url is not None and not is_web_url(url):
             raise ValueError("must be an https:// (or http://) URL")
         return value
 
@@ -191,136 +177,6 @@ def parse_address(value: str) -> str | None:
         return None
 
 
-def _is_web_url(url: str) -> bool:
-    # Printable ASCII without the characters that end a List-Unsubscribe entry.
-    return (
-        url.startswith(("https://", "http://"))
-        and len(url) <= 900
-        and _PRINTABLE.fullmatch(url) is not None
-        and not any(c in url for c in " <>,")
-    )
-
-
-# --- the message -------------------------------------------------------------------------
-
-
-def build_message(
-    settings: SmtpSettings,
-    *,
-    to: str,
-    content: Mapping[str, Any],
-    idempotency_key: str,
-    message_id: str,
-) -> tuple[str, bytes]:
-    """The Message-ID and the message as it goes on the wire: text/plain, or
-    multipart/alternative with text and HTML. Headers are RFC 2047 encoded words, bodies
-    base64, so the message is 7-bit clean and needs no 8BITMIME.
-
-    Written with the standard library's encoders rather than through EmailMessage: that
-    object model costs ~1.1 ms per message, more than the SMTP exchange on a pooled
-    connection (tests parse the output back with the standard parser)."""
-    subject, body, html = _text_parts(content)
-    msgid = make_msgid(domain=settings.from_address.rpartition("@")[2])
-    lines = [
-        f"From: {_from_header(settings.from_name, settings.from_address)}",
-        f"To: {to}",
-        f"Subject: {_encode_header('Subject', subject)}",
-        f"Date: {formatdate(usegmt=True)}",
-        f"Message-ID: {msgid}",
-        # Stable across retries of this message on this channel: a receiving system (or our
-        # own relay) can drop the second copy when a retry follows a send whose reply was lost.
-        f"X-ICC-Idempotency-Key: {''.join(_PRINTABLE.findall(idempotency_key))[:200]}",
-    ]
-    if settings.reply_to:
-        lines.append(f"Reply-To: {settings.reply_to}")
-    if content.get("marketing"):
-        lines += _unsubscribe_headers(settings, content.get("unsubscribe_url") or None, message_id)
-    lines.append("MIME-Version: 1.0")
-    lines += _mime_body([("plain", body), ("html", html)] if html else [("plain", body)])
-    return msgid, (_CRLF.join(lines) + _CRLF).encode("ascii")
-
-
-def _text_parts(content: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    subject, body, html = content.get("subject"), content.get("body"), content.get("html")
-    if not isinstance(subject, str) or not subject.strip():
-        raise PermanentChannelError("email content has no subject", code="bad_content")
-    if not isinstance(body, str):
-        raise PermanentChannelError("email content has no text body", code="bad_content")
-    if html is not None and not isinstance(html, str):
-        raise PermanentChannelError("email html must be a string", code="bad_content")
-    try:
-        f"{subject}{body}{html}".encode()
-    except UnicodeEncodeError:
-        raise PermanentChannelError(
-            "email content is not valid Unicode", code="bad_content"
-        ) from None
-    # A line break in a rendered subject would inject headers: fold it into a space.
-    return " ".join(subject.split()), body, html or None
-
-
-def _encode_header(name: str, value: str) -> str:
-    """Printable ASCII as is, anything else as UTF-8 encoded words; folded under 78 columns."""
-    plain = (
-        _PRINTABLE.fullmatch(value) is not None
-        and "=?" not in value
-        and all(len(word) < 900 for word in value.split())  # plain text folds only at spaces
-    )
-    return Header(value, "us-ascii" if plain else "utf-8", header_name=name).encode(linesep=_CRLF)
-
-
-@functools.lru_cache(maxsize=64)
-def _from_header(name: str | None, address: str) -> str:
-    if not name:
-        return address
-    if _PRINTABLE.fullmatch(name) and "=?" not in name and len(name) < 900:
-        return formataddr((name, address))  # quotes specials such as "Bank, Inc."
-    return f"{_encode_header('From', name)} <{address}>"
-
-
-def _mime_body(parts: list[tuple[str, str]]) -> list[str]:
-    """Content headers, a blank line and the body, as lines."""
-    if len(parts) == 1:
-        return [*_part(*parts[0])]
-    # "_" is not in the base64 alphabet, so no encoded body can contain the boundary.
-    boundary = f"=_icc_{uuid.uuid4().hex}"
-    lines = [f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
-    for subtype, text in parts:
-        lines += [f"--{boundary}", *_part(subtype, text)]
-    lines.append(f"--{boundary}--")
-    return lines
-
-
-def _part(subtype: str, text: str) -> list[str]:
-    canonical = _LINE_BREAK.sub(_CRLF, text)  # text travels with CRLF line breaks (RFC 2046)
-    encoded = base64.encodebytes(canonical.encode()).decode("ascii").rstrip("\n")
-    return [
-        f'Content-Type: text/{subtype}; charset="utf-8"',
-        "Content-Transfer-Encoding: base64",
-        "",
-        encoded.replace("\n", _CRLF),
-    ]
-
-
-def _unsubscribe_headers(settings: SmtpSettings, url: Any, message_id: str) -> list[str]:
-    if url is None and settings.list_unsubscribe_url:
-        url = settings.list_unsubscribe_url.format(message_id=quote(message_id, safe=""))
-    if url is not None and not (isinstance(url, str) and _is_web_url(url)):
-        raise PermanentChannelError("unsubscribe_url must be an https URL", code="bad_content")
-    one_click = isinstance(url, str) and url.startswith("https://")  # RFC 8058 wants HTTPS
-    links = [f"<{url}>"] if url else []
-    if settings.list_unsubscribe_mailto:
-        subject = quote(f"unsubscribe {message_id}")
-        links.append(f"<mailto:{settings.list_unsubscribe_mailto}?subject={subject}>")
-    if not links:
-        log.warning("marketing mail without List-Unsubscribe: configure list_unsubscribe_url")
-        return []
-    # One link per line: a URL must never be split or encoded.
-    headers = ["List-Unsubscribe: " + f",{_CRLF} ".join(links)]
-    if one_click:
-        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-    return headers
-
-
 # --- errors ------------------------------------------------------------------------------
 
 
@@ -345,91 +201,6 @@ def classify_smtp_error(exc: BaseException) -> ChannelError:
 
 class _StaleConnection(Exception):
     """A reused connection turned out closed before the server accepted anything."""
-
-
-# --- the pool ----------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Connection:
-    smtp: aiosmtplib.SMTP
-    idle_since: float = 0.0
-    reused: bool = False
-
-
-class SmtpPool:
-    """At most ``size`` SMTP connections, each used by one send at a time and kept open for
-    the next; one that failed or that the server closed is dropped and replaced on demand."""
-
-    def __init__(self, connect: Callable[[], Awaitable[aiosmtplib.SMTP]], size: int) -> None:
-        self._connect = connect
-        self._slots = asyncio.Semaphore(size)
-        self._idle: list[_Connection] = []
-        self._closed = False
-        self.opened = 0  # connections opened so far, for tests and benchmarks
-
-    async def acquire(self) -> _Connection:
-        await self._slots.acquire()
-        try:
-            if self._closed:
-                raise TransientChannelError("the smtp provider is closing", code="closing")
-            return await self._take_or_open()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    async def _take_or_open(self) -> _Connection:
-        while self._idle:
-            conn = self._idle.pop()  # most recently used first; the rest may time out unused
-            if await _still_usable(conn):
-                conn.reused = True
-                return conn
-            _close_now(conn.smtp)
-        smtp = await self._connect()
-        self.opened += 1
-        return _Connection(smtp)
-
-    def release(self, conn: _Connection, *, reusable: bool) -> None:
-        if reusable and not self._closed and conn.smtp.is_connected:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-        else:
-            _close_now(conn.smtp)
-        self._slots.release()
-
-    def drop_idle(self) -> None:
-        """After one stale connection the others are likely stale too (server restart)."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            _close_now(conn.smtp)
-
-    async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        await asyncio.gather(*(_quit(conn.smtp) for conn in idle))
-
-
-async def _still_usable(conn: _Connection) -> bool:
-    if not conn.smtp.is_connected:
-        return False
-    if time.monotonic() - conn.idle_since < _IDLE_CHECK_SECONDS:
-        return True
-    try:
-        await conn.smtp.noop(timeout=_NOOP_TIMEOUT)
-    except (aiosmtplib.SMTPException, OSError):
-        return False
-    return True
-
-
-def _close_now(smtp: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(Exception):
-        smtp.close()
-
-
-async def _quit(smtp: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(Exception):
-        await smtp.quit(timeout=_QUIT_TIMEOUT)
-    _close_now(smtp)
 
 
 # --- the provider ------------------------------------------------------------------------
@@ -509,7 +280,7 @@ class SmtpEmailProvider(ChannelProvider):
             finally:
                 self.pool.release(conn, reusable=reusable)
 
-    async def _transact(self, conn: _Connection, to: str, payload: bytes) -> None:
+    async def _transact(self, conn: PooledConnection, to: str, payload: bytes) -> None:
         smtp = conn.smtp
         options = [f"SIZE={len(payload)}"] if smtp.supports_extension("size") else []
         try:
@@ -541,7 +312,7 @@ class SmtpEmailProvider(ChannelProvider):
         try:
             await smtp.connect()
         except BaseException:
-            _close_now(smtp)
+            close_now(smtp)
             raise
         return smtp
 

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from channels.accounts import parse_accounts
 from channels.base import ProviderContext
-from channels.email import SmtpEmailProvider, build_message, classify_smtp_error
+from channels.email import SmtpEmailProvider, classify_smtp_error
+from channels.email_mime import build_message
 from channels.errors import (
     PermanentChannelError,
     ProviderConfigError,
@@ -338,7 +339,7 @@ async def test_recovers_when_the_server_drops_connections(
 async def test_idle_connections_are_checked_with_noop(
     server: SmtpSimulator, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("channels.email._IDLE_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr("channels.smtp_pool._IDLE_CHECK_SECONDS", 0.0)
     provider = make_provider(server.port, pool_size=1)
     await send(provider)
     await send(provider)  # NOOP answered: the same connection
