@@ -16,7 +16,8 @@ from app.errors import Forbidden, Unauthorized
 from app.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain def dependency in a worker thread, a hop per request
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -51,28 +52,28 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="functi
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer icc_...`")
 
 
-async def get_principal(
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def authenticate(
+    runtime: Runtime, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send an API key as `Authorization: Bearer <key>`")
-    # A short session of its own: the request's transaction is not held open by auth.
-    async with runtime.read_sessionmaker() as session:
-        principal = await runtime.keys.resolve(session, credentials.credentials)
+    # Cached; on a miss a short session of its own, not the request's transaction.
+    principal = await runtime.keys.resolve(runtime.read_sessionmaker, credentials.credentials)
     if principal is None:
         raise Unauthorized("the API key is unknown or revoked")
     return principal
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
-
-
 def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency admitting the given roles (admin is always admitted)."""
+    """A dependency admitting the given roles (admin is always admitted). Flat on purpose:
+    every level of dependencies costs each request on the hot send path."""
     allowed = {*roles, Role.admin}
 
-    async def check(principal: CurrentPrincipal) -> Principal:
+    async def check(request: Request, credentials: Credentials) -> Principal:
+        principal = await authenticate(request.app.state.runtime, credentials)
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise Forbidden(f"role {principal.role.value!r} may not do this; allowed: {names}")

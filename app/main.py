@@ -76,6 +76,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         description="One message API for SMS, email and WeChat, with segment strategies "
         "and A/B tests.",
         lifespan=lifespan,
+        # no OpenTelemetry here: skip FastAPI's per-request check for configured providers
+        telemetry={"tracing": False, "metrics": False},
     )
     if runtime is not None:
         app.state.runtime = runtime

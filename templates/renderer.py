@@ -4,6 +4,7 @@ internals (SandboxedEnvironment) nor silently print nothing for a missing variab
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -32,7 +33,39 @@ def compile_template(source: str, *, html: bool = False) -> JinjaTemplate:
         ) from exc
 
 
+_NAME = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+@lru_cache(maxsize=4096)
+def _plain_parts(source: str) -> tuple[str, ...] | None:
+    """Text and ``{{ name }}`` only (most notices): alternating text and variable names, for
+    a substitution that skips Jinja2's per-render context. Anything else: None (Jinja2)."""
+    if "{%" in source or "{#" in source or "\r" in source:
+        return None
+    if source.endswith("\n"):  # Jinja2 drops one trailing newline (keep_trailing_newline)
+        source = source[:-1]
+    parts = tuple(_NAME.split(source))
+    if any("{{" in text or "}}" in text for text in parts[::2]):
+        return None
+    return parts
+
+
+def _substitute(parts: tuple[str, ...], variables: Mapping[str, Any]) -> str:
+    out = []
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            out.append(part)
+        elif part in variables:
+            out.append(str(variables[part]))  # as Jinja2 prints a value
+        else:
+            raise TemplateError(f"template uses an unknown variable: '{part}' is undefined")
+    return "".join(out)
+
+
 def render(source: str, variables: Mapping[str, Any], *, html: bool = False) -> str:
+    parts = None if html else _plain_parts(source)
+    if parts is not None:
+        return _substitute(parts, variables)
     try:
         return compile_template(source, html=html).render(variables)
     except UndefinedError as exc:

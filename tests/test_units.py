@@ -8,6 +8,8 @@ import logging
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.ids import new_id
 from app.logging import MaskingJsonFormatter
@@ -123,3 +125,37 @@ def test_settings_accept_plain_database_urls(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.redis_url is None
     assert "secret-value" not in repr(settings)
     assert Settings(database_url="sqlite:///x.db").database_url == "sqlite+aiosqlite:///x.db"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.text(alphabet=st.characters(blacklist_characters="{}%#\r"), max_size=8),
+            st.sampled_from(["{{ a }}", "{{b}}", "{{  amount  }}", "{{ a.b }}", "{{ a|upper }}"]),
+        ),
+        max_size=8,
+    ),
+    trailing=st.booleans(),
+)
+def test_plain_substitution_renders_like_jinja(pieces: list[str], trailing: bool) -> None:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    source = "".join(pieces) + ("\n" if trailing else "")
+    variables = {"a": "尾号1234", "b": None, "amount": 1200, "upper": "x"}
+    jinja = SandboxedEnvironment(undefined=StrictUndefined).from_string(source)
+    try:
+        expected: str | None = jinja.render(variables)
+    except Exception:
+        expected = None
+    try:
+        actual: str | None = render(source, variables)
+    except TemplateError:
+        actual = None
+    assert actual == expected
+
+
+def test_plain_substitution_reports_unknown_variables() -> None:
+    with pytest.raises(TemplateError, match="'missing' is undefined"):
+        render("尾号{{ missing }}", {})

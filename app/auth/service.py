@@ -7,7 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import repository
 from app.auth.models import ApiKey
@@ -96,13 +96,16 @@ class KeyCache:
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Principal | None]] = {}
 
-    async def resolve(self, session: AsyncSession, plaintext: str) -> Principal | None:
+    async def resolve(
+        self, sessions: async_sessionmaker[AsyncSession], plaintext: str
+    ) -> Principal | None:
         digest = hash_key(plaintext)
         now = time.monotonic()
         hit = self._entries.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await repository.by_hash(session, digest)
+        async with sessions() as session:
+            row = await repository.by_hash(session, digest)
         principal = None
         if row is not None and row.revoked_at is None:
             principal = Principal(
