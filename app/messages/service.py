@@ -23,7 +23,7 @@ from app.errors import (
 )
 from app.masking import mask_contact
 from app.messages import repository
-from app.messages.compose import Prepared, prepare, request_hash
+from app.messages.compose import Prepared, initial_events, prepare, request_hash
 from app.messages.models import Message
 from app.messages.schemas import (
     BatchItemResult,
@@ -143,7 +143,6 @@ async def accept_many(
     ]
     inserted = await repository.insert_messages(session, [p.message for p in plan.fresh.values()])
     written = [p for p in plan.fresh.values() if p.id in inserted]
-    await repository.add_events(session, [e for p in written for e in p.events])
     await repository.add_outbox(session, [p.outbox for p in written])
     _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
     for index, prepared in plan.fresh.items():
@@ -262,7 +261,8 @@ async def get_message(
     events = await repository.events_of(session, message_id)
     return MessageDetail(
         **to_out(message).model_dump(),
-        events=[EventOut(type=e.type, at=e.at, detail=e.detail) for e in events],
+        events=[EventOut(**e) for e in initial_events(message)]
+        + [EventOut(type=e.type, at=e.at, detail=e.detail) for e in events],
     )
 
 
