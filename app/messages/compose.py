@@ -49,8 +49,12 @@ def _contacts(customer: Customer | None, item: MessageItem) -> dict[str, str]:
             value = getattr(customer, name)
             if value:
                 contacts[name] = value
-    if item.recipient is not None:
-        contacts.update(item.recipient.model_dump(exclude_none=True))
+    recipient = item.recipient
+    if recipient is not None:  # attributes, not model_dump(): this runs for every message
+        for name in CONTACT_FIELD.values():
+            value = getattr(recipient, name)
+            if value:
+                contacts[name] = value
     return contacts
 
 
