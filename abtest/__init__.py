@@ -1,0 +1,1 @@
+"""A/B experiments: assignment, statistics, reports. Built by the experiments issue."""
