@@ -6,6 +6,7 @@ database; models and queries are written once for both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -81,6 +82,7 @@ class Money(TypeDecorator[Decimal]):
 
 
 AfterCommit = Callable[[], Awaitable[None]]
+log = logging.getLogger("icc.db")
 
 
 def _dumps(value: Any) -> str:
@@ -150,11 +152,16 @@ def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
 
 
 async def commit(session: AsyncSession) -> None:
-    """Commit, then run the hooks registered with :func:`after_commit`."""
+    """Commit, then run the hooks registered with :func:`after_commit`. A failing hook is
+    logged, not raised: the data is committed, and an error answer would make clients send
+    it again (a failed enqueue is made good by the sweeper from the outbox)."""
     hooks: list[AfterCommit] = session.info.pop("after_commit", [])
     await session.commit()
     for hook in hooks:
-        await hook()
+        try:
+            await hook()
+        except Exception:
+            log.exception("after-commit hook failed; the sweeper will make up for it")
 
 
 def dialect_name(session: AsyncSession) -> str:

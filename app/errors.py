@@ -79,6 +79,11 @@ class IdempotencyConflict(Conflict):
     name = "IdempotencyKeyReused"
 
 
+class InternalError(AppError):
+    status_code = 500
+    name = "InternalError"
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     name = "PayloadTooLarge"

@@ -21,7 +21,7 @@ from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
 from app.db import commit, create_engine, create_sessionmaker
-from app.errors import AppError
+from app.errors import AppError, InternalError
 from app.messages import delivery, tasks
 from app.messages.service import Accepted, AcceptOutcome, AcceptRequest, accept_many
 from app.queue.base import MessageQueue
@@ -109,6 +109,17 @@ class Runtime:
         return outcome
 
     async def _accept_group(self, requests: list[AcceptRequest]) -> list[AcceptOutcome]:
+        try:
+            return await self._write_group(requests)
+        except Exception:
+            if len(requests) == 1:
+                log.exception("accepting a message failed")
+                return [InternalError("the message could not be stored; it was not accepted")]
+        # One request broke the group's transaction: write them one by one, so that only
+        # that one fails.
+        return [(await self._accept_group([request]))[0] for request in requests]
+
+    async def _write_group(self, requests: list[AcceptRequest]) -> list[AcceptOutcome]:
         async with self.sessionmaker() as session:
             outcomes = await accept_many(session, requests, queue=self.queue)
             await commit(session)

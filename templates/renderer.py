@@ -72,6 +72,10 @@ def render(source: str, variables: Mapping[str, Any], *, html: bool = False) -> 
         raise TemplateError(f"template uses an unknown variable: {exc.message}") from exc
     except SecurityError as exc:
         raise TemplateError(f"template tried an unsafe operation: {exc}") from exc
+    except TemplateError:
+        raise
+    except Exception as exc:  # e.g. a filter given a string where it wants a number
+        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}") from exc
 
 
 def template_parts(

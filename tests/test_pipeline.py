@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from channels.base import ProviderContext, SendResult
-from channels.errors import ChannelError, PermanentChannelError, TransientChannelError
+from channels.errors import PermanentChannelError, TransientChannelError
 from tests.conftest import VARIABLES, Platform
 from tests.providers import AlwaysFailing, ScriptedProvider
 
@@ -148,11 +148,12 @@ async def test_known_customer_contacts_are_used_and_skips_recorded(platform: Pla
 
 
 class SlowProvider(ScriptedProvider):
-    """Takes longer than the lease, so the message is claimed again meanwhile."""
+    """Takes longer than the lease (0.6 s)."""
 
     async def send(
         self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
     ) -> SendResult:
+        self.started = getattr(self, "started", 0) + 1
         error = self.errors.pop(0) if self.errors else None  # decided when called
         await asyncio.sleep(0.6)
         if error is not None:
@@ -164,25 +165,55 @@ class SlowProvider(ScriptedProvider):
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_an_expired_claim_cannot_overwrite_a_newer_one(platform: Platform) -> None:
-    from app.messages import delivery, repository
+    from datetime import timedelta
 
-    platform.runtime.settings.queue.lease_seconds = 0.3
+    from app.messages import repository
+    from app.messages.outcomes import Outcome
+    from app.timeutil import utcnow
+
+    platform.runtime.providers.replace("sms", [])  # nothing sends: we play the workers
     await platform.create_scenario()
-    failures: list[ChannelError] = [PermanentChannelError("blocked", code="X")]
+    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    mid, worker = accepted["id"], platform.runtime.worker_id
+    await asyncio.sleep(0.3)  # the in-process worker found no provider: it is queued again
+    async with platform.runtime.sessionmaker() as session:
+        from sqlalchemy import update
+
+        from app.messages.models import Message
+
+        await session.execute(
+            update(Message).values(status="queued", lease_until=None, next_attempt_at=None)
+        )
+        await session.commit()
+    claims = []
+    for _ in range(2):  # the same worker claims twice: the first lease expired meanwhile
+        now = utcnow()
+        async with platform.runtime.sessionmaker() as session:
+            [claimed] = await repository.claim_many(
+                session, [mid], worker=worker, now=now, lease_until=now - timedelta(seconds=1)
+            )
+            await session.commit()
+        claims.append(claimed.attempts)
+    stale = Outcome(mid, {"status": "delivered"}, finished=True, claim=claims[0])
+    fresh = Outcome(mid, {"status": "failed"}, finished=True, claim=claims[1])
+    async with platform.runtime.sessionmaker() as session:
+        assert await repository.apply_outcomes(session, [stale], worker=worker) == set()
+        assert await repository.apply_outcomes(session, [fresh], worker=worker) == {mid}
+        await session.commit()
+        message = await repository.by_id(session, mid)
+    assert message is not None
+    assert message.status == "failed"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_send_longer_than_the_lease_is_given_up_and_retried(platform: Platform) -> None:
+    platform.runtime.settings.queue.lease_seconds = 0.5  # sends get 0.4 s
+    await platform.create_scenario()
     slow = SlowProvider("sms", _context(platform), [])
     platform.runtime.providers.replace("sms", [slow])
     accepted = await _send(platform, recipient={"phone": "13800001234"})
-    mid = accepted["id"]
-    first = asyncio.create_task(delivery.process_wave(platform.runtime, [mid]))
-    await asyncio.sleep(0.4)  # the first claim's lease has expired
-    slow.errors = failures  # the second claim's send fails for good
-    await asyncio.gather(first, delivery.process_wave(platform.runtime, [mid]))
-    async with platform.runtime.sessionmaker() as session:
-        message = await repository.by_id(session, mid)
-        types = [e.type for e in await repository.events_of(session, mid)]
-    assert message is not None
-    assert message.attempts == 2
-    # the newer claim decides; the stale success is not written over it
-    assert types.count("sending") == 2
-    assert "sent" not in types
-    assert message.status == "failed"
+    message = await platform.wait_terminal(accepted["id"])
+    assert message["status"] == "failed"  # every attempt outlived its lease
+    codes = [e["detail"]["code"] for e in message["events"] if e["type"] == "attempt_failed"]
+    assert codes == ["lease_timeout"] * 3
+    assert slow.started == 3

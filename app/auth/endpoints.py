@@ -5,6 +5,7 @@ from fastapi import APIRouter, Response
 from app.auth import repository, service
 from app.auth.models import ApiKey
 from app.auth.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, Role
+from app.db import after_commit
 from app.deps import AdminPrincipal, ReadSessionDep, RuntimeDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
 
@@ -50,5 +51,9 @@ async def revoke_key(
     key_id: str, session: SessionDep, runtime: RuntimeDep, _: AdminPrincipal
 ) -> Response:
     await service.revoke_key(session, key_id)
-    runtime.keys.clear()
+
+    async def forget_cached_keys() -> None:  # after commit: a lookup before it would re-cache
+        runtime.keys.clear()
+
+    after_commit(session, forget_cached_keys)
     return Response(status_code=204)

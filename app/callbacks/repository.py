@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import dialect_name
 from app.messages.models import InboundMessage, Message
 
 
@@ -19,6 +20,9 @@ async def messages_for_receipts(
         Message.provider == provider,
         or_(Message.id.in_(list(message_ids)), Message.provider_message_id.in_(list(provider_ids))),
     )
+    if dialect_name(session) == "postgresql":
+        # a provider resending a report concurrently must wait and then see it applied
+        stmt = stmt.with_for_update()
     return list((await session.scalars(stmt)).all())
 
 

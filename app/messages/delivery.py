@@ -46,7 +46,7 @@ async def process_wave(runtime: Runtime, ids: list[str]) -> None:
     messages = await _claim(runtime, ids)
     if not messages:
         return
-    attempts = await asyncio.gather(*(_attempt(runtime, m) for m in messages))
+    attempts = await _attempt_all(runtime, messages)
     now = utcnow()
     outcomes = [
         decide(m, tried, runtime.settings.retry, now)
@@ -56,6 +56,30 @@ async def process_wave(runtime: Runtime, ids: list[str]) -> None:
         applied = await repository.apply_outcomes(session, outcomes, worker=runtime.worker_id)
         await session.commit()
     await _requeue(runtime, [o for o in outcomes if o.message_id in applied])
+
+
+async def _attempt_all(runtime: Runtime, messages: list[Message]) -> list[list[Attempt]]:
+    """Send the wave within its lease: a send still running near the lease's end is given
+    up (a transient failure, retried later) rather than racing the next claim."""
+    tasks = [asyncio.create_task(_attempt(runtime, m)) for m in messages]
+    budget = runtime.settings.queue.lease_seconds * 0.8
+    _, pending = await asyncio.wait(tasks, timeout=budget)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return [_attempts_of(task, message) for task, message in zip(tasks, messages, strict=True)]
+
+
+def _attempts_of(task: asyncio.Task[list[Attempt]], message: Message) -> list[Attempt]:
+    channel = message.channels[message.channel_index]
+    if task.cancelled():
+        error = TransientChannelError("no answer within the lease", code="lease_timeout")
+        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)]
+    if task.exception() is not None:
+        log.error("attempt failed unexpectedly", exc_info=task.exception())
+        error = TransientChannelError("internal error while sending", code="internal_error")
+        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)]
+    return task.result()
 
 
 async def _claim(runtime: Runtime, ids: list[str]) -> list[Message]:
@@ -99,18 +123,14 @@ async def _attempt(runtime: Runtime, message: Message) -> list[Attempt]:
 async def _attempt_with(
     runtime: Runtime, slot: ProviderSlot, message: Message, channel: str, contact: str
 ) -> Attempt:
+    waited = await _wait_for_rate(runtime, slot)
+    if waited is not None:
+        return Attempt(channel, slot.name, 0.0, error=waited)
     if not slot.circuit.allow():
         error = TransientChannelError("circuit open: provider failing", code="circuit_open")
         return Attempt(channel, slot.name, 0.0, error=error)
-    rate = slot.rate
-    if rate is not None:
-        try:
-            await runtime.providers.limiter.acquire(slot.name, rate=rate[0], burst=rate[1])
-        except RateLimitExceeded as exc:
-            return Attempt(
-                channel, slot.name, 0.0, error=TransientChannelError(str(exc), code="rate_limited")
-            )
     started = time.perf_counter()
+    failed = True  # recorded in `finally`, so a half-open probe is always released
     try:
         result = await slot.provider.send(
             to=contact,
@@ -118,11 +138,34 @@ async def _attempt_with(
             idempotency_key=f"{message.id}:{channel}",
             message_id=message.id,
         )
+        failed = False
     except ChannelError as exc:
-        slot.circuit.record(failed=exc.transient)
+        failed = exc.transient
         return Attempt(channel, slot.name, _ms_since(started), error=exc)
-    slot.circuit.record(failed=False)
+    except Exception as exc:  # a provider's bug must not take the wave down with it
+        log.exception("provider raised unexpectedly", extra={"provider": slot.name})
+        error = TransientChannelError(
+            f"provider error: {type(exc).__name__}", code="internal_error"
+        )
+        return Attempt(channel, slot.name, _ms_since(started), error=error)
+    finally:
+        slot.circuit.record(failed=failed)
     return Attempt(channel, slot.name, _ms_since(started), result=result, cost=slot.account.cost)
+
+
+async def _wait_for_rate(runtime: Runtime, slot: ProviderSlot) -> ChannelError | None:
+    """Wait for the provider's rate limit; an error when the slot is too far away."""
+    rate = slot.rate
+    if rate is None:
+        return None
+    try:
+        await runtime.providers.limiter.acquire(slot.name, rate=rate[0], burst=rate[1])
+    except RateLimitExceeded as exc:
+        return TransientChannelError(str(exc), code="rate_limited")
+    except Exception:  # e.g. Redis unreachable: better retry later than overrun the provider
+        log.exception("rate limiter unavailable", extra={"provider": slot.name})
+        return TransientChannelError("rate limiter unavailable", code="rate_limiter")
+    return None
 
 
 def _next_provider_may_help(error: ChannelError) -> bool:

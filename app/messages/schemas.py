@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from app.scenarios.schemas import Channel
 
@@ -38,6 +38,26 @@ class Recipient(BaseModel):
     wechat_openid: str | None = Field(default=None, pattern=OPENID_PATTERN)
 
 
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why a JSON value cannot be stored as is (databases refuse NUL in text, JSON columns
+    64-bit integers), or None."""
+    if depth > 20:
+        return "nested too deeply"
+    if isinstance(value, str):
+        return "text must not contain NUL characters" if "\x00" in value else None
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**63 else "integers must fit in 64 bits"
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        problem = _unstorable(key, depth + 1) if isinstance(key, str) else None
+        problem = problem or _unstorable(item, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
 class MessageItem(BaseModel):
     """One message of a batch (the scenario is given once for the batch)."""
 
@@ -51,6 +71,28 @@ class MessageItem(BaseModel):
     )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     send_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with an offset")
+
+    @field_validator("customer_id", "idempotency_key")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("variables")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = _unstorable(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("send_at")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not 1970 <= value.year <= 9998:
+            raise ValueError("must be between 1970 and 9998")
+        return value
 
 
 class MessageCreate(MessageItem):

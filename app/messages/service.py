@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,8 @@ from app.messages.schemas import (
 from app.queue.base import MessageQueue
 from app.scenarios.service import ScenarioSpec, load_spec
 from app.timeutil import utcnow
+
+log = logging.getLogger("icc.messages")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,12 @@ class _Plan:
             if request.idempotency_key:
                 self.first_of_key[key] = index
             return exc
+        except Exception as exc:  # a bug must fail this message only, not its whole group
+            log.exception("could not prepare a message")
+            failure = ValidationFailed(f"the message could not be prepared ({type(exc).__name__})")
+            if request.idempotency_key:
+                self.first_of_key[key] = index
+            return failure
         if request.idempotency_key:
             self.first_of_key[key] = index
         return None

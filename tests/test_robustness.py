@@ -1,0 +1,126 @@
+"""Bad input and broken parts fail alone: never a group, a batch or a wave with them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from channels.base import ProviderContext, SendResult
+from channels.sandbox import SandboxProvider
+from tests.conftest import SCENARIO, VARIABLES, Platform
+
+GOOD = {
+    "scenario": "account_movement",
+    "customer_id": "C1",
+    "variables": VARIABLES,
+    "recipient": {"phone": "13800001234"},
+}
+BAD_BODIES = [
+    ({**GOOD, "variables": {**VARIABLES, "x": 10**30}}, "variables"),
+    ({**GOOD, "variables": {**VARIABLES, "note": "a\u0000b"}}, "variables"),
+    ({**GOOD, "customer_id": "C\u00001"}, "customer_id"),
+    ({**GOOD, "send_at": "0001-01-01T00:00:00+05:00"}, "send_at"),
+]
+
+
+async def test_a_bad_request_fails_alone_among_concurrent_ones(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        for bad, field in BAD_BODIES:
+            responses = await asyncio.gather(
+                *(client.post("/v1/messages", json=GOOD) for _ in range(4)),
+                client.post("/v1/messages", json=bad),
+                *(client.post("/v1/messages", json=GOOD) for _ in range(4)),
+            )
+            statuses = [r.status_code for r in responses]
+            assert statuses == [202] * 4 + [422] + [202] * 4, (field, statuses, responses[4].text)
+            assert responses[4].json()["fields"][0]["field"].startswith(field)
+
+
+async def test_a_bad_item_fails_alone_in_a_batch(platform: Platform) -> None:
+    await platform.create_scenario()
+    items = [{k: v for k, v in body.items() if k != "scenario"} for body, _ in BAD_BODIES]
+    good = {k: v for k, v in GOOD.items() if k != "scenario"}
+    async with platform.client("system") as client:
+        response = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": [good, *items]}
+        )
+    assert response.status_code == 202, response.text
+    result = response.json()
+    assert result["accepted"] == 1
+    assert [r["error"] for r in result["items"][1:]] == ["ValidationError"] * len(BAD_BODIES)
+
+
+async def test_a_template_failing_at_render_is_a_422(platform: Platform) -> None:
+    templates = {**SCENARIO["templates"], "sms": {"body": '{{ "%.2f"|format(amount) }}'}}
+    await platform.create_scenario(templates=templates)
+    async with platform.client("system") as client:
+        response = await client.post("/v1/messages", json=GOOD)
+    assert response.status_code == 422
+    assert "template failed" in response.json()["detail"]
+
+
+class BuggyProvider(SandboxProvider):
+    """Raises a plain exception for one recipient, as a provider with a bug would."""
+
+    async def send(
+        self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
+    ) -> SendResult:
+        if to.endswith("0000"):
+            raise KeyError("bug")
+        return await super().send(
+            to=to, content=content, idempotency_key=idempotency_key, message_id=message_id
+        )
+
+
+async def test_a_provider_bug_fails_its_message_not_the_wave(platform: Platform) -> None:
+    await platform.create_scenario()
+    context = ProviderContext(sessionmaker=platform.runtime.sessionmaker)
+    platform.runtime.providers.replace(
+        "sms", [BuggyProvider(account="buggy", channel="sms", context=context)]
+    )
+    items = [
+        {"customer_id": f"C{i}", "variables": VARIABLES, "recipient": {"phone": f"1380000{i:04d}"}}
+        for i in range(6)
+    ]
+    async with platform.client("system") as client:
+        response = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+    ids = [r["id"] for r in response.json()["items"]]
+    messages = [await platform.wait_terminal(i) for i in ids]
+    assert [m["status"] for m in messages] == ["failed"] + ["delivered"] * 5
+    codes = {e["detail"]["code"] for e in messages[0]["events"] if e["type"] == "attempt_failed"}
+    assert codes == {"internal_error"}
+    for message in messages[1:]:  # each good one sent exactly once
+        assert [e["type"] for e in message["events"]].count("sent") == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_failed_enqueue_after_commit_still_answers_202(platform: Platform) -> None:
+    await platform.create_scenario()
+
+    async def broken(ids: Any, *, delay: float = 0.0) -> None:
+        raise ConnectionError("queue down")
+
+    platform.runtime.queue.enqueue = broken  # type: ignore[method-assign]
+    async with platform.client("system") as client:
+        single = await client.post("/v1/messages", json=GOOD)
+        batch = await client.post(
+            "/v1/messages/batch",
+            json={
+                "scenario": "account_movement",
+                "items": [
+                    {
+                        "customer_id": "C2",
+                        "variables": VARIABLES,
+                        "recipient": {"phone": "13800001234"},
+                    }
+                ],
+            },
+        )
+    assert single.status_code == 202
+    assert batch.status_code == 202
