@@ -23,6 +23,8 @@ from app.batching import Coalescer
 from app.db import commit, create_engine, create_sessionmaker
 from app.errors import AppError, InternalError
 from app.messages import delivery, tasks
+from app.messages.outcomes import Outcome
+from app.messages.repository import apply_outcomes
 from app.messages.service import Accepted, AcceptOutcome, AcceptRequest, accept_many
 from app.queue.base import MessageQueue
 from app.queue.inprocess import InProcessQueue
@@ -70,6 +72,7 @@ class Runtime:
         self._accepter: Coalescer[AcceptRequest, AcceptOutcome] = Coalescer(
             self._accept_group, max_batch=500
         )
+        self._recorder: Coalescer[Outcome, bool] = Coalescer(self._record_group, max_batch=500)
         self._sweeper: asyncio.Task[None] | None = None
 
     def _make_queue(self) -> MessageQueue:
@@ -125,6 +128,17 @@ class Runtime:
             await commit(session)
         return outcomes
 
+    async def record_outcome(self, outcome: Outcome) -> bool:
+        """Write an attempt's outcome (grouped with others finishing at the same time);
+        False when this worker's claim was overtaken and the outcome dropped."""
+        return await self._recorder.submit(outcome)
+
+    async def _record_group(self, outcomes: list[Outcome]) -> list[bool]:
+        async with self.sessionmaker() as session:
+            applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
+            await session.commit()
+        return [o.message_id in applied for o in outcomes]
+
     async def process(self, ids: list[str]) -> None:
         """Send the given messages (the queue's job handler)."""
         await delivery.process_many(self, ids)
@@ -135,6 +149,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self._accepter.close()
+        await self._recorder.close()
         await self.queue.close()
         await self.providers.close()
         if self.redis is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 
 from app.messages.models import InboundMessage
-from channels.base import ProviderContext
+from channels.base import ProviderContext, SendResult
 from tests.conftest import VARIABLES, Platform
 from tests.providers import ReportingProvider
 
@@ -130,3 +132,37 @@ async def test_replies_are_stored_with_opt_out_flag(platform: Platform) -> None:
         rows = (await session.scalars(select(InboundMessage).order_by(InboundMessage.text))).all()
     assert sorted((r.text.strip(), r.opt_out) for r in rows) == [("谢谢", False), ("退订", True)]
     assert {r.provider for r in rows} == {"reporting-sms"}
+
+
+class SlowForSome(ReportingProvider):
+    """Answers at once, except for one recipient whose send takes seconds."""
+
+    async def send(
+        self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
+    ) -> SendResult:
+        if to.endswith("8888"):
+            await asyncio.sleep(2.0)
+        return await super().send(
+            to=to, content=content, idempotency_key=idempotency_key, message_id=message_id
+        )
+
+
+async def test_a_receipt_does_not_wait_for_a_slow_neighbour(platform: Platform) -> None:
+    await platform.create_scenario()
+    context = ProviderContext(sessionmaker=platform.runtime.sessionmaker)
+    platform.runtime.providers.replace("sms", [SlowForSome("sms", context)])
+    items = [
+        {"customer_id": "A", "variables": VARIABLES, "recipient": {"phone": "13800000001"}},
+        {"customer_id": "B", "variables": VARIABLES, "recipient": {"phone": "13800008888"}},
+    ]
+    async with platform.client("system") as client:
+        sent = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+    fast = sent.json()["items"][0]["id"]
+    message = await platform.wait_terminal(fast, timeout=1.5)  # not held by the slow one
+    receipt = {"delivered": True, "provider_message_id": message["provider_message_id"]}
+    assert (await _callback(platform, "reporting-sms", {"receipts": [receipt]})).status_code == 200
+    async with platform.client("admin") as client:
+        after = (await client.get(f"/v1/messages/{fast}")).json()
+    assert after["status"] == "delivered"

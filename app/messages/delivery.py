@@ -43,43 +43,34 @@ async def process_many(runtime: Runtime, ids: list[str]) -> None:
 
 
 async def process_wave(runtime: Runtime, ids: list[str]) -> None:
+    """Claim the messages together, then send each and record its outcome as soon as it is
+    known (outcomes finishing together share one transaction): a fast message's provider id
+    is stored at once, before its delivery report can arrive, whatever its slower
+    neighbours do."""
     messages = await _claim(runtime, ids)
-    if not messages:
-        return
-    attempts = await _attempt_all(runtime, messages)
-    now = utcnow()
-    outcomes = [
-        decide(m, tried, runtime.settings.retry, now)
-        for m, tried in zip(messages, attempts, strict=True)
-    ]
-    async with runtime.sessionmaker() as session:
-        applied = await repository.apply_outcomes(session, outcomes, worker=runtime.worker_id)
-        await session.commit()
-    await _requeue(runtime, [o for o in outcomes if o.message_id in applied])
+    if messages:
+        await asyncio.gather(*(_send_and_record(runtime, m) for m in messages))
 
 
-async def _attempt_all(runtime: Runtime, messages: list[Message]) -> list[list[Attempt]]:
-    """Send the wave within its lease: a send still running near the lease's end is given
-    up (a transient failure, retried later) rather than racing the next claim."""
-    tasks = [asyncio.create_task(_attempt(runtime, m)) for m in messages]
+async def _send_and_record(runtime: Runtime, message: Message) -> None:
     budget = runtime.settings.queue.lease_seconds * 0.8
-    _, pending = await asyncio.wait(tasks, timeout=budget)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return [_attempts_of(task, message) for task, message in zip(tasks, messages, strict=True)]
+    try:
+        # bounded by the lease: a send outliving it would race the next claim
+        attempts = await asyncio.wait_for(_attempt(runtime, message), timeout=budget)
+    except TimeoutError:
+        attempts = [_failed(message, "no answer within the lease", "lease_timeout")]
+    except Exception:
+        log.exception("attempt failed unexpectedly", extra={"message_id": message.id})
+        attempts = [_failed(message, "internal error while sending", "internal_error")]
+    outcome = decide(message, attempts, runtime.settings.retry, utcnow())
+    if await runtime.record_outcome(outcome):
+        await _requeue(runtime, [outcome])
 
 
-def _attempts_of(task: asyncio.Task[list[Attempt]], message: Message) -> list[Attempt]:
+def _failed(message: Message, detail: str, code: str) -> Attempt:
     channel = message.channels[message.channel_index]
-    if task.cancelled():
-        error = TransientChannelError("no answer within the lease", code="lease_timeout")
-        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)]
-    if task.exception() is not None:
-        log.error("attempt failed unexpectedly", exc_info=task.exception())
-        error = TransientChannelError("internal error while sending", code="internal_error")
-        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)]
-    return task.result()
+    error = TransientChannelError(detail, code=code)
+    return Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)
 
 
 async def _claim(runtime: Runtime, ids: list[str]) -> list[Message]:
