@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,17 @@ def worker(burst: bool) -> None:
     settings = _settings()
     if not settings.redis_url:
         raise click.UsageError("icc worker needs ICC_REDIS_URL; without Redis, icc serve sends")
-    asyncio.run(_run_worker(settings, burst=burst))
+    _run_fast(_run_worker(settings, burst=burst))
+
+
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (uvicorn[standard] brings it), as `icc serve` does."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def _run_worker(settings: Settings, *, burst: bool) -> None:
