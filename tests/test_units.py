@@ -159,3 +159,24 @@ def test_plain_substitution_renders_like_jinja(pieces: list[str], trailing: bool
 def test_plain_substitution_reports_unknown_variables() -> None:
     with pytest.raises(TemplateError, match="'missing' is undefined"):
         render("尾号{{ missing }}", {})
+
+
+def test_a_rate_limit_wait_does_not_use_up_attempts() -> None:
+    from datetime import UTC, datetime
+
+    from app.messages.models import Message
+    from app.messages.outcomes import RATE_LIMITED, Attempt, decide
+    from channels.errors import TransientChannelError
+
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    message = Message(id="msg_1", channels=["sms"], channel_index=0, channel_attempts=3, attempts=7)
+    limited = Attempt("sms", "p", 0.0, error=TransientChannelError("busy", code=RATE_LIMITED))
+    outcome = decide(message, [limited], RetrySettings(max_attempts=3, base_delay=0.1), now)
+    assert outcome.values["status"] == "retrying"
+    assert outcome.values["channel_attempts"] == 2  # the claim's increment is given back
+    assert outcome.requeue_delay is not None
+    assert outcome.requeue_delay >= 5.0
+    failed = Attempt("sms", "p", 0.0, error=TransientChannelError("503", code="503"))
+    assert (
+        decide(message, [failed], RetrySettings(max_attempts=3), now).values["status"] == "failed"
+    )

@@ -34,6 +34,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         ICC_LOG_FORMAT="text",
         PYTHONUNBUFFERED="1",
     )
+    if settings.providers_file:
+        env["ICC_PROVIDERS_FILE"] = settings.providers_file
     for field, value in settings.queue.model_dump().items():
         env[f"ICC_QUEUE__{field.upper()}"] = str(value)
     return env

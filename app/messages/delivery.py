@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from app.messages import repository
 from app.messages.models import Message
-from app.messages.outcomes import Attempt, Outcome, decide, event
+from app.messages.outcomes import RATE_LIMITED, Attempt, Outcome, decide, event
 from app.timeutil import utcnow
 from channels.base import CONTACT_FIELD
 from channels.errors import (
@@ -152,7 +152,7 @@ async def _wait_for_rate(runtime: Runtime, slot: ProviderSlot) -> ChannelError |
     try:
         await runtime.providers.limiter.acquire(slot.name, rate=rate[0], burst=rate[1])
     except RateLimitExceeded as exc:
-        return TransientChannelError(str(exc), code="rate_limited")
+        return TransientChannelError(str(exc), code=RATE_LIMITED)
     except Exception:  # e.g. Redis unreachable: better retry later than overrun the provider
         log.exception("rate limiter unavailable", extra={"provider": slot.name})
         return TransientChannelError("rate limiter unavailable", code="rate_limiter")

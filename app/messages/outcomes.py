@@ -38,6 +38,10 @@ class Outcome:
     claim: int = 0  # the message's attempt count when claimed: the fencing token
 
 
+RATE_LIMITED = "rate_limited"  # the code of a send that found no rate-limit slot in time
+RATE_LIMIT_RETRY_SECONDS = 5.0
+
+
 def backoff_delay(attempt: int, retry: RetrySettings) -> float:
     """Exponential backoff with jitter: half fixed, half random, capped."""
     ceiling = min(retry.max_delay, retry.base_delay * 2 ** max(attempt - 1, 0))
@@ -88,7 +92,8 @@ def _decide_last(
     assert attempt.error is not None
     error = attempt.error
     failed = _failed_event(message.id, attempt, now)
-    if error.transient and message.channel_attempts < retry.max_attempts:
+    own_limit = error.code == RATE_LIMITED
+    if error.transient and (message.channel_attempts < retry.max_attempts or own_limit):
         return _retry(message, attempt, failed, retry, now)
     reason = f"{attempt.channel}: {error.detail}"
     if error.transient:
@@ -133,16 +138,21 @@ def _retry(
     now: datetime,
 ) -> Outcome:
     delay = backoff_delay(message.channel_attempts, retry)
-    due = now + timedelta(seconds=delay)
-    values = {
+    values: dict[str, Any] = {
         "status": "retrying",
-        "next_attempt_at": due,
         "lease_until": None,
         "updated_at": now,
         "channel": attempt.channel,
         "provider": attempt.provider,
         "status_reason": f"{attempt.channel}: {failed['detail']['error']}",
     }
+    if attempt.error is not None and attempt.error.code == RATE_LIMITED:
+        # Our own limit, not the provider's failure: wait for a slot without using up one
+        # of the channel's attempts ("bursts wait, they do not fail").
+        delay = max(delay, RATE_LIMIT_RETRY_SECONDS)
+        values["channel_attempts"] = message.channel_attempts - 1
+    due = now + timedelta(seconds=delay)
+    values["next_attempt_at"] = due
     scheduled = event(
         message.id,
         "retry_scheduled",
