@@ -148,9 +148,9 @@ class Runtime:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.queue.close()  # no more sends start; then let pending writes finish
         await self._accepter.close()
         await self._recorder.close()
-        await self.queue.close()
         await self.providers.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -246,11 +246,17 @@ async def start_ready(
     return proc
 
 
+# The limiter spaces the slots exactly; a send then reaches the gateway a little late when
+# its event loop is busy (a loaded CI machine), so arrivals may bunch by up to this much.
+ARRIVAL_JITTER = 0.1
+
+
 def assert_rate_respected(arrivals: list[float]) -> None:
     assert len(arrivals) == TOTAL
+    allowed = BURST + RATE * (1.0 + ARRIVAL_JITTER)  # 24; a broken shared limit gives ~43
     for i, start in enumerate(arrivals):
         in_window = sum(1 for t in arrivals[i:] if t < start + 1.0)
-        assert in_window <= RATE + BURST, f"{in_window} requests within 1 s from {start}"
+        assert in_window <= allowed, f"{in_window} requests within 1 s from {start}"
     span = arrivals[-1] - arrivals[0]
     assert span >= (TOTAL - BURST) / RATE - 0.05, f"{TOTAL} requests in {span:.2f}s"
 
