@@ -4,8 +4,9 @@ One ``http_sms`` account limited to 20 messages/s with a burst of 2, pointing at
 gateway simulator (in this process, on its own thread and loop, so that the test's own work
 never delays or bunches the arrival times it records). After a warm-up batch, 120 messages
 are accepted through the batch API on PostgreSQL and sent by two workers that share the
-limit through Redis. From the arrival times at the gateway: no one-second window holds more
-than rate + burst requests, and the whole send took at least (N - burst) / rate seconds.
+limit through Redis. From the arrival times at the gateway: the whole send took at least
+(N - burst) / rate seconds, and no two-second window holds more than its share (allowing for
+late arrivals from a busy worker; a limit that is not shared gives twice as many).
 Both workers sent some (their ids are on the messages as ``lease_owner``), and every message
 went out once, at its first attempt: bursts wait, they do not fail.
 """
@@ -246,17 +247,19 @@ async def start_ready(
     return proc
 
 
-# The limiter spaces the slots exactly; a send then reaches the gateway a little late when
-# its event loop is busy (a loaded CI machine), so arrivals may bunch by up to this much.
-ARRIVAL_JITTER = 0.1
+# The limiter spaces the slots exactly; a send then reaches the gateway late when its
+# worker's event loop is busy (seen: 0.2 s on a loaded 2-core machine), so arrivals bunch.
+# Windows of 2 s with this allowance stay far from what a limit not shared would give.
+WINDOW = 2.0
+ARRIVAL_JITTER = 0.25
 
 
 def assert_rate_respected(arrivals: list[float]) -> None:
     assert len(arrivals) == TOTAL
-    allowed = BURST + RATE * (1.0 + ARRIVAL_JITTER)  # 24; a broken shared limit gives ~43
+    allowed = BURST + RATE * (WINDOW + ARRIVAL_JITTER)  # 47; two separate limits give ~86
     for i, start in enumerate(arrivals):
-        in_window = sum(1 for t in arrivals[i:] if t < start + 1.0)
-        assert in_window <= allowed, f"{in_window} requests within 1 s from {start}"
+        in_window = sum(1 for t in arrivals[i:] if t < start + WINDOW)
+        assert in_window <= allowed, f"{in_window} requests within {WINDOW} s from {start}"
     span = arrivals[-1] - arrivals[0]
     assert span >= (TOTAL - BURST) / RATE - 0.05, f"{TOTAL} requests in {span:.2f}s"
 
