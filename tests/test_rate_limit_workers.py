@@ -261,7 +261,8 @@ def assert_rate_respected(arrivals: list[float]) -> None:
         in_window = sum(1 for t in arrivals[i:] if t < start + WINDOW)
         assert in_window <= allowed, f"{in_window} requests within {WINDOW} s from {start}"
     span = arrivals[-1] - arrivals[0]
-    assert span >= (TOTAL - BURST) / RATE - 0.05, f"{TOTAL} requests in {span:.2f}s"
+    # a late first arrival shortens the span by as much; two separate limits halve it
+    assert span >= (TOTAL - BURST) / RATE - ARRIVAL_JITTER, f"{TOTAL} requests in {span:.2f}s"
 
 
 async def test_two_workers_together_keep_to_the_providers_rate(
