@@ -198,5 +198,8 @@ async def platform(backend: tuple[str, str, str | None]) -> AsyncIterator[Platfo
     finally:
         if worker is not None:
             await stop_worker(worker)
+        if runtime.redis is not None:  # the test's queue: nothing is left on the shared Redis
+            name = runtime.settings.queue.name
+            await runtime.redis.delete(name, f"{name}:health-check")
         await runtime.close()
         scenario_service.clear_cache()
