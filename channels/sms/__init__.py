@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,10 +29,12 @@ import aiohttp
 import httpx
 import orjson
 
-from channels.base import ChannelProvider, ProviderContext
+from app.masking import mask_phone
+from channels.base import ChannelProvider, ProviderContext, SendResult
 from channels.errors import (
     CallbackAuthError,
     CallbackRejected,
+    ChannelError,
     PermanentChannelError,
     ProviderConfigError,
     ProviderFault,
@@ -171,6 +174,35 @@ class SmsProvider(ChannelProvider):
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+    async def send(
+        self,
+        *,
+        to: str,
+        content: Mapping[str, Any],
+        idempotency_key: str,
+        message_id: str,
+    ) -> SendResult:
+        request = self.build_request(to=to, content=content, message_id=message_id)
+        response = await self.exchange(request)
+        try:
+            return self.read_outcome(response, message_id)
+        except ChannelError as exc:
+            logging.getLogger(f"icc.channels.{self.type_name}").info(
+                f"{self.type_name} rejected",
+                extra={"provider": self.account, "code": exc.code, "to": mask_phone(to)},
+            )
+            raise
+
+    @abstractmethod
+    def build_request(
+        self, *, to: str, content: Mapping[str, Any], message_id: str
+    ) -> httpx.Request:
+        """The provider's request for one message (signed, where the provider signs)."""
+
+    @abstractmethod
+    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+        """The provider's answer as a result, or the ChannelError it means."""
 
     def template_for(self, content: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         """The pre-approved template of this account (or of this provider type)."""

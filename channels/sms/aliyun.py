@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -72,7 +71,6 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from app.masking import mask_phone
 from channels.base import (
     CallbackRequest,
     CallbackResult,
@@ -98,8 +96,6 @@ from channels.sms import (
     optional_field,
     redact_query_strings,
 )
-
-log = logging.getLogger("icc.channels.aliyun_sms")
 
 DEFAULT_ENDPOINT = "https://dysmsapi.aliyuncs.com"
 ACTION = "SendSms"
@@ -201,26 +197,10 @@ class AliyunSmsProvider(SmsProvider):
         self._callback_token = self.config.callback_token()
         redact_query_strings(self.endpoint)
 
-    async def send(
-        self,
-        *,
-        to: str,
-        content: Mapping[str, Any],
-        idempotency_key: str,
-        message_id: str,
-    ) -> SendResult:
-        request = self.signed_request(to=to, content=content, message_id=message_id)
-        response = await self.exchange(request)
-        try:
-            return _outcome(response)
-        except ChannelError as exc:
-            log.info(
-                "aliyun sms rejected",
-                extra={"provider": self.account, "code": exc.code, "to": mask_phone(to)},
-            )
-            raise
+    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+        return _outcome(response)
 
-    def signed_request(
+    def build_request(
         self, *, to: str, content: Mapping[str, Any], message_id: str
     ) -> httpx.Request:
         """The ``SendSms`` request, signed over the Host header it will carry."""

@@ -29,7 +29,6 @@ field must be checked is transient, as for the other adapters.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,16 +38,12 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment
 
-from app.masking import mask_phone
 from channels.base import ProviderContext, SendResult
 from channels.errors import (
-    ChannelError,
     PermanentChannelError,
     TransientChannelError,
 )
 from channels.sms import SmsProvider
-
-log = logging.getLogger("icc.channels.http_sms")
 
 DEFAULT_BODY_TEMPLATE = (
     '{"to": {{ to|tojson }}, "text": {{ text|tojson }}, '
@@ -120,25 +115,6 @@ class HttpSmsProvider(SmsProvider):
 
     # -- send -------------------------------------------------------------------------------
 
-    async def send(
-        self,
-        *,
-        to: str,
-        content: Mapping[str, Any],
-        idempotency_key: str,
-        message_id: str,
-    ) -> SendResult:
-        request = self.build_request(to=to, content=content, message_id=message_id)
-        response = await self.exchange(request)
-        try:
-            return self._outcome(response, message_id)
-        except ChannelError as exc:
-            log.info(
-                "http sms rejected",
-                extra={"provider": self.account, "code": exc.code, "to": mask_phone(to)},
-            )
-            raise
-
     def build_request(
         self, *, to: str, content: Mapping[str, Any], message_id: str
     ) -> httpx.Request:
@@ -164,7 +140,7 @@ class HttpSmsProvider(SmsProvider):
             raise PermanentChannelError("body_template rendered no object", code="template_error")
         return rendered.encode()
 
-    def _outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
         status = response.status_code
         if status >= 500 or status in RETRYABLE_STATUSES:
             raise TransientChannelError(f"gateway answered HTTP {status}", code=f"http_{status}")

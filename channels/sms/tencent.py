@@ -56,7 +56,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import re
 import time
 from collections.abc import Mapping
@@ -66,7 +65,6 @@ from typing import Any
 import httpx
 import orjson
 
-from app.masking import mask_phone
 from channels.base import (
     CallbackRequest,
     CallbackResult,
@@ -92,8 +90,6 @@ from channels.sms import (
     json_body,
     optional_field,
 )
-
-log = logging.getLogger("icc.channels.tencent_sms")
 
 DEFAULT_ENDPOINT = "https://sms.tencentcloudapi.com"
 DEFAULT_REGION = "ap-guangzhou"
@@ -194,26 +190,10 @@ class TencentSmsProvider(SmsProvider):
         self.endpoint = self.config.url("endpoint", DEFAULT_ENDPOINT)
         self._callback_token = self.config.callback_token()
 
-    async def send(
-        self,
-        *,
-        to: str,
-        content: Mapping[str, Any],
-        idempotency_key: str,
-        message_id: str,
-    ) -> SendResult:
-        request = self.signed_request(to=to, content=content, message_id=message_id)
-        response = await self.exchange(request)
-        try:
-            return _outcome(response)
-        except ChannelError as exc:
-            log.info(
-                "tencent sms rejected",
-                extra={"provider": self.account, "code": exc.code, "to": mask_phone(to)},
-            )
-            raise
+    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+        return _outcome(response)
 
-    def signed_request(
+    def build_request(
         self, *, to: str, content: Mapping[str, Any], message_id: str
     ) -> httpx.Request:
         """The ``SendSms`` request, signed over the Host header it will carry."""

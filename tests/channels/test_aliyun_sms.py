@@ -229,7 +229,7 @@ async def test_the_signature_covers_the_host_actually_contacted(harness: Harness
     await send(provider)
     assert harness.simulator.sends[0].host == f"localhost:{harness.server.port}"
     # The same request presented under another Host no longer verifies.
-    request = provider.signed_request(to="13800138000", content=CONTENT, message_id="msg-2")
+    request = provider.build_request(to="13800138000", content=CONTENT, message_id="msg-2")
     request.headers["host"] = "dysmsapi.aliyuncs.com"
     response = await provider.http.send(request)
     assert response.status_code == 400
@@ -255,7 +255,7 @@ async def test_an_unknown_access_key_is_refused(harness: Harness) -> None:
 
 async def test_a_replayed_request_is_refused(harness: Harness) -> None:
     provider = harness.make()
-    request = provider.signed_request(to="13800138000", content=CONTENT, message_id="msg-1")
+    request = provider.build_request(to="13800138000", content=CONTENT, message_id="msg-1")
     assert (await provider.http.send(request)).status_code == 200
     replay = httpx.Request(request.method, request.url, headers=request.headers, content=b"")
     answer = (await provider.http.send(replay)).json()
@@ -265,7 +265,7 @@ async def test_a_replayed_request_is_refused(harness: Harness) -> None:
 
 async def test_a_tampered_parameter_is_refused(harness: Harness) -> None:
     provider = harness.make()
-    request = provider.signed_request(to="13800138000", content=CONTENT, message_id="msg-1")
+    request = provider.build_request(to="13800138000", content=CONTENT, message_id="msg-1")
     url = str(request.url).replace("13800138000", "13900139000")
     forged = httpx.Request("POST", url, headers=request.headers, content=b"")
     answer = (await provider.http.send(forged)).json()

@@ -233,7 +233,7 @@ async def test_the_signature_covers_the_host_actually_contacted(harness: Harness
     provider = harness.make(endpoint=endpoint)
     await send(provider)
     assert harness.simulator.sends[0].host == f"localhost:{harness.server.port}"
-    request = provider.signed_request(to="13800138000", content=CONTENT, message_id="msg-2")
+    request = provider.build_request(to="13800138000", content=CONTENT, message_id="msg-2")
     request.headers["host"] = "sms.tencentcloudapi.com"
     answer = (await provider.http.send(request)).json()
     assert answer["Response"]["Error"]["Code"] == "AuthFailure.SignatureFailure"
@@ -241,7 +241,7 @@ async def test_the_signature_covers_the_host_actually_contacted(harness: Harness
 
 async def test_a_tampered_body_is_refused(harness: Harness) -> None:
     provider = harness.make()
-    request = provider.signed_request(to="13800138000", content=CONTENT, message_id="msg-1")
+    request = provider.build_request(to="13800138000", content=CONTENT, message_id="msg-1")
     forged_body = request.content.replace(b"13800138000", b"13900139000")
     forged = httpx.Request("POST", request.url, headers=request.headers, content=forged_body)
     answer = (await provider.http.send(forged)).json()
@@ -264,7 +264,7 @@ async def test_an_unknown_secret_id_is_refused(harness: Harness) -> None:
 
 async def test_a_stale_timestamp_is_refused(harness: Harness) -> None:
     provider = harness.make()
-    request = provider.signed_request(to="13800138000", content=CONTENT, message_id="msg-1")
+    request = provider.build_request(to="13800138000", content=CONTENT, message_id="msg-1")
     provider._sign(request, int(datetime.now(UTC).timestamp()) - 600)  # re-signed, 10 min old
     answer = (await provider.http.send(request)).json()
     assert answer["Response"]["Error"]["Code"] == "AuthFailure.SignatureExpire"
