@@ -50,7 +50,7 @@ def serve(host: str, port: int) -> None:
 
     settings = _settings()
     upgrade(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings, tune_gc=True), host=host, port=port, log_config=None, access_log=False)
 
 
 @main.command()
@@ -74,12 +74,14 @@ def _run_fast(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _run_worker(settings: Settings, *, burst: bool) -> None:
+    from app.gctune import freeze_startup_heap
     from app.queue.arq_backend import build_worker, run_worker
     from app.runtime import Runtime
 
     async def handler_factory() -> Any:
         runtime = Runtime(settings, run_workers=True)
         await runtime.start()
+        freeze_startup_heap()
         return runtime.process, runtime.close
 
     assert settings.redis_url is not None

@@ -14,6 +14,7 @@ from app import __version__
 from app.auth.endpoints import router as keys_router
 from app.callbacks.endpoints import router as callbacks_router
 from app.errors import PayloadTooLarge, install_error_handlers
+from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
 from app.runtime import Runtime
@@ -55,8 +56,11 @@ class BodySizeLimit:
         await JSONResponse(exc.body(), status_code=413)(scope, receive, send)
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
-    """The app. With ``runtime`` given (tests), the caller starts and closes it."""
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, tune_gc: bool = False
+) -> FastAPI:
+    """The app. With ``runtime`` given (tests), the caller starts and closes it;
+    ``tune_gc`` (the `icc serve` process) freezes the start-up heap once it is running."""
     owned = runtime is None
 
     @asynccontextmanager
@@ -64,6 +68,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         if owned:
             app.state.runtime = Runtime(settings, run_workers=not settings.redis_url)
             await app.state.runtime.start()
+        if tune_gc:
+            freeze_startup_heap()
         try:
             yield
         finally:
