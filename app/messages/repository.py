@@ -10,6 +10,7 @@ from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
+from app.messages import bulk_pg
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Outcome
 
@@ -44,6 +45,10 @@ async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]])
     """Insert, skipping rows whose (owner, idempotency_key) exists; return the inserted ids."""
     if not rows:
         return set()
+    if bulk_pg.applies(session, len(rows)):
+        return await bulk_pg.insert_ignoring_conflicts(
+            session, MESSAGES, rows, conflict=("owner", "idempotency_key"), returning="id"
+        )
     # Core executemany ("insertmanyvalues"): compiled once and cached, batched with RETURNING;
     # a multi-row VALUES statement would be compiled anew for every group.
     stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
@@ -57,7 +62,9 @@ async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) ->
 
 
 async def add_outbox(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
-    if entries:
+    if bulk_pg.applies(session, len(entries)):
+        await bulk_pg.copy_rows(session, OUTBOX, entries)
+    elif entries:
         await session.execute(insert(OUTBOX), list(entries))
 
 
