@@ -20,3 +20,16 @@ def new_id(prefix: str) -> str:
     # 128-bit value, the other 26 are the ULID.
     text = base64.b32encode(value.to_bytes(20, "big")).translate(_TO_CROCKFORD)
     return f"{prefix}_{text[6:].decode()}"
+
+
+def new_ids(prefix: str, count: int) -> list[str]:
+    """``count`` ids of this millisecond, as :func:`new_id` makes them but at a fraction of the
+    cost (one random read and one base32 pass for all): for batches of messages."""
+    millis = time.time_ns() // 1_000_000
+    head = base64.b32encode((millis << 80).to_bytes(20, "big")).translate(_TO_CROCKFORD)
+    # The ULID's first 10 characters are the 50 bits above the random ones (2 zero bits and
+    # the time); 10 random bytes are exactly the 16 characters after them, so one pass over
+    # all the random bytes encodes every id's random part.
+    start = f"{prefix}_{head[6:16].decode()}"
+    tails = base64.b32encode(os.urandom(10 * count)).translate(_TO_CROCKFORD).decode()
+    return [start + tails[i : i + 16] for i in range(0, 16 * count, 16)]

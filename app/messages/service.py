@@ -22,9 +22,10 @@ from app.errors import (
     ValidationFailed,
     field_errors_from_pydantic,
 )
+from app.ids import new_ids
 from app.masking import mask_contact
 from app.messages import repository
-from app.messages.compose import Prepared, initial_events, prepare, request_hash
+from app.messages.compose import Composer, Prepared, initial_events, request_hash
 from app.messages.models import Message
 from app.messages.schemas import (
     BatchItemResult,
@@ -36,7 +37,7 @@ from app.messages.schemas import (
     MessageStatus,
 )
 from app.queue.base import MessageQueue
-from app.scenarios.service import ScenarioSpec, load_spec
+from app.scenarios.service import load_spec
 from app.timeutil import utcnow
 
 log = logging.getLogger("icc.messages")
@@ -87,7 +88,8 @@ class _Plan:
     """Everything looked up for a group of requests, in a few queries."""
 
     def __init__(self) -> None:
-        self.specs: dict[str, ScenarioSpec | AppError] = {}
+        self.specs: dict[str, Composer | AppError] = {}
+        self.ids: list[str] = []
         self.customers: dict[str, Customer] = {}
         self.fresh: dict[int, Prepared] = {}
         self.first_of_key: dict[tuple[str, str], int] = {}
@@ -96,29 +98,30 @@ class _Plan:
     async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
         for key in {r.scenario for r in requests}:
             try:
-                self.specs[key] = await load_spec(session, key)
+                self.specs[key] = Composer(await load_spec(session, key))
             except AppError as exc:
                 self.specs[key] = exc
+        self.ids = new_ids("msg", len(requests))
         self.customers = await customers.get_many(session, [r.item.customer_id for r in requests])
 
     def decide(self, index: int, request: AcceptRequest, now: datetime) -> AcceptOutcome | None:
         """An outcome now (an error), or None: prepared to insert, or a repeat of an earlier
         key in the group, answered once the first one's fate is known."""
-        spec = self.specs[request.scenario]
-        if isinstance(spec, AppError):
-            return spec
+        composer = self.specs[request.scenario]
+        if isinstance(composer, AppError):
+            return composer
         key = (request.owner, request.idempotency_key or "")
         if request.idempotency_key and key in self.first_of_key:
             self.repeats[index] = self.first_of_key[key]
             return None
         try:
-            self.fresh[index] = prepare(
-                spec,
+            self.fresh[index] = composer.prepare(
                 request.item,
                 customer=self.customers.get(request.item.customer_id),
                 owner=request.owner,
                 idempotency_key=request.idempotency_key,
                 now=now,
+                message_id=self.ids[index],
             )
         except AppError as exc:
             if request.idempotency_key:
