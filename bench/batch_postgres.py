@@ -59,12 +59,20 @@ TABLES = ("messages", "message_events", "outbox")  # what the project writes per
 
 
 def batch_body(count: int, tag: str) -> bytes:
-    """A batch for unknown customers whose phone comes in ``recipient`` (SMS only)."""
+    """A batch for unknown customers whose phone comes in ``recipient`` (SMS only). Each
+    item has its own amounts, as account movements do: the rendered content and the stored
+    variables differ from row to row."""
     items = [
         {
             "customer_id": f"{tag}{i:06d}",
             "recipient": {"phone": f"139{i:08d}"},
-            "variables": VARIABLES,
+            "variables": {
+                **VARIABLES,
+                "account_tail": f"{i * 7 % 10_000:04d}",
+                "direction": "收入" if i % 3 else "支出",
+                "amount": f"{i * 37 % 100_000 / 100:.2f}",
+                "balance": f"{i * 7_919 % 10_000_000 / 100:.2f}",
+            },
         }
         for i in range(count)
     ]
@@ -118,8 +126,10 @@ class Bench:
         await self.db.execute("TRUNCATE " + ", ".join(f"copy_{t}" for t in TABLES))
         await asyncio.to_thread(purge_arq_queue, self.queue)
 
-    async def post_batch(self, body: bytes) -> dict[str, Any]:
+    async def post_batch(self, body: bytes, batch_key: str | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+        if batch_key is not None:
+            headers["Idempotency-Key"] = batch_key
         async with httpx.AsyncClient(base_url=f"http://{HOST}:{self.port}", timeout=120) as c:
             response = await c.post("/v1/messages/batch", content=body, headers=headers)
         if response.status_code != 202:
@@ -139,9 +149,9 @@ class Bench:
             await asyncio.sleep(0.005)
         raise BenchError(f"{count} messages were not committed and queued within {timeout} s")
 
-    async def project_round(self, body: bytes) -> ProjectRound:
+    async def project_round(self, body: bytes, batch_key: str | None = None) -> ProjectRound:
         started = time.perf_counter()
-        result = await self.post_batch(body)
+        result = await self.post_batch(body, batch_key)
         answered = time.perf_counter()
         if result["accepted"] != ITEMS:
             raise BenchError(f"the batch accepted {result['accepted']} of {ITEMS} items")
@@ -168,39 +178,59 @@ class Bench:
         return time.perf_counter() - started
 
 
-async def measure(bench: Bench) -> tuple[list[ProjectRound], list[CopyRound]]:
+@dataclass(frozen=True)
+class Rounds:
+    project: list[ProjectRound]
+    copies: list[CopyRound]
+    keyed: list[ProjectRound]  # the same batch sent with an Idempotency-Key header
+
+
+async def measure(bench: Bench) -> Rounds:
     await bench.post_batch(batch_body(500, "W"))  # warm caches, pools and compiled SQL
+    await bench.post_batch(batch_body(500, "V"), "warm-up")  # and the keyed path's
     body = batch_body(ITEMS, "B")
-    project: list[ProjectRound] = []
-    copies: list[CopyRound] = []
-    for _ in range(ROUNDS):
+    rounds = Rounds([], [], [])
+    for index in range(ROUNDS):
         await bench.truncate()
-        project.append(await bench.project_round(body))
-        copies.append(await bench.copy_round())
-    return project, copies
+        rounds.project.append(await bench.project_round(body))
+        rounds.copies.append(await bench.copy_round())
+        # Every item gets the key "<header>:<index>": the idempotent path (the unique
+        # constraint decides), which keyless items do not need
+        await bench.truncate()
+        rounds.keyed.append(await bench.project_round(body, f"bench-batch-{index}"))
+    return rounds
 
 
-def report(project: list[ProjectRound], copies: list[CopyRound]) -> None:
-    for index, (p, c) in enumerate(zip(project, copies, strict=True), start=1):
-        row(
-            f"round {index}  icc batch of {ITEMS}",
-            f"202 after {ms(p.response)}, committed after {ms(p.committed)}, queued after "
-            f"{ms(p.done)} -> {p.rate:,.0f} recipients/s",
-        )
+def _project_row(label: str, p: ProjectRound) -> None:
+    row(
+        label,
+        f"202 after {ms(p.response)}, committed after {ms(p.committed)}, queued after "
+        f"{ms(p.done)} -> {p.rate:,.0f} recipients/s",
+    )
+
+
+def report(rounds: Rounds) -> None:
+    project, copies = rounds.project, rounds.copies
+    for index, (p, c, k) in enumerate(zip(project, copies, rounds.keyed, strict=True), 1):
+        _project_row(f"round {index}  icc batch of {ITEMS}", p)
         row(
             f"round {index}  asyncpg COPY",
             f"{ITEMS} message rows in {ms(c.messages)} -> {c.rate:,.0f} rows/s; all "
             f"{c.all_count} rows (messages+events+outbox) in {ms(c.all_rows)}",
         )
+        _project_row(f"round {index}  icc batch, Idempotency-Key", k)
     project_rate = median([p.rate for p in project])
+    keyed_rate = median([k.rate for k in rounds.keyed])
     copy_rate = median([c.rate for c in copies])
     all_rate = median([ITEMS / c.all_rows for c in copies])
     print()
     row("icc batch accepted (median)", f"{project_rate:,.0f} recipients/s")
+    row("  the same with Idempotency-Key (median)", f"{keyed_rate:,.0f} recipients/s")
     row("COPY of the message rows (median)", f"{copy_rate:,.0f} rows/s")
     row("COPY of all rows per message (median)", f"{all_rate:,.0f} messages/s")
     row("ratio icc / COPY messages", ratio_text(project_rate, copy_rate, target=TARGET))
     row("ratio icc / COPY all rows", ratio_text(project_rate, all_rate))
+    row("ratio icc with Idempotency-Key / COPY", ratio_text(keyed_rate, copy_rate))
 
 
 def start_api(ws: Workspace, db_url: str, queue: str) -> tuple[int, str]:
@@ -225,11 +255,11 @@ def body() -> None:
             f"HTTP (httpx) vs asyncpg COPY of the same rows; {ROUNDS} alternating rounds",
         )
 
-        async def run() -> tuple[list[ProjectRound], list[CopyRound]]:
+        async def run() -> Rounds:
             async with Bench(db_url, port, key, queue) as bench:
                 return await measure(bench)
 
-        report(*asyncio.run(run()))
+        report(asyncio.run(run()))
 
 
 def main() -> int:
