@@ -56,8 +56,10 @@ async def insert_ignoring_conflicts(
     temporary table and moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: the
     unique constraint, not this code, decides which of them are new, also against concurrent
     transactions."""
-    free = [r for r in rows if any(r[c] is None for c in conflict)]
-    keyed = [r for r in rows if all(r[c] is not None for c in conflict)]
+    free: list[Row] = []
+    keyed: list[Row] = []
+    for row in rows:
+        (free if None in [row[c] for c in conflict] else keyed).append(row)
     await copy_rows(session, table, free)
     inserted = {r[returning] for r in free}
     if keyed:
@@ -115,8 +117,19 @@ def _records(
     values = []
     for name, column in columns.items():
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        values.append(list(map(process, column)) if process else column)
+        if process is None:
+            values.append(column)
+        elif _all_same(column):  # e.g. created_at: one value for the whole group
+            values.append([process(column[0])] * len(column))
+        else:
+            values.append(list(map(process, column)))
     return list(columns), list(zip(*values, strict=True))
+
+
+def _all_same(column: list[Any]) -> bool:
+    """Whether every value is the very same object (identity, not equality: 1 == True)."""
+    first = column[0]
+    return all(value is first for value in column)
 
 
 def _scalar_defaults(table: Table, given: Sequence[str]) -> dict[str, Any]:
