@@ -5,6 +5,9 @@ parameters into statements; COPY hands whole records to asyncpg's binary encoder
 the session's own connection and transaction, so the rows commit or roll back with everything
 else the request wrote, and after-commit hooks (enqueueing) still wait for the commit.
 
+Rows may come lazily (a generator that prepares each message): COPY streams, so PostgreSQL
+stores the first rows on its own core while this process still makes the later ones.
+
 Values go through the same SQLAlchemy bind processors as an ordinary insert (JSON through the
 project's orjson serializer, UTC datetimes, Money), so COPY stores exactly what executemany
 would.
@@ -12,11 +15,11 @@ would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name
@@ -24,6 +27,9 @@ from app.db import dialect_name
 # Below this many rows executemany wins: COPY costs a round trip or two more (measured: about
 # even at 100 rows, COPY 25% faster at 500 and 2-3x at 10,000).
 MIN_ROWS = 200
+# Rows bind-processed together while a COPY streams: column by column is several times
+# cheaper than row by row, and asyncpg sends about every 700 message rows (512 KiB) anyway.
+STREAM_CHUNK = 500
 
 Row = Mapping[str, Any]
 
@@ -33,18 +39,18 @@ def applies(session: AsyncSession, count: int) -> bool:
     return count >= MIN_ROWS and dialect_name(session) == "postgresql"
 
 
-async def copy_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) -> None:
+async def copy_rows(session: AsyncSession, table: Table, rows: Iterable[Row]) -> None:
     """COPY ``rows`` (dicts with the same keys, as for executemany) into ``table``."""
-    if rows:
-        driver = await _driver(session)
-        columns, records = _records(table, rows, session.get_bind().dialect)
-        await driver.copy_records_to_table(table.name, records=records, columns=columns)
+    iterator = iter(rows)
+    first = next(iterator, None)
+    if first is not None:
+        await _copy(session, table, table.name, chain([first], iterator), first)
 
 
 async def insert_ignoring_conflicts(
     session: AsyncSession,
     table: Table,
-    rows: Sequence[Row],
+    rows: Iterable[Row],
     *,
     conflict: Sequence[str],
     returning: str,
@@ -55,36 +61,65 @@ async def insert_ignoring_conflicts(
     distinct), so they are COPYed straight into the table. The others are COPYed into a
     temporary table and moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: the
     unique constraint, not this code, decides which of them are new, also against concurrent
-    transactions."""
-    free: list[Row] = []
-    keyed: list[Row] = []
-    for row in rows:
-        (free if None in [row[c] for c in conflict] else keyed).append(row)
+    transactions. Rows of the first row's kind stream; the others (in a mixed group) are set
+    aside and written after them."""
+    iterator = iter(rows)
+    first = next(iterator, None)
+    if first is None:
+        return set()
+    keyed_first = _has_key(first, conflict)
+    aside: list[Row] = []
+
+    def same_kind() -> Iterator[Row]:
+        for row in chain([first], iterator):
+            if _has_key(row, conflict) == keyed_first:
+                yield row
+            else:
+                aside.append(row)
+
+    if keyed_first:
+        inserted = await _insert_through_temp(
+            session, table, same_kind(), first, conflict, returning
+        )
+        free, keyed = aside, []
+    else:
+        free_ids: list[Any] = []
+        await copy_rows(session, table, _noting(same_kind(), returning, free_ids))
+        inserted, free, keyed = set(free_ids), [], aside
     await copy_rows(session, table, free)
-    inserted = {r[returning] for r in free}
+    inserted.update(row[returning] for row in free)
     if keyed:
-        inserted |= await _insert_through_temp(session, table, keyed, conflict, returning)
+        inserted |= await _insert_through_temp(session, table, keyed, keyed[0], conflict, returning)
     return inserted
+
+
+def _has_key(row: Row, conflict: Sequence[str]) -> bool:
+    return all(row[column] is not None for column in conflict)
+
+
+def _noting(rows: Iterable[Row], column: str, into: list[Any]) -> Iterator[Row]:
+    for row in rows:
+        into.append(row[column])
+        yield row
 
 
 async def _insert_through_temp(
     session: AsyncSession,
     table: Table,
-    rows: Sequence[Row],
+    rows: Iterable[Row],
+    first: Row,
     conflict: Sequence[str],
     returning: str,
 ) -> set[Any]:
     driver = await _driver(session)
-    dialect = session.get_bind().dialect
-    quote = dialect.identifier_preparer.quote
-    columns, records = _records(table, rows, dialect)
+    quote = session.get_bind().dialect.identifier_preparer.quote
     temp_name = f"icc_bulk_{table.name}"
     temp, target = quote(temp_name), quote(table.name)
-    names = ", ".join(quote(c) for c in columns)
     # ON COMMIT DROP in case of an error below; dropped at once otherwise, so that a second
     # group in the same transaction finds no leftovers
     await driver.execute(f"CREATE TEMP TABLE {temp} (LIKE {target}) ON COMMIT DROP")
-    await driver.copy_records_to_table(temp_name, records=records, columns=columns)
+    columns = await _copy(session, table, temp_name, rows, first)
+    names = ", ".join(quote(c) for c in columns)
     found = await driver.fetch(
         f"INSERT INTO {target} ({names}) SELECT {names} FROM {temp} "
         f"ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO NOTHING "
@@ -92,6 +127,42 @@ async def _insert_through_temp(
     )
     await driver.execute(f"DROP TABLE {temp}")
     return {row[0] for row in found}
+
+
+async def _copy(
+    session: AsyncSession, table: Table, into: str, rows: Iterable[Row], first: Row
+) -> list[str]:
+    """COPY ``rows`` (shaped like ``first``) into the table named ``into``; the columns."""
+    driver = await _driver(session)
+    dialect = session.get_bind().dialect
+    given = list(first)
+    defaults = _scalar_defaults(table, given)
+    columns = given + list(defaults)
+    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+
+    def records() -> Iterator[tuple[Any, ...]]:
+        iterator = iter(rows)
+        while chunk := list(islice(iterator, STREAM_CHUNK)):
+            values = [[row[name] for row in chunk] for name in given]
+            values += [[value] * len(chunk) for value in defaults.values()]
+            yield from zip(*map(_processed, processors, values), strict=True)
+
+    await driver.copy_records_to_table(into, records=records(), columns=columns)
+    return columns
+
+
+def _processed(process: Any, column: list[Any]) -> list[Any]:
+    if process is None:
+        return column
+    if _all_same(column):  # e.g. created_at: one value for the whole group
+        return [process(column[0])] * len(column)
+    return list(map(process, column))
+
+
+def _all_same(column: list[Any]) -> bool:
+    """Whether every value is the very same object (identity, not equality: 1 == True)."""
+    first = column[0]
+    return all(value is first for value in column)
 
 
 async def _driver(session: AsyncSession) -> Any:
@@ -105,34 +176,8 @@ async def _driver(session: AsyncSession) -> Any:
     return driver
 
 
-def _records(
-    table: Table, rows: Sequence[Row], dialect: Dialect
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, one tuple per row): the rows' own columns plus those with a scalar
-    Python-side default (which executemany would fill in), bind-processed column by column."""
-    given = list(rows[0])
-    columns = {name: [row[name] for row in rows] for name in given}
-    for name, value in _scalar_defaults(table, given).items():
-        columns[name] = [value] * len(rows)
-    values = []
-    for name, column in columns.items():
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        if process is None:
-            values.append(column)
-        elif _all_same(column):  # e.g. created_at: one value for the whole group
-            values.append([process(column[0])] * len(column))
-        else:
-            values.append(list(map(process, column)))
-    return list(columns), list(zip(*values, strict=True))
-
-
-def _all_same(column: list[Any]) -> bool:
-    """Whether every value is the very same object (identity, not equality: 1 == True)."""
-    first = column[0]
-    return all(value is first for value in column)
-
-
 def _scalar_defaults(table: Table, given: Sequence[str]) -> dict[str, Any]:
+    """Python-side scalar defaults of the columns not given (executemany fills them in)."""
     defaults: dict[str, Any] = {}
     for column in table.columns:
         default = column.default

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,18 +41,23 @@ async def by_idempotency_keys(
     return found
 
 
-async def insert_messages(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert, skipping rows whose (owner, idempotency_key) exists; return the inserted ids."""
-    if not rows:
-        return set()
-    if bulk_pg.applies(session, len(rows)):
+async def insert_messages(
+    session: AsyncSession, rows: Iterable[dict[str, Any]], *, expected: int
+) -> set[str]:
+    """Insert, skipping rows whose (owner, idempotency_key) exists; return the inserted ids.
+    ``rows`` may be lazy (made while COPY streams the first ones); ``expected``: about how
+    many there are."""
+    if bulk_pg.applies(session, expected):
         return await bulk_pg.insert_ignoring_conflicts(
             session, MESSAGES, rows, conflict=("owner", "idempotency_key"), returning="id"
         )
+    listed = list(rows)
+    if not listed:
+        return set()
     # Core executemany ("insertmanyvalues"): compiled once and cached, batched with RETURNING;
     # a multi-row VALUES statement would be compiled anew for every group.
     stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
-    result = await session.execute(stmt.returning(MESSAGES.c.id), list(rows))
+    result = await session.execute(stmt.returning(MESSAGES.c.id), listed)
     return set(result.scalars())
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -88,6 +88,7 @@ class _Plan:
     def __init__(self) -> None:
         self.specs: dict[str, Composer | AppError] = {}
         self.ids: list[str] = []
+        self.done = False  # every request decided
         self.customers: dict[str, Customer] = {}
         self.fresh: dict[int, Prepared] = {}
         self.first_of_key: dict[tuple[str, str], int] = {}
@@ -101,6 +102,19 @@ class _Plan:
                 self.specs[key] = exc
         self.ids = new_ids("msg", len(requests))
         self.customers = await customers.get_many(session, [r.item.customer_id for r in requests])
+
+    def messages(
+        self,
+        requests: Sequence[AcceptRequest],
+        now: datetime,
+        outcomes: list[AcceptOutcome | None],
+    ) -> Iterator[dict[str, Any]]:
+        """Decide every request (into ``outcomes``) and yield the message rows to insert."""
+        for index, request in enumerate(requests):
+            outcome = outcomes[index] = self.decide(index, request, now)
+            if outcome is None and index in self.fresh:
+                yield self.fresh[index].message
+        self.done = True
 
     def decide(self, index: int, request: AcceptRequest, now: datetime) -> AcceptOutcome | None:
         """An outcome now (an error), or None: prepared to insert, or a repeat of an earlier
@@ -148,10 +162,11 @@ async def accept_many(
     plan = _Plan()
     await plan.load(session, requests)
     now = utcnow()
-    outcomes: list[AcceptOutcome | None] = [
-        plan.decide(i, request, now) for i, request in enumerate(requests)
-    ]
-    inserted = await repository.insert_messages(session, [p.message for p in plan.fresh.values()])
+    outcomes: list[AcceptOutcome | None] = [None] * len(requests)
+    # Lazily: on PostgreSQL the first messages are on their way while later ones are prepared
+    rows = plan.messages(requests, now, outcomes)
+    inserted = await repository.insert_messages(session, rows, expected=len(requests))
+    assert plan.done, "insert_messages takes every row"
     written = [p for p in plan.fresh.values() if p.id in inserted]
     await repository.add_outbox(session, [p.outbox for p in written])
     _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
