@@ -281,17 +281,15 @@ async def test_copy_stores_what_executemany_stores(platform: Platform) -> None:
     if platform.backend != "postgres":
         pytest.skip("COPY is PostgreSQL's; SQLite always uses executemany")
     ids = new_ids("msg", 4)
-    rows = [
-        _message_row(ids[0]),
-        _message_row(ids[1], idempotency_key="copy-key", request_hash="h" * 64),
-    ]
-    twins = [
-        _message_row(ids[2]),
-        _message_row(ids[3], idempotency_key="em-key", request_hash="h" * 64),
-    ]
-    for index in range(2):  # the same values, written by the two paths
-        for column in ("created_at", "updated_at"):
-            twins[index][column] = rows[index][column]
+    now = datetime.now(UTC)  # one object for the group, as a batch has (bind-processed once)
+    times = {"created_at": now, "updated_at": now}
+    rows, twins = (
+        [
+            _message_row(first, **times),
+            _message_row(second, idempotency_key=key, request_hash="h" * 64, **times),
+        ]
+        for first, second, key in ((ids[0], ids[1], "copy-key"), (ids[2], ids[3], "em-key"))
+    )
     async with platform.runtime.sessionmaker() as session:
         copied = await repository.insert_messages(session, rows, expected=bulk_pg.MIN_ROWS)
         executed = await repository.insert_messages(session, twins, expected=1)
