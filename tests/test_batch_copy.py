@@ -332,3 +332,16 @@ async def test_copy_skips_taken_keys_and_runs_inside_the_transaction(platform: P
         assert inserted == {again[1]["id"], again[2]["id"]}
         await session.rollback()
     assert await _count(platform, Message) == 3
+
+
+def test_new_ids_are_ulids_of_this_millisecond() -> None:
+    before = new_id("msg")
+    ids = new_ids("msg", 1000)
+    after = new_id("msg")
+    assert len(set(ids)) == 1000
+    assert all(len(i) == len(before) and i.startswith("msg_") for i in ids)
+    assert all(set(i[4:]) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ") for i in ids)
+    # the time part (first 10 characters of the ULID) orders them between the single ids
+    assert before[:14] <= min(ids)[:14] <= max(ids)[:14] <= after[:14]
+    assert len({i[:14] for i in ids}) == 1
+    assert new_ids("msg", 0) == []
