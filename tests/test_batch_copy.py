@@ -8,6 +8,7 @@ behave the same on both: replays, conflicts, repeats inside a batch, concurrent 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -19,6 +20,7 @@ from sqlalchemy import func, select, text
 from app.db import commit
 from app.ids import new_id, new_ids
 from app.messages import bulk_pg, repository
+from app.messages.gcpause import collector_paused
 from app.messages.models import Message, Outbox
 from app.messages.schemas import BatchResult, MessageItem
 from app.messages.service import AcceptRequest, accept_many
@@ -345,3 +347,35 @@ def test_new_ids_are_ulids_of_this_millisecond() -> None:
     assert before[:14] <= min(ids)[:14] <= max(ids)[:14] <= after[:14]
     assert len({i[:14] for i in ids}) == 1
     assert new_ids("msg", 0) == []
+
+
+def test_the_collector_is_paused_by_one_batch_at_a_time() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # an overlapping batch: the first one resumes it
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("copy_everything")
+async def test_a_batch_leaves_the_collector_on(platform: Platform) -> None:
+    await platform.create_scenario()
+    await _post(platform, [_item("C1"), "bad"])
+    async with platform.client("system") as client:
+        unknown = await client.post(
+            "/v1/messages/batch", json={"scenario": "nope", "items": [_item("C1")]}
+        )
+    assert unknown.status_code == 404
+    assert gc.isenabled()

@@ -28,6 +28,7 @@ from app.ids import new_ids
 from app.masking import mask_contact
 from app.messages import repository
 from app.messages.compose import Composer, Prepared, initial_events, request_hash
+from app.messages.gcpause import collector_paused
 from app.messages.models import Message
 from app.messages.schemas import (
     EventOut,
@@ -259,8 +260,20 @@ async def accept_batch(
 ) -> BatchAnswer:
     """Validate item by item; write the good ones in bulk; one bad item rejects only itself."""
     await load_spec(session, scenario)  # an unknown scenario fails the whole batch: 404
+    with collector_paused():  # resumed when only the answer is left of the batch
+        return await _answer_batch(session, scenario, raw_items, principal.owner, queue, batch_key)
+
+
+async def _answer_batch(
+    session: AsyncSession,
+    scenario: str,
+    raw_items: Sequence[object],
+    owner: str,
+    queue: MessageQueue,
+    batch_key: str | None,
+) -> BatchAnswer:
     requests, positions, errors = batch_requests(
-        scenario, raw_items, owner=principal.owner, batch_key=batch_key
+        scenario, raw_items, owner=owner, batch_key=batch_key
     )
     outcomes = await accept_many(session, requests, queue=queue)
     items: list[dict[str, Any]] = [{}] * len(raw_items)
