@@ -220,10 +220,10 @@ def batch_requests(
     requests: list[AcceptRequest] = []
     positions: list[int] = []
     errors: dict[int, AppError] = {}
-    validate = MessageItem.model_validate
+    validate = MessageItem.__pydantic_validator__.validate_python  # model_validate, minus a layer
     for index, raw in enumerate(raw_items):
         try:
-            item = validate(raw)
+            item: MessageItem = validate(raw)
         except ValidationError as exc:
             fields = field_errors_from_pydantic(exc.errors(), root="item")
             errors[index] = ValidationFailed("invalid item", fields=fields)
