@@ -252,6 +252,8 @@ async def test_two_groups_in_one_transaction(platform: Platform) -> None:
 
 # --- the COPY path itself, on PostgreSQL --------------------------------------------------
 
+POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+
 
 def _message_row(message_id: str, **changes: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
@@ -279,9 +281,8 @@ def _message_row(message_id: str, **changes: Any) -> dict[str, Any]:
     return row
 
 
+@POSTGRES_ONLY
 async def test_copy_stores_what_executemany_stores(platform: Platform) -> None:
-    if platform.backend != "postgres":
-        pytest.skip("COPY is PostgreSQL's; SQLite always uses executemany")
     ids = new_ids("msg", 4)
     now = datetime.now(UTC)  # one object for the group, as a batch has (bind-processed once)
     times = {"created_at": now, "updated_at": now}
@@ -320,9 +321,8 @@ async def test_copy_stores_what_executemany_stores(platform: Platform) -> None:
     assert stored[ids[0]].cost == Decimal("0.045000")
 
 
+@POSTGRES_ONLY
 async def test_copy_skips_taken_keys_and_runs_inside_the_transaction(platform: Platform) -> None:
-    if platform.backend != "postgres":
-        pytest.skip("COPY is PostgreSQL's")
     async with platform.runtime.sessionmaker() as session:
         first = [_message_row(new_id("msg"), idempotency_key=f"t{i}") for i in range(3)]
         assert len(await repository.insert_messages(session, first, expected=500)) == 3
