@@ -69,13 +69,16 @@ async def insert_ignoring_conflicts(
         return set()
     keyed_first = _has_key(first, conflict)
     aside: list[Row] = []
+    streamed: list[Any] = []  # the keys of the keyless rows streamed: all of them are inserted
 
     def same_kind() -> Iterator[Row]:
         for row in chain([first], iterator):
-            if _has_key(row, conflict) == keyed_first:
-                yield row
-            else:
+            if _has_key(row, conflict) != keyed_first:
                 aside.append(row)
+            else:
+                if not keyed_first:
+                    streamed.append(row[returning])
+                yield row
 
     if keyed_first:
         inserted = await _insert_through_temp(
@@ -83,9 +86,8 @@ async def insert_ignoring_conflicts(
         )
         free, keyed = aside, []
     else:
-        free_ids: list[Any] = []
-        await copy_rows(session, table, _noting(same_kind(), returning, free_ids))
-        inserted, free, keyed = set(free_ids), [], aside
+        await copy_rows(session, table, same_kind())
+        inserted, free, keyed = set(streamed), [], aside
     await copy_rows(session, table, free)
     inserted.update(row[returning] for row in free)
     if keyed:
@@ -94,13 +96,7 @@ async def insert_ignoring_conflicts(
 
 
 def _has_key(row: Row, conflict: Sequence[str]) -> bool:
-    return all(row[column] is not None for column in conflict)
-
-
-def _noting(rows: Iterable[Row], column: str, into: list[Any]) -> Iterator[Row]:
-    for row in rows:
-        into.append(row[column])
-        yield row
+    return None not in [row[column] for column in conflict]  # cheaper than all() of a genexpr
 
 
 async def _insert_through_temp(
