@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, Numeric, String, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.settings import async_database_url
+from app.sqlite_inline import inline_creator
 from app.timeutil import as_utc
 
 NAMING_CONVENTION = {
@@ -107,9 +109,15 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
 
 
 def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
+    options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+    if not read_only and ":memory:" not in url:
+        # The writer runs inline on the loop's thread (app/sqlite_inline.py: thread hops
+        # cost more than its short statements); readers keep aiosqlite's threads.
+        args, kwargs = aiosqlite_dialect().create_connect_args(make_url(url))
+        options = {"async_creator": inline_creator(args, kwargs)}
     engine = create_async_engine(
         url,
-        connect_args={"timeout": 30},
+        **options,
         pool_size=4 if read_only else 1,
         max_overflow=0,
         pool_timeout=60,
@@ -122,11 +130,13 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
         # Take over transaction control from the driver so that we can BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # The inline writer waits for locks asynchronously, never in SQLite's busy handler.
+        busy = 30000 if read_only or ":memory:" in url else 0
         for pragma in (
             "journal_mode=WAL",
             "synchronous=NORMAL",
             "foreign_keys=ON",
-            "busy_timeout=30000",
+            f"busy_timeout={busy}",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
