@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
-from app.db import commit, create_engine, create_sessionmaker
+from app.db import checkpoint_forever, commit, create_engine, create_sessionmaker
 from app.errors import AppError, InternalError
 from app.messages import delivery, tasks
 from app.messages.outcomes import Claimed, Outcome
@@ -80,6 +80,7 @@ class Runtime:
             self._claim_group, max_batch=CLAIM_GROUP_WAVES
         )
         self._sweeper: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     def _make_queue(self) -> MessageQueue:
         q = self.settings.queue
@@ -96,6 +97,8 @@ class Runtime:
             await self._ensure_bootstrap_key(self.settings.bootstrap_admin_key.get_secret_value())
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
+        if self.settings.is_sqlite:
+            self._checkpointer = asyncio.create_task(checkpoint_forever(self.read_engine))
 
     async def _ensure_bootstrap_key(self, plaintext: str) -> None:
         for attempt in range(3):
@@ -161,10 +164,11 @@ class Runtime:
         await delivery.process_many(self, ids)
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.queue.close()  # no more sends start; then let pending writes finish
         await self._accepter.close()
         await self._recorder.close()
