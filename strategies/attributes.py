@@ -4,25 +4,26 @@ of each attribute type.
 Customer attributes live in the ``attributes`` JSON column of ``customers``; a few built-in
 fields (``locale``, ``timezone``) are columns of their own and usable in rules too. Rules
 compile both to Python and to SQL, so every type has ONE stored JSON form that the three
-evaluators (Python, SQLite, PostgreSQL) read the same way:
+evaluators (Python, SQLite, PostgreSQL) read and compare the same way:
 
-========== ========================= ==========================================================
-type       stored JSON               compared as
-========== ========================= ==========================================================
-string     string                    exact text (code points; ``COLLATE "C"`` on PostgreSQL)
-number     number                    exact decimal: within the NUMBER domain below, the floats
-                                     of SQLite order the same way as Python's and PostgreSQL's
-                                     exact decimals
-integer    number (integral)         like number
-boolean    true / false              equality
-date       "YYYY-MM-DD"              text, which for this fixed form is chronological
-datetime   "YYYY-MM-DDTHH:MM:SSZ"    text, in UTC with whole seconds (fixed width, so sorted)
-string_list array of strings         membership of a string
-========== ========================= ==========================================================
+- string: a JSON string, compared as exact text (code points, case-sensitive).
+- number, integer: a JSON number, compared as an exact decimal (integer only adds that
+  rule values and written values must be integral).
+- boolean: true or false.
+- date: ``"YYYY-MM-DD"``; datetime: ``"YYYY-MM-DDTHH:MM:SSZ"`` (UTC, whole seconds). Both
+  compare as text, which for these fixed-width forms is chronological order.
+- string_list: a JSON array of strings.
 
 A value whose JSON type is not the declared one (a string where a number is declared, a
 JSON null) counts as *missing* everywhere. :func:`coerce_value` turns API input into the
-stored form; data written through it compares identically in Python and in SQL.
+stored form.
+
+The number domain: rule values, and values written through :func:`coerce_value`, have at
+most 15 significant digits and 15 decimal places and stay below 10^15 in magnitude (money
+up to 9,999,999,999,999.99 fits). 15 digits is DBL_DIG: such a decimal survives the trip
+through an IEEE double, so SQLite, whose JSON numbers are doubles (or 64-bit ints), orders
+them exactly as Python and PostgreSQL do with decimals. Stored floats outside the domain
+agree too, as long as their JSON text is the float's shortest repr (what orjson writes).
 """
 
 from __future__ import annotations
@@ -48,9 +49,7 @@ class AttributeType(StrEnum):
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# Within these bounds a decimal survives the trip through an IEEE double (15 significant
-# digits is DBL_DIG): SQLite, whose JSON numbers are doubles, then orders values exactly as
-# Python and PostgreSQL do with exact decimals. Money up to 9,999,999,999,999.99 fits.
+# the number domain (module docstring)
 MAX_SIGNIFICANT_DIGITS = 15
 MAX_DECIMAL_PLACES = 15
 NUMBER_LIMIT = Decimal(10) ** 15
@@ -116,7 +115,7 @@ def profile_of(attributes: Mapping[str, Any], **builtins: Any) -> dict[str, Any]
 
 def parse_number(value: Any, *, integer: bool = False) -> Decimal:
     """A JSON number or decimal string (``500000``, ``0.035``, ``"1200.00"``) as an exact
-    Decimal inside the NUMBER domain; ``ValueError`` with a reason otherwise. A float is
+    Decimal inside the number domain; ``ValueError`` with a reason otherwise. A float is
     read as its shortest repr, which is the text JSON carries."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise ValueError(f"expected a number, got {_json_kind(value)}")
@@ -124,6 +123,8 @@ def parse_number(value: Any, *, integer: bool = False) -> Decimal:
         raise ValueError(f"expected a number, got the string {value[:40]!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("expected a finite number")
+    if isinstance(value, int) and abs(value) >= NUMBER_LIMIT:  # before any huge conversion
+        raise ValueError("numbers must be below 10^15 in magnitude")
     try:
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:  # pragma: no cover - the checks above admit decimals only

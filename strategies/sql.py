@@ -31,6 +31,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Numeric,
+    SQLColumnExpression,
     Text,
     and_,
     case,
@@ -55,8 +56,8 @@ _NUMERIC = frozenset({AttributeType.number, AttributeType.integer})
 def compile_sql(
     rule: Rule,
     *,
-    attributes_column: ColumnElement[Any],
-    columns: Mapping[str, ColumnElement[Any]],
+    attributes_column: SQLColumnExpression[Any],
+    columns: Mapping[str, SQLColumnExpression[Any]],
     dialect: str,
 ) -> ColumnElement[bool]:
     """A WHERE condition for a rule from :func:`strategies.rules.validate`.
@@ -77,12 +78,12 @@ class _Dialect:
     """Reads one field the way the predicate does; subclasses say how for JSON values."""
 
     def __init__(
-        self, attributes: ColumnElement[Any], columns: Mapping[str, ColumnElement[Any]]
+        self, attributes: SQLColumnExpression[Any], columns: Mapping[str, SQLColumnExpression[Any]]
     ) -> None:
         self.attributes = attributes
         self.columns = columns
 
-    def column(self, condition: Condition) -> ColumnElement[Any]:
+    def column(self, condition: Condition) -> SQLColumnExpression[Any]:
         try:
             return self.columns[condition.field]
         except KeyError:
@@ -93,7 +94,7 @@ class _Dialect:
             return self.column(condition).is_not(None)
         return self.json_known(condition)
 
-    def value(self, condition: Condition, *, ordered: bool) -> ColumnElement[Any]:
+    def value(self, condition: Condition, *, ordered: bool) -> SQLColumnExpression[Any]:
         """The comparable value; ``ordered`` when compared with <, >, between."""
         if condition.builtin:
             return self.column(condition)
@@ -114,10 +115,12 @@ class _Dialect:
     def list_contains(self, condition: Condition, item: ColumnElement[Any]) -> ColumnElement[bool]:
         raise NotImplementedError
 
-    def position(self, text: ColumnElement[Any], part: ColumnElement[Any]) -> ColumnElement[int]:
+    def position(
+        self, text: SQLColumnExpression[Any], part: ColumnElement[Any]
+    ) -> ColumnElement[int]:
         raise NotImplementedError
 
-    def operand(self, type_: AttributeType, value: Scalar) -> ColumnElement[Any]:
+    def operand(self, value: Scalar) -> ColumnElement[Any]:
         raise NotImplementedError
 
 
@@ -151,10 +154,12 @@ class _Sqlite(_Dialect):
         found = select(literal(1)).select_from(items).where(items.c.type == "text")
         return found.where(items.c.value == item).exists()
 
-    def position(self, text: ColumnElement[Any], part: ColumnElement[Any]) -> ColumnElement[int]:
+    def position(
+        self, text: SQLColumnExpression[Any], part: ColumnElement[Any]
+    ) -> ColumnElement[int]:
         return func.instr(text, part)
 
-    def operand(self, type_: AttributeType, value: Scalar) -> ColumnElement[Any]:
+    def operand(self, value: Scalar) -> ColumnElement[Any]:
         if isinstance(value, Decimal):
             # the int or double that JSON1 itself would read from this decimal's text
             return literal(json_number(value))
@@ -175,23 +180,25 @@ _PG_TYPES = {
 
 
 class _Postgres(_Dialect):
+    # -> and ->>, not the subscript x['k'] that SQLAlchemy renders for PostgreSQL 14+:
+    # the same SQL on every version
     def element(self, field: str) -> ColumnElement[Any]:
-        # ->, not the subscript x['k'] SQLAlchemy renders for PostgreSQL 14+: the same
-        # on every version, and NULL (not an error) when the column is no object
         attributes = type_coerce(self.attributes, JSONB)
         return attributes.op("->", return_type=JSONB)(literal(field, Text))
+
+    def text(self, field: str) -> ColumnElement[str]:
+        attributes = type_coerce(self.attributes, JSONB)
+        return attributes.op("->>", return_type=Text)(literal(field, Text))
 
     def json_known(self, condition: Condition) -> ColumnElement[bool]:
         kind = func.jsonb_typeof(self.element(condition.field))
         return kind == literal(_PG_TYPES[condition.type], Text)
 
     def json_value(self, condition: Condition, *, ordered: bool) -> ColumnElement[Any]:
-        text: ColumnElement[str] = type_coerce(self.attributes, JSONB).op("->>", return_type=Text)(
-            literal(condition.field, Text)
-        )
+        text = self.text(condition.field)
         if condition.type in _NUMERIC:
             # PostgreSQL may evaluate an AND's sides in any order: only the CASE keeps
-            # ''::numeric from being tried on a string
+            # 'abc'::numeric from being tried on a string
             return case((self.json_known(condition), cast(text, Numeric)), else_=None)
         return text.collate("C") if ordered else text
 
@@ -199,10 +206,12 @@ class _Postgres(_Dialect):
         items = type_coerce(self.element(condition.field), JSONB)
         return items.contains(func.jsonb_build_array(item))
 
-    def position(self, text: ColumnElement[Any], part: ColumnElement[Any]) -> ColumnElement[int]:
+    def position(
+        self, text: SQLColumnExpression[Any], part: ColumnElement[Any]
+    ) -> ColumnElement[int]:
         return func.strpos(text, part)
 
-    def operand(self, type_: AttributeType, value: Scalar) -> ColumnElement[Any]:
+    def operand(self, value: Scalar) -> ColumnElement[Any]:
         if isinstance(value, Decimal):
             return literal(value, Numeric)
         if isinstance(value, bool):
@@ -231,12 +240,12 @@ def _test(condition: Condition, dialect: _Dialect) -> ColumnElement[bool]:
     value = dialect.value(condition, ordered=ordered)
     operand = condition.value
     if isinstance(operand, tuple):
-        operands = [dialect.operand(condition.type, v) for v in operand]
+        operands = [dialect.operand(v) for v in operand]
         if op is Op.between:
             return value.between(operands[0], operands[1])
         return value.in_(operands) if op is Op.in_ else value.not_in(operands)
     assert operand is not None
-    right = dialect.operand(condition.type, operand)
+    right = dialect.operand(operand)
     return _COMPARE[op](value, right)
 
 
