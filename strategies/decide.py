@@ -19,16 +19,16 @@ Rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-DEFAULT_TIMEZONE = "Asia/Shanghai"
+from strategies.predicate import Predicate
 
-Predicate = Callable[[Mapping[str, Any]], bool]
+DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
 class Reason(StrEnum):

@@ -160,3 +160,26 @@ def test_the_winner_is_the_first_matching_by_priority(aums: list[int], aum: int)
     matching = sorted((s for s in items if s.matches({"aum": aum})), key=lambda s: s.priority)
     assert decision.winner is (matching[0] if matching else None)
     assert sum(e.matched for e in decision.evaluations) == (1 if matching else 0)
+
+
+def test_the_issues_example_segments_choose_the_patch_from_a_profile() -> None:
+    from strategies.attributes import AttributeSchema, AttributeType
+    from strategies.predicate import compile_predicate
+    from strategies.rules import validate
+
+    schema = AttributeSchema({"aum": AttributeType.number, "tags": AttributeType.string_list})
+    high = validate(
+        {
+            "all": [
+                {"field": "aum", "op": "gte", "value": 500000},
+                {"not": {"field": "tags", "op": "contains", "value": "staff"}},
+            ]
+        },
+        schema,
+    )
+    low = validate({"field": "aum", "op": "lt", "value": 50000}, schema)
+    wealth = strategy("wealth", compile_predicate(high), priority=1)
+    loan = strategy("loan", compile_predicate(low), priority=2)
+    assert run([wealth, loan], Customer({"aum": 800000, "tags": ["payroll"]})).winner is wealth
+    assert run([wealth, loan], Customer({"aum": 800000, "tags": ["staff"]})).winner is None
+    assert run([wealth, loan], Customer({"aum": 12000})).winner is loan
