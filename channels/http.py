@@ -77,7 +77,7 @@ class HttpRequest:
     content: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slower to make, one per send
 class HttpResponse:
     status_code: int
     content: bytes
@@ -142,11 +142,17 @@ def redact(url: str) -> str:
 
 def ssl_context() -> ssl.SSLContext:
     """Verified TLS as httpx sets it up: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when set,
-    else certifi's CA bundle."""
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    else certifi's CA bundle. One context per process (loading the bundle takes tens of
+    milliseconds), shared by the accounts' pools."""
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@lru_cache(maxsize=4)
+def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    if cafile:
+        return ssl.create_default_context(cafile=cafile)
+    if capath:
+        return ssl.create_default_context(capath=capath)
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
