@@ -50,7 +50,9 @@ def serve(host: str, port: int) -> None:
 
     settings = _settings()
     upgrade(settings.database_url)
-    uvicorn.run(create_app(settings, tune_gc=True), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings, tune_gc=True), host=host, port=port, log_config=None, access_log=False
+    )
 
 
 @main.command()

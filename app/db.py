@@ -6,6 +6,7 @@ database; models and queries are written once for both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -15,7 +16,8 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, DateTime, MetaData, Numeric, String, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.settings import async_database_url
+from app.sqlite_inline import inline_creator
 from app.timeutil import as_utc
 
 NAMING_CONVENTION = {
@@ -94,6 +97,9 @@ _JSON_CODEC: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": o
 READ_ONLY_OPTION = "icc_read_only"
 
 
+WAL_BACKSTOP_PAGES = 50_000  # about 200 MB of WAL before the writer checkpoints itself
+
+
 def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> AsyncEngine:
     """The engine for ``url``. On SQLite the writing engine has ONE connection: writers of
     this process queue for it in asyncio instead of in SQLite's busy handler, which sleeps
@@ -107,9 +113,15 @@ def create_engine(url: str, *, pool_size: int = 10, read_only: bool = False) -> 
 
 
 def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
+    options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+    if not read_only and ":memory:" not in url:
+        # The writer runs inline on the loop's thread (app/sqlite_inline.py: thread hops
+        # cost more than its short statements); readers keep aiosqlite's threads.
+        args, kwargs = aiosqlite_dialect().create_connect_args(make_url(url))
+        options = {"async_creator": inline_creator(args, kwargs)}
     engine = create_async_engine(
         url,
-        connect_args={"timeout": 30},
+        **options,
         pool_size=4 if read_only else 1,
         max_overflow=0,
         pool_timeout=60,
@@ -122,11 +134,17 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
         # Take over transaction control from the driver so that we can BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        inline = not read_only and ":memory:" not in url
         for pragma in (
             "journal_mode=WAL",
             "synchronous=NORMAL",
             "foreign_keys=ON",
-            "busy_timeout=30000",
+            # The inline writer waits for locks asynchronously, never in the busy handler,
+            # and leaves checkpoints (which write the database file and sync it) to
+            # `checkpoint_forever`, off the loop; a large limit remains as a backstop.
+            f"busy_timeout={0 if inline else 30000}",
+            f"wal_autocheckpoint={WAL_BACKSTOP_PAGES if inline else 1000}",
+            "journal_size_limit=67108864",  # a WAL grown by a big batch shrinks back to 64 MB
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
@@ -140,6 +158,20 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+async def checkpoint_forever(read_engine: AsyncEngine, interval: float = 1.0) -> None:
+    """Checkpoint the SQLite WAL in the background, from a reader's thread: the writer runs
+    on the event loop and must not spend it copying pages into the database file."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with read_engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("WAL checkpoint failed; retrying")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -21,6 +21,7 @@ from app.runtime import Runtime
 from app.sandbox.endpoints import router as sandbox_router
 from app.scenarios.endpoints import router as scenarios_router
 from app.settings import Settings
+from templates.endpoints import router as templates_router
 
 
 class BodySizeLimit:
@@ -92,6 +93,7 @@ def create_app(
         health_router,
         messages_router,
         scenarios_router,
+        templates_router,
         keys_router,
         sandbox_router,
         callbacks_router,

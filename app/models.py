@@ -6,7 +6,7 @@ from app.db import Base
 from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
 from app.scenarios.models import Scenario
-from templates.models import Template
+from templates.models import Template, TemplateVersion
 
 __all__ = [
     "ApiKey",
@@ -19,4 +19,5 @@ __all__ = [
     "SandboxDelivery",
     "Scenario",
     "Template",
+    "TemplateVersion",
 ]

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
-from app.db import commit, create_engine, create_sessionmaker
+from app.db import checkpoint_forever, commit, create_engine, create_sessionmaker
 from app.errors import AppError, InternalError
 from app.messages import delivery, tasks
-from app.messages.outcomes import Outcome
+from app.messages.outcomes import Claimed, Outcome
 from app.messages.repository import apply_outcomes
 from app.messages.service import Accepted, AcceptOutcome, AcceptRequest, accept_many
 from app.queue.base import MessageQueue
@@ -35,6 +35,9 @@ from channels.ratelimit import LocalRateLimiter, RedisRateLimiter
 from channels.registry import ProviderRegistry
 
 log = logging.getLogger("icc.runtime")
+
+# waves whose claims share one transaction (each wave is at most `queue.concurrency` ids)
+CLAIM_GROUP_WAVES = 16
 
 
 def build_providers(
@@ -73,7 +76,11 @@ class Runtime:
             self._accept_group, max_batch=500
         )
         self._recorder: Coalescer[Outcome, bool] = Coalescer(self._record_group, max_batch=500)
+        self._claimer: Coalescer[list[str], list[Claimed]] = Coalescer(
+            self._claim_group, max_batch=CLAIM_GROUP_WAVES
+        )
         self._sweeper: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     def _make_queue(self) -> MessageQueue:
         q = self.settings.queue
@@ -90,6 +97,8 @@ class Runtime:
             await self._ensure_bootstrap_key(self.settings.bootstrap_admin_key.get_secret_value())
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
+        if self.settings.is_sqlite:
+            self._checkpointer = asyncio.create_task(checkpoint_forever(self.read_engine))
 
     async def _ensure_bootstrap_key(self, plaintext: str) -> None:
         for attempt in range(3):
@@ -128,6 +137,17 @@ class Runtime:
             await commit(session)
         return outcomes
 
+    async def claim(self, ids: list[str]) -> list[Claimed]:
+        """Lease the given messages that are due; waves claiming at the same time share
+        one transaction."""
+        return await self._claimer.submit(ids)
+
+    async def _claim_group(self, waves: list[list[str]]) -> list[list[Claimed]]:
+        claimed = await delivery.claim(self, list(dict.fromkeys(i for w in waves for i in w)))
+        by_id = {c.id: c for c in claimed}
+        # pop: an id in two waves at once is sent by one of them only
+        return [[c for i in wave if (c := by_id.pop(i, None)) is not None] for wave in waves]
+
     async def record_outcome(self, outcome: Outcome) -> bool:
         """Write an attempt's outcome (grouped with others finishing at the same time);
         False when this worker's claim was overtaken and the outcome dropped."""
@@ -144,13 +164,15 @@ class Runtime:
         await delivery.process_many(self, ids)
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.queue.close()  # no more sends start; then let pending writes finish
         await self._accepter.close()
         await self._recorder.close()
+        await self._claimer.close()
         await self.providers.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -108,10 +108,13 @@ class ProviderRegistry:
 
     def route(self, channel: str, rng: random.Random | None = None) -> list[ProviderSlot]:
         """Slots in the order to try: by priority, equal priorities shuffled by weight."""
+        slots = self._by_channel.get(channel, [])
+        if len(slots) == 1:  # the common case, on every send: nothing to order
+            return [slots[0]]
         pick = rng or random
         ordered: list[ProviderSlot] = []
-        for priority in sorted({s.account.priority for s in self._by_channel.get(channel, [])}):
-            group = [s for s in self._by_channel[channel] if s.account.priority == priority]
+        for priority in sorted({s.account.priority for s in slots}):
+            group = [s for s in slots if s.account.priority == priority]
             while group:
                 chosen = pick.choices(group, weights=[s.account.weight for s in group])[0]
                 ordered.append(chosen)

@@ -27,6 +27,15 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/scenarios"): {"marketer"},
     ("GET", "/v1/scenarios/{key}"): {"marketer"},
     ("PUT", "/v1/scenarios/{key}"): {"marketer"},
+    ("POST", "/v1/templates"): {"marketer"},
+    ("GET", "/v1/templates"): {"marketer", "analyst"},
+    ("POST", "/v1/templates/preview"): {"marketer"},
+    ("GET", "/v1/templates/{key}"): {"marketer", "analyst"},
+    ("POST", "/v1/templates/{key}/versions"): {"marketer"},
+    ("GET", "/v1/templates/{key}/versions"): {"marketer", "analyst"},
+    ("GET", "/v1/templates/{key}/versions/{version}"): {"marketer", "analyst"},
+    ("PUT", "/v1/templates/{key}/versions/{version}"): {"marketer"},
+    ("POST", "/v1/templates/{key}/versions/{version}/publish"): {"marketer"},
     ("POST", "/v1/keys"): set(),
     ("GET", "/v1/keys"): set(),
     ("DELETE", "/v1/keys/{key_id}"): set(),
@@ -35,7 +44,10 @@ MATRIX: dict[tuple[str, str], set[str]] = {
 
 
 def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
-    url = path.format(message_id=ids["message"], key="account_movement", key_id="key_missing")
+    # templates: the one the scenario's inline SMS template became
+    key = "account_movement.sms" if path.startswith("/v1/templates") else "account_movement"
+    url = path.format(message_id=ids["message"], key=key, key_id="key_missing", version=1)
+    draft = {"content": {"body": "尾号{{ account_tail }}"}}
     bodies: dict[str, dict[str, Any]] = {
         "/v1/messages": {
             "scenario": "account_movement",
@@ -50,6 +62,10 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         "/v1/scenarios": {**SCENARIO, "key": "other_scenario"},
         "/v1/scenarios/{key}": {k: v for k, v in SCENARIO.items() if k != "key"},
         "/v1/keys": {"name": "new-key", "role": "analyst"},
+        "/v1/templates": {"key": "other_template", "channel": "sms"},
+        "/v1/templates/preview": {"draft": {"channel": "sms", **draft}},
+        "/v1/templates/{key}/versions": draft,
+        "/v1/templates/{key}/versions/{version}": draft,
     }
     return url, bodies.get(path) if method in ("POST", "PUT") else None
 

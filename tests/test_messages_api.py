@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.messages.models import Message
-from tests.conftest import VARIABLES, Platform
+from tests.conftest import SCENARIO, VARIABLES, Platform
 
 PHONE = {"phone": "13800001234"}
 
@@ -85,11 +85,12 @@ async def test_malformed_and_oversized_bodies(platform: Platform) -> None:
 
 async def test_chinese_variables_render_and_roundtrip(platform: Platform) -> None:
     await platform.create_scenario(
+        required_variables=[*SCENARIO["required_variables"], {"name": "name", "type": "string"}],
         templates={
             "wechat": {"body": "{{ name }}您好"},
             "sms": {"body": "【示例银行】{{ name }}您好，尾号{{ account_tail }}支出{{ amount }}元"},
             "email": {"subject": "通知", "body": "{{ name }}"},
-        }
+        },
     )
     async with platform.client("system") as client:
         response = await client.post(

@@ -35,5 +35,9 @@ def test_every_operation_is_described_with_its_errors() -> None:
 
 def test_request_bodies_have_examples() -> None:
     schemas = _spec()["components"]["schemas"]
-    for name in ("MessageCreate", "BatchCreate", "ScenarioCreate", "ErrorBody", "BatchResult"):
+    names = (
+        *("MessageCreate", "BatchCreate", "ScenarioCreate", "ErrorBody", "BatchResult"),
+        *("TemplateCreate", "VersionCreate", "VersionUpdate", "PreviewRequest", "PreviewOut"),
+    )
+    for name in names:
         assert schemas[name].get("examples"), name

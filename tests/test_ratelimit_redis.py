@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from channels.ratelimit import RateLimitExceeded, RedisRateLimiter
 from tests import services
 
 RATE, BURST, PER_PROCESS = 20, 2, 30
@@ -63,3 +69,120 @@ def test_two_processes_together_keep_to_the_rate(redis_url: str) -> None:
     for i, start in enumerate(stamps):  # no one-second window holds more than rate + burst
         in_window = sum(1 for t in stamps[i:] if t < start + 1.0)
         assert in_window <= RATE + BURST, (start, in_window)
+
+
+# -- one process: reservations are batched, the schedule is not changed ----------------------
+
+
+class CountingScript:
+    """Wraps the limiter's script: counts the calls and the slots asked for."""
+
+    def __init__(self, limiter: Any) -> None:
+        self.inner = limiter._script
+        self.calls: list[int] = []
+        limiter._script = self
+
+    async def __call__(self, *, keys: list[str], args: list[int]) -> Any:
+        self.calls.append(args[3])
+        return await self.inner(keys=keys, args=args)
+
+
+@pytest.fixture
+async def limiter(redis_url: str) -> AsyncIterator[tuple[RedisRateLimiter, str]]:
+    redis = Redis.from_url(redis_url)
+    key = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield RedisRateLimiter(redis, max_wait=5), key
+    finally:
+        await redis.delete(f"icc:ratelimit:{key}")
+        await redis.aclose()
+
+
+async def test_concurrent_callers_share_a_few_reservations_and_keep_the_schedule(
+    limiter: tuple[RedisRateLimiter, str],
+) -> None:
+    rate_limiter, key = limiter
+    script = CountingScript(rate_limiter)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stamps: list[float] = []
+
+    async def one() -> None:
+        await rate_limiter.acquire(key, rate=50, burst=5)
+        stamps.append(loop.time() - started)
+
+    await asyncio.gather(*(one() for _ in range(40)))
+    assert sum(script.calls) == 40
+    assert len(script.calls) <= 3, script.calls  # not one round trip per caller
+    stamps.sort()
+    assert stamps[4] < 0.1  # the burst goes at once
+    for index, stamp in enumerate(stamps):  # then one every 20 ms, none early
+        assert stamp >= (index + 1 - 5) / 50 - 0.002, (index, stamp)
+    assert stamps[-1] < (40 - 5) / 50 + 0.3  # nor much late
+
+
+async def test_without_an_effective_limit_a_caller_does_not_wait(
+    limiter: tuple[RedisRateLimiter, str],
+) -> None:
+    rate_limiter, key = limiter
+    script = CountingScript(rate_limiter)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(
+        *(rate_limiter.acquire(key, rate=10_000_000, burst=10_000_000) for _ in range(1000))
+    )
+    assert loop.time() - started < 1.0
+    assert sum(script.calls) == 1000
+    assert len(script.calls) <= 3, script.calls
+
+
+async def test_callers_past_the_longest_wait_are_refused_and_reserve_nothing(
+    redis_url: str,
+) -> None:
+    redis = Redis.from_url(redis_url)
+    key = f"test-{uuid.uuid4().hex[:8]}"
+    strict = RedisRateLimiter(redis, max_wait=0.25)
+    try:
+        results = await asyncio.gather(
+            *(strict.acquire(key, rate=10, burst=1) for _ in range(6)), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, RateLimitExceeded)]
+        # slots at 0, 0.1 and 0.2 s are within 0.25 s; the other three would wait longer
+        assert (len(results) - len(refused), len(refused)) == (3, 3)
+        # nothing was reserved for them: after the three, the next slot is at 0.3 s
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await strict.acquire(key, rate=10, burst=1)
+        assert loop.time() - started < 0.25
+    finally:
+        await redis.delete(f"icc:ratelimit:{key}")
+        await redis.aclose()
+
+
+async def test_an_unreachable_redis_fails_every_waiting_caller(unused_tcp_port: int) -> None:
+    redis = Redis.from_url(f"redis://127.0.0.1:{unused_tcp_port}/0", socket_connect_timeout=1)
+    unreachable = RedisRateLimiter(redis)
+    try:
+        for _ in range(2):  # and the next callers hear of it too, nobody hangs
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(unreachable.acquire("k", rate=5, burst=1) for _ in range(5)),
+                    return_exceptions=True,
+                ),
+                timeout=10,
+            )
+            assert all(isinstance(r, RedisConnectionError) for r in results), results
+    finally:
+        await redis.aclose()
+
+
+async def test_a_caller_that_gives_up_does_not_stall_the_others(
+    limiter: tuple[RedisRateLimiter, str],
+) -> None:
+    rate_limiter, key = limiter
+    quitter = asyncio.ensure_future(rate_limiter.acquire(key, rate=20, burst=1))
+    others = [asyncio.ensure_future(rate_limiter.acquire(key, rate=20, burst=1)) for _ in range(3)]
+    await asyncio.sleep(0)  # all four wait for the reservation in flight
+    quitter.cancel()
+    await asyncio.wait_for(asyncio.gather(*others), timeout=5)
+    assert quitter.cancelled()

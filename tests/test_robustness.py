@@ -55,7 +55,8 @@ async def test_a_bad_item_fails_alone_in_a_batch(platform: Platform) -> None:
 
 
 async def test_a_template_failing_at_render_is_a_422(platform: Platform) -> None:
-    templates = {**SCENARIO["templates"], "sms": {"body": '{{ "%.2f"|format(amount) }}'}}
+    # publishable (declared variables, known filters), but int + str fails at render
+    templates = {**SCENARIO["templates"], "sms": {"body": "{{ account_tail|int + amount }}"}}
     await platform.create_scenario(templates=templates)
     async with platform.client("system") as client:
         response = await client.post("/v1/messages", json=GOOD)

@@ -61,23 +61,79 @@ async def test_scenario_crud_and_validation(platform: Platform) -> None:
     assert message["content"]["sms"]["body"] == "新版 1200.00"
 
 
-async def test_template_using_undeclared_variable_is_a_422_at_send(platform: Platform) -> None:
-    await platform.create_scenario(
-        templates={**SCENARIO["templates"], "sms": {"body": "{{ account_tail }} {{ branch }}"}}
-    )
-    async with platform.client("system") as client:
+async def test_inline_template_using_undeclared_variable_is_refused(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
         response = await client.post(
-            "/v1/messages",
+            "/v1/scenarios",
             json={
-                "scenario": "account_movement",
-                "customer_id": "C1",
-                "variables": VARIABLES,
-                "recipient": {"phone": "13800001234"},
+                **SCENARIO,
+                "templates": {
+                    **SCENARIO["templates"],
+                    "sms": {"body": "{{ account_tail }} {{ branch }}"},
+                },
             },
         )
     assert response.status_code == 422
-    assert response.json()["fields"][0]["field"] == "variables"
-    assert "branch" in response.json()["detail"]
+    assert response.json()["fields"][0]["field"] == "templates.sms.body"
+    assert "'branch'" in response.json()["detail"]
+
+
+async def test_variables_a_template_declares_are_checked_at_send(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        created = await client.post(
+            "/v1/templates",
+            json={
+                "key": "movement_sms",
+                "channel": "sms",
+                "variables": [{"name": "branch", "type": "string"}],
+                "content": {"body": "{{ branch }}: {{ account_tail }}"},
+            },
+        )
+        assert created.status_code == 201, created.text
+        unpublished = await client.post(
+            "/v1/scenarios",
+            json={**SCENARIO, "templates": {**SCENARIO["templates"], "sms": "movement_sms"}},
+        )
+        assert unpublished.status_code == 422
+        assert unpublished.json()["fields"][0]["field"] == "templates.sms"
+        assert "no published version" in unpublished.json()["detail"]
+        publish = await client.post("/v1/templates/movement_sms/versions/1/publish")
+        # account_tail is not declared by the template itself
+        assert publish.status_code == 422
+        assert "'account_tail'" in publish.json()["detail"]
+        await client.put(
+            "/v1/templates/movement_sms/versions/1",
+            json={
+                "variables": [
+                    {"name": "branch", "type": "string"},
+                    {"name": "account_tail", "type": "string"},
+                ],
+                "content": {"body": "{{ branch }}: {{ account_tail }}"},
+            },
+        )
+        publish = await client.post("/v1/templates/movement_sms/versions/1/publish")
+        assert publish.status_code == 200, publish.text
+    await platform.create_scenario(
+        templates={**SCENARIO["templates"], "sms": {"key": "movement_sms"}}
+    )
+    async with platform.client("system") as client:
+        body = {
+            "scenario": "account_movement",
+            "customer_id": "C1",
+            "variables": VARIABLES,
+            "recipient": {"phone": "13800001234"},
+        }
+        response = await client.post("/v1/messages", json=body)
+        assert response.status_code == 422
+        assert response.json()["fields"] == [
+            {"field": "variables.branch", "message": "required by the scenario"}
+        ]
+        body["variables"] = {**VARIABLES, "branch": "浦东支行"}
+        sent = await client.post("/v1/messages", json=body)
+        assert sent.status_code == 202, sent.text
+    message = await platform.wait_terminal(sent.json()["id"])
+    assert message["content"]["sms"]["body"] == "浦东支行: 1234"
+    assert message["decision"]["templates"]["sms"] == {"key": "movement_sms", "version": 1}
 
 
 async def test_channel_specifics_render_into_the_content(platform: Platform) -> None:

@@ -164,12 +164,11 @@ def test_plain_substitution_reports_unknown_variables() -> None:
 def test_a_rate_limit_wait_does_not_use_up_attempts() -> None:
     from datetime import UTC, datetime
 
-    from app.messages.models import Message
-    from app.messages.outcomes import RATE_LIMITED, Attempt, decide
+    from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, decide
     from channels.errors import TransientChannelError
 
     now = datetime(2026, 11, 23, tzinfo=UTC)
-    message = Message(id="msg_1", channels=["sms"], channel_index=0, channel_attempts=3, attempts=7)
+    message = Claimed("msg_1", ["sms"], 0, {"phone": "13800000000"}, {}, 7, 3)
     limited = Attempt("sms", "p", 0.0, error=TransientChannelError("busy", code=RATE_LIMITED))
     outcome = decide(message, [limited], RetrySettings(max_attempts=3, base_delay=0.1), now)
     assert outcome.values["status"] == "retrying"

@@ -90,11 +90,17 @@ def _channel_plan(
     return reachable, skipped
 
 
-def _render(spec: ScenarioSpec, channels: list[str], variables: dict[str, Any]) -> dict[str, Any]:
+def _render(
+    spec: ScenarioSpec, channels: list[str], variables: dict[str, Any], timezone: str | None
+) -> dict[str, Any]:
     content = {}
     marketing = spec.message_class == "marketing"
     for channel in channels:
-        tpl = spec.templates[channel]
+        tpl = spec.templates.get(channel)
+        if tpl is None:  # its template lost its published version: a stale scenario
+            raise ValidationFailed.field(
+                "channels", f"scenario {spec.key!r} has no published {channel} template"
+            )
         try:
             content[channel] = render_channel(
                 subject=tpl.subject,
@@ -102,10 +108,22 @@ def _render(spec: ScenarioSpec, channels: list[str], variables: dict[str, Any]) 
                 options=tpl.options,
                 variables=variables,
                 marketing=marketing,
+                timezone=timezone,
             )
         except TemplateError as exc:
             raise ValidationFailed.field("variables", f"{channel} template: {exc}") from None
     return content
+
+
+def _check_variables(spec: ScenarioSpec, variables: dict[str, Any]) -> None:
+    errors = check_variables(spec.variables, variables)
+    if errors:
+        # a scenario and its template may declare one name with two types: one error each
+        unique: dict[str, FieldError] = {}
+        for error in errors:
+            unique.setdefault(error.field, error)
+        errors = list(unique.values())
+        raise ValidationFailed("; ".join(f"{e.field}: {e.message}" for e in errors), fields=errors)
 
 
 class Composer:
@@ -137,15 +155,13 @@ class Composer:
     ) -> Prepared:
         """Validate against the scenario, choose channels, render; raise ValidationFailed."""
         spec = self.spec
-        errors = check_variables(spec.variables, item.variables)
-        if errors:
-            raise ValidationFailed(
-                "; ".join(f"{e.field}: {e.message}" for e in errors), fields=errors
-            )
+        _check_variables(spec, item.variables)
         contacts = _contacts(customer, item)
         reachable, skipped = self.channel_plan(item, contacts)
         channels = list(reachable)
-        content = _render(spec, channels, item.variables)
+        content = _render(
+            spec, channels, item.variables, customer.timezone if customer is not None else None
+        )
         send_at = as_utc(item.send_at) if item.send_at else None
         scheduled = send_at is not None and send_at > now
         decision = {
@@ -153,6 +169,8 @@ class Composer:
             "channels": channels,
             "skipped_channels": [{"channel": c, "reason": r} for c, r in skipped],
             "customer_known": customer is not None,
+            # the template versions the content was rendered from
+            "templates": {c: spec.template_refs[c] for c in channels},
             "strategy": None,
             "patch": None,
         }

@@ -12,8 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from app.messages import repository
-from app.messages.models import Message
-from app.messages.outcomes import RATE_LIMITED, Attempt, Outcome, decide, event
+from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, Outcome, decide, event
 from app.timeutil import utcnow
 from channels.base import CONTACT_FIELD
 from channels.errors import (
@@ -47,12 +46,12 @@ async def process_wave(runtime: Runtime, ids: list[str]) -> None:
     known (outcomes finishing together share one transaction): a fast message's provider id
     is stored at once, before its delivery report can arrive, whatever its slower
     neighbours do."""
-    messages = await _claim(runtime, ids)
+    messages = await runtime.claim(ids)
     if messages:
         await asyncio.gather(*(_send_and_record(runtime, m) for m in messages))
 
 
-async def _send_and_record(runtime: Runtime, message: Message) -> None:
+async def _send_and_record(runtime: Runtime, message: Claimed) -> None:
     budget = runtime.settings.queue.lease_seconds * 0.8
     try:
         # bounded by the lease: a send outliving it would race the next claim
@@ -67,13 +66,14 @@ async def _send_and_record(runtime: Runtime, message: Message) -> None:
         await _requeue(runtime, [outcome])
 
 
-def _failed(message: Message, detail: str, code: str) -> Attempt:
+def _failed(message: Claimed, detail: str, code: str) -> Attempt:
     channel = message.channels[message.channel_index]
     error = TransientChannelError(detail, code=code)
     return Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)
 
 
-async def _claim(runtime: Runtime, ids: list[str]) -> list[Message]:
+async def claim(runtime: Runtime, ids: list[str]) -> list[Claimed]:
+    """Lease the messages (one transaction) and put `sending` on their timelines."""
     now = utcnow()
     lease = timedelta(seconds=runtime.settings.queue.lease_seconds)
     async with runtime.sessionmaker() as session:
@@ -89,7 +89,7 @@ async def _claim(runtime: Runtime, ids: list[str]) -> list[Message]:
     return messages
 
 
-async def _attempt(runtime: Runtime, message: Message) -> list[Attempt]:
+async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
     """Try the channel's providers in routing order: on a transient error or an open
     circuit, fail over to the next one. Returns every attempt; the last one decides."""
     channel = message.channels[message.channel_index]
@@ -112,7 +112,7 @@ async def _attempt(runtime: Runtime, message: Message) -> list[Attempt]:
 
 
 async def _attempt_with(
-    runtime: Runtime, slot: ProviderSlot, message: Message, channel: str, contact: str
+    runtime: Runtime, slot: ProviderSlot, message: Claimed, channel: str, contact: str
 ) -> Attempt:
     waited = await _wait_for_rate(runtime, slot)
     if waited is not None:

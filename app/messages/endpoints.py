@@ -1,12 +1,28 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import AwareDatetime
 
-from app.deps import ReaderPrincipal, ReadSessionDep, RuntimeDep, SessionDep, SystemPrincipal
-from app.errors import ERROR_RESPONSES, ErrorBody, PayloadTooLarge, error_responses
+from app.auth.schemas import Role
+from app.deps import (
+    BEARER_SECURITY,
+    ReaderPrincipal,
+    ReadSessionDep,
+    RuntimeDep,
+    SessionDep,
+    SystemPrincipal,
+    authorize,
+    roles,
+)
+from app.errors import (
+    ERROR_RESPONSES,
+    ErrorBody,
+    PayloadTooLarge,
+    ValidationFailed,
+    error_responses,
+)
 from app.messages import service
 from app.messages.compose import Prepared
 from app.messages.schemas import (
@@ -20,8 +36,9 @@ from app.messages.schemas import (
 )
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 
+MAX_KEY_LENGTH = 200
 IdempotencyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_LENGTH)
 ]
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=ERROR_RESPONSES)
@@ -51,6 +68,23 @@ def _accepted(accepted: service.Accepted) -> MessageAccepted:
     )
 
 
+SEND_ROLES = roles(Role.system)
+
+# The hot route reads its key and header by hand (see `send_message`); this tells OpenAPI.
+_SEND_OPENAPI: dict[str, Any] = {
+    "security": BEARER_SECURITY,
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "the request's idempotency key (or `idempotency_key` in the body)",
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        }
+    ],
+}
+
+
 @router.post(
     "",
     status_code=202,
@@ -61,17 +95,16 @@ def _accepted(accepted: service.Accepted) -> MessageAccepted:
         409: {"model": ErrorBody, "description": "idempotency key reused with another body"},
         413: {"model": ErrorBody, "description": "body too large"},
     },
+    openapi_extra=_SEND_OPENAPI,
 )
-async def send_message(
-    body: MessageCreate,
-    request: Request,
-    principal: SystemPrincipal,
-    idempotency_key: IdempotencyHeader = None,
-) -> Response:
+async def send_message(body: MessageCreate, request: Request) -> Response:
     """Accept a message: validate, render, persist with its outbox entry, queue after commit.
     A replay (same idempotency key, same body) returns the first message with
     `Idempotency-Replay: true`."""
-    key = service.resolve_idempotency_key(body.idempotency_key, idempotency_key)
+    # Authorized by a plain call rather than dependencies: on this route, FastAPI's
+    # dependency solving cost more than the rest of accepting a message.
+    principal = await authorize(request, SEND_ROLES)
+    key = service.resolve_idempotency_key(body.idempotency_key, _header_key(request))
     runtime = request.app.state.runtime
     accepted = await runtime.accept(
         service.AcceptRequest(body.scenario, principal.owner, body, key)
@@ -83,6 +116,15 @@ async def send_message(
         media_type="application/json",
         headers={"Idempotency-Replay": "true"} if accepted.replayed else None,
     )
+
+
+def _header_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise ValidationFailed.field(
+            "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters long"
+        )
+    return key
 
 
 @router.post(

@@ -9,10 +9,23 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from app.messages.models import Message
 from app.settings import RetrySettings
 from channels.base import SendResult
 from channels.errors import ChannelError
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a worker needs of a message it has claimed (read from the claim's RETURNING,
+    not loaded as an ORM object: claims are on the hot path)."""
+
+    id: str
+    channels: list[str]
+    channel_index: int
+    recipient: dict[str, str]
+    content: dict[str, dict[str, Any]]
+    attempts: int  # after the claim's increment: the claim's fencing token
+    channel_attempts: int
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ def _failed_event(message_id: str, attempt: Attempt, now: datetime) -> dict[str,
 
 
 def decide(
-    message: Message, attempts: list[Attempt], retry: RetrySettings, now: datetime
+    message: Claimed, attempts: list[Attempt], retry: RetrySettings, now: datetime
 ) -> Outcome:
     """The outcome of one round on the current channel. Every provider tried is on the
     timeline; the last attempt decides (the earlier ones failed over)."""
@@ -85,7 +98,7 @@ def decide(
 
 
 def _decide_last(
-    message: Message, attempt: Attempt, retry: RetrySettings, now: datetime
+    message: Claimed, attempt: Attempt, retry: RetrySettings, now: datetime
 ) -> Outcome:
     if attempt.result is not None:
         return _success(message, attempt, attempt.result, now)
@@ -101,7 +114,7 @@ def _decide_last(
     return _fall_back_or_fail(message, failed, reason, now)
 
 
-def _success(message: Message, attempt: Attempt, result: SendResult, now: datetime) -> Outcome:
+def _success(message: Claimed, attempt: Attempt, result: SendResult, now: datetime) -> Outcome:
     values: dict[str, Any] = {
         "status": "delivered" if result.delivered else "sent",
         "status_reason": None,
@@ -131,7 +144,7 @@ def _success(message: Message, attempt: Attempt, result: SendResult, now: dateti
 
 
 def _retry(
-    message: Message,
+    message: Claimed,
     attempt: Attempt,
     failed: dict[str, Any],
     retry: RetrySettings,
@@ -165,7 +178,7 @@ def _retry(
 
 
 def _fall_back_or_fail(
-    message: Message, failed: dict[str, Any], reason: str, now: datetime
+    message: Claimed, failed: dict[str, Any], reason: str, now: datetime
 ) -> Outcome:
     next_index = message.channel_index + 1
     if next_index >= len(message.channels):

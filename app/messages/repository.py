@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.messages import bulk_pg
 from app.messages.models import Message, MessageEvent, Outbox
-from app.messages.outcomes import Outcome
+from app.messages.outcomes import Claimed, Outcome
 
 # Core tables: bulk writes skip the ORM's per-row bookkeeping
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -107,6 +108,17 @@ async def list_page(
     return list((await session.scalars(stmt)).all())
 
 
+_CLAIMED = (
+    MESSAGES.c.id,
+    MESSAGES.c.channels,
+    MESSAGES.c.channel_index,
+    MESSAGES.c.recipient,
+    MESSAGES.c.content,
+    MESSAGES.c.attempts,
+    MESSAGES.c.channel_attempts,
+)
+
+
 async def claim_many(
     session: AsyncSession,
     ids: Sequence[str],
@@ -114,28 +126,28 @@ async def claim_many(
     worker: str,
     now: datetime,
     lease_until: datetime,
-) -> list[Message]:
+) -> list[Claimed]:
     """Take the lease on those messages that are due and not held by a live lease."""
+    m = MESSAGES.c
     stmt = (
-        update(Message)
+        update(MESSAGES)
         .where(
-            Message.id.in_(list(ids)),
-            Message.status.in_(CLAIMABLE),
-            or_(Message.lease_until.is_(None), Message.lease_until < now),
-            or_(Message.next_attempt_at.is_(None), Message.next_attempt_at <= now),
+            m.id.in_(list(ids)),
+            m.status.in_(CLAIMABLE),
+            or_(m.lease_until.is_(None), m.lease_until < now),
+            or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
         )
         .values(
             status="sending",
             lease_owner=worker,
             lease_until=lease_until,
-            attempts=Message.attempts + 1,
-            channel_attempts=Message.channel_attempts + 1,
+            attempts=m.attempts + 1,
+            channel_attempts=m.channel_attempts + 1,
             updated_at=now,
         )
-        .returning(Message)
-        .execution_options(synchronize_session=False)
+        .returning(*_CLAIMED)
     )
-    return list((await session.execute(stmt)).scalars().all())
+    return [Claimed(*row) for row in await session.execute(stmt)]
 
 
 async def apply_outcomes(
@@ -147,10 +159,11 @@ async def apply_outcomes(
         return set()
     # The claim's attempt count fences it: the same worker may hold a newer claim on a
     # message whose lease expired during a slow send, and the older outcome must not win.
-    held_stmt = select(Message.id, Message.attempts).where(
-        Message.id.in_([o.message_id for o in outcomes]),
-        Message.lease_owner == worker,
-        Message.status == "sending",
+    m = MESSAGES.c
+    held_stmt = select(m.id, m.attempts).where(
+        m.id.in_([o.message_id for o in outcomes]),
+        m.lease_owner == worker,
+        m.status == "sending",
     )
     if dialect_name(session) == "postgresql":
         held_stmt = held_stmt.with_for_update()
@@ -159,27 +172,37 @@ async def apply_outcomes(
     mine = [o for o in outcomes if o.message_id in held]
     if not mine:
         return held
-    await session.execute(update(Message), [{"id": o.message_id, **o.values} for o in mine])
+    await _update_messages(session, mine)
     await add_events(session, [e for o in mine for e in o.events])
     finished = [o.message_id for o in mine if o.finished]
     if finished:
-        await session.execute(delete(Outbox).where(Outbox.message_id.in_(finished)))
+        await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(finished)))
     again = [
-        {"message_id": o.message_id, "due_at": o.due_at, "enqueued_at": o.due_at}
+        {"b_id": o.message_id, "b_due": o.due_at}
         for o in mine
         if not o.finished and o.due_at is not None
     ]
     if again:
-        # enqueued_at = due_at: the sweeper re-sends only if the delayed job is lost
+        # enqueued_at = due_at: the sweeper re-sends only if the delayed job is lost. (A
+        # concurrent callback may have finished the message and removed the row: fine.)
         await session.execute(
-            # Core executemany: the ORM's bulk update by primary key would insist every
-            # row still exists, and a concurrent callback may have finished one
             update(OUTBOX)
             .where(OUTBOX.c.message_id == bindparam("b_id"))
             .values(due_at=bindparam("b_due"), enqueued_at=bindparam("b_due")),
-            [{"b_id": row["message_id"], "b_due": row["due_at"]} for row in again],
+            again,
         )
     return held
+
+
+async def _update_messages(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    """Core executemany, one statement per shape of change (sent, retrying, failed...):
+    each shape compiles once and is cached."""
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for o in outcomes:
+        by_shape[tuple(sorted(o.values))].append({"b_id": o.message_id, **o.values})
+    stmt = update(MESSAGES).where(MESSAGES.c.id == bindparam("b_id"))
+    for rows in by_shape.values():
+        await session.execute(stmt, rows)
 
 
 async def due_outbox(

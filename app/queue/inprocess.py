@@ -34,13 +34,20 @@ class InProcessQueue:
     async def _consume(self) -> None:
         while True:
             chunk = await self._queue.get()
+            taken = 1
+            # Take whatever else is waiting, up to a chunk: under load, small jobs (one per
+            # accepted group) merge into bigger claims and sends.
+            while len(chunk) < self._chunk_size and not self._queue.empty():
+                chunk = chunk + self._queue.get_nowait()
+                taken += 1
             try:
                 await self._handler(chunk)
             except Exception:
                 # The outbox keeps the messages; the sweeper will hand them out again.
                 log.exception("job failed", extra={"message_ids": len(chunk)})
             finally:
-                self._queue.task_done()
+                for _ in range(taken):
+                    self._queue.task_done()
 
     async def ping(self) -> bool:
         return True

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflicts
@@ -12,21 +12,28 @@ from app.ids import new_id
 from app.sandbox.models import SandboxDelivery
 from app.timeutil import utcnow
 
+SANDBOX: Table = SandboxDelivery.__table__  # type: ignore[assignment]
+
 
 async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]]) -> list[str]:
     """Record deliveries once per idempotency key; return each one's id (the first one's on
     a replay), in order."""
-    rows = [{"id": new_id("sbx"), "created_at": utcnow(), **d} for d in deliveries]
-    stmt = insert_ignoring_conflicts(session, SandboxDelivery, "idempotency_key")
-    await session.execute(stmt.values(rows))
-    keys = [d["idempotency_key"] for d in deliveries]
-    found = await session.execute(
-        select(SandboxDelivery.idempotency_key, SandboxDelivery.id).where(
-            SandboxDelivery.idempotency_key.in_(keys)
-        )
+    now = utcnow()
+    rows = [{"id": new_id("sbx"), "created_at": now, **d} for d in deliveries]
+    # executemany: compiled once and cached (a multi-row VALUES is compiled per group size)
+    stmt = insert_ignoring_conflicts(session, SANDBOX, "idempotency_key").returning(
+        SANDBOX.c.idempotency_key, SANDBOX.c.id
     )
-    ids: dict[str, str] = dict(found.all())
-    return [ids[k] for k in keys]
+    ids: dict[str, str] = dict((await session.execute(stmt, rows)).all())
+    replays = [d["idempotency_key"] for d in deliveries if d["idempotency_key"] not in ids]
+    if replays:
+        found = await session.execute(
+            select(SANDBOX.c.idempotency_key, SANDBOX.c.id).where(
+                SANDBOX.c.idempotency_key.in_(replays)
+            )
+        )
+        ids.update(found.all())
+    return [ids[d["idempotency_key"]] for d in deliveries]
 
 
 async def list_deliveries(

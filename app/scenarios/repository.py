@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.scenarios.models import Scenario
-from templates.models import Template
 
 
 async def by_key(session: AsyncSession, key: str) -> Scenario | None:
@@ -20,11 +17,6 @@ async def list_page(session: AsyncSession, *, after_key: str | None, limit: int)
     return list((await session.scalars(stmt)).all())
 
 
-async def templates_by_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, Template]:
-    rows = await session.scalars(select(Template).where(Template.key.in_(list(keys))))
-    return {t.key: t for t in rows}
-
-
-async def add(session: AsyncSession, *rows: Scenario | Template) -> None:
+async def add(session: AsyncSession, *rows: Scenario) -> None:
     session.add_all(rows)
     await session.flush()

@@ -4,10 +4,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+TEMPLATE_KEY_PATTERN = r"^[a-z][a-z0-9_.-]{1,99}$"
 
 
 class Channel(StrEnum):
@@ -90,14 +99,64 @@ class TemplateIn(BaseModel):
     wechat: WeChatTemplate | None = Field(default=None, description="WeChat only")
 
     def options(self) -> dict[str, Any]:
-        """The channel specifics, as stored on the Template row."""
+        """The channel specifics, as stored on a template version."""
         return self.model_dump(
             mode="json", include={"html", "provider_templates", "wechat"}, exclude_none=True
         )
 
+    def channel_problems(self, channel: Channel) -> list[tuple[str, str]]:
+        """(part, problem) for parts that do not belong to ``channel``'s template, and an
+        email template without a subject."""
+        problems = []
+        if channel == Channel.email and not self.subject:
+            problems.append(("subject", "the email template needs a subject"))
+        owners = {
+            "html": Channel.email,
+            "provider_templates": Channel.sms,
+            "wechat": Channel.wechat,
+        }
+        for part, owner in owners.items():
+            if owner != channel and getattr(self, part):
+                problems.append(
+                    (part, f"{part} belongs in the {owner.value} template, not {channel.value}")
+                )
+        return problems
 
-class TemplateOut(TemplateIn):
+
+class TemplateRef(BaseModel):
+    """A template managed under /v1/templates (``{"key": "movement_sms"}``, or just the key
+    as a string); the scenario sends its current published version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=TEMPLATE_KEY_PATTERN, examples=["movement_sms"])
+
+
+def _template_kind(value: Any) -> str:
+    if isinstance(value, str | TemplateRef):
+        return "ref"
+    if isinstance(value, dict) and "key" in value:
+        return "ref"
+    return "inline"
+
+
+def _ref_from_key(value: Any) -> Any:
+    return {"key": value} if isinstance(value, str) else value
+
+
+# A template key ("movement_sms"), {"key": ...}, or an inline template (kept for older
+# clients: it becomes a published version of the template "<scenario>.<channel>").
+TemplateChoice = Annotated[
+    Annotated[TemplateRef, Tag("ref")] | Annotated[TemplateIn, Tag("inline")],
+    Discriminator(_template_kind),
+]
+
+
+class ScenarioTemplateOut(TemplateIn):
+    """The template a channel sends: its key, current version and that version's content."""
+
     key: str
+    version: int | None = None
 
 
 class ScenarioBase(BaseModel):
@@ -107,7 +166,17 @@ class ScenarioBase(BaseModel):
     message_class: MessageClass = Field(alias="class", examples=["transactional"])
     channels: list[Channel] = Field(min_length=1, description="the order channels are tried in")
     required_variables: list[VariableSpec | Annotated[str, Field(pattern=VARIABLE_PATTERN)]] = []
-    templates: dict[Channel, TemplateIn]
+    templates: dict[Channel, TemplateChoice] = Field(
+        description="per channel: a template key (its current published version is sent), "
+        "or an inline template (it becomes the template <scenario key>.<channel>)",
+    )
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _keys_as_refs(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {channel: _ref_from_key(tpl) for channel, tpl in value.items()}
+        return value
 
     @field_validator("channels")
     @classmethod
@@ -135,19 +204,10 @@ class ScenarioBase(BaseModel):
         extra = [c.value for c in self.templates if c not in self.channels]
         if extra:
             raise ValueError(f"template(s) for channel(s) not in the order: {', '.join(extra)}")
-        if Channel.email in self.templates and not self.templates[Channel.email].subject:
-            raise ValueError("the email template needs a subject")
-        misplaced = {
-            "html": Channel.email,
-            "provider_templates": Channel.sms,
-            "wechat": Channel.wechat,
-        }
         for channel, tpl in self.templates.items():
-            for part, owner in misplaced.items():
-                if owner != channel and getattr(tpl, part):
-                    raise ValueError(
-                        f"{part} belongs in the {owner.value} template, not {channel.value}"
-                    )
+            if isinstance(tpl, TemplateIn):
+                for _, problem in tpl.channel_problems(channel):
+                    raise ValueError(problem)
         return self
 
     def variable_specs(self) -> list[VariableSpec]:
@@ -172,7 +232,7 @@ class ScenarioCreate(ScenarioBase):
                     ],
                     "templates": {
                         "wechat": {"body": "您尾号{{ account_tail }}的账户收到工资{{ amount }}元"},
-                        "sms": {"body": "【示例银行】尾号{{ account_tail }}收到工资{{ amount }}元"},
+                        "sms": {"key": "salary_sms"},
                     },
                 }
             ]
@@ -195,7 +255,7 @@ class ScenarioOut(BaseModel):
     message_class: MessageClass = Field(alias="class")
     channels: list[Channel]
     required_variables: list[VariableSpec]
-    templates: dict[Channel, TemplateOut]
+    templates: dict[Channel, ScenarioTemplateOut]
     created_at: datetime
     updated_at: datetime
 

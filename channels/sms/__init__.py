@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -40,45 +39,11 @@ from channels.errors import (
     ProviderFault,
     TransientChannelError,
 )
-from channels.http import make_http_client
+from channels.http import HttpClient, HttpRequest, HttpResponse
 
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 MAX_CALLBACK_BYTES = 1024 * 1024
 MIN_CALLBACK_TOKEN = 16
-
-# httpx logs every request URL at INFO; the Aliyun SDK protocol puts the phone number and the
-# template parameters (names, amounts) in the query string: the query of a request to a
-# registered endpoint never reaches a log. Other URLs are left to their own adapters.
-_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
-
-
-class _RedactQueries(logging.Filter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.prefixes: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _URL_QUERY.sub(self._redact, message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
-
-    def _redact(self, match: re.Match[str]) -> str:
-        url = match.group(1)
-        if any(url.startswith(prefix) for prefix in self.prefixes):
-            return f"{url}?<redacted>"
-        return match.group(0)
-
-
-def redact_query_strings(endpoint: str) -> None:
-    """Keep the query strings of requests to ``endpoint`` out of httpx's log."""
-    httpx_log = logging.getLogger("httpx")
-    redactor = next((f for f in httpx_log.filters if isinstance(f, _RedactQueries)), None)
-    if redactor is None:
-        redactor = _RedactQueries()
-        httpx_log.addFilter(redactor)
-    redactor.prefixes.add(endpoint)
 
 
 class CredentialsRejected(ProviderFault):
@@ -160,14 +125,12 @@ class SmsProvider(ChannelProvider):
         self.config = SmsSettings(self.type_name, account, self.settings)
         self.timeout = self.config.number("timeout", 10.0)
         self.max_connections = self.config.integer("max_connections", 100)
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> HttpClient:
         if self._client is None:
-            self._client = make_http_client(
-                timeout=self.timeout, max_connections=self.max_connections
-            )
+            self._client = HttpClient(timeout=self.timeout, max_connections=self.max_connections)
         return self._client
 
     async def close(self) -> None:
@@ -195,29 +158,26 @@ class SmsProvider(ChannelProvider):
             raise
 
     @abstractmethod
-    def build_request(
-        self, *, to: str, content: Mapping[str, Any], message_id: str
-    ) -> httpx.Request:
+    def build_request(self, *, to: str, content: Mapping[str, Any], message_id: str) -> HttpRequest:
         """The provider's request for one message (signed, where the provider signs)."""
 
     @abstractmethod
-    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+    def read_outcome(self, response: HttpResponse, message_id: str) -> SendResult:
         """The provider's answer as a result, or the ChannelError it means."""
 
     def template_for(self, content: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         """The pre-approved template of this account (or of this provider type)."""
         return provider_template(content, account=self.account, type_name=self.type_name)
 
-    async def exchange(self, request: httpx.Request) -> httpx.Response:
+    async def exchange(self, request: HttpRequest) -> HttpResponse:
         """Send, mapping timeouts and network failures to transient errors."""
         try:
             return await self.http.send(request)
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise TransientChannelError(
                 f"{self.type_name}: no answer within {self.timeout:g}s", code="timeout"
             ) from exc
-        # The aiohttp transport lets through the aiohttp errors it does not map.
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise TransientChannelError(
                 f"{self.type_name}: unreachable ({type(exc).__name__})", code="network"
             ) from exc

@@ -22,7 +22,8 @@ when ``signature_algorithm == "v2"``, otherwise ``do_request`` signs with
   Credential=<id>,SignedHeaders=<names>,Signature=<hex>``.
 
 The ``host`` signed is the Host header of the request actually sent (the configured
-``endpoint``), so an overridden endpoint or a forward proxy works.
+``endpoint``), so an overridden endpoint or a forward proxy works; the query is sent exactly
+as signed (the HTTP client does not re-quote it).
 
 Settings: ``access_key_id``, ``access_key_secret``, ``sign_name`` (required); ``endpoint``
 (default https://dysmsapi.aliyuncs.com), ``callback_token``, ``timeout``, ``max_connections``.
@@ -68,7 +69,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from channels.base import (
@@ -85,6 +85,7 @@ from channels.errors import (
     PermanentChannelError,
     TransientChannelError,
 )
+from channels.http import HttpRequest, HttpResponse, encoded_url, host_header, raw_path
 from channels.sms import (
     CredentialsRejected,
     SmsProvider,
@@ -94,7 +95,6 @@ from channels.sms import (
     field,
     json_body,
     optional_field,
-    redact_query_strings,
 )
 
 DEFAULT_ENDPOINT = "https://dysmsapi.aliyuncs.com"
@@ -195,14 +195,14 @@ class AliyunSmsProvider(SmsProvider):
         self.sign_name = self.config.text("sign_name")
         self.endpoint = self.config.url("endpoint", DEFAULT_ENDPOINT)
         self._callback_token = self.config.callback_token()
-        redact_query_strings(self.endpoint)
+        self._base = encoded_url(f"{self.endpoint}/")  # ``POST /`` under the endpoint
+        self._path = raw_path(self._base)
+        self._host = host_header(self._base)
 
-    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+    def read_outcome(self, response: HttpResponse, message_id: str) -> SendResult:
         return _outcome(response)
 
-    def build_request(
-        self, *, to: str, content: Mapping[str, Any], message_id: str
-    ) -> httpx.Request:
+    def build_request(self, *, to: str, content: Mapping[str, Any], message_id: str) -> HttpRequest:
         """The ``SendSms`` request, signed over the Host header it will carry."""
         template_code, params = self.template_for(content)
         query = {
@@ -213,43 +213,32 @@ class AliyunSmsProvider(SmsProvider):
         }
         if params:
             query["TemplateParam"] = orjson.dumps(params).decode()
-        request = self.http.build_request(
-            "POST",
-            f"{self.endpoint}/?{canonical_query(query)}",
-            headers={
-                "accept": "application/json",
-                "user-agent": USER_AGENT,
-                # The aiohttp transport would add application/octet-stream to an empty POST:
-                # name it ourselves so that every header on the wire is signed.
-                "content-type": "application/x-www-form-urlencoded",
-            },
-            content=b"",
+        headers = self._signed_headers(b"")
+        headers["authorization"] = acs3_authorization(
+            method="POST",
+            path=self._path,
+            query=query,
+            headers=headers,
+            payload_hash=headers["x-acs-content-sha256"],
+            access_key_id=self.access_key_id,
+            access_key_secret=self._secret,
         )
-        self._sign(request, query)
-        return request
+        return HttpRequest("POST", f"{self._base}?{canonical_query(query)}", headers, b"")
 
-    def _sign(self, request: httpx.Request, query: Mapping[str, str]) -> None:
-        signed = {
-            "host": request.headers["host"],
-            "accept": request.headers["accept"],
-            "user-agent": request.headers["user-agent"],
-            "content-type": request.headers["content-type"],
+    def _signed_headers(self, body: bytes) -> dict[str, str]:
+        """Every header the request carries, all of them signed. ``content-type`` is named
+        here: the HTTP client would add application/octet-stream, unsigned, to an empty POST."""
+        return {
+            "host": self._host,
+            "accept": "application/json",
+            "user-agent": USER_AGENT,
+            "content-type": "application/x-www-form-urlencoded",
             "x-acs-action": ACTION,
             "x-acs-version": API_VERSION,
             "x-acs-date": acs3_date(datetime.now(UTC)),
             "x-acs-signature-nonce": uuid.uuid4().hex,
-            "x-acs-content-sha256": hashlib.sha256(request.content).hexdigest(),
+            "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
         }
-        request.headers.update(signed)
-        request.headers["authorization"] = acs3_authorization(
-            method=request.method,
-            path=request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
-            query=query,
-            headers=signed,
-            payload_hash=signed["x-acs-content-sha256"],
-            access_key_id=self.access_key_id,
-            access_key_secret=self._secret,
-        )
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
         """SmsReport receipts and SmsUp replies, after the URL token check."""
@@ -270,7 +259,7 @@ class AliyunSmsProvider(SmsProvider):
         )
 
 
-def _outcome(response: httpx.Response) -> SendResult:
+def _outcome(response: HttpResponse) -> SendResult:
     status = response.status_code
     try:
         answer = orjson.loads(response.content)

@@ -30,9 +30,10 @@ field must be checked is transient, as for the other adapters.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import httpx
 import orjson
 from jinja2 import StrictUndefined, TemplateError
 from jinja2 import Template as JinjaTemplate
@@ -43,6 +44,7 @@ from channels.errors import (
     PermanentChannelError,
     TransientChannelError,
 )
+from channels.http import HttpRequest, HttpResponse, encoded_url, host_header
 from channels.sms import SmsProvider
 
 DEFAULT_BODY_TEMPLATE = (
@@ -78,11 +80,23 @@ class HttpSmsProvider(SmsProvider):
         self.headers = self._headers()
         self.sign = self.config.optional_text("sign") or ""
         self._template = self._body_template()
+        # The default template, written out: same bytes, without Jinja or a re-parse.
+        self._default_body = self.config.text("body_template", DEFAULT_BODY_TEMPLATE) == (
+            DEFAULT_BODY_TEMPLATE
+        )
+        self._sign_tail = b', "sign": ' + _tojson(self.sign).encode() + b"}"
+        self._target = encoded_url(self.url)
+        self._request_headers = self._fixed_headers()
+        self._url_base, self._url_params = _split_query(self._target)
         self.success_field = self.config.optional_text("success_field")
         self.success_value = self.settings.get("success_value")
         self.message_id_field = self.config.optional_text("message_id_field")
         self.error_code_field = self.config.optional_text("error_code_field")
         self.transient_codes = self._codes("transient_codes")
+        self._success_path = _path(self.success_field)
+        self._id_path = _path(self.message_id_field)
+        self._code_path = _path(self.error_code_field)
+        self._success_text = None if self.success_value is None else _text(self.success_value)
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -107,6 +121,13 @@ class HttpSmsProvider(SmsProvider):
             raise self.config.error("body_template", "must render a JSON object for GET")
         return template
 
+    def _fixed_headers(self) -> dict[str, str]:
+        """The headers of every request: built once (the user's names keep their case)."""
+        headers = {"host": host_header(self._target)}
+        if self.method == "POST" and not any(k.lower() == "content-type" for k in self.headers):
+            headers["content-type"] = "application/json"
+        return headers | {k: v for k, v in self.headers.items() if k.lower() != "host"}
+
     def _codes(self, name: str) -> frozenset[str]:
         codes = self.settings.get(name) or []
         if not isinstance(codes, Sequence) or isinstance(codes, str):
@@ -115,18 +136,30 @@ class HttpSmsProvider(SmsProvider):
 
     # -- send -------------------------------------------------------------------------------
 
-    def build_request(
-        self, *, to: str, content: Mapping[str, Any], message_id: str
-    ) -> httpx.Request:
+    def build_request(self, *, to: str, content: Mapping[str, Any], message_id: str) -> HttpRequest:
         text = content.get("body")
         if not isinstance(text, str) or not text.strip():
             raise PermanentChannelError("no SMS text in the rendered content", code="no_body")
-        body = self._render(to=to, text=text, message_id=message_id)
+        if self._default_body and isinstance(to, str) and isinstance(message_id, str):
+            body = self._default(to, text, message_id)
+        else:
+            body = self._render(to=to, text=text, message_id=message_id)
+        headers = self._request_headers.copy()  # the request is the caller's to change
         if self.method == "GET":
             params = {str(k): _text(v) for k, v in orjson.loads(body).items()}
-            return self.http.build_request("GET", self.url, params=params, headers=self.headers)
-        headers = {"content-type": "application/json", **self.headers}
-        return self.http.build_request("POST", self.url, content=body, headers=headers)
+            return HttpRequest("GET", self._with_query(params), headers)
+        return HttpRequest("POST", self._target, headers, body)
+
+    def _default(self, to: str, text: str, message_id: str) -> bytes:
+        """``DEFAULT_BODY_TEMPLATE`` rendered: ``|tojson`` of a string is json.dumps's
+        ASCII-escaped literal with ``<>&'`` escaped too."""
+        to_json, text_json, id_json = _tojson(to), _tojson(text), _tojson(message_id)
+        head = f'{{"to": {to_json}, "text": {text_json}, "message_id": {id_json}'
+        return head.encode() + self._sign_tail
+
+    def _with_query(self, params: Mapping[str, str]) -> str:
+        """The URL with ``params`` merged into its own query (theirs win), form-encoded."""
+        return f"{self._url_base}?{urlencode({**self._url_params, **params})}"
 
     def _render(self, **variables: str) -> bytes:
         try:
@@ -140,7 +173,7 @@ class HttpSmsProvider(SmsProvider):
             raise PermanentChannelError("body_template rendered no object", code="template_error")
         return rendered.encode()
 
-    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+    def read_outcome(self, response: HttpResponse, message_id: str) -> SendResult:
         status = response.status_code
         if status >= 500 or status in RETRYABLE_STATUSES:
             raise TransientChannelError(f"gateway answered HTTP {status}", code=f"http_{status}")
@@ -149,12 +182,12 @@ class HttpSmsProvider(SmsProvider):
         answer = self._answer(response)
         if self.success_field is not None:
             self._check_success(answer)
-        provider_id = lookup(answer, self.message_id_field) if self.message_id_field else None
+        provider_id = lookup(answer, self._id_path) if self._id_path else None
         if provider_id is _MISSING or provider_id is None or isinstance(provider_id, dict | list):
             provider_id = message_id
         return SendResult(provider_message_id=str(provider_id), detail={"status": status})
 
-    def _answer(self, response: httpx.Response) -> Any:
+    def _answer(self, response: HttpResponse) -> Any:
         if self.success_field is None and self.message_id_field is None:
             return None
         try:
@@ -168,14 +201,14 @@ class HttpSmsProvider(SmsProvider):
 
     def _check_success(self, answer: Any) -> None:
         assert self.success_field is not None
-        actual = lookup(answer, self.success_field)
+        actual = lookup(answer, self._success_path)
         if self.success_value is None:
             succeeded = actual is not _MISSING and bool(actual)
         else:
-            succeeded = actual is not _MISSING and _text(actual) == _text(self.success_value)
+            succeeded = actual is not _MISSING and _text(actual) == self._success_text
         if succeeded:
             return
-        code = lookup(answer, self.error_code_field) if self.error_code_field else actual
+        code = lookup(answer, self._code_path) if self._code_path else actual
         code_text = "missing" if code is _MISSING else _text(code)
         detail = f"gateway refused the message ({self.success_field}={code_text})"
         if code_text in self.transient_codes:
@@ -183,10 +216,14 @@ class HttpSmsProvider(SmsProvider):
         raise PermanentChannelError(detail, code=code_text)
 
 
-def lookup(data: Any, path: str) -> Any:
-    """The value at a dotted path (``a.b.0.c``), or ``_MISSING``."""
+def _path(dotted: str | None) -> tuple[str, ...]:
+    return tuple(dotted.split(".")) if dotted else ()
+
+
+def lookup(data: Any, path: str | tuple[str, ...]) -> Any:
+    """The value at a dotted path (``a.b.0.c``, or its parts), or ``_MISSING``."""
     current = data
-    for part in path.split("."):
+    for part in path.split(".") if isinstance(path, str) else path:
         if isinstance(current, Mapping) and part in current:
             current = current[part]
         elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
@@ -194,6 +231,23 @@ def lookup(data: Any, path: str) -> Any:
         else:
             return _MISSING
     return current
+
+
+def _tojson(value: str) -> str:
+    """Jinja's ``|tojson`` of a string."""
+    return (
+        encode_basestring_ascii(value)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
+
+
+def _split_query(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its query, and the query's parameters."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="")), dict(parse_qsl(parts.query))
 
 
 def _text(value: Any) -> str:

@@ -62,7 +62,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 
 from channels.base import (
@@ -80,6 +79,7 @@ from channels.errors import (
     RecipientUnreachable,
     TransientChannelError,
 )
+from channels.http import HttpRequest, HttpResponse, encoded_url, host_header, raw_path
 from channels.sms import (
     CredentialsRejected,
     SmsProvider,
@@ -189,13 +189,14 @@ class TencentSmsProvider(SmsProvider):
         self.region = self.config.text("region", DEFAULT_REGION)
         self.endpoint = self.config.url("endpoint", DEFAULT_ENDPOINT)
         self._callback_token = self.config.callback_token()
+        self._url = encoded_url(f"{self.endpoint}/")  # ``POST /`` under the endpoint
+        self._path = raw_path(self._url)
+        self._host = host_header(self._url)
 
-    def read_outcome(self, response: httpx.Response, message_id: str) -> SendResult:
+    def read_outcome(self, response: HttpResponse, message_id: str) -> SendResult:
         return _outcome(response)
 
-    def build_request(
-        self, *, to: str, content: Mapping[str, Any], message_id: str
-    ) -> httpx.Request:
+    def build_request(self, *, to: str, content: Mapping[str, Any], message_id: str) -> HttpRequest:
         """The ``SendSms`` request, signed over the Host header it will carry."""
         template_id, params = self.template_for(content)
         payload: dict[str, Any] = {
@@ -207,16 +208,13 @@ class TencentSmsProvider(SmsProvider):
         }
         if params:
             payload["TemplateParamSet"] = list(params.values())
-        request = self.http.build_request(
-            "POST",
-            f"{self.endpoint}/",
-            headers={"content-type": CONTENT_TYPE},
-            content=json.dumps(payload).encode(),
-        )
+        headers = {"host": self._host, "content-type": CONTENT_TYPE}
+        request = HttpRequest("POST", self._url, headers, json.dumps(payload).encode())
         self._sign(request, int(time.time()))
         return request
 
-    def _sign(self, request: httpx.Request, timestamp: int) -> None:
+    def _sign(self, request: HttpRequest, timestamp: int) -> None:
+        """Sign (or re-sign) ``request`` as of ``timestamp``."""
         request.headers.update(
             {
                 "x-tc-action": ACTION,
@@ -226,13 +224,12 @@ class TencentSmsProvider(SmsProvider):
                 "x-tc-requestclient": REQUEST_CLIENT,
             }
         )
-        path, _, query = request.url.raw_path.decode("ascii").partition("?")
         request.headers["authorization"] = tc3_authorization(
             secret_id=self.secret_id,
             secret_key=self._secret_key,
             method=request.method,
-            path=path,
-            query=query,
+            path=self._path,
+            query="",
             content_type=request.headers["content-type"],
             host=request.headers["host"],
             payload=request.content,
@@ -258,7 +255,7 @@ class TencentSmsProvider(SmsProvider):
         )
 
 
-def _outcome(response: httpx.Response) -> SendResult:
+def _outcome(response: HttpResponse) -> SendResult:
     status = response.status_code
     if status != 200:
         kind = TransientChannelError if status >= 500 or status == 429 else PermanentChannelError
@@ -280,7 +277,7 @@ def _outcome(response: httpx.Response) -> SendResult:
     raise classify(code, str(first.get("Message", "")))
 
 
-def _response_object(response: httpx.Response) -> Mapping[str, Any]:
+def _response_object(response: HttpResponse) -> Mapping[str, Any]:
     try:
         answer = orjson.loads(response.content)
     except orjson.JSONDecodeError:

@@ -547,7 +547,7 @@ async def test_pushes_with_a_wrong_token_are_refused(harness: Harness) -> None:
 async def test_phone_numbers_and_params_stay_out_of_the_http_log(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="icc.channels.http")
     await send(harness.make())
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "?<redacted>" in logged

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from channels.base import ProviderContext
 from channels.errors import PermanentChannelError, ProviderConfigError, TransientChannelError
 from channels.simulator.sms_gateway import SmsGatewaySimulator
-from channels.sms.http_gateway import HttpSmsProvider
+from channels.sms.http_gateway import DEFAULT_BODY_TEMPLATE, HttpSmsProvider
 
 TOKEN = "gateway-token"
 TEXT = '【示例银行】您尾号1234的账户支出1,200.00元。"理财"专享\n回TD退订'
@@ -98,6 +101,53 @@ async def test_get_sends_query_parameters(harness: Harness) -> None:
     [received] = harness.simulator.received
     assert received.method == "GET"
     assert received.payload == {"mobile": "13800138000", "msg": TEXT, "n": "1"}
+
+
+async def test_get_merges_the_parameters_into_the_urls_own_query(harness: Harness) -> None:
+    url = str(harness.server.make_url("/gateway/sms")) + "?account=icc&msg=stale"
+    template = '{"mobile": {{ to|tojson }}, "msg": {{ text|tojson }}}'
+    await send(harness.make(url=url, method="GET", body_template=template))
+    [received] = harness.simulator.received
+    assert received.payload == {"account": "icc", "mobile": "13800138000", "msg": TEXT}
+
+
+_TEXTS = st.text(st.characters(exclude_categories=["Cs"]), min_size=1).filter(str.strip)
+_SIGNS = st.sampled_from(["", "示例银行", "<b>&'\"</b>"])
+
+
+@given(to=st.text(), text=_TEXTS, message_id=st.text(), sign=_SIGNS)
+def test_the_default_body_is_the_templates_rendering_byte_for_byte(
+    to: str, text: str, message_id: str, sign: str
+) -> None:
+    """The default template is written out in code (no Jinja per message): same bytes as
+    the template renders, whatever the text holds."""
+    fast = make_provider({"url": "http://sms.bank.local/send", "sign": sign})
+    built = fast.build_request(to=to, content={"body": text}, message_id=message_id)
+    rendered = fast._template.render(to=to, text=text, message_id=message_id, sign=sign)
+    assert built.content == rendered.encode()
+    # a template that only differs in spacing takes the Jinja path: same JSON
+    compact = DEFAULT_BODY_TEMPLATE.replace(", ", ",")
+    jinja = make_provider(
+        {"url": "http://sms.bank.local/send", "sign": sign, "body_template": compact}
+    )
+    again = jinja.build_request(to=to, content={"body": text}, message_id=message_id)
+    assert again.content != built.content
+    assert orjson.loads(again.content) == orjson.loads(built.content)
+
+
+def test_requests_are_built_once_per_account_and_copied_per_message() -> None:
+    provider = make_provider(
+        {"url": "https://sms.bank.local:8443/send", "headers": {"Authorization": "Bearer t"}}
+    )
+    first = provider.build_request(to="13800138000", content={"body": "a"}, message_id="m1")
+    first.headers["x-changed"] = "1"
+    second = provider.build_request(to="13800138000", content={"body": "b"}, message_id="m2")
+    assert second.headers == {
+        "host": "sms.bank.local:8443",
+        "content-type": "application/json",
+        "Authorization": "Bearer t",
+    }
+    assert second.url == "https://sms.bank.local:8443/send"
 
 
 async def test_without_a_success_field_any_2xx_is_success(harness: Harness) -> None:

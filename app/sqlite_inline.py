@@ -1,0 +1,166 @@
+"""The SQLite writer's connection, run inline on the event loop's thread.
+
+aiosqlite runs every call (execute, fetch, close, commit...) in a thread of its own and
+hands the result back through the event loop. Profiles of `icc serve` showed those hops, and
+the GIL handovers they cause, costing more of the main thread than the SQL itself: a group
+of a dozen messages makes some 60 of them. The writer's statements are short (bulk writes of
+one group, by primary key or index) and serialized anyway (SQLite has one writer), so this
+module runs them directly, behind the same coroutine interface SQLAlchemy's aiosqlite
+dialect drives. Readers keep aiosqlite's threads: a long report must not stall the loop.
+
+Busy waiting would stall the loop, so the connection has no busy timeout: when another
+connection holds the write lock, taking it (``BEGIN IMMEDIATE``, or any statement outside a
+transaction) is retried with asynchronous sleeps, for up to ``BUSY_TIMEOUT`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+BUSY_TIMEOUT = 30.0
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, 517) or (
+        "database is locked" in str(exc)
+    )
+
+
+class InlineCursor:
+    def __init__(self, connection: InlineConnection) -> None:
+        self._connection = connection
+        self._cursor = connection._conn.cursor()
+
+    async def __aenter__(self) -> InlineCursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
+        args = (sql,) if parameters is None else (sql, parameters)
+        await self._connection.run(self._cursor.execute, *args)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
+        await self._connection.run(self._cursor.executemany, sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(size if size is not None else self._cursor.arraysize)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+
+class _RunNow:
+    """Stands in for aiosqlite's request queue, which the dialect uses directly to set the
+    isolation level: the function runs at once and its future is resolved."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except Exception as exc:
+            if future is not None:
+                future.set_exception(exc)
+            return
+        if future is not None:
+            future.set_result(result)
+
+
+class InlineConnection:
+    """The subset of ``aiosqlite.Connection`` that SQLAlchemy's aiosqlite dialect uses."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._connection: sqlite3.Connection | None = conn
+        self._tx = _RunNow()
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Call ``function``; while the write lock is taken elsewhere and we hold no
+        transaction (so retrying is safe), wait for it without blocking the loop."""
+        delay, waited = 0.001, 0.0
+        while True:
+            in_transaction = self._conn.in_transaction
+            try:
+                return function(*args)
+            except sqlite3.OperationalError as exc:
+                if in_transaction or not _is_busy(exc) or waited >= BUSY_TIMEOUT:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+
+    def cursor(self) -> InlineCursor:
+        return InlineCursor(self)
+
+    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
+        return await self.cursor().execute(sql, parameters)
+
+    async def commit(self) -> None:
+        self._conn.commit()
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    def stop(self) -> None:
+        if self._connection is not None:
+            self._connection = None
+            self._conn.close()
+
+    async def create_function(self, name: str, num_params: int, func: Any, **kw: Any) -> None:
+        self._conn.create_function(name, num_params, func, **kw)
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self._conn.isolation_level = value  # type: ignore[assignment]
+
+
+def inline_creator(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Callable[[], Any]:
+    """An ``async_creator`` for ``create_async_engine``, connecting as the dialect would
+    (its ``create_connect_args``), without a busy timeout (see the module docstring)."""
+
+    async def connect() -> InlineConnection:
+        conn = sqlite3.connect(*args, **{**kwargs, "timeout": 0, "check_same_thread": False})
+        return InlineConnection(conn)
+
+    return connect

@@ -1,0 +1,213 @@
+"""The strategy decision: which marketing patch, if any, a message carries. Pure: no I/O.
+
+Given the customer's profile, the scenario, the channel, the time and the customer's recent
+patches, `decide()` returns the winning strategy (or none) and, for every strategy of the
+scenario, whether it matched and why not. `POST /v1/strategies/explain` shows exactly that,
+and the message's decision record keeps it, so a patch (or its absence) explains itself.
+
+Rules, in order:
+1. No patch at all when the customer opted out of marketing on this channel, or when the
+   send is immediate and falls in the customer's quiet hours (the transactional content is
+   never affected: only the patch is dropped).
+2. Strategies of the scenario are tried by priority (lower first, then key); a strategy
+   matches when it is active, inside its date window and its hours of the day (customer's
+   timezone), allows the channel, its segment matches the profile, and the customer's
+   patches within its frequency-cap period are fewer than its cap (counted across all
+   strategies and channels).
+3. The first match wins; the strategies after it are reported as not tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from strategies.predicate import Predicate
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+class Reason(StrEnum):
+    """Why a strategy did not win (or `matched` when it did)."""
+
+    matched = "matched"
+    inactive = "inactive"
+    before_start = "before_start"
+    after_end = "after_end"
+    outside_hours = "outside_hours"
+    channel_not_allowed = "channel_not_allowed"
+    segment_not_matched = "segment_not_matched"
+    frequency_capped = "frequency_capped"
+    not_tried = "not_tried"  # a strategy of higher priority won
+
+
+class NoPatch(StrEnum):
+    """Why the message carries no patch at all, before any strategy is tried."""
+
+    opted_out = "opted_out"
+    quiet_hours = "quiet_hours"
+    no_strategy = "no_strategy"  # none of the scenario's strategies matched (or none exist)
+
+
+@dataclass(frozen=True)
+class HourWindow:
+    """Hours of the day, [start, end); a window that ends before it starts wraps midnight
+    (21:00-08:00). start == end means the whole day."""
+
+    start: time
+    end: time
+
+    def contains(self, at: time) -> bool:
+        at = at.replace(tzinfo=None)
+        if self.start == self.end:
+            return True
+        if self.start < self.end:
+            return self.start <= at < self.end
+        return at >= self.start or at < self.end
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    """At most `max_patches` patches per customer within `days` days."""
+
+    max_patches: int
+    days: int
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What `decide()` needs of a strategy; the segment is already compiled to a predicate."""
+
+    key: str
+    scenario: str
+    segment: str
+    matches: Predicate
+    patch_template: str
+    priority: int = 100
+    active: bool = True
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    hours: HourWindow | None = None
+    channels: frozenset[str] | None = None  # None: every channel
+    cap: FrequencyCap | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class Customer:
+    """The customer as the decision sees it."""
+
+    profile: Mapping[str, Any]
+    timezone: str = DEFAULT_TIMEZONE
+    marketing_allowed: bool = True  # consent for marketing on this message's channel
+    recent_patches: Sequence[datetime] = ()  # when the customer last received patches
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    strategy: str
+    matched: bool
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    winner: Strategy | None
+    evaluations: list[Evaluation] = field(default_factory=list)
+    no_patch: NoPatch | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON kept on the message (its `decision`)."""
+        return {
+            "strategy": self.winner.key if self.winner else None,
+            "patch_template": self.winner.patch_template if self.winner else None,
+            "experiment": self.winner.experiment if self.winner else None,
+            "no_patch": self.no_patch.value if self.no_patch else None,
+            "evaluations": [
+                {"strategy": e.strategy, "matched": e.matched, "reason": e.reason.value}
+                | ({"detail": e.detail} if e.detail else {})
+                for e in self.evaluations
+            ],
+        }
+
+
+def customer_zone(name: str | None) -> ZoneInfo:
+    """The customer's timezone; an unknown or missing name falls back to the default."""
+    try:
+        return ZoneInfo(name or DEFAULT_TIMEZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def in_quiet_hours(now: datetime, quiet: HourWindow | None, timezone: str | None) -> bool:
+    return quiet is not None and quiet.contains(now.astimezone(customer_zone(timezone)).time())
+
+
+def decide(
+    strategies: Sequence[Strategy],
+    customer: Customer,
+    *,
+    scenario: str,
+    channel: str,
+    now: datetime,
+    quiet_hours: HourWindow | None = None,
+    immediate: bool = True,
+) -> Decision:
+    """The winning strategy for this message, or none, with every strategy's evaluation.
+    ``now`` must be timezone-aware. ``immediate``: the message goes out now (a scheduled
+    send is decided for its send time by the caller passing that time as ``now``)."""
+    candidates = sorted(
+        (s for s in strategies if s.scenario == scenario), key=lambda s: (s.priority, s.key)
+    )
+    if not customer.marketing_allowed:
+        return _without_patch(candidates, NoPatch.opted_out)
+    if immediate and in_quiet_hours(now, quiet_hours, customer.timezone):
+        return _without_patch(candidates, NoPatch.quiet_hours)
+    evaluations: list[Evaluation] = []
+    winner: Strategy | None = None
+    for strategy in candidates:
+        if winner is not None:
+            evaluations.append(Evaluation(strategy.key, False, Reason.not_tried, winner.key))
+            continue
+        reason, detail = _check(strategy, customer, channel=channel, now=now)
+        evaluations.append(Evaluation(strategy.key, reason is Reason.matched, reason, detail))
+        if reason is Reason.matched:
+            winner = strategy
+    return Decision(winner, evaluations, None if winner else NoPatch.no_strategy)
+
+
+def _without_patch(candidates: Sequence[Strategy], why: NoPatch) -> Decision:
+    return Decision(
+        None, [Evaluation(s.key, False, Reason.not_tried, why.value) for s in candidates], why
+    )
+
+
+def _check(
+    strategy: Strategy, customer: Customer, *, channel: str, now: datetime
+) -> tuple[Reason, str]:
+    if not strategy.active:
+        return Reason.inactive, ""
+    if strategy.starts_at is not None and now < strategy.starts_at:
+        return Reason.before_start, strategy.starts_at.isoformat()
+    if strategy.ends_at is not None and now >= strategy.ends_at:
+        return Reason.after_end, strategy.ends_at.isoformat()
+    if strategy.hours is not None:
+        local = now.astimezone(customer_zone(customer.timezone)).time()
+        if not strategy.hours.contains(local):
+            return Reason.outside_hours, local.strftime("%H:%M")
+    if strategy.channels is not None and channel not in strategy.channels:
+        return Reason.channel_not_allowed, channel
+    if not strategy.matches(customer.profile):
+        return Reason.segment_not_matched, strategy.segment
+    if strategy.cap is not None:
+        since = now - timedelta(days=strategy.cap.days)
+        received = sum(1 for at in customer.recent_patches if at > since)
+        if received >= strategy.cap.max_patches:
+            cap = strategy.cap
+            return Reason.frequency_capped, f"{received} in {cap.days} d (cap {cap.max_patches})"
+    return Reason.matched, ""

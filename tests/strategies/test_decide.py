@@ -1,0 +1,185 @@
+"""The pure strategy decision: priority, windows, channels, segments, caps, consent, quiet hours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from strategies.decide import (
+    Customer,
+    FrequencyCap,
+    HourWindow,
+    NoPatch,
+    Reason,
+    Strategy,
+    decide,
+)
+
+# 2026-11-23 10:00 in Shanghai
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+QUIET = HourWindow(time(21), time(8))
+
+
+def rich(profile: Mapping[str, Any]) -> bool:
+    return bool(profile.get("aum", 0) >= 500_000)
+
+
+def modest(profile: Mapping[str, Any]) -> bool:
+    return bool(profile.get("aum", 0) < 50_000)
+
+
+def strategy(key: str, matches: Any = rich, **options: Any) -> Strategy:
+    values: dict[str, Any] = {
+        "scenario": "account_movement",
+        "segment": f"seg_{key}",
+        "patch_template": f"patch_{key}",
+    }
+    values.update(options)
+    return Strategy(key=key, matches=matches, **values)
+
+
+def run(strategies: list[Strategy], customer: Customer, **options: Any) -> Any:
+    values: dict[str, Any] = {"scenario": "account_movement", "channel": "sms", "now": NOW}
+    values.update(options)
+    return decide(strategies, customer, **values)
+
+
+def test_the_segment_picks_the_patch_high_net_worth_wealth_low_net_worth_loan() -> None:
+    wealth = strategy("wealth", rich, priority=1)
+    loan = strategy("loan", modest, priority=2)
+    assert run([wealth, loan], Customer({"aum": 800_000})).winner is wealth
+    assert run([wealth, loan], Customer({"aum": 10_000})).winner is loan
+    middle = run([wealth, loan], Customer({"aum": 100_000}))
+    assert middle.winner is None
+    assert middle.no_patch is NoPatch.no_strategy
+    assert [e.reason for e in middle.evaluations] == [Reason.segment_not_matched] * 2
+
+
+def test_opted_out_customers_get_nothing_whatever_their_segment() -> None:
+    decision = run([strategy("wealth")], Customer({"aum": 800_000}, marketing_allowed=False))
+    assert decision.winner is None
+    assert decision.no_patch is NoPatch.opted_out
+    assert decision.record()["no_patch"] == "opted_out"
+
+
+def test_quiet_hours_drop_the_patch_of_immediate_sends_in_the_customers_timezone() -> None:
+    late = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)  # 22:30 in Shanghai, 14:30 in London
+    shanghai = Customer({"aum": 800_000})
+    london = Customer({"aum": 800_000}, timezone="Europe/London")
+    assert (
+        run([strategy("w")], shanghai, now=late, quiet_hours=QUIET).no_patch is NoPatch.quiet_hours
+    )
+    assert run([strategy("w")], london, now=late, quiet_hours=QUIET).winner is not None
+    # a scheduled send is decided for its own time, not held to the quiet hours of now
+    assert run([strategy("w")], shanghai, now=late, quiet_hours=QUIET, immediate=False).winner
+
+
+def test_priority_then_key_decides_and_later_strategies_are_not_tried() -> None:
+    b = strategy("b", priority=5)
+    a = strategy("a", priority=5)
+    first = strategy("z", priority=1)
+    decision = run([b, a, first], Customer({"aum": 900_000}))
+    assert decision.winner is first
+    assert [(e.strategy, e.reason) for e in decision.evaluations] == [
+        ("z", Reason.matched),
+        ("a", Reason.not_tried),
+        ("b", Reason.not_tried),
+    ]
+
+
+def test_windows_channels_and_status_each_say_why() -> None:
+    customer = Customer({"aum": 900_000})
+    cases = [
+        (strategy("s", active=False), Reason.inactive),
+        (strategy("s", starts_at=NOW + timedelta(days=1)), Reason.before_start),
+        (strategy("s", ends_at=NOW), Reason.after_end),
+        (strategy("s", hours=HourWindow(time(12), time(18))), Reason.outside_hours),
+        (strategy("s", channels=frozenset({"wechat"})), Reason.channel_not_allowed),
+    ]
+    for item, reason in cases:
+        [evaluation] = run([item], customer).evaluations
+        assert evaluation.reason is reason
+    inside = strategy("s", hours=HourWindow(time(9), time(11)), channels=frozenset({"sms"}))
+    assert run([inside], customer).winner is inside
+
+
+def test_the_frequency_cap_counts_patches_of_every_strategy_within_its_period() -> None:
+    capped = strategy("w", cap=FrequencyCap(max_patches=2, days=7))
+    recent = [NOW - timedelta(days=1), NOW - timedelta(days=6)]
+    decision = run([capped], Customer({"aum": 900_000}, recent_patches=recent))
+    assert decision.evaluations[0].reason is Reason.frequency_capped
+    older = [NOW - timedelta(days=1), NOW - timedelta(days=8)]
+    assert run([capped], Customer({"aum": 900_000}, recent_patches=older)).winner is capped
+
+
+def test_other_scenarios_strategies_are_ignored() -> None:
+    other = strategy("o", scenario="salary_credit")
+    decision = run([other], Customer({"aum": 900_000}))
+    assert decision.winner is None
+    assert decision.evaluations == []
+
+
+def test_the_record_is_plain_json() -> None:
+    record = run([strategy("w", experiment="exp1")], Customer({"aum": 900_000})).record()
+    assert record == {
+        "strategy": "w",
+        "patch_template": "patch_w",
+        "experiment": "exp1",
+        "no_patch": None,
+        "evaluations": [{"strategy": "w", "matched": True, "reason": "matched"}],
+    }
+
+
+@given(
+    start=st.integers(0, 23),
+    end=st.integers(0, 23),
+    hour=st.integers(0, 23),
+    minute=st.integers(0, 59),
+)
+def test_an_hour_window_wraps_midnight(start: int, end: int, hour: int, minute: int) -> None:
+    window = HourWindow(time(start), time(end))
+    at = hour * 60 + minute
+    lo, hi = start * 60, end * 60
+    expected = True if lo == hi else (lo <= at < hi if lo < hi else at >= lo or at < hi)
+    assert window.contains(time(hour, minute)) is expected
+
+
+@given(
+    aums=st.lists(st.integers(0, 2_000_000), min_size=1, max_size=6), aum=st.integers(0, 2_000_000)
+)
+def test_the_winner_is_the_first_matching_by_priority(aums: list[int], aum: int) -> None:
+    items = [
+        strategy(f"s{i}", (lambda p, t=t: p["aum"] >= t), priority=len(aums) - i)
+        for i, t in enumerate(aums)
+    ]
+    decision = run(items, Customer({"aum": aum}))
+    matching = sorted((s for s in items if s.matches({"aum": aum})), key=lambda s: s.priority)
+    assert decision.winner is (matching[0] if matching else None)
+    assert sum(e.matched for e in decision.evaluations) == (1 if matching else 0)
+
+
+def test_the_issues_example_segments_choose_the_patch_from_a_profile() -> None:
+    from strategies.attributes import AttributeSchema, AttributeType
+    from strategies.predicate import compile_predicate
+    from strategies.rules import validate
+
+    schema = AttributeSchema({"aum": AttributeType.number, "tags": AttributeType.string_list})
+    high = validate(
+        {
+            "all": [
+                {"field": "aum", "op": "gte", "value": 500000},
+                {"not": {"field": "tags", "op": "contains", "value": "staff"}},
+            ]
+        },
+        schema,
+    )
+    low = validate({"field": "aum", "op": "lt", "value": 50000}, schema)
+    wealth = strategy("wealth", compile_predicate(high), priority=1)
+    loan = strategy("loan", compile_predicate(low), priority=2)
+    assert run([wealth, loan], Customer({"aum": 800000, "tags": ["payroll"]})).winner is wealth
+    assert run([wealth, loan], Customer({"aum": 800000, "tags": ["staff"]})).winner is None
+    assert run([wealth, loan], Customer({"aum": 12000})).winner is loan

@@ -1,0 +1,106 @@
+"""Migration 0003 on SQLite and PostgreSQL: existing templates become published version 1,
+declaring their scenario's variables; the downgrade puts the content back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from app.db import create_engine
+from app.migrate import alembic_config, upgrade
+from tests import services
+
+NOW = "2026-01-01 00:00:00"
+LEGACY = [
+    "INSERT INTO templates (id, key, channel, subject, body, options, created_at, updated_at) "
+    f"VALUES ('tpl_1', 'salary.sms', 'sms', NULL, '工资{{{{ amount }}}}元', "
+    '\'{"provider_templates": {"aliyun_sms": {"template_code": "SMS_1", "params": {}}}}\', '
+    f"'{NOW}', '{NOW}')",
+    "INSERT INTO templates (id, key, channel, subject, body, options, created_at, updated_at) "
+    f"VALUES ('tpl_2', 'orphan.email', 'email', '主题', '正文', '{{}}', '{NOW}', '{NOW}')",
+    "INSERT INTO scenarios (id, key, name, message_class, channels, required_variables, "
+    "templates, created_at, updated_at) VALUES ('scn_1', 'salary', 'salary', 'transactional', "
+    '\'["sms"]\', \'[{"name": "amount", "type": "decimal", "description": null}]\', '
+    f"'{{\"sms\": \"salary.sms\"}}', '{NOW}', '{NOW}')",
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrate.db'}"
+        return
+    problem = services.postgres_available()
+    if problem is not None:
+        services.unavailable("PostgreSQL", problem)
+    name = f"icc_migrate_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    url = asyncio.run(services.create_database(name))
+    yield url
+    asyncio.run(services.drop_database(name))
+
+
+def _sql(url: str, *statements: str) -> list[list[Any]]:
+    async def run() -> list[list[Any]]:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                results = []
+                for statement in statements:
+                    result = await conn.execute(text(statement))
+                    results.append([tuple(r) for r in result] if result.returns_rows else [])
+                return results
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_existing_templates_become_published_version_one(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "0002")
+    _sql(database_url, *LEGACY)
+    upgrade(database_url)
+    templates, versions = _sql(
+        database_url,
+        "SELECT key, name, variables, current_version, latest_version FROM templates ORDER BY key",
+        "SELECT t.key, v.version, v.status, v.subject, v.body, v.options, v.variables "
+        "FROM template_versions v JOIN templates t ON t.id = v.template_id ORDER BY t.key",
+    )
+    amount = [{"name": "amount", "type": "decimal", "description": None}]
+    decode = _json_decoder(database_url)
+    assert [(k, n, decode(v), c, latest) for k, n, v, c, latest in templates] == [
+        ("orphan.email", "orphan.email", [], 1, 1),
+        ("salary.sms", "salary.sms", amount, 1, 1),
+    ]
+    assert [(k, n, st, su, b, decode(o), decode(v)) for k, n, st, su, b, o, v in versions] == [
+        ("orphan.email", 1, "published", "主题", "正文", {}, []),
+        (
+            "salary.sms",
+            1,
+            "published",
+            None,
+            "工资{{ amount }}元",
+            {"provider_templates": {"aliyun_sms": {"template_code": "SMS_1", "params": {}}}},
+            amount,
+        ),
+    ]
+    command.downgrade(config, "0002")
+    (rows,) = _sql(database_url, "SELECT key, subject, body FROM templates ORDER BY key")
+    assert rows == [("orphan.email", "主题", "正文"), ("salary.sms", None, "工资{{ amount }}元")]
+    upgrade(database_url)  # and up again
+
+
+def _json_decoder(url: str) -> Any:
+    import json
+
+    if url.startswith("sqlite"):
+        return json.loads
+    return lambda value: json.loads(value) if isinstance(value, str) else value
