@@ -21,6 +21,8 @@ from app.runtime import Runtime
 from app.sandbox.endpoints import router as sandbox_router
 from app.scenarios.endpoints import router as scenarios_router
 from app.settings import Settings
+from app.strategies.endpoints import segments as segments_router
+from app.strategies.endpoints import strategies as strategies_router
 from templates.endpoints import router as templates_router
 
 
@@ -97,6 +99,8 @@ def create_app(
         keys_router,
         sandbox_router,
         callbacks_router,
+        segments_router,
+        strategies_router,
     )
     for router in routers:
         app.include_router(router)

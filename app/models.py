@@ -6,6 +6,7 @@ from app.db import Base
 from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
 from app.scenarios.models import Scenario
+from app.strategies.models import Segment, Strategy
 from templates.models import Template, TemplateVersion
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "Outbox",
     "SandboxDelivery",
     "Scenario",
+    "Segment",
+    "Strategy",
     "Template",
     "TemplateVersion",
 ]

@@ -43,6 +43,20 @@ class RetrySettings(BaseModel):
     max_delay: float = Field(default=300.0, gt=0)
 
 
+class MarketingSettings(BaseModel):
+    """How marketing patches travel with transactional messages."""
+
+    quiet_hours_start: str = Field(
+        default="21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="customer's time"
+    )
+    quiet_hours_end: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    sms_max_segments: int = Field(default=2, ge=1, le=10, description="SMS budget with a patch")
+    opt_out_hint: str = Field(default="拒收请回复R", max_length=40)
+    sms_signature: str | None = Field(
+        default=None, max_length=20, description="counted in the SMS length, e.g. 示例银行"
+    )
+
+
 class ApiSettings(BaseModel):
     max_body_bytes: int = 256 * 1024
     max_batch_body_bytes: int = 32 * 1024 * 1024
@@ -66,6 +80,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     retry: RetrySettings = RetrySettings()
     api: ApiSettings = ApiSettings()
+    marketing: MarketingSettings = MarketingSettings()
 
     @field_validator("database_url")
     @classmethod
