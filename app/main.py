@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.auth.endpoints import router as keys_router
 from app.callbacks.endpoints import router as callbacks_router
+from app.customers.endpoints import attributes_router as customer_attributes_router
+from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
@@ -95,6 +97,8 @@ def create_app(
         keys_router,
         sandbox_router,
         callbacks_router,
+        customers_router,
+        customer_attributes_router,
     )
     for router in routers:
         app.include_router(router)

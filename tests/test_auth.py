@@ -31,11 +31,27 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/keys"): set(),
     ("DELETE", "/v1/keys/{key_id}"): set(),
     ("GET", "/v1/sandbox/deliveries"): {"analyst"},
+    ("PUT", "/v1/customers/{customer_id}"): {"system", "marketer"},
+    ("GET", "/v1/customers/{customer_id}"): {"system", "marketer", "analyst"},
+    ("GET", "/v1/customers"): {"system", "marketer", "analyst"},
+    ("DELETE", "/v1/customers/{customer_id}"): {"system"},
+    ("POST", "/v1/customers/{customer_id}/opt-out"): {"system", "marketer"},
+    ("POST", "/v1/customers/{customer_id}/opt-in"): {"system", "marketer"},
+    ("GET", "/v1/customer-attributes"): {"system", "marketer", "analyst"},
+    ("GET", "/v1/customer-attributes/{name}"): {"system", "marketer", "analyst"},
+    ("PUT", "/v1/customer-attributes/{name}"): {"marketer"},
+    ("DELETE", "/v1/customer-attributes/{name}"): {"marketer"},
 }
 
 
 def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
-    url = path.format(message_id=ids["message"], key="account_movement", key_id="key_missing")
+    url = path.format(
+        message_id=ids["message"],
+        key="account_movement",
+        key_id="key_missing",
+        customer_id="C1",
+        name="tier",
+    )
     bodies: dict[str, dict[str, Any]] = {
         "/v1/messages": {
             "scenario": "account_movement",
@@ -50,6 +66,10 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         "/v1/scenarios": {**SCENARIO, "key": "other_scenario"},
         "/v1/scenarios/{key}": {k: v for k, v in SCENARIO.items() if k != "key"},
         "/v1/keys": {"name": "new-key", "role": "analyst"},
+        "/v1/customers/{customer_id}": {"name": "张三"},
+        "/v1/customers/{customer_id}/opt-out": {"channel": "sms"},
+        "/v1/customers/{customer_id}/opt-in": {},
+        "/v1/customer-attributes/{name}": {"type": "string"},
     }
     return url, bodies.get(path) if method in ("POST", "PUT") else None
 

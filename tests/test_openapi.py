@@ -35,5 +35,16 @@ def test_every_operation_is_described_with_its_errors() -> None:
 
 def test_request_bodies_have_examples() -> None:
     schemas = _spec()["components"]["schemas"]
-    for name in ("MessageCreate", "BatchCreate", "ScenarioCreate", "ErrorBody", "BatchResult"):
+    for name in (
+        "MessageCreate",
+        "BatchCreate",
+        "ScenarioCreate",
+        "ErrorBody",
+        "BatchResult",
+        "CustomerIn",
+        "CustomerOut",
+        "AttributeIn",
+        "ConsentChange",
+        "ErasureResult",
+    ):
         assert schemas[name].get("examples"), name
