@@ -37,6 +37,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/v1/customers/{customer_id}"): {"system"},
     ("POST", "/v1/customers/{customer_id}/opt-out"): {"system", "marketer"},
     ("POST", "/v1/customers/{customer_id}/opt-in"): {"system", "marketer"},
+    ("POST", "/v1/customers/import"): {"system", "marketer"},
     ("GET", "/v1/customer-attributes"): {"system", "marketer", "analyst"},
     ("GET", "/v1/customer-attributes/{name}"): {"system", "marketer", "analyst"},
     ("PUT", "/v1/customer-attributes/{name}"): {"marketer"},

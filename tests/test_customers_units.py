@@ -1,4 +1,4 @@
-"""Pure parts of customers: attribute types, profile fields, consent."""
+"""Pure parts of customers: attribute types, profile fields, consent, the CSV record splitter."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from app.customers.attributes import (
     shown,
 )
 from app.customers.consent import Purpose, allows, consent_state
+from app.customers.csv_import import InvalidCsv, RecordSplitter, parse_record
 
 T = AttributeType
 
@@ -123,3 +124,50 @@ def test_consent_state_defaults_and_records() -> None:
     denied = consent_state([], marketing_granted=False)
     assert not allows(denied, "wechat", "marketing")
     assert allows(denied, "wechat", "transactional")
+
+
+CSV = (
+    "\ufeffid,name,note\r\n"
+    'C1,张三,"line one\r\nline two, with ""quotes"""\r\n'
+    "\r\n"
+    "C2,李四,plain\r\n"
+    'C3,"王五",last without break'
+).encode()
+
+
+def _split(data: bytes, size: int) -> list[tuple[int, bytes]]:
+    splitter = RecordSplitter()
+    records = []
+    for start in range(0, len(data), size):
+        records += splitter.feed(data[start : start + size])
+    return records + splitter.close()
+
+
+def test_records_are_the_same_however_the_stream_is_cut() -> None:
+    whole = _split(CSV, len(CSV))
+    assert [line for line, _ in whole] == [1, 2, 4, 5, 6]
+    assert [parse_record(raw) for _, raw in whole] == [
+        ["id", "name", "note"],
+        ["C1", "张三", 'line one\r\nline two, with "quotes"'],
+        [],
+        ["C2", "李四", "plain"],
+        ["C3", "王五", "last without break"],
+    ]
+    for size in (1, 2, 3, 5, 7, 64):
+        assert _split(CSV, size) == whole, size
+
+
+def test_splitter_bounds_a_record() -> None:
+    splitter = RecordSplitter(max_record_bytes=100)
+    with pytest.raises(InvalidCsv):
+        splitter.feed(b"x" * 200)  # no line break
+    quoted = RecordSplitter(max_record_bytes=100)
+    quoted.feed(b'id,name\nC1,"open\n')
+    with pytest.raises(InvalidCsv):
+        quoted.feed(b"still inside the quotes\n" * 20)
+    unclosed = RecordSplitter()
+    unclosed.feed(b'id\n"C1\n')
+    with pytest.raises(InvalidCsv):
+        unclosed.close()
+    with pytest.raises(ValueError, match="utf-8"):
+        parse_record("李四".encode("gbk"))
