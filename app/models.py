@@ -1,7 +1,7 @@
 """Import every model so that Base.metadata is complete (Alembic, tests)."""
 
 from app.auth.models import ApiKey
-from app.customers.models import Customer
+from app.customers.models import Customer, CustomerAttribute, CustomerConsent
 from app.db import Base
 from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
@@ -13,6 +13,8 @@ __all__ = [
     "ApiKey",
     "Base",
     "Customer",
+    "CustomerAttribute",
+    "CustomerConsent",
     "InboundMessage",
     "Message",
     "MessageEvent",

@@ -61,7 +61,29 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = 256 * 1024
     max_batch_body_bytes: int = 32 * 1024 * 1024
     max_batch_items: int = 10_000
+    max_import_bytes: int = Field(
+        default=2 * 1024**3, description="largest CSV body of POST /v1/customers/import"
+    )
     key_cache_seconds: float = 10.0
+
+
+class CustomerSettings(BaseModel):
+    """Customer profiles: consent defaults and the bulk import."""
+
+    marketing_consent_default: Literal["granted", "denied"] = Field(
+        default="granted",
+        description="marketing consent of a customer who neither opted in nor out",
+    )
+    import_chunk_rows: int = Field(
+        default=2000, ge=1, le=50_000, description="rows per upsert (and per transaction)"
+    )
+    import_max_errors: int = Field(
+        default=100, ge=0, description="row errors listed in an import summary (all are counted)"
+    )
+
+    @property
+    def marketing_granted(self) -> bool:
+        return self.marketing_consent_default == "granted"
 
 
 class Settings(BaseSettings):
@@ -81,6 +103,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     api: ApiSettings = ApiSettings()
     marketing: MarketingSettings = MarketingSettings()
+    customers: CustomerSettings = CustomerSettings()
 
     @field_validator("database_url")
     @classmethod

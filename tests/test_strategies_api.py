@@ -50,7 +50,8 @@ async def _template(client: httpx.AsyncClient, key: str, body: str) -> None:
     assert published.status_code == 200, published.text
 
 
-async def _setup(client: httpx.AsyncClient) -> None:
+async def _setup(platform: Platform, client: httpx.AsyncClient) -> None:
+    await platform.create_scenario()
     await _seed(client)
     for key, rule in (("high_net_worth", HIGH), ("low_net_worth", LOW)):
         response = await client.post("/v1/segments", json={"key": key, "rule": rule})
@@ -106,7 +107,7 @@ async def test_segments_validate_count_and_sample(platform: Platform) -> None:
 
 async def test_strategies_check_their_references(platform: Platform) -> None:
     async with platform.client("marketer") as client:
-        await _setup(client)
+        await _setup(platform, client)
         base = {
             "key": "broken",
             "scenario": "account_movement",
@@ -132,7 +133,7 @@ async def test_strategies_check_their_references(platform: Platform) -> None:
 
 async def test_explain_shows_every_strategy_verdict_per_channel(platform: Platform) -> None:
     async with platform.client("marketer") as client:
-        await _setup(client)
+        await _setup(platform, client)
         at = "2026-11-23T02:00:00Z"  # 10:00 in Shanghai: outside quiet hours
         rich = await client.post(
             "/v1/strategies/explain",
@@ -160,7 +161,11 @@ async def test_explain_shows_every_strategy_verdict_per_channel(platform: Platfo
 
         night = await client.post(
             "/v1/strategies/explain",
-            json={"scenario": "account_movement", "customer_id": "L1", "at": "2026-11-23T14:00:00Z"},
+            json={
+                "scenario": "account_movement",
+                "customer_id": "L1",
+                "at": "2026-11-23T14:00:00Z",
+            },
         )
         assert {c["no_patch"] for c in night.json()["channels"]} == {"quiet_hours"}
 
@@ -188,7 +193,7 @@ async def test_explain_shows_every_strategy_verdict_per_channel(platform: Platfo
 
 async def test_a_dry_run_gives_the_distribution_over_a_sample(platform: Platform) -> None:
     async with platform.client("marketer") as client:
-        await _setup(client)
+        await _setup(platform, client)
         response = await client.post(
             "/v1/strategies/dry-run",
             json={"scenario": "account_movement", "at": "2026-11-23T02:00:00Z"},

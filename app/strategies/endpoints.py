@@ -59,7 +59,9 @@ async def get_segment(key: str, session: ReadSessionDep, _: MarketerPrincipal) -
     return await service.segment_out_checked(session, await service.get_segment(session, key))
 
 
-@segments.put("/{key}", response_model=SegmentOut, summary="Replace a segment's rule", responses=_404)
+@segments.put(
+    "/{key}", response_model=SegmentOut, summary="Replace a segment's rule", responses=_404
+)
 async def replace_segment(
     key: str, body: SegmentUpdate, session: SessionDep, _: MarketerPrincipal
 ) -> SegmentOut:

@@ -90,7 +90,10 @@ def channel_out(decision: decide.Decision) -> ChannelDecision:
         no_patch=decision.no_patch.value if decision.no_patch else None,
         evaluations=[
             EvaluationOut(
-                strategy=e.strategy, matched=e.matched, reason=e.reason.value, detail=e.detail or None
+                strategy=e.strategy,
+                matched=e.matched,
+                reason=e.reason.value,
+                detail=e.detail or None,
             )
             for e in decision.evaluations
         ],
@@ -149,7 +152,12 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
     counts: dict[str, Counter[str]] = {c: Counter() for c in scenario.channels}
     for customer in sample:
         _, timezone, consent = await _decider(session, customer, settings)
-        who = decide.Customer(profile(customer), timezone or decide.DEFAULT_TIMEZONE, True, recent.get(customer.id, []))
+        who = decide.Customer(
+            profile(customer),
+            timezone or decide.DEFAULT_TIMEZONE,
+            True,
+            recent.get(customer.id, []),
+        )
         for decision in decisions(
             rules,
             scenario=data.scenario,

@@ -21,7 +21,9 @@ async def segment(session: AsyncSession, key: str) -> Segment | None:
     return await session.scalar(select(Segment).where(Segment.key == key))
 
 
-async def segments_page(session: AsyncSession, *, after_key: str | None, limit: int) -> list[Segment]:
+async def segments_page(
+    session: AsyncSession, *, after_key: str | None, limit: int
+) -> list[Segment]:
     stmt = select(Segment).order_by(Segment.key).limit(limit)
     if after_key:
         stmt = stmt.where(Segment.key > after_key)

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from app.scenarios.schemas import KEY_PATTERN, Channel
 
 HOUR_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
-_EXAMPLE_RULE = {
+_EXAMPLE_RULE: dict[str, Any] = {
     "all": [
         {"field": "aum", "op": "gte", "value": 500000},
         {"not": {"field": "tags", "op": "contains", "value": "staff"}},

@@ -223,7 +223,9 @@ def _time(text: str) -> time:
 def compiled(row: Strategy, rule: Rule | None) -> decide.Strategy:
     """The decision's view of a stored strategy. A segment whose rule no longer validates
     (the attribute schema changed) matches nobody rather than failing sends."""
-    hours = decide.HourWindow(_time(row.hours["start"]), _time(row.hours["end"])) if row.hours else None
+    hours = (
+        decide.HourWindow(_time(row.hours["start"]), _time(row.hours["end"])) if row.hours else None
+    )
     cap = (
         decide.FrequencyCap(row.cap_max, row.cap_days)
         if row.cap_max is not None and row.cap_days is not None
