@@ -185,6 +185,42 @@ async def _with_session(settings: Settings, fn: Any) -> Any:
         await engine.dispose()
 
 
+@main.group()
+def customers() -> None:
+    """Customer profiles."""
+
+
+@customers.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--max-errors", default=1000, show_default=True, help="row errors to print")
+@click.option("--chunk-rows", default=None, type=click.IntRange(1, 50_000), help="rows per upsert")
+def customers_import(path: Path, max_errors: int, chunk_rows: int | None) -> None:
+    """Import (upsert) customers from a UTF-8 CSV file: streamed, idempotent. Exit status 1
+    when a row failed (the others are imported) or the file is not usable."""
+    from app.customers.cli_import import import_file, report_lines
+    from app.errors import AppError
+    from app.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    with click.progressbar(length=path.stat().st_size, label="importing", file=sys.stderr) as bar:
+        try:
+            summary = asyncio.run(
+                import_file(
+                    settings,
+                    path,
+                    max_errors=max_errors,
+                    chunk_rows=chunk_rows,
+                    progress=bar.update,
+                )
+            )
+        except AppError as exc:
+            raise click.ClickException(exc.detail) from None
+    for line in report_lines(summary):
+        click.echo(line)
+    sys.exit(1 if summary.failed else 0)
+
+
 @main.command()
 def demo() -> None:
     """Seed the demo scenario, customers and keys (safe to run twice)."""

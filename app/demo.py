@@ -12,6 +12,9 @@ from app.auth import repository as keys_repository
 from app.auth.schemas import Role
 from app.auth.service import create_key
 from app.customers import repository as customers
+from app.customers import service as customer_service
+from app.customers.attributes import AttributeType
+from app.customers.schemas import AttributeIn
 from app.scenarios import repository as scenarios_repository
 from app.scenarios import service as scenarios
 from app.scenarios.schemas import ScenarioCreate
@@ -67,6 +70,12 @@ CUSTOMERS = [
     },
 ]
 
+# the attributes the demo customers carry, declared so that profiles and segments check them
+ATTRIBUTES = {
+    "aum": AttributeIn(type=AttributeType.number, description="assets under management, CNY"),
+    "tier": AttributeIn(type=AttributeType.string, description="mass, affluent or private"),
+}
+
 DEMO_KEYS = (("demo-admin", Role.admin), ("demo-core-banking", Role.system))
 
 
@@ -74,6 +83,8 @@ async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
     """Seed the demo; return the keys created now (already existing keys keep their secret)."""
     if await scenarios_repository.by_key(session, ACCOUNT_MOVEMENT["key"]) is None:  # type: ignore[arg-type]
         await scenarios.create(session, ScenarioCreate.model_validate(ACCOUNT_MOVEMENT))
+    for name, spec in ATTRIBUTES.items():
+        await customer_service.put_attribute(session, name, spec)
     for data in CUSTOMERS:
         values = {k: v for k, v in data.items() if k != "id"}
         await customers.upsert(session, str(data["id"]), **values)

@@ -13,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.auth.endpoints import router as keys_router
 from app.callbacks.endpoints import router as callbacks_router
+from app.customers.endpoints import attributes_router as customer_attributes_router
+from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
@@ -21,20 +23,25 @@ from app.runtime import Runtime
 from app.sandbox.endpoints import router as sandbox_router
 from app.scenarios.endpoints import router as scenarios_router
 from app.settings import Settings
+from app.strategies.endpoints import segments as segments_router
+from app.strategies.endpoints import strategies as strategies_router
 from templates.endpoints import router as templates_router
 
 
 class BodySizeLimit:
     """413 for bodies over the limit, whether or not Content-Length is declared."""
 
-    def __init__(self, app: ASGIApp, *, default: int, batch: int) -> None:
-        self.app, self.default, self.batch = app, default, batch
+    def __init__(self, app: ASGIApp, *, default: int, batch: int, csv_import: int) -> None:
+        self.app, self.default, self.batch, self.csv_import = app, default, batch, csv_import
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.batch if scope["path"].endswith("/batch") else self.default
+        path = scope["path"]
+        limit = self.batch if path.endswith("/batch") else self.default
+        if path.endswith("/customers/import"):
+            limit = self.csv_import
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, limit)
@@ -97,10 +104,17 @@ def create_app(
         keys_router,
         sandbox_router,
         callbacks_router,
+        segments_router,
+        strategies_router,
+        customers_router,
+        customer_attributes_router,
     )
     for router in routers:
         app.include_router(router)
     app.add_middleware(
-        BodySizeLimit, default=settings.api.max_body_bytes, batch=settings.api.max_batch_body_bytes
+        BodySizeLimit,
+        default=settings.api.max_body_bytes,
+        batch=settings.api.max_batch_body_bytes,
+        csv_import=settings.api.max_import_bytes,
     )
     return app

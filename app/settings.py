@@ -43,11 +43,47 @@ class RetrySettings(BaseModel):
     max_delay: float = Field(default=300.0, gt=0)
 
 
+class MarketingSettings(BaseModel):
+    """How marketing patches travel with transactional messages."""
+
+    quiet_hours_start: str = Field(
+        default="21:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="customer's time"
+    )
+    quiet_hours_end: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    sms_max_segments: int = Field(default=2, ge=1, le=10, description="SMS budget with a patch")
+    opt_out_hint: str = Field(default="拒收请回复R", max_length=40)
+    sms_signature: str | None = Field(
+        default=None, max_length=20, description="counted in the SMS length, e.g. 示例银行"
+    )
+
+
 class ApiSettings(BaseModel):
     max_body_bytes: int = 256 * 1024
     max_batch_body_bytes: int = 32 * 1024 * 1024
     max_batch_items: int = 10_000
+    max_import_bytes: int = Field(
+        default=2 * 1024**3, description="largest CSV body of POST /v1/customers/import"
+    )
     key_cache_seconds: float = 10.0
+
+
+class CustomerSettings(BaseModel):
+    """Customer profiles: consent defaults and the bulk import."""
+
+    marketing_consent_default: Literal["granted", "denied"] = Field(
+        default="granted",
+        description="marketing consent of a customer who neither opted in nor out",
+    )
+    import_chunk_rows: int = Field(
+        default=2000, ge=1, le=50_000, description="rows per upsert (and per transaction)"
+    )
+    import_max_errors: int = Field(
+        default=100, ge=0, description="row errors listed in an import summary (all are counted)"
+    )
+
+    @property
+    def marketing_granted(self) -> bool:
+        return self.marketing_consent_default == "granted"
 
 
 class Settings(BaseSettings):
@@ -66,6 +102,8 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     retry: RetrySettings = RetrySettings()
     api: ApiSettings = ApiSettings()
+    marketing: MarketingSettings = MarketingSettings()
+    customers: CustomerSettings = CustomerSettings()
 
     @field_validator("database_url")
     @classmethod

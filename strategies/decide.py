@@ -86,7 +86,7 @@ class Strategy:
     scenario: str
     segment: str
     matches: Predicate
-    patch_template: str
+    patch_templates: Mapping[str, str]  # channel -> patch template key
     priority: int = 100
     active: bool = True
     starts_at: datetime | None = None
@@ -117,15 +117,20 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Decision:
+    channel: str
     winner: Strategy | None
     evaluations: list[Evaluation] = field(default_factory=list)
     no_patch: NoPatch | None = None
+
+    @property
+    def patch_template(self) -> str | None:
+        return self.winner.patch_templates.get(self.channel) if self.winner else None
 
     def record(self) -> dict[str, Any]:
         """The JSON kept on the message (its `decision`)."""
         return {
             "strategy": self.winner.key if self.winner else None,
-            "patch_template": self.winner.patch_template if self.winner else None,
+            "patch_template": self.patch_template,
             "experiment": self.winner.experiment if self.winner else None,
             "no_patch": self.no_patch.value if self.no_patch else None,
             "evaluations": [
@@ -165,9 +170,9 @@ def decide(
         (s for s in strategies if s.scenario == scenario), key=lambda s: (s.priority, s.key)
     )
     if not customer.marketing_allowed:
-        return _without_patch(candidates, NoPatch.opted_out)
+        return _without_patch(channel, candidates, NoPatch.opted_out)
     if immediate and in_quiet_hours(now, quiet_hours, customer.timezone):
-        return _without_patch(candidates, NoPatch.quiet_hours)
+        return _without_patch(channel, candidates, NoPatch.quiet_hours)
     evaluations: list[Evaluation] = []
     winner: Strategy | None = None
     for strategy in candidates:
@@ -178,13 +183,12 @@ def decide(
         evaluations.append(Evaluation(strategy.key, reason is Reason.matched, reason, detail))
         if reason is Reason.matched:
             winner = strategy
-    return Decision(winner, evaluations, None if winner else NoPatch.no_strategy)
+    return Decision(channel, winner, evaluations, None if winner else NoPatch.no_strategy)
 
 
-def _without_patch(candidates: Sequence[Strategy], why: NoPatch) -> Decision:
-    return Decision(
-        None, [Evaluation(s.key, False, Reason.not_tried, why.value) for s in candidates], why
-    )
+def _without_patch(channel: str, candidates: Sequence[Strategy], why: NoPatch) -> Decision:
+    evaluations = [Evaluation(s.key, False, Reason.not_tried, why.value) for s in candidates]
+    return Decision(channel, None, evaluations, why)
 
 
 def _check(

@@ -40,13 +40,45 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/keys"): set(),
     ("DELETE", "/v1/keys/{key_id}"): set(),
     ("GET", "/v1/sandbox/deliveries"): {"analyst"},
+    ("PUT", "/v1/customers/{customer_id}"): {"system", "marketer"},
+    ("GET", "/v1/customers/{customer_id}"): {"system", "marketer", "analyst"},
+    ("GET", "/v1/customers"): {"system", "marketer", "analyst"},
+    ("DELETE", "/v1/customers/{customer_id}"): {"system"},
+    ("POST", "/v1/customers/{customer_id}/opt-out"): {"system", "marketer"},
+    ("POST", "/v1/customers/{customer_id}/opt-in"): {"system", "marketer"},
+    ("POST", "/v1/customers/import"): {"system", "marketer"},
+    ("GET", "/v1/customer-attributes"): {"system", "marketer", "analyst"},
+    ("GET", "/v1/customer-attributes/{name}"): {"system", "marketer", "analyst"},
+    ("PUT", "/v1/customer-attributes/{name}"): {"marketer"},
+    ("DELETE", "/v1/customer-attributes/{name}"): {"marketer"},
+    ("POST", "/v1/segments"): {"marketer"},
+    ("GET", "/v1/segments"): {"marketer"},
+    ("GET", "/v1/segments/{key}"): {"marketer"},
+    ("PUT", "/v1/segments/{key}"): {"marketer"},
+    ("DELETE", "/v1/segments/{key}"): {"marketer"},
+    ("GET", "/v1/segments/{key}/count"): {"marketer"},
+    ("GET", "/v1/segments/{key}/sample"): {"marketer"},
+    ("POST", "/v1/strategies"): {"marketer"},
+    ("GET", "/v1/strategies"): {"marketer"},
+    ("GET", "/v1/strategies/{key}"): {"marketer"},
+    ("PUT", "/v1/strategies/{key}"): {"marketer"},
+    ("DELETE", "/v1/strategies/{key}"): {"marketer"},
+    ("POST", "/v1/strategies/explain"): {"marketer"},
+    ("POST", "/v1/strategies/dry-run"): {"marketer"},
 }
 
 
 def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
     # templates: the one the scenario's inline SMS template became
     key = "account_movement.sms" if path.startswith("/v1/templates") else "account_movement"
-    url = path.format(message_id=ids["message"], key=key, key_id="key_missing", version=1)
+    url = path.format(
+        message_id=ids["message"],
+        key=key,
+        key_id="key_missing",
+        version=1,
+        customer_id="C1",
+        name="tier",
+    )
     draft = {"content": {"body": "尾号{{ account_tail }}"}}
     bodies: dict[str, dict[str, Any]] = {
         "/v1/messages": {
@@ -66,6 +98,16 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         "/v1/templates/preview": {"draft": {"channel": "sms", **draft}},
         "/v1/templates/{key}/versions": draft,
         "/v1/templates/{key}/versions/{version}": draft,
+        "/v1/customers/{customer_id}": {"name": "张三"},
+        "/v1/customers/{customer_id}/opt-out": {"channel": "sms"},
+        "/v1/customers/{customer_id}/opt-in": {},
+        "/v1/customer-attributes/{name}": {"type": "string"},
+        "/v1/segments": {"key": "some_segment", "rule": {"field": "locale", "op": "exists"}},
+        "/v1/segments/{key}": {"rule": {"field": "locale", "op": "exists"}},
+        "/v1/strategies": {"key": "s"},
+        "/v1/strategies/{key}": {"scenario": "account_movement"},
+        "/v1/strategies/explain": {"scenario": "account_movement", "customer_id": "C1"},
+        "/v1/strategies/dry-run": {"scenario": "account_movement"},
     }
     return url, bodies.get(path) if method in ("POST", "PUT") else None
 

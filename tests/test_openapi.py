@@ -38,6 +38,15 @@ def test_request_bodies_have_examples() -> None:
     names = (
         *("MessageCreate", "BatchCreate", "ScenarioCreate", "ErrorBody", "BatchResult"),
         *("TemplateCreate", "VersionCreate", "VersionUpdate", "PreviewRequest", "PreviewOut"),
+        *("CustomerIn", "CustomerOut", "AttributeIn", "ConsentChange", "ImportSummary"),
+        *("ErasureResult", "SegmentIn", "StrategyIn", "ExplainIn", "DryRunIn"),
     )
     for name in names:
         assert schemas[name].get("examples"), name
+
+
+def test_csv_import_documents_its_body() -> None:
+    op = _spec()["paths"]["/v1/customers/import"]["post"]
+    content = op["requestBody"]["content"]["text/csv"]
+    assert content["examples"]
+    assert {"413", "415"} <= set(op["responses"])

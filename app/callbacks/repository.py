@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name
@@ -29,3 +29,11 @@ async def messages_for_receipts(
 async def add_inbound(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await session.execute(insert(InboundMessage), list(rows))
+
+
+async def erase_inbound(session: AsyncSession, senders: Sequence[str]) -> int:
+    """Delete the replies sent from these addresses (erasure of a customer); how many."""
+    result = await session.execute(
+        delete(InboundMessage).where(InboundMessage.sender.in_(list(senders)))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

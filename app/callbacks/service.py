@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks import repository
+from app.customers import service as customers
 from app.ids import new_id
 from app.messages import repository as messages
 from app.messages.models import Message
@@ -123,18 +124,19 @@ async def _fall_back(
 async def _store_replies(
     session: AsyncSession, provider: str, channel: str, replies: list[InboundReply], now: datetime
 ) -> None:
-    await repository.add_inbound(
-        session,
-        [
-            {
-                "id": new_id("inb"),
-                "provider": provider,
-                "channel": channel,
-                "sender": r.sender,
-                "text": r.text,
-                "opt_out": is_opt_out(r.text),
-                "received_at": r.received_at or now,
-            }
-            for r in replies
-        ],
-    )
+    rows: list[dict[str, Any]] = [
+        {
+            "id": new_id("inb"),
+            "provider": provider,
+            "channel": channel,
+            "sender": r.sender,
+            "text": r.text,
+            "opt_out": is_opt_out(r.text),
+            "received_at": r.received_at or now,
+        }
+        for r in replies
+    ]
+    await repository.add_inbound(session, rows)
+    opt_outs = [(r["sender"], r["received_at"]) for r in rows if r["opt_out"]]
+    if channel == "sms" and opt_outs:  # "TD" revokes the sender's SMS marketing consent
+        await customers.opt_out_by_sms_reply(session, opt_outs, source=f"sms_reply:{provider}")

@@ -1,13 +1,29 @@
+"""All SQL of customers: profiles, bulk upserts, consent and the attribute schema."""
+
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, delete, exists, func, literal_column, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.customers.models import Customer
-from app.timeutil import utcnow
+from app.customers.attributes import ATTRIBUTE_NAME_PATTERN
+from app.customers.models import Customer, CustomerAttribute, CustomerConsent
+from app.db import UTCDateTime, dialect_name
+from app.timeutil import as_utc, utcnow
+
+CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
+CONSENTS: Table = CustomerConsent.__table__  # type: ignore[assignment]
+# the columns a profile write may set (besides attributes, which may be merged)
+PROFILE_COLUMNS = ("name", "phone", "email", "wechat_openid", "locale", "timezone", "tags")
+CHUNK = 500
+_NAME = re.compile(ATTRIBUTE_NAME_PATTERN)
 
 
 async def get(session: AsyncSession, customer_id: str) -> Customer | None:
@@ -17,22 +33,193 @@ async def get(session: AsyncSession, customer_id: str) -> Customer | None:
 async def get_many(session: AsyncSession, ids: Sequence[str]) -> dict[str, Customer]:
     found: dict[str, Customer] = {}
     unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), 500):
+    for start in range(0, len(unique), CHUNK):
         rows = await session.scalars(
-            select(Customer).where(Customer.id.in_(unique[start : start + 500]))
+            select(Customer).where(Customer.id.in_(unique[start : start + CHUNK]))
         )
         found.update((c.id, c) for c in rows)
     return found
 
 
 async def upsert(session: AsyncSession, customer_id: str, **values: Any) -> Customer:
+    """Set the given fields of a customer, creating it if needed (no validation: demo data)."""
     now = utcnow()
     customer = await session.get(Customer, customer_id)
     if customer is None:
-        customer = Customer(id=customer_id, created_at=now, attributes={})
+        customer = Customer(id=customer_id, created_at=now, attributes={}, tags=[])
         session.add(customer)
     for name, value in values.items():
         setattr(customer, name, value)
     customer.updated_at = now
     await session.flush()
     return customer
+
+
+async def list_page(session: AsyncSession, *, after_id: str | None, limit: int) -> list[Customer]:
+    stmt = select(Customer).order_by(Customer.id).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(Customer.id > after_id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def existing_ids(session: AsyncSession, ids: Collection[str]) -> set[str]:
+    found: set[str] = set()
+    unique = list(ids)
+    for start in range(0, len(unique), CHUNK):
+        rows = await session.scalars(
+            select(Customer.id).where(Customer.id.in_(unique[start : start + CHUNK]))
+        )
+        found.update(rows)
+    return found
+
+
+def _merged_attributes(session: AsyncSession, new: Any, replaced: Sequence[str]) -> Any:
+    """The stored attributes without the ``replaced`` names, plus the new ones. The names
+    are literals (one statement per import, compiled once), checked against the name
+    pattern so they are safe to inline."""
+    assert all(_NAME.match(n) for n in replaced), replaced
+    old = CUSTOMERS.c.attributes
+    kept: Any = old
+    if dialect_name(session) == "postgresql":
+        names = ", ".join(f"'{n}'" for n in replaced)
+        if replaced:
+            kept = old.op("-")(literal_column(f"ARRAY[{names}]::text[]"))
+        return type_coerce(kept, JSONB).op("||")(new)
+    if replaced:
+        kept = func.json_remove(old, *(literal_column(f"'$.{n}'") for n in replaced))
+    return func.json_patch(kept, new)
+
+
+def upsert_statement(
+    session: AsyncSession,
+    *,
+    columns: Collection[str],
+    merge_attributes: Sequence[str] | None,
+    now: datetime | None = None,
+) -> Any:
+    """``INSERT ... ON CONFLICT (id) DO UPDATE`` of many rows, on SQLite and PostgreSQL.
+    Existing rows get the given ``columns``; their attributes are replaced, or with
+    ``merge_attributes`` only those names are. A row whose values are all the same is not
+    touched (nor its updated_at). Rows carry every column but the times: ``now`` (bulk
+    imports) is inlined for all rows, saving a datetime conversion per row, which on
+    SQLite cost more than the insert; without it rows carry created_at and updated_at."""
+    postgres = dialect_name(session) == "postgresql"
+    stmt = (pg_insert if postgres else sqlite_insert)(CUSTOMERS)
+    if now is not None:
+        stamp = _timestamp(session, now)
+        stmt = stmt.values(created_at=stamp, updated_at=stamp)
+    new = stmt.excluded
+    set_: dict[str, Any] = {c: new[c] for c in PROFILE_COLUMNS if c in columns}
+    set_["attributes"] = (
+        new.attributes
+        if merge_attributes is None
+        else _merged_attributes(session, new.attributes, merge_attributes)
+    )
+    changed = or_(*(CUSTOMERS.c[c].is_distinct_from(v) for c, v in set_.items()))
+    set_["updated_at"] = new.updated_at
+    stmt = stmt.on_conflict_do_update(index_elements=[CUSTOMERS.c.id], set_=set_, where=changed)
+    # asyncpg reports no row counts for executemany; RETURNING tells the rows written
+    return stmt.returning(CUSTOMERS.c.id) if postgres else stmt
+
+
+def _timestamp(session: AsyncSession, now: datetime) -> Any:
+    """``now`` as a SQL literal in the form the column stores it."""
+    bind = session.bind
+    assert bind is not None
+    if bind.dialect.name == "postgresql":
+        return literal_column(f"'{as_utc(now).isoformat()}'::timestamptz", UTCDateTime())
+    text = UTCDateTime().bind_processor(bind.dialect)(now)  # type: ignore[misc]
+    return literal_column(f"'{text}'", UTCDateTime())
+
+
+async def upsert_rows(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> int:
+    """Run an :func:`upsert_statement` over rows; how many were written."""
+    if not rows:
+        return 0
+    result = await session.execute(stmt, list(rows))
+    if dialect_name(session) == "postgresql":
+        return len(result.scalars().all())
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_customer(session: AsyncSession, customer_id: str) -> bool:
+    """Delete the profile; its consent rows go with it (ON DELETE CASCADE)."""
+    await session.execute(delete(CONSENTS).where(CONSENTS.c.customer_id == customer_id))
+    result = await session.execute(delete(CUSTOMERS).where(CUSTOMERS.c.id == customer_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def ids_by_phones(session: AsyncSession, phones: Collection[str]) -> list[str]:
+    if not phones:
+        return []
+    rows = await session.scalars(select(Customer.id).where(Customer.phone.in_(list(phones))))
+    return list(rows)
+
+
+async def phones_in_use(session: AsyncSession, phones: Collection[str]) -> bool:
+    if not phones:
+        return False
+    stmt = select(exists().where(Customer.phone.in_(list(phones))))
+    return bool(await session.scalar(stmt))
+
+
+# consent
+
+
+async def consents_of(
+    session: AsyncSession, customer_id: str
+) -> list[tuple[str, str, bool, str, datetime]]:
+    c = CONSENTS.c
+    rows = await session.execute(
+        select(c.channel, c.purpose, c.granted, c.source, c.updated_at).where(
+            c.customer_id == customer_id
+        )
+    )
+    return [(r.channel, r.purpose, r.granted, r.source, r.updated_at) for r in rows]
+
+
+async def record_consents(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert (customer_id, channel, purpose) → granted, source, updated_at. The later
+    decision wins: a reply reported late does not undo a newer opt-in."""
+    if not rows:
+        return
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    stmt = insert(CONSENTS)
+    new = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[CONSENTS.c.customer_id, CONSENTS.c.channel, CONSENTS.c.purpose],
+        set_={"granted": new.granted, "source": new.source, "updated_at": new.updated_at},
+        where=CONSENTS.c.updated_at <= new.updated_at,
+    )
+    await session.execute(stmt, list(rows))
+
+
+# the declared attribute schema
+
+
+async def attribute_specs(session: AsyncSession) -> list[CustomerAttribute]:
+    rows = await session.scalars(select(CustomerAttribute).order_by(CustomerAttribute.name))
+    return list(rows.all())
+
+
+async def attribute(session: AsyncSession, name: str) -> CustomerAttribute | None:
+    return await session.get(CustomerAttribute, name)
+
+
+async def add_attribute(session: AsyncSession, spec: CustomerAttribute) -> None:
+    session.add(spec)
+    await session.flush()
+
+
+async def delete_attribute(session: AsyncSession, spec: CustomerAttribute) -> None:
+    await session.delete(spec)
+    await session.flush()
+
+
+async def attribute_in_use(session: AsyncSession, name: str) -> bool:
+    """Whether any customer holds a value for the attribute (a full scan: rare admin use)."""
+    if dialect_name(session) == "postgresql":
+        held = type_coerce(Customer.attributes, JSONB).has_key(name)
+    else:
+        held = func.json_type(Customer.attributes, f"$.{name}").is_not(None)
+    return bool(await session.scalar(select(exists().where(held))))

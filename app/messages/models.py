@@ -42,6 +42,8 @@ class Message(Base):
     channel_attempts: Mapped[int] = mapped_column(Integer, default=0)
     content: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSONType)
     decision: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # the strategy whose marketing patch the message carries (frequency caps count these)
+    patch: Mapped[str | None] = mapped_column(String(100), default=None)
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

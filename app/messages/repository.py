@@ -253,3 +253,33 @@ async def unfinished_count(session: AsyncSession) -> int:
     from sqlalchemy import func
 
     return int(await session.scalar(select(func.count()).select_from(Outbox)) or 0)
+
+
+async def erase_customer_messages(
+    session: AsyncSession, customer_id: str, *, anonymous_id: str, now: datetime
+) -> tuple[int, int]:
+    """Erasure of a customer: their messages lose the personal data they carry (recipient,
+    variables, rendered content, event details) and their customer id becomes
+    ``anonymous_id``; status, channel, provider, cost, decision and times stay for the
+    statistics. Unfinished messages fail instead of being sent. (erased, cancelled)."""
+    m = MESSAGES.c
+    mine = select(m.id).where(m.customer_id == customer_id)
+    reason = "cancelled: the customer's personal data was erased"
+    cancel = (
+        update(MESSAGES)
+        .where(m.customer_id == customer_id, m.status.in_(CLAIMABLE))
+        .values(status="failed", status_reason=reason, lease_owner=None, lease_until=None)
+        .values(next_attempt_at=None, updated_at=now)
+        .returning(m.id)
+    )
+    cancelled = list((await session.execute(cancel)).scalars())
+    await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(mine)))
+    await session.execute(update(EVENTS).where(EVENTS.c.message_id.in_(mine)).values(detail={}))
+    failed = {"type": "failed", "at": now, "detail": {"reason": reason}}
+    await add_events(session, [{"message_id": i, **failed} for i in cancelled])
+    erased = await session.execute(
+        update(MESSAGES)
+        .where(m.customer_id == customer_id)
+        .values(customer_id=anonymous_id, recipient={}, variables={}, content={}, updated_at=now)
+    )
+    return int(erased.rowcount), len(cancelled)  # type: ignore[attr-defined]

@@ -4,11 +4,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflicts
 from app.ids import new_id
+from app.messages.models import Message
 from app.sandbox.models import SandboxDelivery
 from app.timeutil import utcnow
 
@@ -55,3 +56,9 @@ async def list_deliveries(
     if since:
         stmt = stmt.where(SandboxDelivery.created_at >= since)
     return list((await session.scalars(stmt)).all())
+
+
+async def erase_for_customer(session: AsyncSession, customer_id: str) -> None:
+    """Delete the sandbox's copies of a customer's messages (erasure of the customer)."""
+    mine = select(Message.id).where(Message.customer_id == customer_id)
+    await session.execute(delete(SANDBOX).where(SANDBOX.c.message_id.in_(mine)))

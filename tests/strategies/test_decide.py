@@ -36,7 +36,7 @@ def strategy(key: str, matches: Any = rich, **options: Any) -> Strategy:
     values: dict[str, Any] = {
         "scenario": "account_movement",
         "segment": f"seg_{key}",
-        "patch_template": f"patch_{key}",
+        "patch_templates": {"sms": f"patch_{key}", "email": f"mail_{key}"},
     }
     values.update(options)
     return Strategy(key=key, matches=matches, **values)

@@ -1,0 +1,107 @@
+"""The profile's own fields: their rules, shared by the JSON API and the CSV import (pure)."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterable
+from functools import lru_cache
+
+from app.messages.schemas import EMAIL_PATTERN, OPENID_PATTERN, PHONE_PATTERN
+
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
+TAG_PATTERN = r"^[^|\x00-\x1f]{1,64}$"
+DEFAULT_LOCALE = "zh-CN"
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+MAX_NAME = 200
+MAX_TAGS = 100
+TAG_SEPARATOR = "|"
+
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
+_PHONE = re.compile(PHONE_PATTERN)
+_EMAIL = re.compile(EMAIL_PATTERN)
+_OPENID = re.compile(OPENID_PATTERN)
+_LOCALE = re.compile(LOCALE_PATTERN)
+_TAG = re.compile(TAG_PATTERN)
+
+
+class InvalidField(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def customer_id(value: str) -> str:
+    if not _CUSTOMER_ID.match(value):
+        raise InvalidField("1 to 64 letters, digits, _ . : - (starting with a letter or digit)")
+    return value
+
+
+def name(value: str) -> str:
+    if "\x00" in value or len(value) > MAX_NAME:
+        raise InvalidField(f"at most {MAX_NAME} characters, no NUL")
+    return value
+
+
+def phone(value: str) -> str:
+    if not _PHONE.match(value):
+        raise InvalidField("digits, optionally with a leading +, e.g. 13800000000")
+    return value
+
+
+def email(value: str) -> str:
+    if len(value) > 320 or not _EMAIL.match(value):
+        raise InvalidField("an email address such as zhang.san@example.com")
+    return value
+
+
+def wechat_openid(value: str) -> str:
+    if not _OPENID.match(value):
+        raise InvalidField("6 to 64 letters, digits, _ or -")
+    return value
+
+
+def locale(value: str) -> str:
+    if not _LOCALE.match(value):
+        raise InvalidField("a language tag such as zh-CN or en-US")
+    return value
+
+
+def timezone(value: str) -> str:
+    if value not in _timezones():
+        raise InvalidField("an IANA time zone such as Asia/Shanghai")
+    return value
+
+
+def tags(values: Iterable[str]) -> list[str]:
+    """Unique tags in a stable (sorted) order, so that the same set is stored the same way."""
+    out = sorted({v.strip() for v in values if v.strip()})
+    if len(out) > MAX_TAGS:
+        raise InvalidField(f"at most {MAX_TAGS} tags")
+    bad = [t for t in out if not _TAG.match(t)]
+    if bad:
+        raise InvalidField(
+            f"{bad[0]!r}: tags are 1 to 64 characters without | or control characters"
+        )
+    return out
+
+
+def split_tags(cell: str) -> list[str]:
+    return tags(cell.split(TAG_SEPARATOR))
+
+
+def phone_variants(sender: str) -> list[str]:
+    """The spellings a phone number may be stored under: 13800000000, 8613800000000 and
+    +8613800000000 name the same mainland number."""
+    digits = sender.strip().lstrip("+")
+    if not digits.isdigit():
+        return [sender.strip()]
+    local = digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+    found = {sender.strip(), digits, f"+{digits}", local}
+    if len(local) == 11:
+        found |= {f"86{local}", f"+86{local}"}
+    return sorted(found)

@@ -1,0 +1,109 @@
+"""All SQL of segments and strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.customers.models import Customer
+from app.db import dialect_name
+from app.messages.models import Message
+from app.strategies.models import Segment, Strategy
+from strategies.rules import Rule
+from strategies.sql import compile_sql
+
+
+async def segment(session: AsyncSession, key: str) -> Segment | None:
+    return await session.scalar(select(Segment).where(Segment.key == key))
+
+
+async def segments_page(
+    session: AsyncSession, *, after_key: str | None, limit: int
+) -> list[Segment]:
+    stmt = select(Segment).order_by(Segment.key).limit(limit)
+    if after_key:
+        stmt = stmt.where(Segment.key > after_key)
+    return list((await session.scalars(stmt)).all())
+
+
+async def segments_by_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, Segment]:
+    rows = await session.scalars(select(Segment).where(Segment.key.in_(list(keys))))
+    return {s.key: s for s in rows}
+
+
+async def strategy(session: AsyncSession, key: str) -> Strategy | None:
+    return await session.scalar(select(Strategy).where(Strategy.key == key))
+
+
+async def strategies_page(
+    session: AsyncSession, *, after_key: str | None, limit: int, scenario: str | None
+) -> list[Strategy]:
+    stmt = select(Strategy).order_by(Strategy.key).limit(limit)
+    if after_key:
+        stmt = stmt.where(Strategy.key > after_key)
+    if scenario:
+        stmt = stmt.where(Strategy.scenario == scenario)
+    return list((await session.scalars(stmt)).all())
+
+
+async def strategies_of(session: AsyncSession, scenario: str) -> list[Strategy]:
+    rows = await session.scalars(select(Strategy).where(Strategy.scenario == scenario))
+    return list(rows.all())
+
+
+async def strategies_using_segment(session: AsyncSession, key: str) -> list[str]:
+    rows = await session.scalars(select(Strategy.key).where(Strategy.segment == key))
+    return list(rows.all())
+
+
+def _profile_json(session: AsyncSession) -> SQLColumnExpression[Any]:
+    """The customer's attributes with `tags` (a column of its own) merged in, as rules see
+    them (strategies.attributes.profile_of does the same in Python)."""
+    if dialect_name(session) == "postgresql":
+        return Customer.attributes.op("||")(func.jsonb_build_object("tags", Customer.tags))
+    return func.json_set(Customer.attributes, "$.tags", func.json(Customer.tags))
+
+
+def matches(session: AsyncSession, rule: Rule) -> ColumnElement[bool]:
+    return compile_sql(
+        rule,
+        attributes_column=_profile_json(session),
+        columns={"locale": Customer.locale, "timezone": Customer.timezone},
+        dialect=dialect_name(session),
+    )
+
+
+async def count_matching(session: AsyncSession, rule: Rule) -> int:
+    stmt = select(func.count()).select_from(Customer).where(matches(session, rule))
+    return int(await session.scalar(stmt) or 0)
+
+
+async def sample_matching(session: AsyncSession, rule: Rule | None, limit: int) -> list[Customer]:
+    """Up to ``limit`` matching customers, drawn at random."""
+    stmt = select(Customer).order_by(func.random()).limit(limit)
+    if rule is not None:
+        stmt = stmt.where(matches(session, rule))
+    return list((await session.scalars(stmt)).all())
+
+
+async def recent_patches(
+    session: AsyncSession, customer_ids: Sequence[str], since: datetime
+) -> dict[str, list[datetime]]:
+    """When each customer received a patch since ``since`` (frequency caps)."""
+    found: dict[str, list[datetime]] = {}
+    if not customer_ids:
+        return found
+    rows = await session.execute(
+        select(Message.customer_id, Message.created_at).where(
+            Message.customer_id.in_(list(dict.fromkeys(customer_ids))),
+            Message.created_at >= since,
+            Message.patch.is_not(None),
+        )
+    )
+    for customer_id, at in rows:
+        found.setdefault(customer_id, []).append(at)
+    return found

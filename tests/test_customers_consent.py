@@ -1,0 +1,120 @@
+"""Consent per channel and purpose: defaults, opt-out/opt-in, and the SMS "TD" reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.customers.consent import Purpose, allows
+from app.customers.service import consent_of, opt_out_by_sms_reply
+from tests.conftest import Platform
+from tests.test_customers import put, reporting_sms, sms_reply
+
+
+def _granted(consent: dict[str, Any]) -> dict[tuple[str, str], bool]:
+    return {
+        (channel, purpose): decision["granted"]
+        for channel, purposes in consent.items()
+        for purpose, decision in purposes.items()
+    }
+
+
+async def _consent(platform: Platform, customer_id: str) -> dict[str, Any]:
+    async with platform.client("analyst") as client:
+        response = await client.get(f"/v1/customers/{customer_id}")
+    assert response.status_code == 200, response.text
+    consent: dict[str, Any] = response.json()["consent"]
+    return consent
+
+
+async def test_defaults_and_opt_out_and_in(platform: Platform) -> None:
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
+    consent = await _consent(platform, "C1")
+    assert all(_granted(consent).values())
+    assert consent["sms"]["marketing"] == {"granted": True, "source": "default", "updated_at": None}
+    async with platform.client("marketer") as client:
+        out = await client.post("/v1/customers/C1/opt-out", json={"channel": "sms"})
+        assert out.status_code == 200, out.text
+        assert out.json()["sms"]["marketing"]["granted"] is False
+        assert out.json()["sms"]["marketing"]["source"] == "api:marketing"
+        assert out.json()["sms"]["transactional"]["granted"] is True
+        assert out.json()["email"]["marketing"]["granted"] is True
+        everywhere = await client.post("/v1/customers/C1/opt-out", json={})
+        assert not any(v for (_, p), v in _granted(everywhere.json()).items() if p == "marketing")
+        back = await client.post("/v1/customers/C1/opt-in", json={"channel": "email"})
+        assert back.json()["email"]["marketing"]["granted"] is True
+        assert back.json()["wechat"]["marketing"]["granted"] is False
+        # transactional notices: one channel at a time
+        refused = await client.post("/v1/customers/C1/opt-out", json={"purpose": "transactional"})
+        assert refused.status_code == 422
+        assert refused.json()["fields"][0]["field"] == "channel"
+        email_off = await client.post(
+            "/v1/customers/C1/opt-out", json={"channel": "email", "purpose": "transactional"}
+        )
+        assert email_off.json()["email"]["transactional"]["granted"] is False
+        assert (await client.post("/v1/customers/nobody/opt-out", json={})).status_code == 404
+        bad = await client.post("/v1/customers/C1/opt-out", json={"channel": "fax"})
+        assert bad.status_code == 422
+    async with platform.client("analyst") as client:
+        assert (await client.post("/v1/customers/C1/opt-out", json={})).status_code == 403
+    # the replacing PUT keeps consent
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 200
+    assert (await _consent(platform, "C1"))["sms"]["marketing"]["granted"] is False
+    async with platform.runtime.read_sessionmaker() as session:
+        state = await consent_of(session, "C1", marketing_granted=True)
+    assert not allows(state, "sms", Purpose.marketing)
+    assert allows(state, "sms", "transactional")
+
+
+@pytest.mark.parametrize("text", ["TD", " 退订 ", "t", "R"])
+async def test_sms_opt_out_reply_revokes_sms_marketing(platform: Platform, text: str) -> None:
+    reporting_sms(platform)
+    for customer_id, phone in (("C1", "13800000001"), ("C2", "+8613800000001"), ("C3", "139")):
+        body = {"phone": phone if len(phone) > 3 else "13900000003"}
+        assert (await put(platform, customer_id, body)).status_code == 201
+    await sms_reply(platform, "8613800000001", text)
+    for customer_id in ("C1", "C2"):  # both spellings of the number
+        consent = await _consent(platform, customer_id)
+        assert consent["sms"]["marketing"]["granted"] is False
+        assert consent["sms"]["marketing"]["source"] == "sms_reply:reporting-sms"
+        assert consent["sms"]["transactional"]["granted"] is True
+        assert consent["email"]["marketing"]["granted"] is True
+    assert all(_granted(await _consent(platform, "C3")).values())
+
+
+async def test_reply_that_is_not_an_opt_out_changes_nothing(platform: Platform) -> None:
+    reporting_sms(platform)
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
+    await sms_reply(platform, "13800000001", "谢谢")
+    assert all(_granted(await _consent(platform, "C1")).values())
+
+
+async def test_late_reply_does_not_undo_a_newer_opt_in(platform: Platform) -> None:
+    reporting_sms(platform)
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
+    async with platform.client("system") as client:
+        await client.post("/v1/customers/C1/opt-in", json={"channel": "sms"})
+    earlier = datetime.now(UTC) - timedelta(hours=1)  # a reply reported an hour late
+    async with platform.runtime.sessionmaker() as session:
+        changed = await opt_out_by_sms_reply(
+            session, [("13800000001", earlier)], source="sms_reply:late"
+        )
+        await session.commit()
+    assert changed == 1
+    consent = await _consent(platform, "C1")
+    assert consent["sms"]["marketing"]["granted"] is True
+    assert consent["sms"]["marketing"]["source"] == "api:core-banking"
+
+
+async def test_marketing_denied_by_default_when_configured(platform: Platform) -> None:
+    settings = platform.runtime.settings
+    settings.customers.marketing_consent_default = "denied"
+    try:
+        assert (await put(platform, "C1", {})).status_code == 201
+        granted = _granted(await _consent(platform, "C1"))
+    finally:
+        settings.customers.marketing_consent_default = "granted"
+    assert granted[("sms", "transactional")] is True
+    assert granted[("sms", "marketing")] is False

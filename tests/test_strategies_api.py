@@ -1,0 +1,216 @@
+"""Segments and strategies through the API: validation against the attribute schema, counts
+and samples by SQL, references, explain and dry run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.conftest import Platform
+
+HIGH = {
+    "all": [
+        {"field": "aum", "op": "gte", "value": 500000},
+        {"not": {"field": "tags", "op": "contains", "value": "staff"}},
+    ]
+}
+LOW = {"field": "aum", "op": "lt", "value": 50000}
+CUSTOMERS = {
+    "R1": {"aum": "800000", "tags": ["payroll"]},
+    "R2": {"aum": "2500000.50", "tags": []},
+    "S1": {"aum": "900000", "tags": ["staff"]},
+    "L1": {"aum": "12000", "tags": []},
+    "M1": {"aum": "120000", "tags": []},
+}
+
+
+async def _seed(client: httpx.AsyncClient) -> None:
+    for name, type_ in (("aum", "number"), ("tier", "string")):
+        response = await client.put(f"/v1/customer-attributes/{name}", json={"type": type_})
+        assert response.status_code in (200, 201), response.text
+    for cid, data in CUSTOMERS.items():
+        body = {
+            "name": "张伟",
+            "phone": f"1380000{cid[-1]}{len(cid)}00",
+            "attributes": {"aum": data["aum"]},
+            "tags": data["tags"],
+        }
+        response = await client.put(f"/v1/customers/{cid}", json=body)
+        assert response.status_code in (200, 201), response.text
+
+
+async def _template(client: httpx.AsyncClient, key: str, body: str) -> None:
+    created = await client.post(
+        "/v1/templates",
+        json={"key": key, "channel": "sms", "content": {"body": body}},
+    )
+    assert created.status_code == 201, created.text
+    published = await client.post(f"/v1/templates/{key}/versions/1/publish")
+    assert published.status_code == 200, published.text
+
+
+async def _setup(platform: Platform, client: httpx.AsyncClient) -> None:
+    await platform.create_scenario()
+    await _seed(client)
+    for key, rule in (("high_net_worth", HIGH), ("low_net_worth", LOW)):
+        response = await client.post("/v1/segments", json={"key": key, "rule": rule})
+        assert response.status_code == 201, response.text
+    await _template(client, "wealth_patch.sms", "稳健理财年化3.2%")
+    await _template(client, "loan_patch.sms", "您有一笔预授信贷款额度")
+    for key, segment, template, priority in (
+        ("wealth", "high_net_worth", "wealth_patch.sms", 1),
+        ("loan", "low_net_worth", "loan_patch.sms", 2),
+    ):
+        body: dict[str, Any] = {
+            "key": key,
+            "scenario": "account_movement",
+            "segment": segment,
+            "patch_templates": {"sms": template},
+            "priority": priority,
+            "status": "active",
+        }
+        response = await client.post("/v1/strategies", json=body)
+        assert response.status_code == 201, response.text
+
+
+async def test_segments_validate_count_and_sample(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        await _seed(client)
+        bad = await client.post(
+            "/v1/segments",
+            json={"key": "typo", "rule": {"field": "aun", "op": "gte", "value": 1}},
+        )
+        assert bad.status_code == 422
+        assert bad.json()["fields"][0]["field"].startswith("rule")
+        assert "aun" in bad.json()["detail"]
+        mismatch = await client.post(
+            "/v1/segments",
+            json={"key": "typo", "rule": {"field": "tags", "op": "gte", "value": 1}},
+        )
+        assert mismatch.status_code == 422
+        created = await client.post("/v1/segments", json={"key": "high_net_worth", "rule": HIGH})
+        assert created.status_code == 201, created.text
+        assert created.json()["fields"] == ["aum", "tags"]
+        again = await client.post("/v1/segments", json={"key": "high_net_worth", "rule": HIGH})
+        assert again.status_code == 409
+        count = await client.get("/v1/segments/high_net_worth/count")
+        assert count.json() == {"key": "high_net_worth", "count": 2}  # R1, R2; S1 is staff
+        sample = (await client.get("/v1/segments/high_net_worth/sample?size=5")).json()
+        assert sorted(c["id"] for c in sample["items"]) == ["R1", "R2"]
+        assert all(c["name"] == "张*" and "****" in c["phone"] for c in sample["items"])
+        replaced = await client.put("/v1/segments/high_net_worth", json={"rule": LOW})
+        assert replaced.status_code == 200
+        assert (await client.get("/v1/segments/high_net_worth/count")).json()["count"] == 1
+        assert (await client.get("/v1/segments/nope/count")).status_code == 404
+
+
+async def test_strategies_check_their_references(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        base = {
+            "key": "broken",
+            "scenario": "account_movement",
+            "segment": "high_net_worth",
+            "patch_templates": {"sms": "wealth_patch.sms"},
+        }
+        for change, field in (
+            ({"scenario": "nope"}, "scenario"),
+            ({"segment": "nope"}, "segment"),
+            ({"patch_templates": {"sms": "missing.sms"}}, "patch_templates.sms"),
+            ({"patch_templates": {"email": "wealth_patch.sms"}}, "patch_templates.email"),
+        ):
+            response = await client.post("/v1/strategies", json=base | change)
+            assert response.status_code == 422, (change, response.text)
+            assert response.json()["fields"][0]["field"] == field
+        window = base | {"starts_at": "2026-12-01T00:00:00Z", "ends_at": "2026-11-01T00:00:00Z"}
+        assert (await client.post("/v1/strategies", json=window)).status_code == 422
+        used = await client.delete("/v1/segments/high_net_worth")
+        assert used.status_code == 409
+        listed = (await client.get("/v1/strategies?scenario=account_movement")).json()
+        assert [s["key"] for s in listed["items"]] == ["loan", "wealth"]
+
+
+async def test_explain_shows_every_strategy_verdict_per_channel(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        at = "2026-11-23T02:00:00Z"  # 10:00 in Shanghai: outside quiet hours
+        rich = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "customer_id": "R1", "at": at},
+        )
+        assert rich.status_code == 200, rich.text
+        sms = next(c for c in rich.json()["channels"] if c["channel"] == "sms")
+        assert sms["strategy"] == "wealth"
+        assert sms["patch_template"] == "wealth_patch.sms"
+        assert [(e["strategy"], e["reason"]) for e in sms["evaluations"]] == [
+            ("wealth", "matched"),
+            ("loan", "not_tried"),
+        ]
+        wechat = next(c for c in rich.json()["channels"] if c["channel"] == "wechat")
+        assert wechat["strategy"] is None  # no patch template for WeChat
+        assert wechat["evaluations"][0]["reason"] == "channel_not_allowed"
+
+        staff = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "customer_id": "S1", "at": at},
+        )
+        sms = next(c for c in staff.json()["channels"] if c["channel"] == "sms")
+        assert sms["no_patch"] == "no_strategy"
+        assert sms["evaluations"][0]["reason"] == "segment_not_matched"
+
+        night = await client.post(
+            "/v1/strategies/explain",
+            json={
+                "scenario": "account_movement",
+                "customer_id": "L1",
+                "at": "2026-11-23T14:00:00Z",
+            },
+        )
+        assert {c["no_patch"] for c in night.json()["channels"]} == {"quiet_hours"}
+
+        opted = await client.post("/v1/customers/R1/opt-out", json={"channel": "sms"})
+        assert opted.status_code == 200, opted.text
+        after = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "customer_id": "R1", "at": at},
+        )
+        sms = next(c for c in after.json()["channels"] if c["channel"] == "sms")
+        assert sms["no_patch"] == "opted_out"
+
+        inline = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "profile": {"aum": 10}, "at": at},
+        )
+        sms = next(c for c in inline.json()["channels"] if c["channel"] == "sms")
+        assert sms["strategy"] == "loan"
+        assert (
+            await client.post(
+                "/v1/strategies/explain", json={"scenario": "account_movement", "customer_id": "X"}
+            )
+        ).status_code == 404
+
+
+async def test_a_dry_run_gives_the_distribution_over_a_sample(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        response = await client.post(
+            "/v1/strategies/dry-run",
+            json={"scenario": "account_movement", "at": "2026-11-23T02:00:00Z"},
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["sampled"] >= len(CUSTOMERS)  # plus any customers the platform seeds
+        sms = result["channels"]["sms"]
+        assert sms["wealth"] == 2
+        assert sms["loan"] == 1
+        assert sum(sms.values()) == result["sampled"]
+        segment_only = await client.post(
+            "/v1/strategies/dry-run",
+            json={
+                "scenario": "account_movement",
+                "segment": "high_net_worth",
+                "at": "2026-11-23T02:00:00Z",
+            },
+        )
+        assert segment_only.json()["channels"]["sms"] == {"wealth": 2}
