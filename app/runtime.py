@@ -133,7 +133,9 @@ class Runtime:
 
     async def _write_group(self, requests: list[AcceptRequest]) -> list[AcceptOutcome]:
         async with self.sessionmaker() as session:
-            outcomes = await accept_many(session, requests, queue=self.queue)
+            outcomes = await accept_many(
+                session, requests, queue=self.queue, settings=self.settings
+            )
             await commit(session)
         return outcomes
 

@@ -24,6 +24,7 @@ from app.queue.arq_backend import build_worker, stop_worker
 from app.runtime import Runtime
 from app.scenarios import service as scenario_service
 from app.settings import QueueSettings, RetrySettings, Settings
+from app.strategies import patching
 from tests import services
 
 BACKENDS = ("sqlite", "postgres")
@@ -186,6 +187,7 @@ async def platform(backend: tuple[str, str, str | None]) -> AsyncIterator[Platfo
     """SQLite + in-process queue, or PostgreSQL + arq on Redis with a worker in this loop."""
     name, database_url, redis_url = backend
     scenario_service.clear_cache()
+    patching.clear_cache()
     runtime = Runtime(make_settings(database_url, redis_url), run_workers=True)
     if name == "postgres":
         await truncate_all(runtime)
@@ -203,3 +205,4 @@ async def platform(backend: tuple[str, str, str | None]) -> AsyncIterator[Platfo
             await runtime.redis.delete(name, f"{name}:health-check")
         await runtime.close()
         scenario_service.clear_cache()
+        patching.clear_cache()

@@ -214,3 +214,84 @@ async def test_a_dry_run_gives_the_distribution_over_a_sample(platform: Platform
             },
         )
         assert segment_only.json()["channels"]["sms"] == {"wealth": 2}
+
+
+def _outside_quiet_hours(platform: Platform) -> None:
+    """Quiet hours that are not now, whatever time the suite runs at."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    local = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai"))
+    marketing = platform.runtime.settings.marketing
+    marketing.quiet_hours_start = (local + timedelta(hours=2)).strftime("%H:00")
+    marketing.quiet_hours_end = (local + timedelta(hours=3)).strftime("%H:00")
+
+
+async def _send(platform: Platform, customer_id: str, **extra: Any) -> dict[str, Any]:
+    body = {
+        "scenario": "account_movement",
+        "customer_id": customer_id,
+        "variables": {"account_tail": "1234", "amount": "1200.00"},
+        **extra,
+    }
+    async with platform.client("system") as client:
+        accepted = await client.post("/v1/messages", json=body)
+        assert accepted.status_code == 202, accepted.text
+        message = await client.get(f"/v1/messages/{accepted.json()['id']}")
+    result: dict[str, Any] = message.json()
+    return result
+
+
+async def test_a_send_carries_the_patch_its_segment_chooses(platform: Platform) -> None:
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        opted = await client.post("/v1/customers/R2/opt-out", json={"channel": "sms"})
+        assert opted.status_code == 200
+    rich = await _send(platform, "R1")
+    assert rich["channels"] == ["sms"]  # R1 has a phone only
+    assert rich["content"]["sms"]["body"].endswith("稳健理财年化3.2%，拒收请回复R")
+    assert rich["decision"]["strategy"] == "wealth"
+    sms = rich["decision"]["patch"]["sms"]
+    assert sms["composition"]["applied"] is True
+    assert sms["composition"]["template"] == {"key": "wealth_patch.sms", "version": 1}
+    loan = await _send(platform, "L1")
+    assert loan["content"]["sms"]["body"].endswith("您有一笔预授信贷款额度，拒收请回复R")
+    staff = await _send(platform, "S1")
+    assert "拒收" not in staff["content"]["sms"]["body"]
+    assert staff["decision"]["patch"]["sms"]["no_patch"] == "no_strategy"
+    opted_out = await _send(platform, "R2")
+    assert opted_out["decision"]["patch"]["sms"]["no_patch"] == "opted_out"
+    assert "拒收" not in opted_out["content"]["sms"]["body"]
+    # an unknown customer decided on an inline profile, which is not stored
+    inline = await _send(
+        platform, "X9", recipient={"phone": "13900000009"}, profile={"aum": 900000}
+    )
+    assert inline["decision"]["strategy"] == "wealth"
+    async with platform.client("marketer") as client:
+        assert (await client.get("/v1/customers/X9")).status_code == 404
+
+
+async def test_quiet_hours_and_frequency_caps_drop_the_patch_not_the_message(
+    platform: Platform,
+) -> None:
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        capped = (await client.get("/v1/strategies/wealth")).json()
+        body = {
+            k: v for k, v in capped.items() if k not in ("id", "key", "created_at", "updated_at")
+        }
+        body["frequency_cap"] = {"max_patches": 1, "days": 7}
+        assert (await client.put("/v1/strategies/wealth", json=body)).status_code == 200
+    first = await _send(platform, "R1")
+    assert first["decision"]["strategy"] == "wealth"
+    second = await _send(platform, "R1")
+    assert second["decision"]["strategy"] is None
+    assert second["decision"]["patch"]["sms"]["evaluations"][0]["reason"] == "frequency_capped"
+    assert second["status"] in ("queued", "sending", "sent", "delivered")
+    marketing = platform.runtime.settings.marketing
+    marketing.quiet_hours_start, marketing.quiet_hours_end = "00:00", "00:00"  # all day
+    quiet = await _send(platform, "L1")
+    assert quiet["decision"]["patch"]["sms"]["no_patch"] == "quiet_hours"
+    assert quiet["content"]["sms"]["body"].startswith("【示例银行】您尾号1234")

@@ -191,6 +191,7 @@ class Composer:
             "channel_attempts": 0,
             "content": content,
             "decision": decision,
+            "patch": None,  # the strategy whose patch it carries (app/strategies/patching.py)
             "send_at": send_at,
             "next_attempt_at": send_at if scheduled else None,
             "created_at": now,

@@ -154,6 +154,7 @@ async def send_batch(
         principal=principal,
         queue=runtime.queue,
         batch_key=idempotency_key,
+        settings=runtime.settings,
     )
     # serialized here: FastAPI's response_model path would first build 10,000 BatchItemResult
     return Response(content=answer.to_json(), status_code=202, media_type="application/json")

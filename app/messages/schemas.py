@@ -71,6 +71,12 @@ class MessageItem(BaseModel):
     )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     send_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with an offset")
+    profile: dict[str, Any] | None = Field(
+        default=None,
+        description="attributes for the marketing patch decision, over the stored profile's; "
+        "used for this message only, never stored",
+        examples=[{"aum": 800000, "tags": ["payroll"]}],
+    )
 
     @field_validator("customer_id", "idempotency_key")
     @classmethod
@@ -79,10 +85,10 @@ class MessageItem(BaseModel):
             raise ValueError("must not contain NUL characters")
         return value
 
-    @field_validator("variables")
+    @field_validator("variables", "profile")
     @classmethod
-    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        problem = _unstorable(value)
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = _unstorable(value) if value is not None else None
         if problem:
             raise ValueError(problem)
         return value

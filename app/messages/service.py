@@ -39,6 +39,8 @@ from app.messages.schemas import (
 )
 from app.queue.base import MessageQueue
 from app.scenarios.service import load_spec
+from app.settings import Settings
+from app.strategies import patching
 from app.timeutil import utcnow
 
 log = logging.getLogger("icc.messages")
@@ -86,7 +88,9 @@ def _replay(existing: Message, request: AcceptRequest) -> AcceptOutcome:
 class _Plan:
     """Everything looked up for a group of requests, in a few queries."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.patcher = patching.Patcher(settings)
         self.specs: dict[str, Composer | AppError] = {}
         self.ids: list[str] = []
         self.done = False  # every request decided
@@ -102,7 +106,16 @@ class _Plan:
             except AppError as exc:
                 self.specs[key] = exc
         self.ids = new_ids("msg", len(requests))
-        self.customers = await customers.get_many(session, [r.item.customer_id for r in requests])
+        customer_ids = [r.item.customer_id for r in requests]
+        self.customers = await customers.get_many(session, customer_ids)
+        ready = [k for k, c in self.specs.items() if not isinstance(c, AppError)]
+        self.patcher = await patching.load(
+            session,
+            scenarios=ready,
+            customer_ids=customer_ids,
+            settings=self.settings,
+            now=utcnow(),
+        )
 
     def messages(
         self,
@@ -148,11 +161,29 @@ class _Plan:
             return failure
         if request.idempotency_key:
             self.first_of_key[key] = index
+        self._patch(self.fresh[index].message, request, now)
         return None
+
+    def _patch(self, message: dict[str, Any], request: AcceptRequest, now: datetime) -> None:
+        """The marketing patch; never a reason to refuse the transactional message."""
+        try:
+            self.patcher.apply(
+                message,
+                customer=self.customers.get(request.item.customer_id),
+                inline_profile=request.item.profile,
+                now=now,
+            )
+        except Exception:
+            log.exception("the patch decision failed; the message goes without a patch")
+            message["decision"]["patch"] = {"error": "the patch decision failed"}
 
 
 async def accept_many(
-    session: AsyncSession, requests: Sequence[AcceptRequest], *, queue: MessageQueue
+    session: AsyncSession,
+    requests: Sequence[AcceptRequest],
+    *,
+    queue: MessageQueue,
+    settings: Settings | None = None,
 ) -> list[AcceptOutcome]:
     """Accept a group of messages with a few bulk statements; each gets its own outcome.
     Serves both the batch endpoint and coalesced single sends. Ids are enqueued after commit.
@@ -160,7 +191,7 @@ async def accept_many(
     Idempotency rests on the unique (owner, idempotency_key) constraint: the insert skips
     taken keys, and only those (and failed requests that carry a key) are looked up, so a
     fresh group costs no lookup at all."""
-    plan = _Plan()
+    plan = _Plan(settings if settings is not None else Settings())
     await plan.load(session, requests)
     now = utcnow()
     outcomes: list[AcceptOutcome | None] = [None] * len(requests)
@@ -257,11 +288,14 @@ async def accept_batch(
     principal: Principal,
     queue: MessageQueue,
     batch_key: str | None = None,
+    settings: Settings | None = None,
 ) -> BatchAnswer:
     """Validate item by item; write the good ones in bulk; one bad item rejects only itself."""
     await load_spec(session, scenario)  # an unknown scenario fails the whole batch: 404
     with collector_paused():  # resumed when only the answer is left of the batch
-        return await _answer_batch(session, scenario, raw_items, principal.owner, queue, batch_key)
+        return await _answer_batch(
+            session, scenario, raw_items, principal.owner, queue, batch_key, settings
+        )
 
 
 async def _answer_batch(
@@ -271,11 +305,12 @@ async def _answer_batch(
     owner: str,
     queue: MessageQueue,
     batch_key: str | None,
+    settings: Settings | None,
 ) -> BatchAnswer:
     requests, positions, errors = batch_requests(
         scenario, raw_items, owner=owner, batch_key=batch_key
     )
-    outcomes = await accept_many(session, requests, queue=queue)
+    outcomes = await accept_many(session, requests, queue=queue, settings=settings)
     items: list[dict[str, Any]] = [{}] * len(raw_items)
     for index, error in errors.items():
         items[index] = _item_error(index, error)

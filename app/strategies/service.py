@@ -4,6 +4,7 @@ compiled for `strategies.decide.decide()`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -83,6 +84,7 @@ async def replace_segment(session: AsyncSession, key: str, data: SegmentUpdate) 
     row.name, row.description, row.rule = data.name, data.description, to_json(rule)
     row.updated_at = utcnow()
     await session.flush()
+    changed()
     return row
 
 
@@ -170,6 +172,7 @@ async def create_strategy(session: AsyncSession, data: StrategyIn) -> Strategy:
     _apply(row, data)
     session.add(row)
     await session.flush()
+    changed()
     return row
 
 
@@ -178,11 +181,27 @@ async def replace_strategy(session: AsyncSession, key: str, data: StrategyBase) 
     await _check_references(session, data)
     _apply(row, data)
     await session.flush()
+    changed()
     return row
 
 
 async def delete_strategy(session: AsyncSession, key: str) -> None:
     await session.delete(await get_strategy(session, key))
+    changed()
+
+
+_listeners: list[Callable[[], None]] = []
+
+
+def on_change(listener: Callable[[], None]) -> None:
+    """Call ``listener`` when a strategy or segment changes in this process (send-time caches
+    drop at once here; other processes see changes within their cache time)."""
+    _listeners.append(listener)
+
+
+def changed() -> None:
+    for listener in _listeners:
+        listener()
 
 
 def strategy_out(row: Strategy) -> StrategyOut:

@@ -1,0 +1,207 @@
+"""The marketing patch at send time: for each message of a group, decide (strategies/decide.py)
+per channel of its plan, render the winning patch template and put it into that channel's
+content (strategies/patch.py); record why on the message.
+
+Loaded once per group in a few queries (strategies of the scenario, cached briefly like the
+scenario itself; the customers' consent; their recent patches when a strategy has a cap). A
+scenario without strategies costs nothing. A patch that cannot be rendered is dropped and
+the reason recorded: the transactional message always goes out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.customers.consent import Consent, Purpose, allows, consent_state
+from app.customers.models import Customer
+from app.settings import Settings
+from app.strategies import repository, service
+from app.strategies.explain import profile, quiet_hours
+from strategies import decide
+from strategies.patch import Patch, PatchSettings, compose
+from templates import repository as templates_repository
+from templates.renderer import TemplateError, render
+
+log = logging.getLogger("icc.patching")
+CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class PatchTemplate:
+    key: str
+    version: int
+    body: str
+    html: str | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class ScenarioPatches:
+    rules: list[decide.Strategy]
+    templates: dict[str, PatchTemplate]
+
+
+_cache: dict[str, tuple[float, ScenarioPatches]] = {}
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+service.on_change(clear_cache)
+
+
+async def scenario_patches(session: AsyncSession, scenario: str) -> ScenarioPatches:
+    now = time.monotonic()
+    hit = _cache.get(scenario)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    rules = [r for r in await service.load_for_scenario(session, scenario) if r.active]
+    keys = sorted({k for r in rules for k in r.patch_templates.values()})
+    current = await templates_repository.current_versions(session, keys) if keys else {}
+    found = ScenarioPatches(
+        rules=rules,
+        templates={
+            key: PatchTemplate(
+                key=key,
+                version=version.version,
+                body=version.body,
+                html=(version.options or {}).get("html"),
+                url=((version.options or {}).get("wechat") or {}).get("url"),
+            )
+            for key, (_, version) in current.items()
+        },
+    )
+    _cache[scenario] = (now + CACHE_SECONDS, found)
+    return found
+
+
+@dataclass
+class Patcher:
+    """The patch decisions of one group of messages."""
+
+    settings: Settings
+    scenarios: dict[str, ScenarioPatches] = field(default_factory=dict)
+    consents: dict[str, Consent] = field(default_factory=dict)
+    recent: dict[str, list[datetime]] = field(default_factory=dict)
+
+    def apply(
+        self,
+        message: dict[str, Any],
+        *,
+        customer: Customer | None,
+        inline_profile: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> None:
+        """Decide and compose the patch of one prepared message row (changed in place)."""
+        patches = self.scenarios.get(message["scenario"])
+        if patches is None or not patches.rules:
+            return
+        who = self._who(message["customer_id"], customer, inline_profile)
+        consent = self.consents.get(message["customer_id"]) or self._default_consent()
+        # decided for when it goes out: a scheduled message by its send time
+        send_at = message.get("send_at")
+        at = send_at if send_at is not None and send_at > now else now
+        records: dict[str, Any] = {}
+        winner: str | None = None
+        for channel in message["channels"]:
+            allowed = allows(consent, channel, Purpose.marketing)
+            decision = decide.decide(
+                patches.rules,
+                decide.Customer(who.profile, who.timezone, allowed, who.recent_patches),
+                scenario=message["scenario"],
+                channel=channel,
+                now=at,
+                quiet_hours=quiet_hours(self.settings.marketing),
+            )
+            record = decision.record()
+            if decision.winner is not None:
+                record["composition"] = self._compose(message, channel, decision, patches)
+                if record["composition"]["applied"] and winner is None:
+                    winner = decision.winner.key
+            records[channel] = record
+        message["decision"]["patch"] = records
+        message["decision"]["strategy"] = winner
+        message["patch"] = winner
+
+    def _who(
+        self, customer_id: str, customer: Customer | None, inline: Mapping[str, Any] | None
+    ) -> decide.Customer:
+        base = profile(customer) if customer is not None else {}
+        timezone = customer.timezone if customer is not None else decide.DEFAULT_TIMEZONE
+        return decide.Customer(
+            {**base, **inline} if inline else base,
+            timezone,
+            recent_patches=self.recent.get(customer_id, []),
+        )
+
+    def _default_consent(self) -> Consent:
+        return consent_state([], marketing_granted=self.settings.customers.marketing_granted)
+
+    def _compose(
+        self,
+        message: dict[str, Any],
+        channel: str,
+        decision: decide.Decision,
+        patches: ScenarioPatches,
+    ) -> dict[str, Any]:
+        key = decision.patch_template
+        template = patches.templates.get(key or "")
+        if template is None:
+            return {"applied": False, "reason": f"patch template {key!r} has no published version"}
+        try:
+            text = render(template.body, message["variables"])
+            html = render(template.html, message["variables"], html=True) if template.html else None
+        except TemplateError as exc:
+            return {"applied": False, "reason": f"patch does not render: {exc}"}
+        composed = compose(
+            channel,
+            message["content"][channel],
+            Patch(text=text, html=html, url=template.url),
+            _patch_settings(self.settings),
+        )
+        if composed.applied:
+            message["content"][channel] = composed.content
+        return {"template": {"key": template.key, "version": template.version}} | composed.record()
+
+
+def _patch_settings(settings: Settings) -> PatchSettings:
+    m = settings.marketing
+    return PatchSettings(
+        sms_max_segments=m.sms_max_segments,
+        opt_out_hint=m.opt_out_hint,
+        sms_signature=m.sms_signature,
+    )
+
+
+async def load(
+    session: AsyncSession,
+    *,
+    scenarios: Sequence[str],
+    customer_ids: Sequence[str],
+    settings: Settings,
+    now: datetime,
+) -> Patcher:
+    """Everything the group's patch decisions need."""
+    patcher = Patcher(settings)
+    for key in set(scenarios):
+        patcher.scenarios[key] = await scenario_patches(session, key)
+    rules = [r for p in patcher.scenarios.values() for r in p.rules]
+    if not rules:
+        return patcher
+    recorded = await repository.consents_of_many(session, customer_ids)
+    granted = settings.customers.marketing_granted
+    patcher.consents = {
+        cid: consent_state(rows, marketing_granted=granted) for cid, rows in recorded.items()
+    }
+    since = service.recent_since(now, rules)
+    if since is not None:
+        patcher.recent = await repository.recent_patches(session, customer_ids, since)
+    return patcher
