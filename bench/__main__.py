@@ -11,7 +11,14 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("accept_single", "batch_postgres", "end_to_end", "email_pool", "sms_throughput")
+BENCHMARKS = (
+    "accept_single",
+    "batch_postgres",
+    "end_to_end",
+    "email_pool",
+    "sms_throughput",
+    "customers_import",
+)
 TIMEOUT = 600.0  # seconds per benchmark; each takes about one to three minutes
 
 

@@ -262,17 +262,16 @@ async def _everything_stored(platform: Platform) -> str:
 
 async def test_erasure_cancels_unfinished_messages(platform: Platform) -> None:
     await platform.create_scenario()
+    request = {
+        "scenario": "account_movement",
+        "customer_id": "C9",
+        "variables": VARIABLES,
+        "recipient": {"phone": "13700000000"},
+        "send_at": "2099-01-01T00:00:00+08:00",
+        "idempotency_key": "txn-9",
+    }
     async with platform.client("system") as client:
-        sent = await client.post(
-            "/v1/messages",
-            json={
-                "scenario": "account_movement",
-                "customer_id": "C9",
-                "variables": VARIABLES,
-                "recipient": {"phone": "13700000000"},
-                "send_at": "2099-01-01T00:00:00+08:00",
-            },
-        )
+        sent = await client.post("/v1/messages", json=request)
         erased = (await client.delete("/v1/customers/C9")).json()
         assert erased == {
             "customer_id": "C9",
@@ -282,6 +281,8 @@ async def test_erasure_cancels_unfinished_messages(platform: Platform) -> None:
             "inbound_replies_erased": 0,
         }
         message = (await client.get(f"/v1/messages/{sent.json()['id']}")).json()
+        replay = await client.post("/v1/messages", json=request)
+        assert replay.status_code == 409  # an erased message is not sent again
     assert message["status"] == "failed"
     assert "erased" in message["status_reason"]
     assert message["recipient"] == {}

@@ -258,13 +258,11 @@ class Importer:
                     merge_attributes=self.parser.attribute_names,
                     now=utcnow(),
                 )
-            existing = await repository.existing_ids(session, [r["id"] for r in rows])
-            written = await repository.upsert_rows(session, self._stmt, rows)
+            inserted, updated = await repository.upsert_rows(session, self._stmt, rows)
             await session.commit()
-        inserted = len(rows) - len(existing)
         self.summary.inserted += inserted
-        self.summary.updated += written - inserted
-        self.summary.unchanged += len(rows) - written
+        self.summary.updated += updated
+        self.summary.unchanged += len(rows) - inserted - updated
 
 
 async def import_csv(

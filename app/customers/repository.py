@@ -7,7 +7,17 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, exists, func, literal_column, or_, select, type_coerce
+from sqlalchemy import (
+    Boolean,
+    Table,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -118,8 +128,11 @@ def upsert_statement(
     changed = or_(*(CUSTOMERS.c[c].is_distinct_from(v) for c, v in set_.items()))
     set_["updated_at"] = new.updated_at
     stmt = stmt.on_conflict_do_update(index_elements=[CUSTOMERS.c.id], set_=set_, where=changed)
-    # asyncpg reports no row counts for executemany; RETURNING tells the rows written
-    return stmt.returning(CUSTOMERS.c.id) if postgres else stmt
+    if postgres:
+        # asyncpg counts no rows for executemany: RETURNING tells the rows written, and
+        # xmax = 0 those inserted (an updated row version carries the updating transaction)
+        return stmt.returning(literal_column("(xmax = 0)", Boolean).label("inserted"))
+    return stmt
 
 
 def _timestamp(session: AsyncSession, now: datetime) -> Any:
@@ -132,14 +145,22 @@ def _timestamp(session: AsyncSession, now: datetime) -> Any:
     return literal_column(f"'{text}'", UTCDateTime())
 
 
-async def upsert_rows(session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]) -> int:
-    """Run an :func:`upsert_statement` over rows; how many were written."""
+async def upsert_rows(
+    session: AsyncSession, stmt: Any, rows: Sequence[dict[str, Any]]
+) -> tuple[int, int]:
+    """Run an :func:`upsert_statement` over rows (unique ids); (inserted, updated)."""
     if not rows:
-        return 0
-    result = await session.execute(stmt, list(rows))
+        return 0, 0
     if dialect_name(session) == "postgresql":
-        return len(result.scalars().all())
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        inserted = list((await session.execute(stmt, list(rows))).scalars())
+        return sum(inserted), len(inserted) - sum(inserted)
+    # SQLite: the rows already there, then the driver's count of rows written. (Not so on
+    # PostgreSQL: a cached generic plan of this lookup, made while the table was small, can
+    # scan the whole table; an import into a new table slowed down quadratically.)
+    existing = await existing_ids(session, [r["id"] for r in rows])
+    written = int((await session.execute(stmt, list(rows))).rowcount)  # type: ignore[attr-defined]
+    new = len(rows) - len(existing)
+    return new, written - new
 
 
 async def delete_customer(session: AsyncSession, customer_id: str) -> bool:

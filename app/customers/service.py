@@ -133,7 +133,6 @@ async def put_customer(session: AsyncSession, customer_id: str, data: CustomerIn
     except fields.InvalidField as exc:
         raise ValidationFailed.field("customer_id", str(exc)) from None
     attributes = check_profile_attributes(await attribute_schema(session), data.attributes)
-    existed = bool(await repository.existing_ids(session, [customer_id]))
     now = utcnow()
     row = {
         **data.model_dump(include=set(repository.PROFILE_COLUMNS)),
@@ -145,8 +144,8 @@ async def put_customer(session: AsyncSession, customer_id: str, data: CustomerIn
     stmt = repository.upsert_statement(
         session, columns=repository.PROFILE_COLUMNS, merge_attributes=None
     )
-    await repository.upsert_rows(session, stmt, [row])
-    return not existed
+    inserted, _ = await repository.upsert_rows(session, stmt, [row])
+    return inserted == 1
 
 
 async def _customer(session: AsyncSession, customer_id: str) -> Customer:

@@ -261,7 +261,8 @@ async def erase_customer_messages(
     """Erasure of a customer: their messages lose the personal data they carry (recipient,
     variables, rendered content, event details) and their customer id becomes
     ``anonymous_id``; status, channel, provider, cost, decision and times stay for the
-    statistics. Unfinished messages fail instead of being sent. (erased, cancelled)."""
+    statistics. Unfinished messages fail instead of being sent, and a replay of an erased
+    message's idempotency key is refused (409), not sent again. (erased, cancelled)."""
     m = MESSAGES.c
     mine = select(m.id).where(m.customer_id == customer_id)
     reason = "cancelled: the customer's personal data was erased"
@@ -281,5 +282,6 @@ async def erase_customer_messages(
         update(MESSAGES)
         .where(m.customer_id == customer_id)
         .values(customer_id=anonymous_id, recipient={}, variables={}, content={}, updated_at=now)
+        .values(request_hash=None)  # a digest of the request, personal data included
     )
     return int(erased.rowcount), len(cancelled)  # type: ignore[attr-defined]
