@@ -1,4 +1,5 @@
-"""Demo data for `make run`: an account-movement scenario, customers and API keys.
+"""Demo data for `make run`: an account-movement scenario, customers, segments with their
+marketing patches, and API keys.
 Safe to run twice."""
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from app.customers.attributes import AttributeType
 from app.customers.schemas import AttributeIn
 from app.scenarios import repository as scenarios_repository
 from app.scenarios import service as scenarios
-from app.scenarios.schemas import ScenarioCreate
+from app.scenarios.schemas import Channel, ScenarioCreate, TemplateIn
+from app.strategies import repository as strategies_repository
+from app.strategies import service as strategies
+from app.strategies.schemas import FrequencyCapIn, SegmentIn, StrategyIn, StrategyStatus
+from templates import repository as templates_repository
+from templates import service as templates
+from templates.schemas import TemplateCreate
 
 ACCOUNT_MOVEMENT = {
     "key": "account_movement",
@@ -76,7 +83,47 @@ ATTRIBUTES = {
     "tier": AttributeIn(type=AttributeType.string, description="mass, affluent or private"),
 }
 
+# The personalized marketing patch: wealth products for high net worth, a loan offer for low
+# net worth, on the account-movement SMS (opted-out customers get nothing extra).
+SEGMENTS = {
+    "high_net_worth": {"field": "aum", "op": "gte", "value": 500000},
+    "low_net_worth": {"field": "aum", "op": "lt", "value": 50000},
+}
+PATCHES = {
+    "wealth_patch.sms": "尊享理财：稳健系列年化3.2%，详询客户经理",
+    "loan_patch.sms": "您有一笔最高20万元的预授信额度，可线上申请",
+}
+STRATEGIES = (
+    ("wealth_offer", "high_net_worth", "wealth_patch.sms", 10),
+    ("loan_offer", "low_net_worth", "loan_patch.sms", 20),
+)
+
 DEMO_KEYS = (("demo-admin", Role.admin), ("demo-core-banking", Role.system))
+
+
+async def _seed_strategies(session: AsyncSession) -> None:
+    for key, rule in SEGMENTS.items():
+        if await strategies_repository.segment(session, key) is None:
+            await strategies.create_segment(session, SegmentIn(key=key, rule=rule))
+    for key, body in PATCHES.items():
+        if await templates_repository.by_key(session, key) is None:
+            content = TemplateIn(body=body)
+            await templates.create(
+                session, TemplateCreate(key=key, channel=Channel.sms, content=content)
+            )
+            await templates.publish(session, key, 1)
+    for key, segment, template, priority in STRATEGIES:
+        if await strategies_repository.strategy(session, key) is None:
+            data = StrategyIn(
+                key=key,
+                scenario="account_movement",
+                segment=segment,
+                patch_templates={Channel.sms: template},
+                priority=priority,
+                status=StrategyStatus.active,
+                frequency_cap=FrequencyCapIn(max_patches=3, days=7),
+            )
+            await strategies.create_strategy(session, data)
 
 
 async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
@@ -88,6 +135,7 @@ async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
     for data in CUSTOMERS:
         values = {k: v for k, v in data.items() if k != "id"}
         await customers.upsert(session, str(data["id"]), **values)
+    await _seed_strategies(session)
     created: dict[str, str] = {}
     for name, role in DEMO_KEYS:
         if await keys_repository.by_name(session, name) is None:

@@ -78,7 +78,8 @@ def sms_patch_text(patch: Patch, hint: str) -> str:
 def _sms(content: Mapping[str, Any], patch: Patch, settings: PatchSettings) -> Composed:
     line = sms_patch_text(patch, settings.opt_out_hint)
     body = str(content.get("body", ""))
-    patched = f"{body}{line}" if body.endswith((" ", "\n")) else f"{body} {line}"
+    # no space after full-width punctuation (。！？) or an existing break
+    patched = body + ("" if body.endswith((" ", "\n", "。", "！", "？", "；")) else " ") + line
     length = sms_length(patched, signature=settings.sms_signature)
     details = {"segments": length.segments, "budget": settings.sms_max_segments}
     if length.segments > settings.sms_max_segments:

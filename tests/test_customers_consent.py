@@ -118,3 +118,35 @@ async def test_marketing_denied_by_default_when_configured(platform: Platform) -
         settings.customers.marketing_consent_default = "granted"
     assert granted[("sms", "transactional")] is True
     assert granted[("sms", "marketing")] is False
+
+
+async def test_sends_go_only_to_channels_the_customer_consents_to(platform: Platform) -> None:
+    await platform.create_scenario()
+    async with platform.client("marketer") as client:
+        body = {"phone": "13900000077", "email": "li.na@example.com"}
+        assert (await client.put("/v1/customers/C77", json=body)).status_code in (200, 201)
+        revoked = await client.post(
+            "/v1/customers/C77/opt-out", json={"channel": "sms", "purpose": "transactional"}
+        )
+        assert revoked.status_code == 200, revoked.text
+    send = {
+        "scenario": "account_movement",
+        "customer_id": "C77",
+        "variables": {"account_tail": "1234", "amount": "1200.00"},
+    }
+    async with platform.client("system") as client:
+        accepted = await client.post("/v1/messages", json=send)
+        assert accepted.status_code == 202, accepted.text
+        message = (await client.get(f"/v1/messages/{accepted.json()['id']}")).json()
+        assert message["channels"] == ["email"]
+        assert {"channel": "sms", "reason": "no transactional consent"} in message["decision"][
+            "skipped_channels"
+        ]
+    async with platform.client("marketer") as client:
+        await client.post(
+            "/v1/customers/C77/opt-out", json={"channel": "email", "purpose": "transactional"}
+        )
+    async with platform.client("system") as client:
+        refused = await client.post("/v1/messages", json=send)
+        assert refused.status_code == 422
+        assert refused.json()["fields"][0]["field"] == "customer_id"

@@ -22,8 +22,10 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any
+
+# one list of types for profiles and segment rules
+from strategies.attributes import AttributeType as AttributeType
 
 ATTRIBUTE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 # the profile's own fields: a segment rule names them and attributes alike
@@ -53,16 +55,6 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INTEGER = re.compile(r"^[+-]?\d{1,19}$")
 _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n"})
-
-
-class AttributeType(StrEnum):
-    string = "string"
-    number = "number"
-    integer = "integer"
-    boolean = "boolean"
-    date = "date"
-    datetime = "datetime"
-    string_list = "string_list"
 
 
 class InvalidValue(ValueError):

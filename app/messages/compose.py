@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from app.customers.consent import Consent, allows
 from app.customers.models import Customer
 from app.errors import FieldError, ValidationFailed
 from app.messages.models import Message
@@ -90,6 +91,25 @@ def _channel_plan(
     return reachable, skipped
 
 
+def _consented(
+    reachable: tuple[str, ...],
+    skipped: tuple[tuple[str, str], ...],
+    consent: Consent,
+    purpose: str,
+) -> ChannelPlan:
+    """Only the channels the customer accepts messages of this class on (a transactional
+    notice on the channels not opted out of; marketing where marketing consent holds)."""
+    allowed = tuple(c for c in reachable if allows(consent, c, purpose))
+    if not allowed:
+        raise ValidationFailed.field(
+            "customer_id",
+            f"the customer accepts no {purpose} messages on {', '.join(reachable)} "
+            "(consent withdrawn)",
+        )
+    refused = tuple((c, f"no {purpose} consent") for c in reachable if c not in allowed)
+    return allowed, skipped + refused
+
+
 def _render(
     spec: ScenarioSpec, channels: list[str], variables: dict[str, Any], timezone: str | None
 ) -> dict[str, Any]:
@@ -152,12 +172,15 @@ class Composer:
         idempotency_key: str | None,
         now: datetime,
         message_id: str,
+        consent: Consent | None = None,
     ) -> Prepared:
         """Validate against the scenario, choose channels, render; raise ValidationFailed."""
         spec = self.spec
         _check_variables(spec, item.variables)
         contacts = _contacts(customer, item)
         reachable, skipped = self.channel_plan(item, contacts)
+        if consent is not None:
+            reachable, skipped = _consented(reachable, skipped, consent, spec.message_class)
         channels = list(reachable)
         content = _render(
             spec, channels, item.variables, customer.timezone if customer is not None else None

@@ -148,6 +148,7 @@ class _Plan:
                 idempotency_key=request.idempotency_key,
                 now=now,
                 message_id=self.ids[index],
+                consent=self.patcher.consent(request.item.customer_id),
             )
         except AppError as exc:
             if request.idempotency_key:

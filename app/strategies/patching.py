@@ -105,7 +105,7 @@ class Patcher:
         if patches is None or not patches.rules:
             return
         who = self._who(message["customer_id"], customer, inline_profile)
-        consent = self.consents.get(message["customer_id"]) or self._default_consent()
+        consent = self.consent(message["customer_id"])
         # decided for when it goes out: a scheduled message by its send time
         send_at = message.get("send_at")
         at = send_at if send_at is not None and send_at > now else now
@@ -142,8 +142,13 @@ class Patcher:
             recent_patches=self.recent.get(customer_id, []),
         )
 
-    def _default_consent(self) -> Consent:
-        return consent_state([], marketing_granted=self.settings.customers.marketing_granted)
+    def consent(self, customer_id: str) -> Consent:
+        """The customer's consent: recorded decisions over the defaults."""
+        found = self.consents.get(customer_id)
+        if found is None:
+            granted = self.settings.customers.marketing_granted
+            found = self.consents[customer_id] = consent_state([], marketing_granted=granted)
+        return found
 
     def _compose(
         self,
@@ -193,14 +198,13 @@ async def load(
     patcher = Patcher(settings)
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
-    rules = [r for p in patcher.scenarios.values() for r in p.rules]
-    if not rules:
-        return patcher
+    # consent also decides the channels of transactional content (app/messages/compose.py)
     recorded = await repository.consents_of_many(session, customer_ids)
     granted = settings.customers.marketing_granted
     patcher.consents = {
         cid: consent_state(rows, marketing_granted=granted) for cid, rows in recorded.items()
     }
+    rules = [r for p in patcher.scenarios.values() for r in p.rules]
     since = service.recent_since(now, rules)
     if since is not None:
         patcher.recent = await repository.recent_patches(session, customer_ids, since)

@@ -19,8 +19,10 @@ def test_sms_appends_the_patch_with_the_opt_out_hint_within_two_segments() -> No
     body = composed.content["body"]
     assert body.startswith(NOTICE)
     assert body.endswith("稳健理财年化3.2%，点击了解，拒收请回复R")
-    assert sms_length(body, signature="示例银行").segments <= 2
-    assert composed.record() == {"applied": True, "reason": None, "segments": 2, "budget": 2}
+    segments = sms_length(body, signature="示例银行").segments
+    assert segments <= 2
+    assert composed.record() == {"applied": True, "reason": None, "segments": segments, "budget": 2}
+    assert "。稳健理财" in body  # no space after full-width punctuation
 
 
 def test_sms_drops_a_patch_that_would_exceed_the_budget_and_says_why() -> None:
@@ -30,7 +32,9 @@ def test_sms_drops_a_patch_that_would_exceed_the_budget_and_says_why() -> None:
     assert composed.content == {"body": NOTICE}  # the notice itself is untouched
     assert str(composed.reason).startswith("sms_length: ")
     one_segment = PatchSettings(sms_signature="示例银行", sms_max_segments=1)
-    assert not compose("sms", {"body": NOTICE}, WEALTH, one_segment).applied
+    longer = Patch(text="稳健理财年化3.2%，尊享客户经理一对一服务，点击了解详情")
+    assert compose("sms", {"body": NOTICE}, longer, SETTINGS).applied
+    assert not compose("sms", {"body": NOTICE}, longer, one_segment).applied
 
 
 def test_the_hint_is_not_repeated_and_punctuation_is_respected() -> None:
