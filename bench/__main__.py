@@ -18,6 +18,8 @@ BENCHMARKS = (
     "email_pool",
     "sms_throughput",
     "customers_import",
+    "strategies_accept",
+    "decide_speed",
 )
 TIMEOUT = 600.0  # seconds per benchmark; each takes about one to three minutes
 

@@ -215,3 +215,92 @@ def _check(
             cap = strategy.cap
             return Reason.frequency_capped, f"{received} in {cap.days} d (cap {cap.max_patches})"
     return Reason.matched, ""
+
+
+class Ruleset:
+    """Strategies prepared for many decisions: sorted once per scenario and channel, only
+    active ones on the fast path; a segment shared by several strategies is evaluated once
+    per decision. ``decide(explain=False)`` (the send path) records the winner and why there
+    is none, not every strategy's verdict: ``explain=True`` gives the full list."""
+
+    def __init__(self, strategies: Sequence[Strategy]) -> None:
+        ordered = sorted(strategies, key=lambda s: (s.priority, s.key))
+        self._all: dict[str, list[Strategy]] = {}
+        for s in ordered:
+            self._all.setdefault(s.scenario, []).append(s)
+        self._fast: dict[tuple[str, str], list[Strategy]] = {}
+
+    def _candidates(self, scenario: str, channel: str) -> list[Strategy]:
+        key = (scenario, channel)
+        found = self._fast.get(key)
+        if found is None:
+            found = self._fast[key] = [
+                s
+                for s in self._all.get(scenario, ())
+                if s.active and (s.channels is None or channel in s.channels)
+            ]
+        return found
+
+    def decide(
+        self,
+        customer: Customer,
+        *,
+        scenario: str,
+        channel: str,
+        now: datetime,
+        quiet_hours: HourWindow | None = None,
+        immediate: bool = True,
+        explain: bool = False,
+    ) -> Decision:
+        if explain:
+            return decide(
+                self._all.get(scenario, []),
+                customer,
+                scenario=scenario,
+                channel=channel,
+                now=now,
+                quiet_hours=quiet_hours,
+                immediate=immediate,
+            )
+        if not customer.marketing_allowed:
+            return Decision(channel, None, [], NoPatch.opted_out)
+        if immediate and in_quiet_hours(now, quiet_hours, customer.timezone):
+            return Decision(channel, None, [], NoPatch.quiet_hours)
+        near: list[Evaluation] = []  # in the segment, but held back (hours, cap)
+        winner = self._first_match(self._candidates(scenario, channel), customer, now, near)
+        if winner is None:
+            return Decision(channel, None, near, NoPatch.no_strategy)
+        return Decision(channel, winner, [*near, Evaluation(winner.key, True, Reason.matched)])
+
+    def _first_match(
+        self, candidates: list[Strategy], customer: Customer, now: datetime, near: list[Evaluation]
+    ) -> Strategy | None:
+        segments: dict[str, bool] = {}
+        local: time | None = None
+        profile = customer.profile
+        for s in candidates:
+            if (s.starts_at is not None and now < s.starts_at) or (
+                s.ends_at is not None and now >= s.ends_at
+            ):
+                continue
+            matched = segments.get(s.segment)
+            if matched is None:
+                matched = segments[s.segment] = s.matches(profile)
+            if not matched:
+                continue
+            if s.hours is not None:
+                if local is None:
+                    local = now.astimezone(customer_zone(customer.timezone)).time()
+                if not s.hours.contains(local):
+                    near.append(Evaluation(s.key, False, Reason.outside_hours))
+                    continue
+            if s.cap is not None and _capped(s.cap, customer.recent_patches, now):
+                near.append(Evaluation(s.key, False, Reason.frequency_capped))
+                continue
+            return s
+        return None
+
+
+def _capped(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> bool:
+    since = now - timedelta(days=cap.days)
+    return sum(1 for at in recent if at > since) >= cap.max_patches

@@ -4,7 +4,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JSONType, Money, UTCDateTime
@@ -18,6 +27,14 @@ class Message(Base):
         UniqueConstraint("owner", "idempotency_key"),
         Index("ix_messages_owner_id", "owner", "id"),
         Index("ix_messages_customer_id_id", "customer_id", "id"),
+        # frequency caps read the patched messages of a customer, newest first
+        Index(
+            "ix_messages_patched",
+            "customer_id",
+            "created_at",
+            sqlite_where=text("patch IS NOT NULL"),
+            postgresql_where=text("patch IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -108,10 +108,10 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
         raise NotFound(f"no customer {data.customer_id!r}; send a profile to decide with")
     rules = await service.load_for_scenario(session, data.scenario)
     base, timezone, consent = await _decider(session, stored, settings)
-    since = service.recent_since(now, rules)
+    window = service.cap_window(now, rules)
     recent = (
-        (await repository.recent_patches(session, [stored.id], since)).get(stored.id, [])
-        if stored is not None and since is not None
+        (await repository.recent_patches(session, [stored.id], *window)).get(stored.id, [])
+        if stored is not None and window is not None
         else []
     )
     who = decide.Customer(
@@ -143,10 +143,10 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
     rule = await service.segment_rule(session, data.segment) if data.segment else None
     sample = await repository.sample_matching(session, rule, data.sample_size)
     rules = await service.load_for_scenario(session, data.scenario)
-    since = service.recent_since(now, rules)
+    window = service.cap_window(now, rules)
     recent = (
-        await repository.recent_patches(session, [c.id for c in sample], since)
-        if since is not None
+        await repository.recent_patches(session, [c.id for c in sample], *window)
+        if window is not None
         else {}
     )
     counts: dict[str, Counter[str]] = {c: Counter() for c in scenario.channels}

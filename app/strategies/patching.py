@@ -46,6 +46,7 @@ class PatchTemplate:
 class ScenarioPatches:
     rules: list[decide.Strategy]
     templates: dict[str, PatchTemplate]
+    ruleset: decide.Ruleset
 
 
 _cache: dict[str, tuple[float, ScenarioPatches]] = {}
@@ -78,6 +79,7 @@ async def scenario_patches(session: AsyncSession, scenario: str) -> ScenarioPatc
             )
             for key, (_, version) in current.items()
         },
+        ruleset=decide.Ruleset(rules),
     )
     _cache[scenario] = (now + CACHE_SECONDS, found)
     return found
@@ -91,6 +93,10 @@ class Patcher:
     scenarios: dict[str, ScenarioPatches] = field(default_factory=dict)
     consents: dict[str, Consent] = field(default_factory=dict)
     recent: dict[str, list[datetime]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.quiet = quiet_hours(self.settings.marketing)
+        self.composing = _patch_settings(self.settings)
 
     def apply(
         self,
@@ -113,13 +119,12 @@ class Patcher:
         winner: str | None = None
         for channel in message["channels"]:
             allowed = allows(consent, channel, Purpose.marketing)
-            decision = decide.decide(
-                patches.rules,
+            decision = patches.ruleset.decide(
                 decide.Customer(who.profile, who.timezone, allowed, who.recent_patches),
                 scenario=message["scenario"],
                 channel=channel,
                 now=at,
-                quiet_hours=quiet_hours(self.settings.marketing),
+                quiet_hours=self.quiet,
             )
             record = decision.record()
             if decision.winner is not None:
@@ -170,7 +175,7 @@ class Patcher:
             channel,
             message["content"][channel],
             Patch(text=text, html=html, url=template.url),
-            _patch_settings(self.settings),
+            self.composing,
         )
         if composed.applied:
             message["content"][channel] = composed.content
@@ -205,7 +210,7 @@ async def load(
         cid: consent_state(rows, marketing_granted=granted) for cid, rows in recorded.items()
     }
     rules = [r for p in patcher.scenarios.values() for r in p.rules]
-    since = service.recent_since(now, rules)
-    if since is not None:
-        patcher.recent = await repository.recent_patches(session, customer_ids, since)
+    window = service.cap_window(now, rules)
+    if window is not None:
+        patcher.recent = await repository.recent_patches(session, customer_ids, *window)
     return patcher

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer, CustomerConsent
@@ -91,21 +91,30 @@ async def sample_matching(session: AsyncSession, rule: Rule | None, limit: int) 
 
 
 async def recent_patches(
-    session: AsyncSession, customer_ids: Sequence[str], since: datetime
+    session: AsyncSession, customer_ids: Sequence[str], since: datetime, most: int
 ) -> dict[str, list[datetime]]:
-    """When each customer received a patch since ``since`` (frequency caps)."""
+    """When each customer last received patches since ``since``: the latest ``most`` of them
+    (a cap of N needs no more than N). One index seek per customer (the partial index of
+    patched messages), however many patches a customer has had."""
     found: dict[str, list[datetime]] = {}
-    if not customer_ids:
-        return found
-    rows = await session.execute(
-        select(Message.customer_id, Message.created_at).where(
-            Message.customer_id.in_(list(dict.fromkeys(customer_ids))),
-            Message.created_at >= since,
-            Message.patch.is_not(None),
-        )
-    )
-    for customer_id, at in rows:
-        found.setdefault(customer_id, []).append(at)
+    unique = list(dict.fromkeys(customer_ids))
+    for start in range(0, len(unique), 100):
+        per_customer = [
+            select(Message.customer_id, Message.created_at)
+            .where(
+                Message.customer_id == customer_id,
+                Message.patch.is_not(None),
+                Message.created_at >= since,
+            )
+            .order_by(Message.created_at.desc())
+            .limit(most)
+            .subquery()
+            .select()
+            for customer_id in unique[start : start + 100]
+        ]
+        stmt = union_all(*per_customer) if len(per_customer) > 1 else per_customer[0]
+        for customer_id, at in await session.execute(stmt):
+            found.setdefault(customer_id, []).append(at)
     return found
 
 

@@ -287,7 +287,10 @@ async def load_for_scenario(session: AsyncSession, scenario: str) -> list[decide
     return [compiled(r, rules.get(r.segment)) for r in rows]
 
 
-def recent_since(now: datetime, rules: list[decide.Strategy]) -> datetime | None:
-    """How far back the customers' patches matter: the longest frequency-cap period."""
-    days = [s.cap.days for s in rules if s.cap is not None]
-    return now - timedelta(days=max(days)) if days else None
+def cap_window(now: datetime, rules: list[decide.Strategy]) -> tuple[datetime, int] | None:
+    """How far back the customers' patches matter (the longest frequency-cap period) and how
+    many of them (the largest cap), or None when no strategy has a cap."""
+    caps = [s.cap for s in rules if s.cap is not None]
+    if not caps:
+        return None
+    return now - timedelta(days=max(c.days for c in caps)), max(c.max_patches for c in caps)

@@ -61,9 +61,17 @@ def upgrade() -> None:
     op.create_index(op.f("ix_strategies_segment"), "strategies", ["segment"])
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("patch", sa.String(100), nullable=True))
+    op.create_index(
+        "ix_messages_patched",
+        "messages",
+        ["customer_id", "created_at"],
+        sqlite_where=sa.text("patch IS NOT NULL"),
+        postgresql_where=sa.text("patch IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_patched", table_name="messages")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("patch")
     op.drop_index(op.f("ix_strategies_segment"), table_name="strategies")

@@ -15,6 +15,7 @@ from strategies.decide import (
     HourWindow,
     NoPatch,
     Reason,
+    Ruleset,
     Strategy,
     decide,
 )
@@ -183,3 +184,64 @@ def test_the_issues_example_segments_choose_the_patch_from_a_profile() -> None:
     assert run([wealth, loan], Customer({"aum": 800000, "tags": ["payroll"]})).winner is wealth
     assert run([wealth, loan], Customer({"aum": 800000, "tags": ["staff"]})).winner is None
     assert run([wealth, loan], Customer({"aum": 12000})).winner is loan
+
+
+@given(
+    thresholds=st.lists(st.integers(0, 2_000_000), min_size=1, max_size=12),
+    aum=st.integers(0, 2_000_000),
+    flags=st.lists(
+        st.tuples(st.booleans(), st.booleans(), st.booleans()), min_size=12, max_size=12
+    ),
+    recent_days=st.lists(st.integers(0, 10), max_size=4),
+    hour=st.integers(0, 23),
+)
+def test_the_ruleset_fast_path_picks_the_same_winner_as_decide(
+    thresholds: list[int],
+    aum: int,
+    flags: list[tuple[bool, bool, bool]],
+    recent_days: list[int],
+    hour: int,
+) -> None:
+    items = []
+    for i, t in enumerate(thresholds):
+        active, sms_only, capped = flags[i]
+        items.append(
+            strategy(
+                f"s{i:02d}",
+                (lambda p, t=t: p["aum"] >= t),
+                segment=f"seg_{i}",
+                priority=i % 4,
+                active=active,
+                channels=frozenset({"sms"}) if sms_only else None,
+                cap=FrequencyCap(1, 3) if capped else None,
+                hours=HourWindow(time(8), time(20)) if i % 2 else None,
+            )
+        )
+    now = NOW.replace(hour=hour)
+    recent = [now - timedelta(days=d, hours=1) for d in recent_days]
+    customer = Customer({"aum": aum}, recent_patches=recent)
+    rules = Ruleset(items)
+    for channel in ("sms", "email"):
+        slow = decide(items, customer, scenario="account_movement", channel=channel, now=now)
+        fast = rules.decide(customer, scenario="account_movement", channel=channel, now=now)
+        assert fast.winner is slow.winner
+        assert fast.no_patch is slow.no_patch
+        explained = rules.decide(
+            customer, scenario="account_movement", channel=channel, now=now, explain=True
+        )
+        assert explained.evaluations == slow.evaluations
+
+
+def test_the_ruleset_evaluates_a_shared_segment_once() -> None:
+    calls: list[int] = []
+
+    def counted(profile: Mapping[str, Any]) -> bool:
+        calls.append(1)
+        return False
+
+    items = [strategy(f"s{i}", counted, segment="shared", priority=i) for i in range(20)]
+    decision = Ruleset(items).decide(
+        Customer({"aum": 1}), scenario="account_movement", channel="sms", now=NOW
+    )
+    assert decision.no_patch is NoPatch.no_strategy
+    assert len(calls) == 1
