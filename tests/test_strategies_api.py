@@ -286,6 +286,7 @@ async def test_quiet_hours_and_frequency_caps_drop_the_patch_not_the_message(
         assert (await client.put("/v1/strategies/wealth", json=body)).status_code == 200
     first = await _send(platform, "R1")
     assert first["decision"]["strategy"] == "wealth"
+    await _both_lookups_agree(platform)
     second = await _send(platform, "R1")
     assert second["decision"]["strategy"] is None
     assert second["decision"]["patch"]["sms"]["evaluations"][0]["reason"] == "frequency_capped"
@@ -295,3 +296,19 @@ async def test_quiet_hours_and_frequency_caps_drop_the_patch_not_the_message(
     quiet = await _send(platform, "L1")
     assert quiet["decision"]["patch"]["sms"]["no_patch"] == "quiet_hours"
     assert quiet["content"]["sms"]["body"].startswith("【示例银行】您尾号1234")
+
+
+async def _both_lookups_agree(platform: Platform) -> None:
+    """The recent-patch lookup reads the same through its per-customer seeks (a few
+    customers) and its batch scan (many)."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.strategies import repository
+
+    since = datetime.now(UTC) - timedelta(days=7)
+    many = ["R1", *(f"Z{i}" for i in range(repository.SEEK_CUSTOMERS + 10))]
+    async with platform.runtime.read_sessionmaker() as session:
+        few = await repository.recent_patches(session, ["R1", "L1"], since, 5)
+        lots = await repository.recent_patches(session, many, since, 5)
+    assert len(few["R1"]) == 1
+    assert few == lots

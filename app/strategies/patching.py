@@ -97,6 +97,8 @@ class Patcher:
     def __post_init__(self) -> None:
         self.quiet = quiet_hours(self.settings.marketing)
         self.composing = _patch_settings(self.settings)
+        granted = self.settings.customers.marketing_granted
+        self._default = consent_state([], marketing_granted=granted)  # read, never changed
 
     def apply(
         self,
@@ -149,11 +151,7 @@ class Patcher:
 
     def consent(self, customer_id: str) -> Consent:
         """The customer's consent: recorded decisions over the defaults."""
-        found = self.consents.get(customer_id)
-        if found is None:
-            granted = self.settings.customers.marketing_granted
-            found = self.consents[customer_id] = consent_state([], marketing_granted=granted)
-        return found
+        return self.consents.get(customer_id, self._default)
 
     def _compose(
         self,

@@ -90,32 +90,67 @@ async def sample_matching(session: AsyncSession, rule: Rule | None, limit: int) 
     return list((await session.scalars(stmt)).all())
 
 
+SEEK_CUSTOMERS = 50  # up to this many customers: one index seek each; more: one scan
+
+
 async def recent_patches(
     session: AsyncSession, customer_ids: Sequence[str], since: datetime, most: int
 ) -> dict[str, list[datetime]]:
     """When each customer last received patches since ``since``: the latest ``most`` of them
-    (a cap of N needs no more than N). One index seek per customer (the partial index of
-    patched messages), however many patches a customer has had."""
-    found: dict[str, list[datetime]] = {}
+    (a cap of N needs no more than N), from the partial index of patched messages."""
     unique = list(dict.fromkeys(customer_ids))
-    for start in range(0, len(unique), 100):
-        per_customer = [
-            select(Message.customer_id, Message.created_at)
-            .where(
-                Message.customer_id == customer_id,
-                Message.patch.is_not(None),
-                Message.created_at >= since,
-            )
-            .order_by(Message.created_at.desc())
-            .limit(most)
-            .subquery()
-            .select()
-            for customer_id in unique[start : start + 100]
-        ]
-        stmt = union_all(*per_customer) if len(per_customer) > 1 else per_customer[0]
-        for customer_id, at in await session.execute(stmt):
-            found.setdefault(customer_id, []).append(at)
+    found: dict[str, list[datetime]] = {}
+    if len(unique) <= SEEK_CUSTOMERS:
+        # a few customers (single sends): a seek per customer, however many patches they had
+        stmts = [_latest_of(c, since, most) for c in unique]
+        if len(stmts) == 1:
+            _collect(found, await session.execute(stmts[0]))
+        elif stmts:
+            _collect(found, await session.execute(union_all(*stmts)))
+        return found
+    for start in range(0, len(unique), 500):  # a batch: one cached statement per 500
+        _collect(
+            found, await session.execute(_latest_many(unique[start : start + 500], since, most))
+        )
     return found
+
+
+def _latest_of(customer_id: str, since: datetime, most: int) -> Any:
+    return (
+        select(Message.customer_id, Message.created_at)
+        .where(
+            Message.customer_id == customer_id,
+            Message.patch.is_not(None),
+            Message.created_at >= since,
+        )
+        .order_by(Message.created_at.desc())
+        .limit(most)
+        .subquery()
+        .select()
+    )
+
+
+def _latest_many(customer_ids: list[str], since: datetime, most: int) -> Any:
+    latest = (
+        func.row_number()
+        .over(partition_by=Message.customer_id, order_by=Message.created_at.desc())
+        .label("latest")
+    )
+    inner = (
+        select(Message.customer_id, Message.created_at, latest)
+        .where(
+            Message.customer_id.in_(customer_ids),
+            Message.patch.is_not(None),
+            Message.created_at >= since,
+        )
+        .subquery()
+    )
+    return select(inner.c.customer_id, inner.c.created_at).where(inner.c.latest <= most)
+
+
+def _collect(found: dict[str, list[datetime]], rows: Any) -> None:
+    for customer_id, at in rows:
+        found.setdefault(customer_id, []).append(at)
 
 
 async def consents_of_many(
