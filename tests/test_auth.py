@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -200,3 +201,31 @@ async def test_bootstrap_admin_key_is_ensured_at_every_start(platform: Platform)
     platform.runtime.keys.clear()
     async with platform.client(None, Authorization="Bearer icc_bootstrap_secret_for_tests") as c:
         assert (await c.get("/v1/keys")).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_key_lookups_are_shared_and_refreshed_ahead(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.auth import repository
+    from app.auth.service import KeyCache
+
+    calls: list[str] = []
+    original = repository.by_hash
+
+    async def counted(session: Any, digest: str) -> Any:
+        calls.append(digest)
+        return await original(session, digest)
+
+    monkeypatch.setattr(repository, "by_hash", counted)
+    cache = KeyCache(ttl=0.5)
+    sessions = platform.runtime.read_sessionmaker
+    key = platform.keys["system"]
+    found = await asyncio.gather(*(cache.resolve(sessions, key) for _ in range(50)))
+    assert len(calls) == 1  # one lookup for 50 requests that missed together
+    assert {p.role.value for p in found if p is not None} == {"system"}
+    await asyncio.sleep(0.45)  # in the last fifth of its time: answered, refreshed behind
+    assert await cache.resolve(sessions, key) is not None
+    await asyncio.sleep(0.05)
+    assert len(calls) == 2
+    assert await cache.resolve(sessions, "icc_unknown") is None
