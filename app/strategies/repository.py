@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, select, union_all
+from sqlalchemy import ColumnElement, SQLColumnExpression, bindparam, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer, CustomerConsent
@@ -90,7 +91,8 @@ async def sample_matching(session: AsyncSession, rule: Rule | None, limit: int) 
     return list((await session.scalars(stmt)).all())
 
 
-SEEK_CUSTOMERS = 50  # up to this many customers: one index seek each; more: one scan
+SEEK_CUSTOMERS = 48  # up to this many customers: one index seek each; more: one scan
+_SEEK_SIZES = (1, 4, 16, SEEK_CUSTOMERS)
 
 
 async def recent_patches(
@@ -100,34 +102,39 @@ async def recent_patches(
     (a cap of N needs no more than N), from the partial index of patched messages."""
     unique = list(dict.fromkeys(customer_ids))
     found: dict[str, list[datetime]] = {}
-    if len(unique) <= SEEK_CUSTOMERS:
-        # a few customers (single sends): a seek per customer, however many patches they had
-        stmts = [_latest_of(c, since, most) for c in unique]
-        if len(stmts) == 1:
-            _collect(found, await session.execute(stmts[0]))
-        elif stmts:
-            _collect(found, await session.execute(union_all(*stmts)))
+    if not unique:
         return found
+    if len(unique) <= SEEK_CUSTOMERS:
+        # a few customers (single sends): a seek per customer, however many patches they had;
+        # the statement is built once per size (ids padded by repeating the last one)
+        size = next(n for n in _SEEK_SIZES if n >= len(unique))
+        padded = unique + [unique[-1]] * (size - len(unique))
+        params: dict[str, Any] = {f"c{i}": c for i, c in enumerate(padded)}
+        params |= {"since": since, "most": most}
+        _collect(found, await session.execute(_seeks(size), params))
+        return {c: sorted(set(ats), reverse=True) for c, ats in found.items()}
     for start in range(0, len(unique), 500):  # a batch: one cached statement per 500
-        _collect(
-            found, await session.execute(_latest_many(unique[start : start + 500], since, most))
-        )
+        stmt = _latest_many(unique[start : start + 500], since, most)
+        _collect(found, await session.execute(stmt))
     return found
 
 
-def _latest_of(customer_id: str, since: datetime, most: int) -> Any:
-    return (
+@lru_cache(maxsize=len(_SEEK_SIZES))
+def _seeks(size: int) -> Any:
+    parts = [
         select(Message.customer_id, Message.created_at)
         .where(
-            Message.customer_id == customer_id,
+            Message.customer_id == bindparam(f"c{i}"),
             Message.patch.is_not(None),
-            Message.created_at >= since,
+            Message.created_at >= bindparam("since"),
         )
         .order_by(Message.created_at.desc())
-        .limit(most)
+        .limit(bindparam("most"))
         .subquery()
         .select()
-    )
+        for i in range(size)
+    ]
+    return parts[0] if size == 1 else union_all(*parts)
 
 
 def _latest_many(customer_ids: list[str], since: datetime, most: int) -> Any:
