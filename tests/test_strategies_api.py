@@ -312,3 +312,27 @@ async def _both_lookups_agree(platform: Platform) -> None:
         lots = await repository.recent_patches(session, many, since, 5)
     assert len(few["R1"]) == 1
     assert few == lots
+
+
+async def test_an_sms_patch_over_the_length_budget_is_dropped_and_the_notice_sent(
+    platform: Platform,
+) -> None:
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        long_body = "尊享理财专属礼遇，" * 12
+        await _template(client, "long_patch.sms", long_body)
+        current = (await client.get("/v1/strategies/wealth")).json()
+        body = {
+            k: v for k, v in current.items() if k not in ("id", "key", "created_at", "updated_at")
+        }
+        body["patch_templates"] = {"sms": "long_patch.sms"}
+        assert (await client.put("/v1/strategies/wealth", json=body)).status_code == 200
+    message = await _send(platform, "R1")
+    composition = message["decision"]["patch"]["sms"]["composition"]
+    assert composition["applied"] is False
+    assert composition["reason"].startswith("sms_length: ")
+    assert composition["budget"] == 2
+    assert message["decision"]["strategy"] is None
+    assert message["content"]["sms"]["body"] == "【示例银行】您尾号1234的账户支出1200.00元"
+    assert message["status"] in ("queued", "sending", "sent", "delivered")
