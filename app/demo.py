@@ -22,6 +22,7 @@ from app.scenarios.schemas import Channel, ScenarioCreate, TemplateIn
 from app.strategies import repository as strategies_repository
 from app.strategies import service as strategies
 from app.strategies.schemas import FrequencyCapIn, SegmentIn, StrategyIn, StrategyStatus
+from app.timeutil import utcnow
 from templates import repository as templates_repository
 from templates import service as templates
 from templates.schemas import TemplateCreate
@@ -75,7 +76,21 @@ CUSTOMERS = [
         "email": "wang.fang@example.com",
         "attributes": {"aum": 56000, "tier": "mass"},
     },
+    {  # lives in New York: outside quiet hours while Shanghai sleeps, so a patch shows
+        "id": "C0004",
+        "name": "陈静",
+        "phone": "13700000004",
+        "timezone": "America/New_York",
+        "attributes": {"aum": 3000000, "tier": "private"},
+    },
+    {  # high net worth, but opted out of marketing SMS: never gets a patch
+        "id": "C0005",
+        "name": "刘洋",
+        "phone": "13600000005",
+        "attributes": {"aum": 900000, "tier": "affluent"},
+    },
 ]
+OPTED_OUT = ("C0005",)
 
 # the attributes the demo customers carry, declared so that profiles and segments check them
 ATTRIBUTES = {
@@ -135,6 +150,20 @@ async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
     for data in CUSTOMERS:
         values = {k: v for k, v in data.items() if k != "id"}
         await customers.upsert(session, str(data["id"]), **values)
+    await customers.record_consents(
+        session,
+        [
+            {
+                "customer_id": cid,
+                "channel": "sms",
+                "purpose": "marketing",
+                "granted": False,
+                "source": "demo",
+                "updated_at": utcnow(),
+            }
+            for cid in OPTED_OUT
+        ],
+    )
     await _seed_strategies(session)
     created: dict[str, str] = {}
     for name, role in DEMO_KEYS:
