@@ -1,0 +1,1 @@
+"""Tests of the A/B experiments: assignment (pure), statistics, reports."""
