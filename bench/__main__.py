@@ -20,6 +20,7 @@ BENCHMARKS = (
     "customers_import",
     "strategies_accept",
     "decide_speed",
+    "assignment_speed",
 )
 TIMEOUT = 600.0  # seconds per benchmark; each takes about one to three minutes
 
