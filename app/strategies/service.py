@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers import service as customers
+from app.db import after_commit
 from app.errors import AppError, Conflict, NotFound, ValidationFailed
 from app.ids import new_id
 from app.scenarios import service as scenarios
@@ -84,7 +85,7 @@ async def replace_segment(session: AsyncSession, key: str, data: SegmentUpdate) 
     row.name, row.description, row.rule = data.name, data.description, to_json(rule)
     row.updated_at = utcnow()
     await session.flush()
-    changed()
+    _changed_on_commit(session)
     return row
 
 
@@ -172,7 +173,7 @@ async def create_strategy(session: AsyncSession, data: StrategyIn) -> Strategy:
     _apply(row, data)
     session.add(row)
     await session.flush()
-    changed()
+    _changed_on_commit(session)
     return row
 
 
@@ -181,13 +182,13 @@ async def replace_strategy(session: AsyncSession, key: str, data: StrategyBase) 
     await _check_references(session, data)
     _apply(row, data)
     await session.flush()
-    changed()
+    _changed_on_commit(session)
     return row
 
 
 async def delete_strategy(session: AsyncSession, key: str) -> None:
     await session.delete(await get_strategy(session, key))
-    changed()
+    _changed_on_commit(session)
 
 
 _listeners: list[Callable[[], None]] = []
@@ -202,6 +203,16 @@ def on_change(listener: Callable[[], None]) -> None:
 def changed() -> None:
     for listener in _listeners:
         listener()
+
+
+def _changed_on_commit(session: AsyncSession) -> None:
+    """Drop the caches once the change is committed (before, a concurrent send could cache
+    the old state again)."""
+
+    async def hook() -> None:
+        changed()
+
+    after_commit(session, hook)
 
 
 def strategy_out(row: Strategy) -> StrategyOut:
