@@ -1,0 +1,77 @@
+"""Statistics for A/B reports on conversion-type metrics (a share of a count that converted).
+
+Pure functions of counts; no I/O, stdlib only at runtime. Conventions:
+
+- Arms are given as (successes, trials); "control" is arm 1 and "treatment" arm 2, and every
+  difference is treatment minus control (p2 - p1), so positive means the treatment does better.
+- Counts must be integers with 0 <= successes <= trials; anything else raises ValueError.
+- Valid counts never raise and never produce NaN or infinity: a quantity that is undefined for the
+  data (an interval for an arm with no trials, a z for zero pooled variance) is ``None``, so the
+  results can go to JSON as they are.
+
+The tests compare every function with statsmodels or scipy (dev dependencies only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from abtest.distributions import check_confidence, two_sided_critical_value
+
+
+class Interval(NamedTuple):
+    """A confidence interval [low, high]."""
+
+    low: float
+    high: float
+
+
+def check_counts(successes: int, trials: int) -> None:
+    """Raise ValueError unless 0 <= successes <= trials."""
+    if not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes!r} of {trials!r}")
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> Interval | None:
+    """Wilson score interval for a binomial proportion (Wilson 1927; Newcombe 1998, method 3).
+
+    Unlike the Wald interval it stays inside [0, 1] and keeps its coverage at 0 or all successes.
+    Agrees with statsmodels ``proportion_confint(method="wilson")``. ``None`` when trials == 0.
+    """
+    check_counts(successes, trials)
+    check_confidence(confidence)
+    if trials == 0:
+        return None
+    z = two_sided_critical_value(confidence)
+    p = successes / trials
+    z2n = z * z / trials
+    center = (p + z2n / 2.0) / (1.0 + z2n)
+    half = z / (1.0 + z2n) * math.sqrt(p * (1.0 - p) / trials + z2n / (4.0 * trials))
+    # At 0 or all successes the bound is exactly 0 or 1; rounding would leave it a few ulps off.
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == trials else min(1.0, center + half)
+    return Interval(low, high)
+
+
+def newcombe_diff_interval(
+    x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95
+) -> Interval | None:
+    """Newcombe's hybrid score interval for p2 - p1 (Newcombe 1998, method 10).
+
+    It combines the two arms' Wilson intervals (l, u):
+    low = d - sqrt((p2 - l2)^2 + (u1 - p1)^2), high = d + sqrt((u2 - p2)^2 + (p1 - l1)^2),
+    with d = p2 - p1. Agrees with statsmodels ``confint_proportions_2indep(x2, n2, x1, n1,
+    compare="diff", method="newcomb")``. ``None`` when either arm has no trials.
+    """
+    check_counts(x1, n1)
+    check_counts(x2, n2)
+    ci1 = wilson_interval(x1, n1, confidence)
+    ci2 = wilson_interval(x2, n2, confidence)
+    if ci1 is None or ci2 is None:
+        return None
+    p1, p2 = x1 / n1, x2 / n2
+    d = p2 - p1
+    low = d - math.hypot(p2 - ci2.low, ci1.high - p1)
+    high = d + math.hypot(ci2.high - p2, p1 - ci1.low)
+    return Interval(max(-1.0, low), min(1.0, high))
