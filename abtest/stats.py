@@ -15,9 +15,15 @@ The tests compare every function with statsmodels or scipy (dev dependencies onl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
-from abtest.distributions import check_confidence, two_sided_critical_value
+from abtest.distributions import (
+    check_confidence,
+    chi2_sf,
+    normal_two_sided_p,
+    two_sided_critical_value,
+)
 
 
 class Interval(NamedTuple):
@@ -25,6 +31,21 @@ class Interval(NamedTuple):
 
     low: float
     high: float
+
+
+class ZTest(NamedTuple):
+    """A z statistic (treatment minus control) and its two-sided p-value; None when undefined."""
+
+    z: float | None
+    p_value: float | None
+
+
+class ChiSquare(NamedTuple):
+    """A chi-square statistic, its degrees of freedom and p-value; None when undefined."""
+
+    statistic: float | None
+    df: int | None
+    p_value: float | None
 
 
 def check_counts(successes: int, trials: int) -> None:
@@ -75,3 +96,56 @@ def newcombe_diff_interval(
     low = d - math.hypot(p2 - ci2.low, ci1.high - p1)
     high = d + math.hypot(ci2.high - p2, p1 - ci1.low)
     return Interval(max(-1.0, low), min(1.0, high))
+
+
+def two_proportion_ztest(x1: int, n1: int, x2: int, n2: int) -> ZTest:
+    """Pooled two-proportion z test of p1 == p2, two-sided (the score test; Agresti 2013, 3.1).
+
+    z = (p2 - p1) / sqrt(p (1 - p) (1/n1 + 1/n2)) with the pooled p = (x1 + x2) / (n1 + n2).
+    Agrees with statsmodels ``proportions_ztest([x1, x2], [n1, n2])`` (its z has the opposite
+    sign: it is p1 - p2). Its square is ``chi_square_arms`` for two arms.
+
+    Undefined (both None) when an arm has no trials, or when the pooled rate is 0 or 1: then both
+    arms are all failures or all successes and there is no variance to scale the difference by.
+    """
+    check_counts(x1, n1)
+    check_counts(x2, n2)
+    if n1 == 0 or n2 == 0:
+        return ZTest(None, None)
+    pooled = (x1 + x2) / (n1 + n2)
+    variance = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
+    if variance <= 0.0:
+        return ZTest(None, None)
+    z = (x2 / n2 - x1 / n1) / math.sqrt(variance)
+    return ZTest(z, normal_two_sided_p(z))
+
+
+def chi_square_arms(successes: Sequence[int], trials: Sequence[int]) -> ChiSquare:
+    """Pearson's chi-square test of equal rates across k arms (the 2 x k table, no continuity
+    correction), df = k - 1.
+
+    Agrees with scipy ``chi2_contingency([successes, failures], correction=False)`` and R's
+    ``prop.test(successes, trials)`` (which also applies no correction beyond two arms).
+
+    Arms with no trials carry no information and are left out (scipy refuses a table with an empty
+    column). Undefined (all None) when fewer than two arms remain, or when no arm has a success or
+    no arm has a failure (an expected count of zero).
+    """
+    if len(successes) != len(trials):
+        raise ValueError("successes and trials need one entry per arm")
+    for x, n in zip(successes, trials, strict=True):
+        check_counts(x, n)
+    table = [(x, n) for x, n in zip(successes, trials, strict=True) if n > 0]
+    total_trials = sum(n for _, n in table)
+    total_successes = sum(x for x, _ in table)
+    if len(table) < 2 or total_successes in (0, total_trials):
+        return ChiSquare(None, None, None)
+    rate = total_successes / total_trials
+    statistic = 0.0
+    for x, n in table:
+        expected_successes = n * rate
+        expected_failures = n - expected_successes
+        statistic += (x - expected_successes) ** 2 / expected_successes
+        statistic += (x - expected_successes) ** 2 / expected_failures
+    df = len(table) - 1
+    return ChiSquare(statistic, df, chi2_sf(statistic, df))

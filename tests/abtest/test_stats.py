@@ -8,9 +8,21 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+from scipy.stats import chi2, chi2_contingency
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportions_ztest,
+)
 
-from abtest.stats import Interval, newcombe_diff_interval, wilson_interval
+from abtest.distributions import chi2_sf
+from abtest.stats import (
+    Interval,
+    chi_square_arms,
+    newcombe_diff_interval,
+    two_proportion_ztest,
+    wilson_interval,
+)
 
 # Our quantiles come from statistics.NormalDist, the references' from scipy: both are accurate to a
 # few ulps, so agreement is expected to ~1e-12; 1e-9 leaves room for different operation orders.
@@ -125,3 +137,120 @@ def test_newcombe_extremes_are_finite(x1: int, n1: int, x2: int, n2: int) -> Non
     assert ci is not None
     assert_finite(*ci)
     assert isinstance(ci, Interval)
+
+
+# --- chi-square survival function ---------------------------------------------------------------
+
+
+@settings(max_examples=1000)
+@given(
+    st.one_of(st.integers(1, 10), st.integers(1, 10_000)),
+    st.floats(0.0, 4.0, allow_nan=False),
+)
+def test_chi2_sf_agrees_with_scipy(df: int, scale: float) -> None:
+    statistic = scale * (df + 10)  # spans both the series and the continued-fraction branch
+    ref = float(chi2.sf(statistic, df))
+    # lgamma of a large shape carries ~1e-11 relative error into the prefactor; scipy has the same.
+    assert math.isclose(chi2_sf(statistic, df), ref, rel_tol=1e-9, abs_tol=1e-300)
+
+
+def test_chi2_sf_edges() -> None:
+    assert chi2_sf(0.0, 1) == 1.0
+    assert chi2_sf(-1.0, 3) == 1.0
+    assert chi2_sf(1e6, 1) == 0.0  # underflows to a finite 0, never NaN
+    with pytest.raises(ValueError):  # noqa: PT011
+        chi2_sf(1.0, 0)
+
+
+# --- two-proportion z test ----------------------------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(arms(min_trials=1), arms(min_trials=1))
+def test_ztest_agrees_with_statsmodels(
+    control: tuple[int, int], treatment: tuple[int, int]
+) -> None:
+    (x1, n1), (x2, n2) = control, treatment
+    ours = two_proportion_ztest(x1, n1, x2, n2)
+    if x1 + x2 in (0, n1 + n2):
+        assert ours.z is None
+        assert ours.p_value is None
+        return
+    z, p = proportions_ztest([x1, x2], [n1, n2])
+    assert ours.z is not None
+    assert ours.p_value is not None
+    assert close(ours.z, -float(z))  # statsmodels tests p1 - p2, we report p2 - p1
+    assert math.isclose(ours.p_value, float(p), rel_tol=1e-8, abs_tol=1e-300)
+
+
+def test_ztest_squared_is_chi_square() -> None:
+    ztest = two_proportion_ztest(83, 86, 90, 93)
+    chi = chi_square_arms([83, 90], [86, 93])
+    assert ztest.z is not None
+    assert chi.statistic is not None
+    assert math.isclose(ztest.z**2, chi.statistic, rel_tol=1e-12)
+    assert ztest.p_value is not None
+    assert chi.p_value is not None
+    assert math.isclose(ztest.p_value, chi.p_value, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2"), [(0, 0, 1, 2), (1, 2, 0, 0), (0, 10, 0, 20), (5, 5, 9, 9)]
+)
+def test_ztest_undefined_is_none(x1: int, n1: int, x2: int, n2: int) -> None:
+    assert two_proportion_ztest(x1, n1, x2, n2) == (None, None)
+
+
+# --- chi-square across arms ---------------------------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(st.lists(arms(), min_size=2, max_size=8))
+def test_chi_square_agrees_with_scipy(arm_list: list[tuple[int, int]]) -> None:
+    successes = [x for x, _ in arm_list]
+    trials = [n for _, n in arm_list]
+    ours = chi_square_arms(successes, trials)
+    kept = [(x, n) for x, n in arm_list if n > 0]
+    total_x = sum(x for x, _ in kept)
+    total_n = sum(n for _, n in kept)
+    if len(kept) < 2 or total_x in (0, total_n):
+        assert ours == (None, None, None)
+        return
+    table = [[x for x, _ in kept], [n - x for x, n in kept]]
+    ref = chi2_contingency(table, correction=False)
+    assert ours.df == ref.dof
+    assert ours.statistic is not None
+    assert ours.p_value is not None
+    assert math.isclose(ours.statistic, float(ref.statistic), rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(ours.p_value, float(ref.pvalue), rel_tol=1e-8, abs_tol=1e-14)
+
+
+def test_chi_square_r_prop_test_smokers() -> None:
+    # R: prop.test(smokers, patients): X-squared = 12.6, df = 3, p-value = 0.005585
+    ours = chi_square_arms([83, 90, 129, 70], [86, 93, 136, 82])
+    assert ours.statistic is not None
+    assert ours.p_value is not None
+    assert round(ours.statistic, 1) == 12.6
+    assert ours.df == 3
+    assert round(ours.p_value, 6) == 0.005585
+
+
+def test_chi_square_scipy_docstring_table() -> None:
+    # scipy chi2_contingency docstring: [[10, 10, 20], [20, 20, 20]] -> 2.7777..., p 0.24935, dof 2
+    ours = chi_square_arms([10, 10, 20], [30, 30, 40])
+    assert ours.statistic is not None
+    assert ours.p_value is not None
+    assert math.isclose(ours.statistic, 2.7777777777777777, rel_tol=1e-12)
+    assert ours.df == 2
+    assert math.isclose(ours.p_value, 0.24935220877729619, rel_tol=1e-9)
+
+
+def test_chi_square_edges() -> None:
+    assert chi_square_arms([], []) == (None, None, None)
+    assert chi_square_arms([3], [10]) == (None, None, None)
+    assert chi_square_arms([3, 0], [10, 0]) == (None, None, None)  # one arm empty
+    assert chi_square_arms([0, 0, 0], [5, 6, 7]) == (None, None, None)
+    assert chi_square_arms([5, 6], [5, 6]) == (None, None, None)
+    assert chi_square_arms([1, 0, 2], [4, 0, 3]).df == 1  # the empty arm is left out
+    with pytest.raises(ValueError):  # noqa: PT011
+        chi_square_arms([1, 2], [3])
