@@ -40,6 +40,24 @@ class ZTest(NamedTuple):
     p_value: float | None
 
 
+class RelativeLift(NamedTuple):
+    """Relative lift p_t / p_c - 1 with its interval; all None when undefined."""
+
+    lift: float | None
+    low: float | None
+    high: float | None
+
+
+class SampleRatio(NamedTuple):
+    """A sample-ratio-mismatch check: chi-square goodness of fit of the arms' counts to the
+    configured weights, and whether it flags a mismatch."""
+
+    statistic: float | None
+    df: int | None
+    p_value: float | None
+    mismatch: bool
+
+
 class ChiSquare(NamedTuple):
     """A chi-square statistic, its degrees of freedom and p-value; None when undefined."""
 
@@ -149,3 +167,85 @@ def chi_square_arms(successes: Sequence[int], trials: Sequence[int]) -> ChiSquar
         statistic += (x - expected_successes) ** 2 / expected_failures
     df = len(table) - 1
     return ChiSquare(statistic, df, chi2_sf(statistic, df))
+
+
+def relative_lift(
+    x_control: int, n_control: int, x_treat: int, n_treat: int, confidence: float = 0.95
+) -> RelativeLift:
+    """Relative lift of the treatment's rate over the control's, p_t / p_c - 1, with a delta-method
+    interval (as GrowthBook's gbstats ``frequentist_variance(..., relative=True)``).
+
+    With var_c = p_c (1 - p_c) / n_c and var_t = p_t (1 - p_t) / n_t (independent arms), the
+    first-order Taylor expansion of p_t / p_c gives
+    Var(lift) = var_t / p_c^2 + var_c * p_t^2 / p_c^4, and the interval is lift +/- z sqrt(Var).
+    gbstats takes a Student t quantile with Welch's df; at the sample sizes an experiment reports on
+    that is the normal quantile used here. The interval is symmetric and can extend below -100%
+    when the control rate is poorly known; lift itself never goes below -1.
+
+    Undefined (all None) when an arm has no trials or the control has no successes (division by 0).
+    """
+    check_counts(x_control, n_control)
+    check_counts(x_treat, n_treat)
+    z = two_sided_critical_value(confidence)
+    if n_control == 0 or n_treat == 0 or x_control == 0:
+        return RelativeLift(None, None, None)
+    p_c, p_t = x_control / n_control, x_treat / n_treat
+    var_c = p_c * (1.0 - p_c) / n_control
+    var_t = p_t * (1.0 - p_t) / n_treat
+    lift = p_t / p_c - 1.0
+    half = z * math.sqrt(var_t / p_c**2 + var_c * p_t**2 / p_c**4)
+    return RelativeLift(lift, lift - half, lift + half)
+
+
+def srm_check(
+    counts: Sequence[int], weights: Sequence[float], threshold: float = 0.001
+) -> SampleRatio:
+    """Sample-ratio mismatch: Pearson's chi-square goodness of fit of the arms' counts to the
+    counts the configured weights predict, df = k - 1; ``mismatch`` when p < threshold (0.001, as
+    GrowthBook and Fabijan et al. 2019 "Diagnosing Sample Ratio Mismatch" recommend: the check runs
+    on every report, so it must rarely fire by chance). Agrees with scipy ``chisquare``.
+
+    An arm with weight 0 expects nobody: it is left out when empty, and any count in it is a
+    certain mismatch (statistic None, as it is infinite; p 0). No counts at all, or fewer than two
+    arms with weight, cannot be tested: statistic, df and p None, and no mismatch.
+    """
+    if len(counts) != len(weights):
+        raise ValueError("counts and weights need one entry per arm")
+    if any(c < 0 for c in counts):
+        raise ValueError("counts must not be negative")
+    if any(not (math.isfinite(w) and w >= 0.0) for w in weights) or sum(weights) <= 0.0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    if any(c > 0 and w == 0.0 for c, w in zip(counts, weights, strict=True)):
+        return SampleRatio(None, None, 0.0, True)
+    arms = [(c, w) for c, w in zip(counts, weights, strict=True) if w > 0.0]
+    total = sum(c for c, _ in arms)
+    if total == 0 or len(arms) < 2:
+        return SampleRatio(None, None, None, False)
+    weight_sum = sum(w for _, w in arms)
+    statistic = 0.0
+    for count, weight in arms:
+        expected = total * weight / weight_sum
+        statistic += (count - expected) ** 2 / expected
+    df = len(arms) - 1
+    p_value = chi2_sf(statistic, df)
+    return SampleRatio(statistic, df, p_value, p_value < threshold)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (Holm 1979), controlling the family-wise error rate.
+
+    The i-th smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) p_(j)).
+    Agrees with statsmodels ``multipletests(method="holm")``. Undefined p-values (None) stay None
+    and do not count towards m. The result is in the order of the input.
+    """
+    if any(p is not None and not 0.0 <= p <= 1.0 for p in p_values):
+        raise ValueError("p-values must lie in [0, 1]")
+    defined = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    m = len(defined)
+    for rank, (p, index) in enumerate(defined):
+        # The running maximum keeps the adjusted values in the same order as the raw ones.
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted

@@ -4,11 +4,13 @@ and edge cases."""
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import chi2, chi2_contingency
+from scipy.stats import chi2, chi2_contingency, chisquare
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import (
     confint_proportions_2indep,
     proportion_confint,
@@ -16,10 +18,14 @@ from statsmodels.stats.proportion import (
 )
 
 from abtest.distributions import chi2_sf
+from abtest.distributions import two_sided_critical_value as two_sided_z
 from abtest.stats import (
     Interval,
     chi_square_arms,
+    holm,
     newcombe_diff_interval,
+    relative_lift,
+    srm_check,
     two_proportion_ztest,
     wilson_interval,
 )
@@ -254,3 +260,153 @@ def test_chi_square_edges() -> None:
     assert chi_square_arms([1, 0, 2], [4, 0, 3]).df == 1  # the empty arm is left out
     with pytest.raises(ValueError):  # noqa: PT011
         chi_square_arms([1, 2], [3])
+
+
+# --- relative lift ------------------------------------------------------------------------------
+
+
+def _numeric_delta_method(x_c: int, n_c: int, x_t: int, n_t: int, z: float) -> tuple[float, float]:
+    """The generic delta method with a central finite-difference gradient of f(p_c, p_t) =
+    p_t / p_c - 1: an independent derivation of the closed form in relative_lift."""
+    p_c, p_t = x_c / n_c, x_t / n_t
+    h = 1e-6 * p_c
+
+    def ratio(a: float, b: float) -> float:
+        # The "- 1" of f is left out: it does not change the gradient, and subtracting it before
+        # differencing would cancel away the digits of a small ratio.
+        return b / a
+
+    d_c = (ratio(p_c + h, p_t) - ratio(p_c - h, p_t)) / (2 * h)
+    d_t = 1.0 / p_c  # f is linear in p_t
+    variance = d_c**2 * p_c * (1 - p_c) / n_c + d_t**2 * p_t * (1 - p_t) / n_t
+    return ratio(p_c, p_t) - 1.0, z * math.sqrt(variance)
+
+
+@settings(max_examples=300)
+@given(arms(min_trials=1), arms(min_trials=1), confidences)
+def test_relative_lift_is_the_delta_method(
+    control: tuple[int, int], treatment: tuple[int, int], confidence: float
+) -> None:
+    (x_c, n_c), (x_t, n_t) = control, treatment
+    ours = relative_lift(x_c, n_c, x_t, n_t, confidence)
+    if x_c == 0:
+        assert ours == (None, None, None)
+        return
+    z = float(two_sided_z(confidence))
+    lift, half = _numeric_delta_method(x_c, n_c, x_t, n_t, z)
+    assert ours.lift is not None
+    assert ours.low is not None
+    assert ours.high is not None
+    assert math.isclose(ours.lift, lift, rel_tol=1e-12, abs_tol=1e-15)
+    # high - lift cancels digits when lift is near -1 and the interval narrow: hence 1e-6.
+    assert math.isclose(ours.high - ours.lift, half, rel_tol=1e-6, abs_tol=1e-12)
+    assert math.isclose(ours.lift - ours.low, half, rel_tol=1e-6, abs_tol=1e-12)
+    assert ours.lift >= -1.0
+
+
+def test_relative_lift_worked_example() -> None:
+    # 100/1000 vs 120/1000: lift 0.2; Var = 0.12*0.88/1000/0.01 + 0.09/1000*0.0144/0.0001
+    ours = relative_lift(100, 1000, 120, 1000)
+    variance = 0.12 * 0.88 / 1000 / 0.01 + 0.1 * 0.9 / 1000 * 0.0144 / 0.0001
+    half = 1.959963984540054 * math.sqrt(variance)
+    assert ours.lift is not None
+    assert ours.low is not None
+    assert ours.high is not None
+    assert math.isclose(ours.lift, 0.2, rel_tol=1e-12)
+    assert math.isclose(ours.low, 0.2 - half, rel_tol=1e-12)
+    assert math.isclose(ours.high, 0.2 + half, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x_c", "n_c", "x_t", "n_t"), [(0, 0, 1, 2), (1, 2, 0, 0), (0, 10, 3, 10), (0, 10, 0, 10)]
+)
+def test_relative_lift_undefined_is_none(x_c: int, n_c: int, x_t: int, n_t: int) -> None:
+    assert relative_lift(x_c, n_c, x_t, n_t) == (None, None, None)
+
+
+def test_relative_lift_without_variance_is_a_point() -> None:
+    assert relative_lift(5, 5, 9, 9) == (0.0, 0.0, 0.0)
+    assert relative_lift(3, 10, 0, 10).lift == -1.0
+
+
+# --- sample-ratio mismatch ----------------------------------------------------------------------
+
+
+@st.composite
+def split_counts(draw: st.DrawFn) -> tuple[list[int], list[float]]:
+    k = draw(st.integers(2, 6))
+    weights = draw(st.lists(st.floats(0.01, 100.0), min_size=k, max_size=k))
+    counts = draw(st.lists(st.integers(0, 2_000_000), min_size=k, max_size=k))
+    return counts, weights
+
+
+@settings(max_examples=500)
+@given(split_counts())
+def test_srm_agrees_with_scipy(case: tuple[list[int], list[float]]) -> None:
+    counts, weights = case
+    ours = srm_check(counts, weights)
+    total = sum(counts)
+    if total == 0:
+        assert ours == (None, None, None, False)
+        return
+    expected = [total * w / sum(weights) for w in weights]
+    ref = chisquare(counts, expected)
+    assert ours.df == len(counts) - 1
+    assert ours.statistic is not None
+    assert ours.p_value is not None
+    assert math.isclose(ours.statistic, float(ref.statistic), rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(ours.p_value, float(ref.pvalue), rel_tol=1e-8, abs_tol=1e-14)
+    assert ours.mismatch == (float(ref.pvalue) < 0.001)
+
+
+def test_srm_flags_and_passes() -> None:
+    assert not srm_check([5000, 5000], [0.5, 0.5]).mismatch
+    assert not srm_check([1000, 4500, 4500], [10, 45, 45]).mismatch
+    flagged = srm_check([5000, 5300], [1, 1])  # chi2 = 8.74, p = 0.0031: not yet
+    assert not flagged.mismatch
+    flagged = srm_check([5000, 5500], [1, 1])  # chi2 = 23.8, p ~ 1e-6
+    assert flagged.mismatch
+    assert flagged.p_value is not None
+    assert flagged.p_value < 1e-5
+
+
+def test_srm_edges() -> None:
+    assert srm_check([0, 0], [1, 1]) == (None, None, None, False)
+    assert srm_check([7, 0], [1, 0]) == (None, None, None, False)  # one arm with weight
+    assert srm_check([7, 1], [1, 0]) == (None, None, 0.0, True)  # traffic where none should go
+    assert srm_check([7, 0, 9], [1, 0, 1]).df == 1
+    invalid: list[tuple[list[int], list[float]]] = [
+        ([1], [1.0, 1.0]),
+        ([1, -1], [1, 1]),
+        ([1, 1], [0, 0]),
+        ([1, 1], [1, -1]),
+    ]
+    for counts, weights in invalid:
+        with pytest.raises(ValueError):  # noqa: PT011
+            srm_check(counts, weights)
+
+
+# --- Holm ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(st.floats(0.0, 1.0) | st.sampled_from([0.0, 0.01, 0.05, 1.0]), min_size=1, max_size=12)
+)
+def test_holm_agrees_with_statsmodels(p_values: list[float]) -> None:
+    ours = holm(p_values)
+    # multipletests runs gc.collect() on every call (~50-150 ms here); the collection changes no
+    # result, so it is skipped to afford many examples.
+    with patch("gc.collect"):
+        ref = multipletests(p_values, method="holm")[1]
+    assert len(ours) == len(p_values)
+    for mine, theirs in zip(ours, ref, strict=True):
+        assert mine is not None
+        assert math.isclose(mine, float(theirs), rel_tol=1e-12, abs_tol=1e-15)
+
+
+def test_holm_keeps_undefined_and_order() -> None:
+    assert holm([]) == []
+    assert holm([None, 0.01, None, 0.04, 0.03]) == [None, 0.03, None, 0.06, 0.06]
+    with pytest.raises(ValueError):  # noqa: PT011
+        holm([1.5])
