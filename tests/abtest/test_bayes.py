@@ -12,7 +12,7 @@ from scipy import integrate
 from scipy.stats import beta
 
 from abtest.bayes import bayes_compare
-from tests.abtest.test_stats import arms
+from tests.abtest.samples import arms
 
 
 def reference(x_c: int, n_c: int, x_t: int, n_t: int) -> tuple[float, float]:

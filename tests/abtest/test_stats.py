@@ -29,6 +29,7 @@ from abtest.stats import (
     two_proportion_ztest,
     wilson_interval,
 )
+from tests.abtest.samples import arms
 
 # Our quantiles come from statistics.NormalDist, the references' from scipy: both are accurate to a
 # few ulps, so agreement is expected to ~1e-12; 1e-9 leaves room for different operation orders.
@@ -36,20 +37,6 @@ REL = 1e-9
 ABS = 1e-12
 
 confidences = st.sampled_from([0.8, 0.9, 0.95, 0.99, 0.999])
-
-
-@st.composite
-def arms(draw: st.DrawFn, min_trials: int = 0) -> tuple[int, int]:
-    """(successes, trials), mixing tiny samples (where edge cases live) with large ones."""
-    trials = draw(
-        st.one_of(st.integers(min_trials, 20), st.integers(max(min_trials, 1), 10_000_000))
-    )
-    successes = draw(
-        st.one_of(
-            st.integers(0, trials), st.sampled_from([0, trials]), st.integers(0, min(trials, 5))
-        )
-    )
-    return successes, trials
 
 
 def close(ours: float, ref: float) -> bool:
