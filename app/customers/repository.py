@@ -187,16 +187,27 @@ async def phones_in_use(session: AsyncSession, phones: Collection[str]) -> bool:
 # consent
 
 
+ConsentRow = tuple[str, str, bool, str, datetime]  # channel, purpose, granted, source, at
+
+
 async def consents_of(
-    session: AsyncSession, customer_id: str
-) -> list[tuple[str, str, bool, str, datetime]]:
+    session: AsyncSession, customer_ids: Sequence[str]
+) -> dict[str, list[ConsentRow]]:
+    """The recorded consent decisions of each customer (those with none are left out)."""
     c = CONSENTS.c
-    rows = await session.execute(
-        select(c.channel, c.purpose, c.granted, c.source, c.updated_at).where(
-            c.customer_id == customer_id
+    found: dict[str, list[ConsentRow]] = {}
+    unique = list(dict.fromkeys(customer_ids))
+    for start in range(0, len(unique), 500):
+        rows = await session.execute(
+            select(c.customer_id, c.channel, c.purpose, c.granted, c.source, c.updated_at).where(
+                c.customer_id.in_(unique[start : start + 500])
+            )
         )
-    )
-    return [(r.channel, r.purpose, r.granted, r.source, r.updated_at) for r in rows]
+        for r in rows:
+            found.setdefault(r.customer_id, []).append(
+                (r.channel, r.purpose, r.granted, r.source, r.updated_at)
+            )
+    return found
 
 
 async def record_consents(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

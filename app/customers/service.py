@@ -160,8 +160,20 @@ async def consent_of(
 ) -> Consent:
     """Every channel × purpose decision of a customer (recorded or default). For the send
     path: ``app.customers.consent.allows(state, channel, purpose)``."""
-    recorded = await repository.consents_of(session, customer_id)
-    return consent_state(recorded, marketing_granted=marketing_granted)
+    states = await consents_of(session, [customer_id], marketing_granted=marketing_granted)
+    return states.get(customer_id) or consent_state([], marketing_granted=marketing_granted)
+
+
+async def consents_of(
+    session: AsyncSession, customer_ids: Sequence[str], *, marketing_granted: bool
+) -> dict[str, Consent]:
+    """The consent of each customer with recorded decisions (the others have the default,
+    ``consent_state([], ...)``), in a query per 500 customers."""
+    recorded = await repository.consents_of(session, customer_ids)
+    return {
+        cid: consent_state(rows, marketing_granted=marketing_granted)
+        for cid, rows in recorded.items()
+    }
 
 
 def _consent_out(state: Consent) -> ConsentOut:

@@ -15,16 +15,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from datetime import time as clock
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.customers import service as customers
 from app.customers.consent import Consent, Purpose, allows, consent_state
 from app.customers.models import Customer
-from app.settings import Settings
+from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
-from app.strategies.explain import profile, quiet_hours
 from strategies import decide
+from strategies.attributes import profile_of
 from strategies.patch import Patch, PatchSettings, compose
 from templates import repository as templates_repository
 from templates.renderer import TemplateError, render
@@ -44,9 +46,20 @@ class PatchTemplate:
 
 @dataclass(frozen=True)
 class ScenarioPatches:
-    rules: list[decide.Strategy]
+    rules: list[decide.Strategy]  # the active ones
     templates: dict[str, PatchTemplate]
-    ruleset: decide.Ruleset
+    ruleset: decide.Ruleset  # every strategy of the scenario: explain reports inactive ones
+
+
+def quiet_hours(marketing: MarketingSettings) -> decide.HourWindow:
+    start = clock.fromisoformat(marketing.quiet_hours_start)
+    return decide.HourWindow(start, clock.fromisoformat(marketing.quiet_hours_end))
+
+
+def profile(customer: Customer) -> dict[str, Any]:
+    """The profile rules see: attributes, tags and the built-in fields."""
+    attributes = {**(customer.attributes or {}), service.TAGS: list(customer.tags or [])}
+    return profile_of(attributes, locale=customer.locale, timezone=customer.timezone)
 
 
 _cache: dict[str, tuple[float, ScenarioPatches]] = {}
@@ -64,7 +77,8 @@ async def scenario_patches(session: AsyncSession, scenario: str) -> ScenarioPatc
     hit = _cache.get(scenario)
     if hit is not None and hit[0] > now:
         return hit[1]
-    rules = [r for r in await service.load_for_scenario(session, scenario) if r.active]
+    every = await service.load_for_scenario(session, scenario)
+    rules = [r for r in every if r.active]
     keys = sorted({k for r in rules for k in r.patch_templates.values()})
     current = await templates_repository.current_versions(session, keys) if keys else {}
     found = ScenarioPatches(
@@ -79,7 +93,7 @@ async def scenario_patches(session: AsyncSession, scenario: str) -> ScenarioPatc
             )
             for key, (_, version) in current.items()
         },
-        ruleset=decide.Ruleset(rules),
+        ruleset=decide.Ruleset(every),
     )
     _cache[scenario] = (now + CACHE_SECONDS, found)
     return found
@@ -113,21 +127,19 @@ class Patcher:
         if patches is None or not patches.rules:
             return
         who = self._who(message["customer_id"], customer, inline_profile)
-        consent = self.consent(message["customer_id"])
         # decided for when it goes out: a scheduled message by its send time
         send_at = message.get("send_at")
         at = send_at if send_at is not None and send_at > now else now
         records: dict[str, Any] = {}
         winner: str | None = None
-        for channel in message["channels"]:
-            allowed = allows(consent, channel, Purpose.marketing)
-            decision = patches.ruleset.decide(
-                decide.Customer(who.profile, who.timezone, allowed, who.recent_patches),
-                scenario=message["scenario"],
-                channel=channel,
-                now=at,
-                quiet_hours=self.quiet,
-            )
+        for decision in self.decisions(
+            message["scenario"],
+            message["channels"],
+            who=who,
+            consent=self.consent(message["customer_id"]),
+            at=at,
+        ):
+            channel = decision.channel
             record = decision.record()
             if decision.winner is not None:
                 record["composition"] = self._compose(message, channel, decision, patches)
@@ -137,6 +149,36 @@ class Patcher:
         message["decision"]["patch"] = records
         message["decision"]["strategy"] = winner
         message["patch"] = winner
+
+    def decisions(
+        self,
+        scenario: str,
+        channels: Sequence[str],
+        *,
+        who: decide.Customer,
+        consent: Consent | None,
+        at: datetime,
+        explain: bool = False,
+    ) -> list[decide.Decision]:
+        """The decision for each channel (``consent`` None: marketing allowed everywhere).
+        ``explain``: every strategy's verdict, not only the winner's (explain endpoint)."""
+        patches = self.scenarios.get(scenario)
+        if patches is None:
+            return []
+        found = []
+        for channel in channels:
+            allowed = consent is None or allows(consent, channel, Purpose.marketing)
+            found.append(
+                patches.ruleset.decide(
+                    decide.Customer(who.profile, who.timezone, allowed, who.recent_patches),
+                    scenario=scenario,
+                    channel=channel,
+                    now=at,
+                    quiet_hours=self.quiet,
+                    explain=explain,
+                )
+            )
+        return found
 
     def _who(
         self, customer_id: str, customer: Customer | None, inline: Mapping[str, Any] | None
@@ -202,11 +244,9 @@ async def load(
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
     # consent also decides the channels of transactional content (app/messages/compose.py)
-    recorded = await repository.consents_of_many(session, customer_ids)
-    granted = settings.customers.marketing_granted
-    patcher.consents = {
-        cid: consent_state(rows, marketing_granted=granted) for cid, rows in recorded.items()
-    }
+    patcher.consents = await customers.consents_of(
+        session, customer_ids, marketing_granted=settings.customers.marketing_granted
+    )
     rules = [r for p in patcher.scenarios.values() for r in p.rules]
     window = service.cap_window(now, rules)
     if window is not None:

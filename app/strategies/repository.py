@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, SQLColumnExpression, bindparam, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.customers.models import Customer, CustomerConsent
+from app.customers.models import Customer
 from app.db import dialect_name
 from app.messages.models import Message
 from app.strategies.models import Segment, Strategy
@@ -158,22 +158,3 @@ def _latest_many(customer_ids: list[str], since: datetime, most: int) -> Any:
 def _collect(found: dict[str, list[datetime]], rows: Any) -> None:
     for customer_id, at in rows:
         found.setdefault(customer_id, []).append(at)
-
-
-async def consents_of_many(
-    session: AsyncSession, customer_ids: Sequence[str]
-) -> dict[str, list[tuple[str, str, bool, str, datetime]]]:
-    """The recorded consent decisions of each customer, (channel, purpose, granted, source,
-    at) as app.customers.consent.consent_state takes them."""
-    found: dict[str, list[tuple[str, str, bool, str, datetime]]] = {}
-    unique = list(dict.fromkeys(customer_ids))
-    for start in range(0, len(unique), 500):
-        c = CustomerConsent
-        rows = await session.execute(
-            select(c.customer_id, c.channel, c.purpose, c.granted, c.source, c.updated_at).where(
-                c.customer_id.in_(unique[start : start + 500])
-            )
-        )
-        for customer_id, *decision in rows:
-            found.setdefault(customer_id, []).append(tuple(decision))  # type: ignore[arg-type]
-    return found
