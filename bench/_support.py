@@ -233,11 +233,16 @@ def workspace(prefix: str) -> Iterator[Workspace]:
 def demo_key(ws: Workspace, env: Mapping[str, str]) -> str:
     """Seed the demo data with ``icc demo`` (cwd: the workspace) and return the system key."""
     ws.run([*icc_command(), "demo"], env=env)
-    for line in (ws.path / "var" / "demo-keys.env").read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name == "DEMO_CORE_BANKING_KEY":
+    return demo_keys_file(ws.path, "DEMO_CORE_BANKING_KEY")
+
+
+def demo_keys_file(path: Path, name: str) -> str:
+    """A key that ``icc demo`` wrote to ``var/demo-keys.env`` under ``path``."""
+    for line in (path / "var" / "demo-keys.env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == name:
             return value
-    raise BenchError("icc demo wrote no DEMO_CORE_BANKING_KEY")
+    raise BenchError(f"icc demo wrote no {name}")
 
 
 def wait_http_ready(

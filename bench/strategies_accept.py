@@ -30,6 +30,7 @@ from bench._support import (
     Child,
     child_env,
     demo_key,
+    demo_keys_file,
     free_port,
     header,
     icc_command,
@@ -47,14 +48,6 @@ ROUNDS = 3
 TARGET = 0.85
 SEGMENTS = 50
 STRATEGIES = 200
-
-
-def _admin_key(path: Path) -> str:
-    for line in (path / "var" / "demo-keys.env").read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name == "DEMO_ADMIN_KEY":
-            return value
-    raise RuntimeError("icc demo wrote no DEMO_ADMIN_KEY")
 
 
 def _call(port: int, key: str, method: str, path: str, body: Any = None) -> Any:
@@ -161,7 +154,7 @@ def start(ws_path: Path, spawn: Any, name: str) -> tuple[Child, int, str, Sqlite
     port = free_port()
     child = spawn(name, [*icc_command(), "serve", "--port", str(port)], env=env)
     wait_http_ready(child, port, path="/readyz")
-    return child, port, _admin_key(ws_path), SqliteProbe(db)
+    return child, port, demo_keys_file(ws_path, "DEMO_ADMIN_KEY"), SqliteProbe(db)
 
 
 def patched_share(probe: SqliteProbe) -> float:

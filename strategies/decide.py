@@ -208,12 +208,10 @@ def _check(
         return Reason.channel_not_allowed, channel
     if not strategy.matches(customer.profile):
         return Reason.segment_not_matched, strategy.segment
-    if strategy.cap is not None:
-        since = now - timedelta(days=strategy.cap.days)
-        received = sum(1 for at in customer.recent_patches if at > since)
-        if received >= strategy.cap.max_patches:
-            cap = strategy.cap
-            return Reason.frequency_capped, f"{received} in {cap.days} d (cap {cap.max_patches})"
+    cap = strategy.cap
+    received = _received(cap, customer.recent_patches, now) if cap is not None else 0
+    if cap is not None and received >= cap.max_patches:
+        return Reason.frequency_capped, f"{received} in {cap.days} d (cap {cap.max_patches})"
     return Reason.matched, ""
 
 
@@ -301,6 +299,11 @@ class Ruleset:
         return None
 
 
-def _capped(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> bool:
+def _received(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> int:
+    """Patches received within the cap's period."""
     since = now - timedelta(days=cap.days)
-    return sum(1 for at in recent if at > since) >= cap.max_patches
+    return sum(1 for at in recent if at > since)
+
+
+def _capped(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> bool:
+    return _received(cap, recent, now) >= cap.max_patches
