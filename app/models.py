@@ -1,20 +1,27 @@
 """Import every model so that Base.metadata is complete (Alembic, tests)."""
 
 from app.auth.models import ApiKey
+from app.campaigns.models import Campaign
 from app.customers.models import Customer, CustomerAttribute, CustomerConsent
 from app.db import Base
+from app.experiments.models import Assignment, Experiment
 from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
 from app.scenarios.models import Scenario
 from app.strategies.models import Segment, Strategy
+from app.tracking.models import Conversion, TrackedLink
 from templates.models import Template, TemplateVersion
 
 __all__ = [
     "ApiKey",
+    "Assignment",
     "Base",
+    "Campaign",
+    "Conversion",
     "Customer",
     "CustomerAttribute",
     "CustomerConsent",
+    "Experiment",
     "InboundMessage",
     "Message",
     "MessageEvent",
@@ -25,4 +32,5 @@ __all__ = [
     "Strategy",
     "Template",
     "TemplateVersion",
+    "TrackedLink",
 ]

@@ -35,6 +35,14 @@ class Message(Base):
             sqlite_where=text("patch IS NOT NULL"),
             postgresql_where=text("patch IS NOT NULL"),
         ),
+        # experiment reports aggregate a variant's messages
+        Index(
+            "ix_messages_experiment",
+            "experiment_id",
+            "variant",
+            sqlite_where=text("experiment_id IS NOT NULL"),
+            postgresql_where=text("experiment_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -61,6 +69,10 @@ class Message(Base):
     decision: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # the strategy whose marketing patch the message carries (frequency caps count these)
     patch: Mapped[str | None] = mapped_column(String(100), default=None)
+    # the experiment and variant the message belongs to, and the campaign that sent it
+    experiment_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    variant: Mapped[str | None] = mapped_column(String(64), default=None)
+    campaign_id: Mapped[str | None] = mapped_column(String(40), default=None)
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -69,6 +81,9 @@ class Message(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # first open (email pixel) and first click of a tracked link: counted once per message
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class MessageEvent(Base):
