@@ -86,6 +86,15 @@ class CustomerSettings(BaseModel):
         return self.marketing_consent_default == "granted"
 
 
+class CampaignSettings(BaseModel):
+    """How campaigns walk their audience (app/campaigns/runner.py)."""
+
+    chunk_size: int = Field(
+        default=500, ge=1, le=5000, description="customers per chunk (and per transaction)"
+    )
+    tick_seconds: float = Field(default=1.0, gt=0, description="how often due campaigns are run")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ICC_", env_nested_delimiter="__", extra="ignore", env_file=None
@@ -104,6 +113,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     marketing: MarketingSettings = MarketingSettings()
     customers: CustomerSettings = CustomerSettings()
+    campaigns: CampaignSettings = CampaignSettings()
 
     @field_validator("database_url")
     @classmethod
