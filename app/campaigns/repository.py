@@ -72,7 +72,7 @@ async def chunk(
     stmt = select(Customer.id, Customer.timezone).where(matches).order_by(Customer.id).limit(size)
     if after is not None:
         stmt = stmt.where(Customer.id > after)
-    return [Member(id=i, timezone=tz) for i, tz in (await session.execute(stmt)).tuples()]
+    return [Member(id=i, timezone=tz) for i, tz in await session.execute(stmt)]
 
 
 async def assigned_count(session: AsyncSession, experiment_id: str) -> int:

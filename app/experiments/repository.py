@@ -41,4 +41,5 @@ async def assignments_of(
             Assignment.customer_id.in_(customer_ids),
         )
     )
-    return dict(rows.tuples())
+    # rows.all(): dict() takes a Result (it has keys()) for a mapping and fails
+    return dict(rows.all())

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import func, insert, select
@@ -32,6 +33,7 @@ MARKETING: dict[str, Any] = {
 }
 VARIABLES = {"product": "稳健理财"}
 SEGMENT = "promo"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 VARIANTS: list[dict[str, Any]] = [
     {"key": "sms_a", "weight": 1, "channel": "sms", "template": None, "format": None},
     {"key": "email_b", "weight": 1, "channel": "email", "template": "promo_b.email"},
