@@ -15,7 +15,7 @@ from sqlalchemy import select
 from abtest.assignment import Variant, assign
 from app.campaigns import repository
 from app.campaigns.runner import CampaignRunner, quiet_until
-from app.experiments.models import Assignment
+from app.experiments.models import Assignment, Experiment
 from app.settings import MarketingSettings
 from app.timeutil import utcnow
 from strategies.decide import HourWindow
@@ -262,3 +262,69 @@ async def test_rate_limit_spaces_the_chunks(manual: Platform) -> None:
     created = sorted(m.created_at for m in await helpers.messages(platform.runtime))
     assert len(created) == 100
     assert created[-1] - created[0] >= timedelta(seconds=0.9)  # two chunks of 50, 1 s apart
+
+
+async def test_two_runners_on_one_chunk_one_commits(
+    manual: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read the same cursor; the compare-and-set lets one commit, the other rolls back.
+    (PostgreSQL only: SQLite's one writer connection runs chunks one after the other.)"""
+    platform = manual
+    if platform.backend != "postgres":
+        pytest.skip("chunks cannot overlap on SQLite")
+    async with platform.client("marketer") as client:
+        await helpers.setup(platform, client, 60)
+        await helpers.create(client, respect_quiet_hours=False)
+        campaign_id = (await helpers.start(client))["id"]
+    barrier = asyncio.Barrier(2)
+    original = repository.chunk
+
+    async def together(*args: Any, **kwargs: Any) -> list[repository.Member]:
+        found = await original(*args, **kwargs)
+        await barrier.wait()
+        return found
+
+    monkeypatch.setattr(repository, "chunk", together)
+    results = await asyncio.gather(*(_runner(platform).run_chunk(campaign_id) for _ in "ab"))
+    assert sorted(results, key=str) == [50, None]
+    assert await helpers.message_count(platform.runtime) == 50
+    state = await helpers.campaign(platform.runtime)
+    assert (state.processed, state.sent) == (50, 50)
+
+
+async def test_scheduled_campaign_starts_at_its_time(manual: Platform) -> None:
+    platform = manual
+    starts_at = utcnow() + timedelta(seconds=1)
+    async with platform.client("marketer") as client:
+        await helpers.setup(platform, client, 10)
+        await helpers.create(client, starts_at=starts_at.isoformat(), respect_quiet_hours=False)
+        assert (await helpers.start(client))["status"] == "scheduled"
+    runner = _runner(platform)
+    assert await runner.tick() is None  # not yet
+    assert await helpers.message_count(platform.runtime) == 0
+    await _drive(runner, platform)
+    state = await helpers.campaign(platform.runtime)
+    assert state.status == "completed"
+    assert state.started_at is not None
+    assert state.started_at >= starts_at.replace(microsecond=0)
+    assert (state.audience, state.sent) == (10, 10)
+
+
+async def test_a_stopped_experiment_pauses_the_campaign(manual: Platform) -> None:
+    platform = manual
+    experiment = await helpers.add_experiment(platform.runtime, coverage=1.0)
+    async with platform.client("marketer") as client:
+        await helpers.setup(platform, client, 100)
+        await helpers.create(client, experiment="channels", respect_quiet_hours=False)
+        campaign_id = (await helpers.start(client))["id"]
+    runner = _runner(platform)
+    assert await runner.run_chunk(campaign_id) is not None
+    async with platform.runtime.sessionmaker() as session:
+        row = await session.get(Experiment, experiment.id)
+        assert row is not None
+        row.status = "stopped"
+        await session.commit()
+    assert await runner.run_chunk(campaign_id) is None
+    state = await helpers.campaign(platform.runtime)
+    assert (state.status, state.processed) == ("paused", 50)
+    assert state.last_error == "experiment 'channels' is stopped, not running"
