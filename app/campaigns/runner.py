@@ -168,11 +168,14 @@ class CampaignRunner:
 
     async def _chunk(self, session: AsyncSession, campaign: Campaign) -> int | None:
         self._rates[campaign.id] = campaign.rate_per_second
-        setup = await self._setup(session, campaign)
-        problem = _unrunnable(campaign, setup.experiment)
+        experiment = None
+        if campaign.experiment is not None:
+            experiment = await experiments.by_key(session, campaign.experiment)
+        problem = _unrunnable(campaign, experiment)
         if problem is not None:
             await self._halt(session, campaign, problem)
             return None
+        setup = await self._setup(session, campaign, experiment)
         rule = await strategies.segment_rule(session, campaign.segment)
         members = await repository.chunk(
             session, segments.matches(session, rule), campaign.cursor, self._size(campaign)
@@ -194,6 +197,7 @@ class CampaignRunner:
         )
         if not await repository.advance(session, campaign.id, campaign.cursor, step, setup.now):
             await session.rollback()  # paused, cancelled, or another runner took this chunk
+            session.info.pop("after_commit", None)  # nothing of it is to be enqueued
             return None
         await commit(session)  # then the messages are enqueued
         if step.finished:
@@ -216,10 +220,9 @@ class CampaignRunner:
             return self.chunk_size
         return max(1, min(self.chunk_size, int(campaign.rate_per_second)))
 
-    async def _setup(self, session: AsyncSession, campaign: Campaign) -> _Setup:
-        experiment = None
-        if campaign.experiment is not None:
-            experiment = await experiments.by_key(session, campaign.experiment)
+    async def _setup(
+        self, session: AsyncSession, campaign: Campaign, experiment: Experiment | None
+    ) -> _Setup:
         overrides = {}
         if campaign.template is not None:
             template = await templates.by_key(session, campaign.template)
@@ -335,6 +338,10 @@ def _unrunnable(campaign: Campaign, experiment: Experiment | None) -> str | None
         return f"experiment {campaign.experiment!r} no longer exists"
     if experiment.status != "running":
         return f"experiment {experiment.key!r} is {experiment.status}, not running"
+    try:
+        assigner(experiment)
+    except (ValueError, KeyError, TypeError) as exc:  # variants stored by hand, not by the API
+        return f"experiment {experiment.key!r} cannot assign: {exc}"
     return None
 
 
