@@ -107,8 +107,11 @@ class CampaignRunner:
         settings: Settings,
         *,
         chunk_size: int | None = None,
+        read_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # SQLite: looking for due campaigns every second need not take the write lock
+        self.read_sessionmaker = read_sessionmaker or sessionmaker
         self.queue = queue
         self.settings = settings
         self.chunk_size = chunk_size or settings.campaigns.chunk_size
@@ -118,9 +121,8 @@ class CampaignRunner:
     async def tick(self) -> float | None:
         """One chunk of every due campaign whose throttle allows it. Returns how long to wait
         before the next tick: 0 after work, the throttle's wait, or None when idle."""
-        async with self.sessionmaker() as session:
+        async with self.read_sessionmaker() as session:
             due = await repository.due_ids(session, utcnow())
-            await session.rollback()
         waits: list[float] = []
         for campaign_id in due:
             wait = self._next_at.get(campaign_id, 0.0) - time.monotonic()
@@ -348,7 +350,12 @@ def _unrunnable(campaign: Campaign, experiment: Experiment | None) -> str | None
 async def run_forever(runtime: Runtime) -> None:
     """The background loop of a worker (embedded ``icc serve``, ``icc worker``): every
     ``campaigns.tick_seconds`` (sooner while there is work), one chunk of each due campaign."""
-    runner = CampaignRunner(runtime.sessionmaker, runtime.queue, runtime.settings)
+    runner = CampaignRunner(
+        runtime.sessionmaker,
+        runtime.queue,
+        runtime.settings,
+        read_sessionmaker=runtime.read_sessionmaker,
+    )
     idle = runtime.settings.campaigns.tick_seconds
     while True:
         try:

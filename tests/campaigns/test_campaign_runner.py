@@ -37,6 +37,7 @@ def _runner(platform: Platform, chunk_size: int = 50, **settings: Any) -> Campai
         runtime.queue,
         runtime.settings.model_copy(update=settings),
         chunk_size=chunk_size,
+        read_sessionmaker=runtime.read_sessionmaker,
     )
 
 
