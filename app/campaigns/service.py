@@ -162,12 +162,13 @@ async def _variant_overrides(
     for variant in experiment.variants:
         if variant.get("holdout"):
             continue
-        field = f"experiment (variant {variant['key']!r})"
+        name = variant.get("key")
+        field = f"experiment (variant {name!r})"
         channel = str(variant.get("channel"))
-        _offered(scenario, channel, "experiment", f"variant {variant['key']!r} sends on")
+        _offered(scenario, channel, "experiment", f"variant {name!r} sends on")
         template = variant.get("template")
         if template:
-            if await _template_channel(session, template, field) != channel:
+            if await _template_channel(session, str(template), field) != channel:
                 raise ValidationFailed.field(field, f"template {template!r} is not for {channel}")
             found.append({channel: str(template)})
         else:
