@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.campaigns.models import Campaign
 from app.customers.models import Customer
 from app.experiments.models import Assignment
+from app.messages.models import Message
 
 
 async def by_key(session: AsyncSession, key: str) -> Campaign | None:
@@ -73,6 +74,17 @@ async def chunk(
     if after is not None:
         stmt = stmt.where(Customer.id > after)
     return [Member(id=i, timezone=tz) for i, tz in await session.execute(stmt)]
+
+
+async def created_since(session: AsyncSession, owner: str, first_id: str) -> int:
+    """Messages of ``owner`` with ids from ``first_id`` on: those created since the time in
+    the id (a range of the (owner, id) index, however many the owner has)."""
+    stmt = (
+        select(func.count())
+        .select_from(Message)
+        .where(Message.owner == owner, Message.id >= first_id)
+    )
+    return int(await session.scalar(stmt) or 0)
 
 
 async def assigned_count(session: AsyncSession, experiment_id: str) -> int:

@@ -30,6 +30,7 @@ from app.errors import AppError, IdempotencyConflict
 from app.experiments import repository as experiments
 from app.experiments.assigning import assigner, variant_for
 from app.experiments.models import Experiment
+from app.ids import first_id_at
 from app.messages.schemas import MessageItem
 from app.messages.service import AcceptOutcome, AcceptRequest, Origin, accept_many
 from app.queue.base import MessageQueue
@@ -123,11 +124,9 @@ class CampaignRunner:
         before the next tick: 0 after work, the throttle's wait, or None when idle."""
         async with self.read_sessionmaker() as session:
             due = await repository.due_ids(session, utcnow())
-        waits: list[float] = []
+        worked = False
         for campaign_id in due:
-            wait = self._next_at.get(campaign_id, 0.0) - time.monotonic()
-            if wait > 0:
-                waits.append(wait)
+            if self._next_at.get(campaign_id, 0.0) > time.monotonic():
                 continue
             started = time.monotonic()
             try:
@@ -136,10 +135,13 @@ class CampaignRunner:
                 log.exception("campaign chunk failed; retrying", extra={"campaign": campaign_id})
                 continue
             if created is not None:
+                worked = True
                 rate = self._rates.get(campaign_id)
                 self._next_at[campaign_id] = started + (created / rate if rate else 0.0)
-                waits.append(0.0)
-        return min(waits) if waits else None
+        if worked:
+            return 0.0
+        waits = [self._next_at.get(c, 0.0) - time.monotonic() for c in due]
+        return min((w for w in waits if w > 0), default=None)
 
     async def run_chunk(self, campaign_id: str) -> int | None:
         """Process the campaign's next chunk; the messages created, or None when the
@@ -177,10 +179,16 @@ class CampaignRunner:
         if problem is not None:
             await self._halt(session, campaign, problem)
             return None
+        size = await self._allowance(session, campaign)
+        if size == 0:  # other runners used this second's messages
+            await session.rollback()
+            rate = campaign.rate_per_second or 1.0
+            self._next_at[campaign.id] = time.monotonic() + max(0.05, min(1.0, 1.0 / rate))
+            return None
         setup = await self._setup(session, campaign, experiment)
         rule = await strategies.segment_rule(session, campaign.segment)
         members = await repository.chunk(
-            session, segments.matches(session, rule), campaign.cursor, self._size(campaign)
+            session, segments.matches(session, rule), campaign.cursor, size
         )
         tally = await self._decide(session, setup, members)
         outcomes = await accept_many(
@@ -195,7 +203,7 @@ class CampaignRunner:
             held_out=tally.held_out,
             skipped=tally.skipped,
             error=tally.error,
-            finished=len(members) < self._size(campaign),
+            finished=len(members) < size,
         )
         if not await repository.advance(session, campaign.id, campaign.cursor, step, setup.now):
             await session.rollback()  # paused, cancelled, or another runner took this chunk
@@ -217,10 +225,19 @@ class CampaignRunner:
         await commit(session)
         log.warning("campaign paused: %s", problem, extra={"campaign": campaign.key})
 
-    def _size(self, campaign: Campaign) -> int:
-        if campaign.rate_per_second is None:
+    async def _allowance(self, session: AsyncSession, campaign: Campaign) -> int:
+        """How many customers the chunk may take. With a rate: what is left of the last
+        second's messages (of 1/rate seconds below one a second), counted in the database, so
+        that runners in several processes keep to the rate together (this runner's own pace
+        is kept by ``tick``; this is the shared guard)."""
+        rate = campaign.rate_per_second
+        if rate is None:
             return self.chunk_size
-        return max(1, min(self.chunk_size, int(campaign.rate_per_second)))
+        window = max(1.0, 1.0 / rate)
+        limit = max(1, int(rate * window))
+        since = first_id_at("msg", int((time.time() - window) * 1000))
+        recent = await repository.created_since(session, f"campaign:{campaign.key}", since)
+        return max(0, min(self.chunk_size, limit - recent))
 
     async def _setup(
         self, session: AsyncSession, campaign: Campaign, experiment: Experiment | None
