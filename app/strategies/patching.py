@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as clock
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,10 +110,8 @@ class Patcher:
     recent: dict[str, list[datetime]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.quiet = quiet_hours(self.settings.marketing)
-        self.composing = _patch_settings(self.settings)
-        granted = self.settings.customers.marketing_granted
-        self._default = consent_state([], marketing_granted=granted)  # read, never changed
+        # made for every group of messages: what the settings imply is worked out once
+        self.quiet, self.composing, self._default = _derived(self.settings)
 
     def apply(
         self,
@@ -222,13 +221,28 @@ class Patcher:
         return {"template": {"key": template.key, "version": template.version}} | composed.record()
 
 
-def _patch_settings(settings: Settings) -> PatchSettings:
+def _derived(settings: Settings) -> tuple[decide.HourWindow, PatchSettings, Consent]:
+    """Quiet hours, patch settings and the default consent (read, never changed) of
+    ``settings``, worked out once per distinct value."""
     m = settings.marketing
-    return PatchSettings(
-        sms_max_segments=m.sms_max_segments,
-        opt_out_hint=m.opt_out_hint,
-        sms_signature=m.sms_signature,
+    return _derive(
+        m.quiet_hours_start,
+        m.quiet_hours_end,
+        PatchSettings(
+            sms_max_segments=m.sms_max_segments,
+            opt_out_hint=m.opt_out_hint,
+            sms_signature=m.sms_signature,
+        ),
+        settings.customers.marketing_granted,
     )
+
+
+@lru_cache(maxsize=16)
+def _derive(
+    start: str, end: str, composing: PatchSettings, granted: bool
+) -> tuple[decide.HourWindow, PatchSettings, Consent]:
+    quiet = decide.HourWindow(clock.fromisoformat(start), clock.fromisoformat(end))
+    return quiet, composing, consent_state([], marketing_granted=granted)
 
 
 async def load(
