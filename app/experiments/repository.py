@@ -41,7 +41,8 @@ async def assignments_of(
             Assignment.customer_id.in_(customer_ids),
         )
     )
-    return dict(rows.tuples())
+    # Result.tuples() is deprecated (and breaks on SQLAlchemy 2.1): rows unpack as tuples
+    return dict(rows.all())
 
 
 async def page(
@@ -100,7 +101,7 @@ async def assignment_counts(session: AsyncSession, experiment_ids: Sequence[str]
         .where(Assignment.experiment_id.in_(list(experiment_ids)))
         .group_by(Assignment.experiment_id)
     )
-    return {experiment_id: int(count) for experiment_id, count in rows.tuples()}
+    return {experiment_id: int(count) for experiment_id, count in rows}
 
 
 async def assignments_page(
