@@ -64,12 +64,17 @@ async def update(session: AsyncSession, ref: str, data: ExperimentUpdate) -> Exp
     (changing them would move customers between arms mid-test): 409."""
     row = await get(session, ref)
     fields = data.model_dump(mode="json", exclude_unset=True)
-    frozen = sorted(set(fields) - LIVE_FIELDS)
+    if data.variants is not None:  # every key of each variant, as create stores them
+        fields["variants"] = [v.model_dump(mode="json") for v in data.variants]
+    # a field sent back unchanged (a read-modify-write client) is no change
+    frozen = sorted(n for n in set(fields) - LIVE_FIELDS if fields[n] != getattr(row, n))
     if row.status != Status.draft and frozen:
         raise Conflict(
             f"experiment {row.key!r} is {row.status}: {', '.join(frozen)} can no longer change "
             f"(only {', '.join(sorted(LIVE_FIELDS))}); create a new experiment instead"
         )
+    if row.status != Status.draft:  # the others are unchanged: keep them as stored
+        fields = {n: v for n, v in fields.items() if n in LIVE_FIELDS}
     for name, value in fields.items():
         if value is None and name not in NULLABLE:
             raise ValidationFailed.field(name, "may not be null; leave it out to keep it")

@@ -151,6 +151,10 @@ async def test_lifecycle_and_frozen_variants(platform: Platform) -> None:
         for change in ({"variants": VARIANTS}, {"coverage": 1}, {"salt": "x"}, {"weight": 1}):
             frozen = await client.patch("/v1/experiments/wealth_copy", json=change)
             assert frozen.status_code in (409, 422), frozen.text
+        same = started.json()
+        unchanged = {"variants": same["variants"], "coverage": same["coverage"], "name": "n"}
+        resent = await client.patch("/v1/experiments/wealth_copy", json=unchanged)
+        assert resent.status_code == 200, resent.text
         frozen = await client.patch("/v1/experiments/wealth_copy", json={"variants": VARIANTS})
         assert frozen.status_code == 409
         assert "variants" in frozen.json()["detail"]

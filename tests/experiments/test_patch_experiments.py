@@ -195,6 +195,23 @@ def copy_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk_pg, "MIN_ROWS", 1)
 
 
+async def test_a_variant_of_another_channel_keeps_the_strategys_patch(
+    platform: Platform,
+) -> None:
+    """ "long" changes the email patch only; these customers get SMS: the strategy's patch,
+    while the message still counts for its variant."""
+    variants = [*patch_experiment()["variants"][:2]]
+    variants.append({"key": "long", "weight": 45, "template": "wealth_mail", "channel": "email"})
+    client = await _prepare(platform, variants=variants)
+    await client.aclose()
+    expected = _expected()
+    for cid in RICH[:12]:
+        message = await _send(platform, cid)
+        variant = expected.assign(cid)
+        assert message["decision"]["variant"] == variant
+        _check_content(message, None if variant == "long" else variant)
+
+
 @pytest.mark.usefixtures("copy_everything")
 async def test_a_batch_is_split_and_recorded(platform: Platform) -> None:
     client = await _prepare(platform)
