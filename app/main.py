@@ -16,6 +16,7 @@ from app.callbacks.endpoints import router as callbacks_router
 from app.customers.endpoints import attributes_router as customer_attributes_router
 from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
+from app.experiments.endpoints import router as experiments_router
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
@@ -106,6 +107,7 @@ def create_app(
         callbacks_router,
         segments_router,
         strategies_router,
+        experiments_router,
         customers_router,
         customer_attributes_router,
     )

@@ -24,6 +24,7 @@ from app.errors import (
     ValidationFailed,
     field_errors_from_pydantic,
 )
+from app.experiments import patching as experiments
 from app.ids import new_ids
 from app.masking import mask_contact
 from app.messages import repository
@@ -116,6 +117,9 @@ class _Plan:
             settings=self.settings,
             now=utcnow(),
         )
+        self.patcher.experiments = await experiments.load(
+            session, self.patcher.scenarios, customer_ids
+        )
 
     def messages(
         self,
@@ -201,6 +205,7 @@ async def accept_many(
     inserted = await repository.insert_messages(session, rows, expected=len(requests))
     assert plan.done, "insert_messages takes every row"
     written = [p for p in plan.fresh.values() if p.id in inserted]
+    await experiments.record(session, plan.patcher.experiments, [p.message for p in written])
     await repository.add_outbox(session, [p.outbox for p in written])
     _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
     for index, prepared in plan.fresh.items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as clock
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,9 @@ from strategies.attributes import profile_of
 from strategies.patch import Patch, PatchSettings, compose
 from templates import repository as templates_repository
 from templates.renderer import TemplateError, render
+
+if TYPE_CHECKING:  # app.experiments.patching imports this module
+    from app.experiments.patching import Experiments
 
 log = logging.getLogger("icc.patching")
 CACHE_SECONDS = 2.0
@@ -108,6 +111,7 @@ class Patcher:
     scenarios: dict[str, ScenarioPatches] = field(default_factory=dict)
     consents: dict[str, Consent] = field(default_factory=dict)
     recent: dict[str, list[datetime]] = field(default_factory=dict)
+    experiments: Experiments | None = None  # live patch experiments (app/experiments)
 
     def __post_init__(self) -> None:
         # made for every group of messages: what the settings imply is worked out once
@@ -141,7 +145,7 @@ class Patcher:
             channel = decision.channel
             record = decision.record()
             if decision.winner is not None:
-                record["composition"] = self._compose(message, channel, decision, patches)
+                record["composition"] = self._composition(message, channel, decision, patches)
                 if record["composition"]["applied"] and winner is None:
                     winner = decision.winner.key
             records[channel] = record
@@ -194,15 +198,31 @@ class Patcher:
         """The customer's consent: recorded decisions over the defaults."""
         return self.consents.get(customer_id, self._default)
 
-    def _compose(
+    def _composition(
         self,
         message: dict[str, Any],
         channel: str,
         decision: decide.Decision,
         patches: ScenarioPatches,
     ) -> dict[str, Any]:
+        """The winning strategy's patch, or that of the customer's experiment variant."""
+        arm = None
+        if self.experiments is not None and decision.winner is not None:
+            arm = self.experiments.choose(message, channel, decision.winner.key)
+        if arm is not None and arm.holdout:
+            return {"applied": False, "reason": "holdout"}
+        return self._compose(message, channel, decision, patches, arm.template if arm else None)
+
+    def _compose(
+        self,
+        message: dict[str, Any],
+        channel: str,
+        decision: decide.Decision,
+        patches: ScenarioPatches,
+        variant: PatchTemplate | None = None,
+    ) -> dict[str, Any]:
         key = decision.patch_template
-        template = patches.templates.get(key or "")
+        template = variant or patches.templates.get(key or "")
         if template is None:
             return {"applied": False, "reason": f"patch template {key!r} has no published version"}
         try:
