@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -15,6 +17,7 @@ from app.messages import bulk_pg
 from app.tracking import links
 from app.tracking.endpoints import PIXEL
 from app.tracking.models import TrackedLink
+from app.tracking.service import needs_tracking
 from tests.conftest import VARIABLES, Platform
 from tests.tracking.common import BASE, MARKETING, events, links_of, message_row, promo, send
 
@@ -217,3 +220,59 @@ async def test_a_token_that_collides_is_replaced(
     text = repr(content)
     assert taken not in text
     assert all(link.token in text for link in stored)
+
+
+async def test_a_marketing_patch_is_tracked_on_a_transactional_message(
+    platform: Platform,
+) -> None:
+    """The transactional notice carries a patch with a link: the patch's link is tracked."""
+    local = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai"))
+    marketing = platform.runtime.settings.marketing  # quiet hours that are not now
+    marketing.quiet_hours_start = (local + timedelta(hours=2)).strftime("%H:00")
+    marketing.quiet_hours_end = (local + timedelta(hours=3)).strftime("%H:00")
+    await platform.create_scenario()
+    async with platform.client("marketer") as client:
+        for path, body in (
+            ("/v1/customer-attributes/aum", {"type": "number"}),
+            ("/v1/customers/R1", {"phone": "13800001111", "attributes": {"aum": "800000"}}),
+        ):
+            assert (await client.put(path, json=body)).status_code in (200, 201)
+        rule = {"field": "aum", "op": "gte", "value": 500000}
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("/v1/segments", {"key": "rich", "rule": rule}),
+            (
+                "/v1/templates",
+                {
+                    "key": "wealth.sms",
+                    "channel": "sms",
+                    "content": {"body": "理财https://bank.cn/w"},
+                },
+            ),
+            ("/v1/templates/wealth.sms/versions/1/publish", {}),
+        ]
+        for path, body in steps:
+            assert (await client.post(path, json=body)).status_code in (200, 201), path
+        strategy = {
+            "key": "wealth",
+            "scenario": "account_movement",
+            "segment": "rich",
+            "patch_templates": {"sms": "wealth.sms"},
+            "status": "active",
+        }
+        assert (await client.post("/v1/strategies", json=strategy)).status_code == 201
+    body = {"scenario": "account_movement", "customer_id": "R1", "variables": VARIABLES}
+    message_id = await send(platform, body)
+    row = await message_row(platform, message_id)
+    assert row.patch == "wealth", row.decision["patch"]
+    [link] = await links_of(platform, message_id)
+    assert link.url == "https://bank.cn/w"
+    assert f"{BASE}/t/{link.token}" in row.content["sms"]["body"]
+    assert "账户支出1200.00元" in row.content["sms"]["body"]
+
+
+def test_which_messages_are_tracked() -> None:
+    decision = {"scenario_class": "transactional"}
+    assert not needs_tracking({"decision": decision, "patch": None, "experiment_id": None})
+    assert needs_tracking({"decision": decision, "patch": "wealth"})
+    assert needs_tracking({"decision": decision, "experiment_id": "exp_1"})
+    assert needs_tracking({"decision": {"scenario_class": "marketing"}})
