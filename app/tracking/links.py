@@ -32,8 +32,9 @@ LINK, OPEN = "link", "open"
 _TEXT_URL = re.compile(r"https?://[!#-;=?-_a-~]+", re.IGNORECASE)
 _TRAILING = ".,;:!?'*"
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
+# whitespace before href: data-href="..." is not the link
 _HREF = re.compile(
-    r"""(<(?:a|area)\b[^>]*?\bhref\s*=\s*)(["'])(.*?)(\2)""", re.IGNORECASE | re.DOTALL
+    r"""(<(?:a|area)\s(?:[^>]*?\s)?href\s*=\s*)(["'])(.*?)(\2)""", re.IGNORECASE | re.DOTALL
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HTTP = re.compile(r"https?://\S", re.IGNORECASE)

@@ -8,6 +8,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.tracking.links import (
     ALPHABET,
@@ -128,6 +130,25 @@ def test_email_hrefs_pixel_and_text_part() -> None:
     assert email["html"] == expected
 
 
+def test_only_the_href_attribute_of_links_is_rewritten() -> None:
+    markup = (
+        '<a data-href="https://bank.cn/d" href="https://bank.cn/h">x</a>'
+        '<A\n  HREF = "https://bank.cn/u">y</A><abbr href="https://bank.cn/no">z</abbr>'
+        "<a href=https://bank.cn/unquoted>w</a><area shape=rect href='https://bank.cn/area'>"
+    )
+    tracked, found = _track({"email": {"body": "", "html": markup}})
+    assert [link.url for link in found if link.kind == LINK] == [
+        "https://bank.cn/h",
+        "https://bank.cn/u",
+        "https://bank.cn/area",
+    ]
+    html = tracked["email"]["html"]
+    assert 'data-href="https://bank.cn/d" href="https://t.bank.cn/t/tok00001"' in html
+    assert '<A\n  HREF = "https://t.bank.cn/t/tok00002">' in html
+    assert '<abbr href="https://bank.cn/no">' in html
+    assert "<a href=https://bank.cn/unquoted>" in html  # unquoted: left alone
+
+
 def test_pixel_goes_at_the_end_of_html_without_a_body_tag() -> None:
     tracked, found = _track({"email": {"body": "x", "html": "<p>你好</p>"}})
     assert tracked["email"]["html"] == (
@@ -189,3 +210,40 @@ def test_tokens_are_base62_of_the_right_length_and_uniform() -> None:
 def test_malformed_tokens(text: str) -> None:
     assert not is_token(text)
     assert re.fullmatch(r"[0-9A-Za-z]{8}", "aZ09aZ09")
+
+
+_PIECES = st.sampled_from(
+    [
+        "您尾号1234的账户",
+        "，",
+        "。",
+        "）",
+        "「",
+        " ",
+        "\n",
+        "(",
+        ")",
+        ".",
+        "!",
+        "https://bank.cn/a?x=1&y=2",
+        "http://bank.cn/理财",
+        "HTTPS://BANK.CN/b#frag",
+        "https://bank.cn/wiki/A_(B)",
+        "www.bank.cn",
+        "mailto:a@b.cn",
+    ]
+)
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_text_maps_back_to_the_original(text: str) -> None:
+    """Putting the original URLs back in place of the tracked ones gives the text again, and
+    every tracked URL stands for a URL that was in the text."""
+    tracked, found = track_content({"sms": {"body": text}}, base_url=BASE, token=_tokens())
+    body = tracked["sms"]["body"]
+    for link in found:
+        assert link.url is not None
+        assert link.url in text
+        body = body.replace(f"{BASE}/t/{link.token}", link.url)
+    assert body == text
+    assert len(found) == len({link.url for link in found})
