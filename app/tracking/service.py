@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
@@ -142,6 +143,19 @@ async def touch(session: AsyncSession, token: str, kind: str) -> Touch:
     sets the message's clicked_at / opened_at and adds a "clicked" / "opened" event; later ones
     only resolve the token."""
     message_id, url = await resolve(session, token, kind)
+    try:
+        first = await _count(session, message_id, kind, token, url)
+    except SQLAlchemyError:
+        # the customer still gets the page (or the pixel): an uncounted click beats an error
+        log.exception("could not count a %s of message %s", kind, message_id)
+        await session.rollback()
+        first = False
+    return Touch(message_id=message_id, url=url, first=first)
+
+
+async def _count(
+    session: AsyncSession, message_id: str, kind: str, token: str, url: str | None
+) -> bool:
     column, event = _TOUCH[kind]
     now = utcnow()
     first = await repository.first_touch(session, message_id, column, now)
@@ -150,4 +164,4 @@ async def touch(session: AsyncSession, token: str, kind: str) -> Touch:
         await messages.add_events(
             session, [{"message_id": message_id, "type": event, "at": now, "detail": detail}]
         )
-    return Touch(message_id=message_id, url=url, first=first)
+    return first

@@ -12,9 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from app.messages import bulk_pg
 from app.tracking import links
+from app.tracking import repository as tracking_repository
 from app.tracking.endpoints import PIXEL
 from app.tracking.models import TrackedLink
 from app.tracking.service import needs_tracking
@@ -276,3 +278,20 @@ def test_which_messages_are_tracked() -> None:
     assert needs_tracking({"decision": decision, "patch": "wealth"})
     assert needs_tracking({"decision": decision, "experiment_id": "exp_1"})
     assert needs_tracking({"decision": {"scenario_class": "marketing"}})
+
+
+async def test_a_click_that_cannot_be_counted_still_redirects(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await platform.create_scenario(**MARKETING)
+    message_id = await send(platform, promo())
+    link = await _first_link(platform, message_id)
+
+    async def broken(*_args: Any) -> bool:
+        raise OperationalError("UPDATE messages", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(tracking_repository, "first_touch", broken)
+    async with platform.client(None) as client:
+        response = await client.get(f"/t/{link.token}")
+    assert (response.status_code, response.headers["location"]) == (302, link.url)
+    assert await events(platform, message_id, "clicked") == []
