@@ -55,6 +55,12 @@ def new_token() -> str:
     return "".join(out)
 
 
+def tracked_url_length(base_url: str) -> int:
+    """The length of every tracked link of ``base_url``: what a length budget (an SMS's
+    segments) must count for a URL of marketing content, which is tracked after composing."""
+    return len(base_url.rstrip("/")) + len("/t/") + TOKEN_LENGTH
+
+
 def is_token(text: str) -> bool:
     """Whether ``text`` could be a token (checked before any query)."""
     return TOKEN_PATTERN.fullmatch(text) is not None

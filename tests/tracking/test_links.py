@@ -20,6 +20,7 @@ from app.tracking.links import (
     new_token,
     retoken,
     track_content,
+    tracked_url_length,
 )
 
 BASE = "https://t.bank.cn"
@@ -185,6 +186,11 @@ def test_the_input_is_not_changed() -> None:
     before = repr(content)
     _track(content)
     assert repr(content) == before
+
+
+def test_tracked_url_length() -> None:
+    tracked, _ = _track({"sms": {"body": "https://bank.cn/a"}})
+    assert len(tracked["sms"]["body"]) == tracked_url_length(BASE + "/") == len(BASE) + 11
 
 
 def test_retoken_moves_every_use_of_a_token() -> None:
