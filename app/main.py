@@ -26,6 +26,8 @@ from app.scenarios.endpoints import router as scenarios_router
 from app.settings import Settings
 from app.strategies.endpoints import segments as segments_router
 from app.strategies.endpoints import strategies as strategies_router
+from app.tracking.endpoints import conversions as conversions_router
+from app.tracking.endpoints import public as tracking_router
 from templates.endpoints import router as templates_router
 
 
@@ -110,6 +112,8 @@ def create_app(
         experiments_router,
         customers_router,
         customer_attributes_router,
+        tracking_router,
+        conversions_router,
     )
     for router in routers:
         app.include_router(router)

@@ -43,6 +43,7 @@ from app.scenarios.service import load_spec
 from app.settings import Settings
 from app.strategies import patching
 from app.timeutil import utcnow
+from app.tracking.service import Tracker
 
 log = logging.getLogger("icc.messages")
 
@@ -92,6 +93,7 @@ class _Plan:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.patcher = patching.Patcher(settings)
+        self.tracker = Tracker(settings.tracking)
         self.specs: dict[str, Composer | AppError] = {}
         self.ids: list[str] = []
         self.done = False  # every request decided
@@ -167,6 +169,7 @@ class _Plan:
         if request.idempotency_key:
             self.first_of_key[key] = index
         self._patch(self.fresh[index].message, request, now)
+        self.tracker.track(self.fresh[index].message)
         return None
 
     def _patch(self, message: dict[str, Any], request: AcceptRequest, now: datetime) -> None:
@@ -207,6 +210,7 @@ async def accept_many(
     written = [p for p in plan.fresh.values() if p.id in inserted]
     await experiments.record(session, plan.patcher.experiments, [p.message for p in written])
     await repository.add_outbox(session, [p.outbox for p in written])
+    await plan.tracker.write(session, inserted)
     _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
     for index, prepared in plan.fresh.items():
         if prepared.id in inserted:
