@@ -71,6 +71,9 @@ def recommend(
 ) -> Recommendation:
     """Recommend from the arms' funnel counts (rates of ``rule.metric`` over assigned customers)
     and the configured ``weights`` per variant (arms missing from ``weights`` weigh 0)."""
+    # A variant configured with weight 0 (switched off) and nobody in it is not part of the
+    # experiment: it must not hold the recommendation at "not enough data" forever.
+    arms = [a for a in arms if a.assigned > 0 or weights.get(a.variant, 0.0) > 0.0]
     srm = _srm(arms, weights)
     if srm is not None:
         return srm

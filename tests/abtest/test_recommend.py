@@ -115,3 +115,10 @@ def test_always_defined_and_json_ready(counts: list[tuple[int, int]]) -> None:
     assert isinstance(result, Recommendation)
     json.dumps(result.as_dict(), allow_nan=False)
     assert (result.variant is not None) == (result.kind == "winner")
+
+
+def test_switched_off_variant_is_ignored() -> None:
+    arms = [arm("control", 5000, 500), arm("b", 5000, 650), arm("off", 0, 0)]
+    result = recommend(arms, {"control": 1.0, "b": 1.0, "off": 0.0}, RULE)
+    assert result.kind == "winner"
+    assert result.variant == "b"

@@ -23,10 +23,12 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
+from abtest.bayes import bayes_compare
 from abtest.counts import STAGES, ArmCounts, DailyCounts
 from abtest.report import ReportSettings, VariantSettings, build_report
 from abtest.report_csv import CSV_COLUMNS, report_csv
-from abtest.stats import holm
+from abtest.sequential import sequential_diff
+from abtest.stats import holm, relative_lift
 
 REL = 1e-8
 
@@ -88,34 +90,35 @@ def experiments(draw: st.DrawFn) -> list[ArmCounts]:
 
 
 @settings(max_examples=40, deadline=None)
-@given(experiments())
-def test_report_numbers_agree_with_references(arms: list[ArmCounts]) -> None:
-    report = build_report(make_settings([a.variant for a in arms]), arms, [])
+@given(experiments(), st.sampled_from([0.9, 0.95, 0.99]))
+def test_report_numbers_agree_with_references(arms: list[ArmCounts], confidence: float) -> None:
+    report = build_report(make_settings([a.variant for a in arms], confidence=confidence), arms, [])
     check_document(report)
     for arm, variant in zip(arms, report["variants"], strict=True):
         for stage in variant["stages"]:
-            check_stage(arm, stage)
+            check_stage(arm, stage, confidence)
     for row in report["comparisons"]:
-        check_comparison(arms, row)
+        check_comparison(arms, row, confidence)
+        check_wiring(arms, row, confidence)
     check_holm(report, len(arms))
     check_chi_square(arms, report)
     check_srm(arms, report)
 
 
-def check_stage(arm: ArmCounts, stage: dict[str, Any]) -> None:
+def check_stage(arm: ArmCounts, stage: dict[str, Any], confidence: float) -> None:
     count = arm.stage(stage["stage"])
     assert stage["count"] == count
     if arm.assigned == 0:
         assert stage["rate"] is None
         assert stage["ci_low"] is None
         return
-    low, high = proportion_confint(count, arm.assigned, alpha=0.05, method="wilson")
+    low, high = proportion_confint(count, arm.assigned, alpha=1 - confidence, method="wilson")
     assert stage["rate"] == count / arm.assigned
     assert close(stage["ci_low"], float(low))
     assert close(stage["ci_high"], float(high))
 
 
-def check_comparison(arms: list[ArmCounts], row: dict[str, Any]) -> None:
+def check_comparison(arms: list[ArmCounts], row: dict[str, Any], confidence: float) -> None:
     control = arms[0]
     arm = next(a for a in arms if a.variant == row["variant"])
     x1, n1, x2, n2 = (
@@ -129,7 +132,9 @@ def check_comparison(arms: list[ArmCounts], row: dict[str, Any]) -> None:
         assert row["difference"]["low"] is None
         assert row["test"]["p_value"] is None
         return
-    low, high = confint_proportions_2indep(x2, n2, x1, n1, compare="diff", method="newcomb")
+    low, high = confint_proportions_2indep(
+        x2, n2, x1, n1, compare="diff", method="newcomb", alpha=1 - confidence
+    )
     assert close(row["difference"]["low"], float(low))
     assert close(row["difference"]["high"], float(high))
     if x1 + x2 in (0, n1 + n2):
@@ -138,6 +143,23 @@ def check_comparison(arms: list[ArmCounts], row: dict[str, Any]) -> None:
     z, p = proportions_ztest([x1, x2], [n1, n2])
     assert close(row["test"]["z"], -float(z))
     assert math.isclose(row["test"]["p_value"], float(p), rel_tol=1e-7, abs_tol=1e-300)
+
+
+def check_wiring(arms: list[ArmCounts], row: dict[str, Any], confidence: float) -> None:
+    """Numbers without a statsmodels counterpart come from primitives tested on their own
+    (test_stats, test_bayes, test_sequential): check the report passes them the right counts."""
+    control = arms[0]
+    arm = next(a for a in arms if a.variant == row["variant"])
+    args = (control.stage(row["stage"]), control.assigned, arm.stage(row["stage"]), arm.assigned)
+    assert tuple(row["relative_lift"][k] for k in ("estimate", "low", "high")) == tuple(
+        relative_lift(*args, confidence)
+    )
+    bayes = bayes_compare(*args)
+    assert row["bayes"]["chance_to_beat_control"] == bayes.chance_to_beat_control
+    assert row["bayes"]["expected_loss_variant"] == bayes.expected_loss_treatment
+    cs = sequential_diff(*args, confidence)
+    assert row["sequential"]["difference_low"] == (None if cs is None else cs.low)
+    assert row["sequential"]["p_value"] == (None if cs is None else cs.p_value)
 
 
 def check_holm(report: dict[str, Any], k: int) -> None:

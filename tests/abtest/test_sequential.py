@@ -85,6 +85,15 @@ def test_gbstats_rho_formula() -> None:
     assert math.isclose(mixing_rho(0.05, 5000), math.sqrt(7.93615 / 5000), rel_tol=1e-5)
 
 
+def test_halfwidth_by_hand_at_the_tuning_point() -> None:
+    # s2 = 1, n = N = 5000, alpha = 0.05: u = n rho^2 = 7.93615, sqrt(u + 1) = 2.98934,
+    # ln(2.98934 / 0.05) = 4.09078, 2 * 8.93615 * 4.09078 / (5000 * 7.93615) = 0.0018425.
+    half = halfwidth(1.0, 5000, 0.05, mixing_rho(0.05, 5000))
+    assert half == pytest.approx(math.sqrt(0.0018425), rel=1e-4)
+    # i.e. 3.04 standard errors where a fixed-horizon interval takes 1.96: the price of peeking
+    assert half * math.sqrt(5000) == pytest.approx(3.035, abs=1e-3)
+
+
 def _peeking_false_positive_rates(
     experiments: int, peeks: int, per_peek: int, rate: float
 ) -> tuple[float, float]:
