@@ -73,9 +73,10 @@ def _forest_domain(rows: Sequence[Report]) -> tuple[float, float]:
     return low, high
 
 
-def forest_svg(rows: Sequence[Report]) -> str:
+def forest_svg(rows: Sequence[Report], keys: Sequence[str] = ()) -> str:
     """Relative lift of each variant against the control with its delta-method interval (thick)
-    and its peek-safe confidence sequence (thin, wider), and a line at 0 (no difference)."""
+    and its peek-safe confidence sequence (thin, wider), and a line at 0 (no difference).
+    ``keys``: all variant keys in report order, so each row takes its variant's colour."""
     width, label_w, plot_w, row_h, top = 620, 140, 360, 30, 30
     low, high = _forest_domain(rows)
 
@@ -92,7 +93,8 @@ def forest_svg(rows: Sequence[Report]) -> str:
     for tick in _ticks(low, high):
         body.append(_text(x(tick), height - 8, pct(tick, 0), "middle"))
     for i, row in enumerate(rows):
-        body += _forest_row(row, top + i * row_h + row_h / 2, x, color(i + 1))
+        index = keys.index(row["variant"]) if row["variant"] in keys else i + 1
+        body += _forest_row(row, top + i * row_h + row_h / 2, x, color(index))
     if not rows:
         body.append(_text(label_w, top + 15, "No variant to compare with the control."))
     return _svg(width, height, body, "Relative lift against the control")

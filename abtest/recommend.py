@@ -65,6 +65,11 @@ class DecisionRule:
     power: float = 0.8
     tuning: float = DEFAULT_TUNING
 
+    @property
+    def alpha(self) -> float:
+        """1 - confidence, without the float noise (0.050000000000000044) in the JSON."""
+        return round(1.0 - self.confidence, 12)
+
 
 def recommend(
     arms: Sequence[ArmCounts], weights: Mapping[str, float], rule: DecisionRule
@@ -106,7 +111,11 @@ def _srm(arms: Sequence[ArmCounts], weights: Mapping[str, float]) -> Recommendat
         f"Sample ratio mismatch (p = {check.p_value:.2g} < {SRM_THRESHOLD}): the arms' sizes "
         f"({observed}) do not match the configured weights. Assignment or tracking is broken; "
         "do not trust any comparison until the cause is found.",
-        {"srm_statistic": check.statistic, "srm_p_value": check.p_value, "threshold": 0.001},
+        {
+            "srm_statistic": check.statistic,
+            "srm_p_value": check.p_value,
+            "threshold": SRM_THRESHOLD,
+        },
     )
 
 
@@ -127,7 +136,7 @@ def still_needed(control: ArmCounts, arm: ArmCounts, rule: DecisionRule) -> tupl
             arm.assigned,
             baseline,
             rule.target_lift,
-            alpha=1.0 - rule.confidence,
+            alpha=rule.alpha,
             power=rule.power,
         )
     if power is not None:
@@ -158,7 +167,7 @@ def _not_enough(
 
 
 def _compare(control: ArmCounts, treatments: list[ArmCounts], rule: DecisionRule) -> Recommendation:
-    alpha = 1.0 - rule.confidence
+    alpha = rule.alpha
     rows: list[dict[str, JsonValue]] = []
     raw: list[float | None] = []
     for arm in treatments:

@@ -48,6 +48,11 @@ METHODS = {
     "bayes": "beta_binomial_uniform_prior",
     "sequential": "asymptotic_confidence_sequence_waudby_smith_2023",
     "power": "pooled_z_test_sample_size",
+    "decision_rule": (
+        "winner when the peek-safe confidence sequence of a variant against the control excludes "
+        "0, i.e. its always-valid p-value is below alpha (Holm-adjusted beyond two arms), after "
+        "a sample ratio check and the minimum sample per arm"
+    ),
 }
 
 
@@ -311,7 +316,7 @@ def _power(settings: ReportSettings, control: ArmCounts, arms: list[ArmCounts]) 
                 arm.assigned,
                 baseline,
                 settings.target_lift,
-                alpha=1 - settings.confidence,
+                alpha=settings.rule().alpha,
                 power=settings.power,
             )
         needed.append(
@@ -326,7 +331,7 @@ def _power(settings: ReportSettings, control: ArmCounts, arms: list[ArmCounts]) 
         "baseline_rate": baseline,
         "target_lift": settings.target_lift,
         "power": settings.power,
-        "alpha": 1 - settings.confidence,
+        "alpha": settings.rule().alpha,
         "still_needed": needed,
     }
 

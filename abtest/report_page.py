@@ -45,7 +45,7 @@ def report_html(report: Report) -> str:
         f"<h2>Relative lift on {escape(metric)} against the control</h2>",
         "<p>Thick: fixed-horizon delta-method interval. Thin: peek-safe confidence sequence "
         "(the one decisions use). Dot: estimate.</p>",
-        forest_svg(metric_rows),
+        forest_svg(metric_rows, [v["key"] for v in report["variants"]]),
         "<h2>Cumulative conversion rate over time</h2>",
         timeline_svg(report["timeline"]),
         "<h2>Funnel counts and rates</h2>",
