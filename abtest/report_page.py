@@ -49,9 +49,13 @@ def report_html(report: Report) -> str:
         "<h2>Cumulative conversion rate over time</h2>",
         timeline_svg(report["timeline"]),
         "<h2>Funnel counts and rates</h2>",
-        _funnel_table(report),
+        _funnel_table(report["variants"], settings["confidence"]),
         "<h2>Comparisons against the control</h2>",
         _comparison_table(report["comparisons"]),
+        "<h2>Tests across all arms</h2>",
+        _arms_table(report),
+        "<h2>Sample still needed</h2>",
+        _power_table(report["power"]),
         "<h2>Costs</h2>",
         _cost_table(report["variants"]),
         "<h2>Settings</h2>",
@@ -106,27 +110,44 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _funnel_table(report: Report) -> str:
+def _funnel_table(variants: Sequence[Report], confidence: float) -> str:
+    keys = ("rate", "ci_low", "ci_high")
     rows = [
-        [
-            v["key"],
-            s["stage"],
-            s["count"],
-            pct(s["rate"], 2),
-            pct(s["ci_low"], 2),
-            pct(s["ci_high"], 2),
-        ]
-        for v in report["variants"]
+        [v["key"], s["stage"], s["count"], *(pct(s[k], 2) for k in keys)]
+        for v in variants
         for s in v["stages"]
     ]
-    return _table(["variant", "stage", "customers", "rate", "95% low", "95% high"], rows)
+    level = pct(confidence, 0)
+    return _table(["variant", "stage", "customers", "rate", f"{level} low", f"{level} high"], rows)
+
+
+def _arms_table(report: Report) -> str:
+    rows = [
+        [f"chi-square, {stage}", chi["statistic"], chi["df"], chi["p_value"], ""]
+        for stage, chi in report["chi_square"].items()
+    ]
+    srm = report["srm"]
+    srm_row = [srm["statistic"], srm["df"], srm["p_value"], srm["mismatch"]]
+    rows.append(["sample ratio (assigned vs weights)", *srm_row])
+    return _table(["test", "statistic", "df", "p-value", "mismatch"], rows)
+
+
+def _power_table(power: Report) -> str:
+    caption = (
+        f"To detect a {pct(power['target_lift'], 0)} relative lift on {power['metric']} from a "
+        f"baseline of {pct(power['baseline_rate'], 2)} with {pct(power['power'], 0)} power at "
+        f"alpha {power['alpha']}:"
+    )
+    rows = [[n["variant"], n["control"], n["treatment"]] for n in power["still_needed"]]
+    table = _table(["variant", "more in control", "more in variant"], rows)
+    return f"<p>{escape(caption)}</p>{table}"
 
 
 def _comparison_table(comparisons: Sequence[Report]) -> str:
     header = [
         "variant", "stage", "difference", "diff low", "diff high", "lift", "lift low",
-        "lift high", "z test p", "adjusted p", "chance to beat", "loss", "CS low", "CS high",
-        "CS p (adjusted)",
+        "lift high", "z test p", "adjusted p", "chance to beat", "loss (variant)",
+        "loss (control)", "CS low", "CS high", "CS lift low", "CS lift high", "CS p (adjusted)",
     ]  # fmt: skip
     rows = []
     for c in comparisons:
@@ -136,8 +157,13 @@ def _comparison_table(comparisons: Sequence[Report]) -> str:
                 *(c["variant"], c["stage"], pct(d["estimate"], 2), pct(d["low"], 2)),
                 *(pct(d["high"], 2), pct(lift["estimate"]), pct(lift["low"]), pct(lift["high"])),
                 *(c["test"]["p_value"], c["test"]["p_value_adjusted"]),
-                *(pct(c["bayes"]["chance_to_beat_control"]), c["bayes"]["expected_loss_variant"]),
+                pct(c["bayes"]["chance_to_beat_control"]),
+                *(
+                    pct(c["bayes"][k], 3)
+                    for k in ("expected_loss_variant", "expected_loss_control")
+                ),
                 *(pct(seq["difference_low"], 2), pct(seq["difference_high"], 2)),
+                *(pct(seq["lift_low"]), pct(seq["lift_high"])),
                 seq["p_value_adjusted"],
             ]
         )

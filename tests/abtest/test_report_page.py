@@ -3,6 +3,7 @@ escaping user labels and rendering Chinese ones."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from html.parser import HTMLParser
 
@@ -47,7 +48,17 @@ def parse(page: str) -> StrictParser:
     parser.close()
     assert parser.errors == []
     assert parser.stack == []
+    check_tables(page)
     return parser
+
+
+def check_tables(page: str) -> None:
+    """Every row of every table has as many cells as its header."""
+    for table in re.findall(r"<table>.*?</table>", page, flags=re.S):
+        header, *rows = re.findall(r"<tr>.*?</tr>", table, flags=re.S)
+        width = header.count("<th>")
+        assert width > 1
+        assert all(row.count("<td>") == width for row in rows)
 
 
 def arm(name: str, assigned: int, converted: int) -> ArmCounts:
