@@ -242,6 +242,18 @@ def test_edge_cases_give_valid_json(arms: list[ArmCounts]) -> None:
     assert [v["key"] for v in report["variants"]][:2] == ["c", "b"]
 
 
+def test_published_example_smokers() -> None:
+    # R's prop.test(smokers, patients): X-squared = 12.6, df = 3, p-value = 0.005585.
+    smokers, patients = [83, 90, 129, 70], [86, 93, 136, 82]
+    pairs = zip(smokers, patients, strict=True)
+    arms = [funnel_of(f"g{i}", n, x) for i, (x, n) in enumerate(pairs)]
+    report = build_report(make_settings([a.variant for a in arms]), arms, [])
+    chi = report["chi_square"]["converted"]
+    assert round(chi["statistic"], 1) == 12.6
+    assert chi["df"] == 3
+    assert round(chi["p_value"], 6) == 0.005585
+
+
 def test_single_arm_experiment() -> None:
     report = build_report(make_settings(["c"]), [funnel_of("c", 900, 20)], [])
     check_document(report)

@@ -128,6 +128,24 @@ def test_peeking_keeps_the_error_rate_where_naive_z_tests_do_not() -> None:
     assert naive_rate > 2 * sequential_rate
 
 
+def test_covers_a_real_difference_at_every_look() -> None:
+    # A/B with a true difference of 2 points: the sequence must contain it at all 20 looks at
+    # once in at least 95% of experiments (time-uniform coverage), up to simulation slack.
+    rng = np.random.default_rng(7)
+    peeks, per_peek, experiments = 20, 250, 300
+    control = np.cumsum(rng.binomial(per_peek, 0.10, size=(experiments, peeks)), axis=1)
+    treated = np.cumsum(rng.binomial(per_peek, 0.12, size=(experiments, peeks)), axis=1)
+    misses = 0
+    for c_row, t_row in zip(control, treated, strict=True):
+        for look in range(peeks):
+            n = per_peek * (look + 1)
+            cs = sequential_diff(int(c_row[look]), n, int(t_row[look]), n)
+            if cs is not None and not cs.low <= 0.02 <= cs.high:
+                misses += 1
+                break
+    assert misses / experiments <= 0.05 + 0.02
+
+
 @pytest.mark.parametrize(
     ("x1", "n1", "x2", "n2"),
     [(0, 0, 0, 0), (0, 0, 3, 10), (3, 10, 0, 0), (0, 10, 0, 10), (10, 10, 7, 7)],
