@@ -26,6 +26,7 @@ from app.customers.consent import Consent, Purpose, allows, consent_state
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
+from app.tracking.links import tracked_url_length
 from strategies import decide
 from strategies.attributes import profile_of
 from strategies.patch import Patch, PatchSettings, compose
@@ -252,6 +253,11 @@ def _derived(settings: Settings) -> tuple[decide.HourWindow, PatchSettings, Cons
             sms_max_segments=m.sms_max_segments,
             opt_out_hint=m.opt_out_hint,
             sms_signature=m.sms_signature,
+            tracked_url_length=(
+                tracked_url_length(settings.tracking.public_base_url)
+                if settings.tracking.enabled
+                else 0
+            ),
         ),
         settings.customers.marketing_granted,
     )
