@@ -17,6 +17,7 @@ from app.campaigns.endpoints import router as campaigns_router
 from app.customers.endpoints import attributes_router as customer_attributes_router
 from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
+from app.experiments.endpoints import router as experiments_router
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
@@ -26,6 +27,8 @@ from app.scenarios.endpoints import router as scenarios_router
 from app.settings import Settings
 from app.strategies.endpoints import segments as segments_router
 from app.strategies.endpoints import strategies as strategies_router
+from app.tracking.endpoints import conversions as conversions_router
+from app.tracking.endpoints import public as tracking_router
 from templates.endpoints import router as templates_router
 
 
@@ -107,8 +110,11 @@ def create_app(
         callbacks_router,
         segments_router,
         strategies_router,
+        experiments_router,
         customers_router,
         customer_attributes_router,
+        tracking_router,
+        conversions_router,
         campaigns_router,
     )
     for router in routers:

@@ -86,6 +86,24 @@ class CustomerSettings(BaseModel):
         return self.marketing_consent_default == "granted"
 
 
+class TrackingSettings(BaseModel):
+    """Tracked short links and open pixels in marketing content (app/tracking)."""
+
+    enabled: bool = Field(
+        default=True, description="rewrite the links of marketing content into tracked links"
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="where customers reach /t/{token} and /o/{token}; no trailing query",
+    )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+
 class CampaignSettings(BaseModel):
     """How campaigns walk their audience (app/campaigns/runner.py)."""
 
@@ -113,6 +131,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     marketing: MarketingSettings = MarketingSettings()
     customers: CustomerSettings = CustomerSettings()
+    tracking: TrackingSettings = TrackingSettings()
     campaigns: CampaignSettings = CampaignSettings()
 
     @field_validator("database_url")

@@ -15,6 +15,7 @@ The transactional content always goes out unchanged; the patch is added only whe
 from __future__ import annotations
 
 import html as html_lib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,9 @@ class PatchSettings:
     sms_signature: str | None = None
     provider_slot: str = "patch"  # the parameter of provider SMS templates that takes it
     wechat_field: str = "remark"
+    # links of patched content become tracked links after composing (app/tracking): a budget
+    # counts every URL at no less than their length
+    tracked_url_length: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def _sms(content: Mapping[str, Any], patch: Patch, settings: PatchSettings) -> C
     body = str(content.get("body", ""))
     # no space after full-width punctuation (。！？) or an existing break
     patched = body + ("" if body.endswith((" ", "\n", "。", "！", "？", "；")) else " ") + line
-    length = sms_length(patched, signature=settings.sms_signature)
+    length = sms_length(_as_tracked(patched, settings), signature=settings.sms_signature)
     details = {"segments": length.segments, "budget": settings.sms_max_segments}
     if length.segments > settings.sms_max_segments:
         budget = settings.sms_max_segments
@@ -94,6 +98,17 @@ def _sms(content: Mapping[str, Any], patch: Patch, settings: PatchSettings) -> C
         )
     partial = f"no {settings.provider_slot!r} parameter in: {', '.join(missing)}"
     return Composed(out, True, partial if missing else None, details)
+
+
+_URL = re.compile(r"https?://[!-~]+", re.IGNORECASE)
+
+
+def _as_tracked(text: str, settings: PatchSettings) -> str:
+    """``text`` as long as it will be once its links are tracked (never shorter)."""
+    least = settings.tracked_url_length
+    if not least or "http" not in text.lower():
+        return text
+    return _URL.sub(lambda m: m.group(0).ljust(least, "x"), text)
 
 
 def _fill_slots(

@@ -7,7 +7,7 @@ from typing import Any
 from app.main import create_app
 from app.settings import Settings
 
-OPEN = {"/healthz", "/readyz", "/v1/callbacks/{provider_name}"}
+OPEN = {"/healthz", "/readyz", "/v1/callbacks/{provider_name}", "/t/{token}", "/o/{token}"}
 
 
 def _spec() -> dict[str, Any]:

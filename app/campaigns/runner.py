@@ -25,6 +25,7 @@ from abtest.assignment import Assigner, Variant
 from app.campaigns import repository
 from app.campaigns.models import Campaign
 from app.campaigns.repository import Advance, Member
+from app.campaigns.service import sends
 from app.db import commit
 from app.errors import AppError, IdempotencyConflict
 from app.experiments import repository as experiments
@@ -355,7 +356,7 @@ def _unrunnable(campaign: Campaign, experiment: Experiment | None) -> str | None
         return None
     if experiment is None:
         return f"experiment {campaign.experiment!r} no longer exists"
-    if experiment.status != "running":
+    if not sends(experiment):
         return f"experiment {experiment.key!r} is {experiment.status}, not running"
     try:
         assigner(experiment)

@@ -30,6 +30,14 @@ from app.timeutil import as_utc, utcnow
 from templates import repository as templates
 
 
+def sends(experiment: Experiment) -> bool:
+    """Whether a campaign may send for ``experiment``: while it runs, and once completed with
+    a winner (the rest of the audience gets the winner)."""
+    return experiment.status == "running" or (
+        experiment.status == "completed" and experiment.winner is not None
+    )
+
+
 async def get(session: AsyncSession, key: str) -> Campaign:
     found = await repository.by_key(session, key)
     if found is None:
@@ -143,7 +151,7 @@ async def _campaign_experiment(session: AsyncSession, campaign: Campaign) -> Exp
             "experiment",
             f"experiment {key!r} is a {experiment.kind} experiment, not a campaign one",
         )
-    if experiment.status in {"stopped", "completed"}:
+    if experiment.status != "draft" and not sends(experiment):
         raise ValidationFailed.field("experiment", f"experiment {key!r} is {experiment.status}")
     if experiment.segment != campaign.segment:
         raise ValidationFailed.field(
@@ -191,7 +199,7 @@ async def start(session: AsyncSession, key: str) -> Campaign:
     await _check(session, campaign)  # references may have changed since the draft was saved
     if campaign.experiment is not None:
         experiment = await experiments.by_key(session, campaign.experiment)
-        if experiment is not None and experiment.status != "running":
+        if experiment is not None and not sends(experiment):
             raise Conflict(
                 f"experiment {experiment.key!r} is {experiment.status}; start it before "
                 "the campaign"

@@ -215,6 +215,8 @@ class Composer:
             "content": content,
             "decision": decision,
             "patch": None,  # the strategy whose patch it carries (app/strategies/patching.py)
+            "experiment_id": None,  # and its experiment variant (app/experiments/patching.py)
+            "variant": None,
             "send_at": send_at,
             "next_attempt_at": send_at if scheduled else None,
             "created_at": now,

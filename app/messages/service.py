@@ -24,6 +24,7 @@ from app.errors import (
     ValidationFailed,
     field_errors_from_pydantic,
 )
+from app.experiments import patching as experiments
 from app.ids import new_ids
 from app.masking import mask_contact
 from app.messages import repository
@@ -42,6 +43,7 @@ from app.scenarios.service import load_spec
 from app.settings import Settings
 from app.strategies import patching
 from app.timeutil import utcnow
+from app.tracking.service import Tracker
 
 log = logging.getLogger("icc.messages")
 
@@ -107,6 +109,7 @@ class _Plan:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.patcher = patching.Patcher(settings)
+        self.tracker = Tracker(settings.tracking)
         self.specs: dict[tuple[str, tuple[tuple[str, str], ...]], Composer | AppError] = {}
         self.ids: list[str] = []
         self.done = False  # every request decided
@@ -131,6 +134,9 @@ class _Plan:
             customer_ids=customer_ids,
             settings=self.settings,
             now=utcnow(),
+        )
+        self.patcher.experiments = await experiments.load(
+            session, self.patcher.scenarios, customer_ids
         )
 
     def messages(
@@ -181,6 +187,7 @@ class _Plan:
         # every row gets the columns (None for API sends): a bulk insert needs one shape
         self.fresh[index].message.update(request.origin._asdict())
         self._patch(self.fresh[index].message, request, now)
+        self.tracker.track(self.fresh[index].message)
         return None
 
     def _patch(self, message: dict[str, Any], request: AcceptRequest, now: datetime) -> None:
@@ -219,7 +226,9 @@ async def accept_many(
     inserted = await repository.insert_messages(session, rows, expected=len(requests))
     assert plan.done, "insert_messages takes every row"
     written = [p for p in plan.fresh.values() if p.id in inserted]
+    await experiments.record(session, plan.patcher.experiments, [p.message for p in written])
     await repository.add_outbox(session, [p.outbox for p in written])
+    await plan.tracker.write(session, inserted)
     _enqueue_after_commit(session, queue, [p.id for p in written if p.immediate])
     for index, prepared in plan.fresh.items():
         if prepared.id in inserted:

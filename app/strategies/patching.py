@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as clock
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,11 +26,15 @@ from app.customers.consent import Consent, Purpose, allows, consent_state
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
+from app.tracking.links import tracked_url_length
 from strategies import decide
 from strategies.attributes import profile_of
 from strategies.patch import Patch, PatchSettings, compose
 from templates import repository as templates_repository
 from templates.renderer import TemplateError, render
+
+if TYPE_CHECKING:  # app.experiments.patching imports this module
+    from app.experiments.patching import Experiments
 
 log = logging.getLogger("icc.patching")
 CACHE_SECONDS = 2.0
@@ -107,12 +112,11 @@ class Patcher:
     scenarios: dict[str, ScenarioPatches] = field(default_factory=dict)
     consents: dict[str, Consent] = field(default_factory=dict)
     recent: dict[str, list[datetime]] = field(default_factory=dict)
+    experiments: Experiments | None = None  # live patch experiments (app/experiments)
 
     def __post_init__(self) -> None:
-        self.quiet = quiet_hours(self.settings.marketing)
-        self.composing = _patch_settings(self.settings)
-        granted = self.settings.customers.marketing_granted
-        self._default = consent_state([], marketing_granted=granted)  # read, never changed
+        # made for every group of messages: what the settings imply is worked out once
+        self.quiet, self.composing, self._default = _derived(self.settings)
 
     def apply(
         self,
@@ -142,7 +146,7 @@ class Patcher:
             channel = decision.channel
             record = decision.record()
             if decision.winner is not None:
-                record["composition"] = self._compose(message, channel, decision, patches)
+                record["composition"] = self._composition(message, channel, decision, patches)
                 if record["composition"]["applied"] and winner is None:
                     winner = decision.winner.key
             records[channel] = record
@@ -195,15 +199,31 @@ class Patcher:
         """The customer's consent: recorded decisions over the defaults."""
         return self.consents.get(customer_id, self._default)
 
-    def _compose(
+    def _composition(
         self,
         message: dict[str, Any],
         channel: str,
         decision: decide.Decision,
         patches: ScenarioPatches,
     ) -> dict[str, Any]:
+        """The winning strategy's patch, or that of the customer's experiment variant."""
+        arm = None
+        if self.experiments is not None and decision.winner is not None:
+            arm = self.experiments.choose(message, channel, decision.winner.key)
+        if arm is not None and arm.holdout:
+            return {"applied": False, "reason": "holdout"}
+        return self._compose(message, channel, decision, patches, arm.template if arm else None)
+
+    def _compose(
+        self,
+        message: dict[str, Any],
+        channel: str,
+        decision: decide.Decision,
+        patches: ScenarioPatches,
+        variant: PatchTemplate | None = None,
+    ) -> dict[str, Any]:
         key = decision.patch_template
-        template = patches.templates.get(key or "")
+        template = variant or patches.templates.get(key or "")
         if template is None:
             return {"applied": False, "reason": f"patch template {key!r} has no published version"}
         try:
@@ -222,13 +242,33 @@ class Patcher:
         return {"template": {"key": template.key, "version": template.version}} | composed.record()
 
 
-def _patch_settings(settings: Settings) -> PatchSettings:
+def _derived(settings: Settings) -> tuple[decide.HourWindow, PatchSettings, Consent]:
+    """Quiet hours, patch settings and the default consent (read, never changed) of
+    ``settings``, worked out once per distinct value."""
     m = settings.marketing
-    return PatchSettings(
-        sms_max_segments=m.sms_max_segments,
-        opt_out_hint=m.opt_out_hint,
-        sms_signature=m.sms_signature,
+    return _derive(
+        m.quiet_hours_start,
+        m.quiet_hours_end,
+        PatchSettings(
+            sms_max_segments=m.sms_max_segments,
+            opt_out_hint=m.opt_out_hint,
+            sms_signature=m.sms_signature,
+            tracked_url_length=(
+                tracked_url_length(settings.tracking.public_base_url)
+                if settings.tracking.enabled
+                else 0
+            ),
+        ),
+        settings.customers.marketing_granted,
     )
+
+
+@lru_cache(maxsize=16)
+def _derive(
+    start: str, end: str, composing: PatchSettings, granted: bool
+) -> tuple[decide.HourWindow, PatchSettings, Consent]:
+    quiet = decide.HourWindow(clock.fromisoformat(start), clock.fromisoformat(end))
+    return quiet, composing, consent_state([], marketing_granted=granted)
 
 
 async def load(

@@ -7,13 +7,22 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, bindparam, func, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    SQLColumnExpression,
+    String,
+    bindparam,
+    func,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer
 from app.db import dialect_name
 from app.messages.models import Message
 from app.strategies.models import Segment, Strategy
+from app.timeutil import as_utc
 from strategies.rules import Rule
 from strategies.sql import compile_sql
 
@@ -110,8 +119,9 @@ async def recent_patches(
         size = next(n for n in _SEEK_SIZES if n >= len(unique))
         padded = unique + [unique[-1]] * (size - len(unique))
         params: dict[str, Any] = {f"c{i}": c for i, c in enumerate(padded)}
-        params |= {"since": since, "most": most}
-        _collect(found, await session.execute(_seeks(size), params))
+        sqlite = dialect_name(session) == "sqlite"
+        params |= {"since": _sqlite_time(since) if sqlite else since, "most": most}
+        _collect(found, await session.execute(_seeks(size, sqlite), params))
         return {c: sorted(set(ats), reverse=True) for c, ats in found.items()}
     for start in range(0, len(unique), 500):  # a batch: one cached statement per 500
         stmt = _latest_many(unique[start : start + 500], since, most)
@@ -119,14 +129,22 @@ async def recent_patches(
     return found
 
 
-@lru_cache(maxsize=len(_SEEK_SIZES))
-def _seeks(size: int) -> Any:
+def _sqlite_time(at: datetime) -> str:
+    """``at`` as SQLite stores a UTCDateTime (SQLAlchemy's DATETIME text format)."""
+    return as_utc(at).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@lru_cache(maxsize=2 * len(_SEEK_SIZES))
+def _seeks(size: int, sqlite: bool) -> Any:
+    # The union repeats "since" once per customer; on SQLite it is bound as the stored text,
+    # formatted once, rather than through the DATETIME processor at every position.
+    since = bindparam("since", type_=String) if sqlite else bindparam("since")
     parts = [
         select(Message.customer_id, Message.created_at)
         .where(
             Message.customer_id == bindparam(f"c{i}"),
             Message.patch.is_not(None),
-            Message.created_at >= bindparam("since"),
+            Message.created_at >= since,
         )
         .order_by(Message.created_at.desc())
         .limit(bindparam("most"))

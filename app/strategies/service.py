@@ -250,9 +250,14 @@ def _time(text: str) -> time:
     return time(int(hours), int(minutes))
 
 
-def compiled(row: Strategy, rule: Rule | None) -> decide.Strategy:
+def compiled(
+    row: Strategy, rule: Rule | None, matches: Callable[[Any], bool] | None = None
+) -> decide.Strategy:
     """The decision's view of a stored strategy. A segment whose rule no longer validates
-    (the attribute schema changed) matches nobody rather than failing sends."""
+    (the attribute schema changed) matches nobody rather than failing sends. ``matches``: the
+    segment's predicate when the caller compiled it already (strategies share segments)."""
+    if matches is None:
+        matches = compile_predicate(rule) if rule is not None else _nobody
     hours = (
         decide.HourWindow(_time(row.hours["start"]), _time(row.hours["end"])) if row.hours else None
     )
@@ -265,7 +270,7 @@ def compiled(row: Strategy, rule: Rule | None) -> decide.Strategy:
         key=row.key,
         scenario=row.scenario,
         segment=row.segment,
-        matches=compile_predicate(rule) if rule is not None else _nobody,
+        matches=matches,
         patch_templates=dict(row.patch_templates),
         priority=row.priority,
         active=row.status == "active",
@@ -295,7 +300,9 @@ async def load_for_scenario(session: AsyncSession, scenario: str) -> list[decide
         except AppError:
             log.warning("segment no longer fits the attribute schema", extra={"segment": key})
             rules[key] = None
-    return [compiled(r, rules.get(r.segment)) for r in rows]
+    # one predicate per segment, however many strategies share it
+    predicates = {k: compile_predicate(r) if r is not None else _nobody for k, r in rules.items()}
+    return [compiled(r, rules.get(r.segment), predicates.get(r.segment, _nobody)) for r in rows]
 
 
 def cap_window(now: datetime, rules: list[decide.Strategy]) -> tuple[datetime, int] | None:

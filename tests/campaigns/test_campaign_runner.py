@@ -333,3 +333,24 @@ async def test_a_stopped_experiment_pauses_the_campaign(manual: Platform) -> Non
     state = await helpers.campaign(platform.runtime)
     assert (state.status, state.processed) == ("paused", 50)
     assert state.last_error == "experiment 'channels' is stopped, not running"
+
+
+async def test_a_winner_takes_the_rest_of_the_audience(manual: Platform) -> None:
+    platform = manual
+    experiment = await helpers.add_experiment(platform.runtime, coverage=1.0)
+    async with platform.client("marketer") as client:
+        ids = await helpers.setup(platform, client, 80)
+        await helpers.create(client, experiment="channels", respect_quiet_hours=False)
+        campaign_id = (await helpers.start(client))["id"]
+    runner = _runner(platform)
+    assert await runner.run_chunk(campaign_id) is not None
+    async with platform.runtime.sessionmaker() as session:
+        row = await session.get(Experiment, experiment.id)
+        assert row is not None
+        row.status, row.winner = "completed", "email_b"
+        await session.commit()
+    await _drive(runner, platform)
+    later = [m for m in await helpers.messages(platform.runtime) if m.customer_id in ids[50:]]
+    assert len(later) == 30
+    assert {(m.variant, m.channel) for m in later} == {("email_b", "email")}
+    assert (await helpers.campaign(platform.runtime)).status == "completed"

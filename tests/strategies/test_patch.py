@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.tracking.links import track_content, tracked_url_length
 from strategies.patch import PLACEHOLDER, Patch, PatchSettings, compose, sms_patch_text
 from templates.sms_length import sms_length
 
@@ -90,3 +91,30 @@ def test_wechat_puts_the_patch_in_the_remark_and_the_link_as_jump_url() -> None:
     assert composed.content["url"] == "https://bank.example/w?c=1"
     with_url = compose("wechat", content | {"url": "https://bank.example/tx"}, WEALTH, SETTINGS)
     assert with_url.content["url"] == "https://bank.example/tx"  # the notice's own link stays
+
+
+def test_the_sms_budget_counts_links_as_long_as_their_tracked_form() -> None:
+    """A short link in the patch becomes a longer tracked link after composing: the budget
+    must count the tracked length, or the final SMS could exceed it."""
+    base = "https://m.example-bank.com.cn/marketing/go"
+    least = tracked_url_length(base)
+    short = Patch(text="理财点击 http://a.cn/x 了解")
+    # grow the notice until the untracked patch just fits in two segments
+    notice, fits = NOTICE, NOTICE
+    while compose("sms", {"body": notice}, short, SETTINGS).applied:
+        fits, notice = notice, notice + "余"
+    untracked = compose("sms", {"body": fits}, short, SETTINGS)
+    assert untracked.applied
+    tracking = PatchSettings(sms_signature="示例银行", tracked_url_length=least)
+    counted = compose("sms", {"body": fits}, short, tracking)
+    assert not counted.applied  # with the tracked link it would need a third segment
+    assert str(counted.reason).startswith("sms_length: 3 segments")
+    # and what does fit stays within the budget once its link is really tracked
+    for body in (NOTICE, NOTICE + "余" * 5):
+        composed = compose("sms", {"body": body}, short, tracking)
+        if composed.applied:
+            content, links = track_content({"sms": composed.content}, base_url=base)
+            assert [link.url for link in links] == ["http://a.cn/x"]
+            final = content["sms"]["body"]
+            assert "http://a.cn/x" not in final
+            assert sms_length(final, signature="示例银行").segments <= 2

@@ -1,0 +1,230 @@
+"""Patch experiments at send time: a strategy with a live experiment has its customers split
+among the experiment's variants (app/strategies/patching.py asks :meth:`Experiments.choose`
+for each channel the strategy wins).
+
+- outside the sample (coverage, or a full ``sample_size``): the strategy's own patch;
+- a holdout: no patch (reason "holdout");
+- a patch variant: its template instead of the strategy's, on its channel or on every channel.
+
+The message records ``experiment_id`` and ``variant`` (also for the holdout), its decision
+says ``{"experiment": key, "variant": ...}``, and :func:`record` stores each customer's
+assignment once, in the transaction that inserts the messages.
+
+Live experiments (running, or completed with a winner) are loaded with one query and cached
+as briefly as the strategies (app/strategies/patching.py), dropped at once when an experiment
+changes in this process. A scenario without active strategies costs no query at all; one
+whose strategies have no live experiment costs only the cached lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from abtest.assignment import Assigner
+from app.experiments import repository, service
+from app.experiments.assigning import assigner, variant_for
+from app.experiments.models import Experiment
+from app.strategies.patching import CACHE_SECONDS, PatchTemplate, ScenarioPatches
+from templates import repository as templates_repository
+
+log = logging.getLogger("icc.experiments")
+CHUNK = 500  # customer ids per lookup of recorded assignments
+
+
+@dataclass(frozen=True)
+class LiveVariant:
+    key: str
+    holdout: bool
+    channel: str | None
+    template: str | None
+
+
+@dataclass
+class LiveExperiment:
+    row: Experiment  # loaded with expire_on_commit off: plain values, read only
+    assigner: Assigner
+    variants: dict[str, LiveVariant]
+    # customers in the sample: recorded when loaded, plus those this process added since (a
+    # cached count: other processes' additions show at the next load, so a capped sample
+    # may overshoot by what they add within the cache time)
+    taken: int
+
+    def full(self) -> bool:
+        size = self.row.sample_size
+        return size is not None and self.taken >= size
+
+
+@dataclass(frozen=True)
+class Live:
+    by_strategy: dict[str, LiveExperiment]
+    templates: dict[str, PatchTemplate]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What a variant does on one channel: no patch (holdout) or its own patch template."""
+
+    holdout: bool
+    template: PatchTemplate | None = None
+
+
+_cache: list[tuple[float, Live]] = []
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+service.on_change(clear_cache)
+
+
+async def live(session: AsyncSession) -> Live:
+    """The live patch experiments by strategy, with their variants' patch templates."""
+    now = time.monotonic()
+    if _cache and _cache[0][0] > now:
+        return _cache[0][1]
+    rows = await repository.live_patch_experiments(session)
+    counts = await repository.assignment_counts(
+        session, [r.id for r in rows if r.sample_size is not None]
+    )
+    keys = sorted({v["template"] for r in rows for v in r.variants if v.get("template")})
+    current = await templates_repository.current_versions(session, keys) if keys else {}
+    found = Live(
+        by_strategy={
+            r.strategy: _live_experiment(r, counts.get(r.id, 0)) for r in rows if r.strategy
+        },
+        templates={key: _patch_template(key, version) for key, (_, version) in current.items()},
+    )
+    _cache[:] = [(now + CACHE_SECONDS, found)]
+    return found
+
+
+def _live_experiment(row: Experiment, assigned: int) -> LiveExperiment:
+    variants = {
+        v["key"]: LiveVariant(
+            key=v["key"],
+            holdout=bool(v.get("holdout")),
+            channel=v.get("channel"),
+            template=v.get("template"),
+        )
+        for v in row.variants
+    }
+    return LiveExperiment(row=row, assigner=assigner(row), variants=variants, taken=assigned)
+
+
+def _patch_template(key: str, version: Any) -> PatchTemplate:
+    options = version.options or {}
+    return PatchTemplate(
+        key=key,
+        version=version.version,
+        body=version.body,
+        html=options.get("html"),
+        url=(options.get("wechat") or {}).get("url"),
+    )
+
+
+@dataclass
+class Experiments:
+    """The live experiments of one group's strategies, and who is already in a capped sample."""
+
+    by_strategy: dict[str, LiveExperiment]
+    templates: dict[str, PatchTemplate]
+    # experiment id -> customers of the group already in a capped sample (sample_size)
+    recorded: dict[str, set[str]] = field(default_factory=dict)
+
+    def choose(self, message: dict[str, Any], channel: str, strategy: str) -> Arm | None:
+        """The arm of ``message``'s customer on ``channel``, where ``strategy`` won; None:
+        the strategy's own patch. Marks the message with the experiment and variant."""
+        experiment = self.by_strategy.get(strategy)
+        if experiment is None:
+            return None
+        variant = self._variant(message, experiment)
+        if variant is None:
+            return None
+        if variant.holdout:
+            return Arm(holdout=True)
+        if variant.channel is not None and variant.channel != channel:
+            return None  # the variant changes another channel's patch only
+        template = self.templates.get(variant.template or "")
+        if template is None:  # unpublished since the start: keep the customer patched
+            log.warning("variant template unpublished", extra={"variant": variant.key})
+            return None
+        return Arm(holdout=False, template=template)
+
+    def _variant(self, message: dict[str, Any], experiment: LiveExperiment) -> LiveVariant | None:
+        row = experiment.row
+        current = message.get("experiment_id")
+        if current is not None:  # decided on an earlier channel of this message
+            return experiment.variants[message["variant"]] if current == row.id else None
+        customer_id: str = message["customer_id"]
+        recorded = self.recorded.get(row.id)
+        known = recorded is None or customer_id in recorded
+        if not known and experiment.full():
+            return None  # the capped sample is complete: only its customers stay in
+        key = variant_for(row, experiment.assigner, customer_id)
+        if key is None:
+            return None
+        if recorded is not None and not known:
+            recorded.add(customer_id)  # counted once, whatever its later messages
+            experiment.taken += 1
+        message["experiment_id"], message["variant"] = row.id, key
+        message["decision"]["experiment"], message["decision"]["variant"] = row.key, key
+        return experiment.variants[key]
+
+
+async def load(
+    session: AsyncSession, scenarios: Mapping[str, ScenarioPatches], customer_ids: Sequence[str]
+) -> Experiments | None:
+    """The live experiments of the group's active strategies; None when there are none (the
+    common case: no query beyond the cached lookup, none at all without strategies)."""
+    strategies = {r.key for p in scenarios.values() for r in p.rules}
+    if not strategies:
+        return None
+    found = await live(session)
+    mine = {k: e for k, e in found.by_strategy.items() if k in strategies}
+    if not mine:
+        return None
+    experiments = Experiments(mine, found.templates)
+    for e in mine.values():
+        if e.row.sample_size is not None:
+            # a capped sample keeps its customers; new ones join while it is short
+            experiments.recorded[e.row.id] = await _recorded(session, e.row.id, customer_ids)
+    return experiments
+
+
+async def _recorded(
+    session: AsyncSession, experiment_id: str, customer_ids: Sequence[str]
+) -> set[str]:
+    unique = list(dict.fromkeys(customer_ids))
+    found: set[str] = set()
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        found.update(await repository.assignments_of(session, experiment_id, chunk))
+    return found
+
+
+async def record(
+    session: AsyncSession, experiments: Experiments | None, messages: Iterable[dict[str, Any]]
+) -> None:
+    """Store the assignments of the inserted ``messages`` (once per customer: sticky)."""
+    if experiments is None:
+        return
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for m in messages:
+        if m.get("experiment_id") is not None:
+            rows.setdefault(
+                (m["experiment_id"], m["customer_id"]),
+                {
+                    "experiment_id": m["experiment_id"],
+                    "customer_id": m["customer_id"],
+                    "variant": m["variant"],
+                    "assigned_at": m["created_at"],
+                },
+            )
+    await repository.record_assignments(session, list(rows.values()))
