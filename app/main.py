@@ -16,6 +16,7 @@ from app.callbacks.endpoints import router as callbacks_router
 from app.customers.endpoints import attributes_router as customer_attributes_router
 from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
+from app.experiments.report_endpoints import router as experiment_reports_router
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
@@ -108,6 +109,7 @@ def create_app(
         strategies_router,
         customers_router,
         customer_attributes_router,
+        experiment_reports_router,
     )
     for router in routers:
         app.include_router(router)

@@ -86,6 +86,14 @@ class CustomerSettings(BaseModel):
         return self.marketing_consent_default == "granted"
 
 
+class ExperimentSettings(BaseModel):
+    """A/B experiments."""
+
+    evaluate_seconds: float = Field(
+        default=60.0, gt=0, description="seconds between auto-winner evaluations"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ICC_", env_nested_delimiter="__", extra="ignore", env_file=None
@@ -104,6 +112,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     marketing: MarketingSettings = MarketingSettings()
     customers: CustomerSettings = CustomerSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @field_validator("database_url")
     @classmethod

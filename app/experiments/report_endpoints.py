@@ -1,0 +1,69 @@
+"""``GET /v1/experiments/{key}/report`` as JSON, CSV and an HTML page (analysts, marketers)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import HTMLResponse
+
+from app.auth.schemas import Role
+from app.auth.service import Principal
+from app.deps import ReadSessionDep, require
+from app.errors import ERROR_RESPONSES, error_responses
+from app.experiments.report_formats import report_csv, report_html
+from app.experiments.report_service import report_of
+from app.timeutil import utcnow
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
+ReportReader = Annotated[Principal, Depends(require(Role.analyst, Role.marketer))]
+_404 = error_responses(404)
+_REPORT_EXAMPLE = {
+    "experiment": "wealth-patch-2026-11",
+    "status": "running",
+    "settings": {"metric": "converted", "control": "holdout", "confidence": 0.95},
+    "arms": [
+        {
+            "variant": "holdout",
+            "control": True,
+            "stages": {"assigned": {"count": 1000, "trials": 1000, "rate": 1.0}},
+        }
+    ],
+    "srm": {"statistic": 0.4, "df": 1, "p_value": 0.53, "mismatch": False},
+    "sequential": {"winner": None},
+}
+
+
+@router.get(
+    "/{key}/report",
+    summary="An experiment's report: every count, rate, interval and test, with its settings",
+    responses={**_404, 200: {"content": {"application/json": {"example": _REPORT_EXAMPLE}}}},
+)
+async def get_report(key: str, session: ReadSessionDep, _: ReportReader) -> dict[str, Any]:
+    return await report_of(session, key, now=utcnow())
+
+
+@router.get(
+    "/{key}/report.csv",
+    summary="An experiment's report as CSV: one row per variant and funnel stage",
+    response_class=Response,
+    responses={**_404, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def get_report_csv(key: str, session: ReadSessionDep, _: ReportReader) -> Response:
+    report = await report_of(session, key, now=utcnow())
+    filename = f"experiment-{key}-report.csv".replace('"', "")
+    return Response(
+        report_csv(report),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(
+    "/{key}/report.html",
+    summary="An experiment's report as a page readable without tools",
+    response_class=HTMLResponse,
+    responses=_404,
+)
+async def get_report_html(key: str, session: ReadSessionDep, _: ReportReader) -> HTMLResponse:
+    return HTMLResponse(report_html(await report_of(session, key, now=utcnow())))
