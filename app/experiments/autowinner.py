@@ -117,10 +117,11 @@ async def evaluate_forever(runtime: Runtime) -> None:
     logged and never end the loop."""
     interval = runtime.settings.experiments.evaluate_seconds
     while True:
+        # sleep first: processes starting together do not all evaluate at once
+        await asyncio.sleep(interval)
         try:
             await evaluate_running(runtime)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("auto-winner evaluation failed")
-        await asyncio.sleep(interval)

@@ -15,9 +15,18 @@ from app.experiments.report_formats import report_csv, report_html
 from app.experiments.report_service import report_of
 from app.timeutil import utcnow
 
-router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
+# No router-wide error responses: FastAPI would document them in the media type of the CSV
+# and HTML routes, while errors are always JSON.
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 ReportReader = Annotated[Principal, Depends(require(Role.analyst, Role.marketer))]
-_404 = error_responses(404)
+_ERRORS = {**ERROR_RESPONSES, **error_responses(404)}
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": entry["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for code, entry in _ERRORS.items()
+}
 _REPORT_EXAMPLE = {
     "experiment": "wealth-patch-2026-11",
     "status": "running",
@@ -37,7 +46,7 @@ _REPORT_EXAMPLE = {
 @router.get(
     "/{key}/report",
     summary="An experiment's report: every count, rate, interval and test, with its settings",
-    responses={**_404, 200: {"content": {"application/json": {"example": _REPORT_EXAMPLE}}}},
+    responses={**_ERRORS, 200: {"content": {"application/json": {"example": _REPORT_EXAMPLE}}}},
 )
 async def get_report(key: str, session: ReadSessionDep, _: ReportReader) -> dict[str, Any]:
     return await report_of(session, key, now=utcnow())
@@ -47,7 +56,7 @@ async def get_report(key: str, session: ReadSessionDep, _: ReportReader) -> dict
     "/{key}/report.csv",
     summary="An experiment's report as CSV: one row per variant and funnel stage",
     response_class=Response,
-    responses={**_404, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={**_JSON_ERRORS, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def get_report_csv(key: str, session: ReadSessionDep, _: ReportReader) -> Response:
     report = await report_of(session, key, now=utcnow())
@@ -63,7 +72,7 @@ async def get_report_csv(key: str, session: ReadSessionDep, _: ReportReader) -> 
     "/{key}/report.html",
     summary="An experiment's report as a page readable without tools",
     response_class=HTMLResponse,
-    responses=_404,
+    responses=_JSON_ERRORS,
 )
 async def get_report_html(key: str, session: ReadSessionDep, _: ReportReader) -> HTMLResponse:
     return HTMLResponse(report_html(await report_of(session, key, now=utcnow())))
