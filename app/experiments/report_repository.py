@@ -196,3 +196,14 @@ async def daily_counts(session: AsyncSession, experiment: Experiment) -> list[Da
     assigned = await session.execute(_daily_assignments(session, experiment.id))
     converted = await session.execute(_daily_conversions(session, experiment))
     return _merge_daily(variant_keys(experiment), assigned.all(), converted.all())
+
+
+def report_statements(session: AsyncSession, experiment: Experiment) -> list[AnySelect]:
+    """Every statement a report runs (for EXPLAIN in bench/experiment_report.py)."""
+    return [
+        _assignment_counts(experiment.id),
+        _message_counts(experiment.id),
+        _conversion_counts(experiment),
+        _daily_assignments(session, experiment.id),
+        _daily_conversions(session, experiment),
+    ]
