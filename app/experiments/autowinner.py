@@ -51,14 +51,17 @@ def _decision(
     }
 
 
-async def evaluate(
+def _open(experiment: Experiment) -> bool:
+    return experiment.status == "running" and experiment.auto_winner and not experiment.winner
+
+
+async def decide(
     session: AsyncSession, experiment: Experiment, now: datetime
 ) -> dict[str, Any] | None:
-    """Decide ``experiment`` if it is running with auto_winner on, every arm has at least
-    ``min_sample`` customers and the peek-safe test finds a winner at its confidence: then
-    record winner, winner_decision (every number used, the time, "by": "auto") and complete
-    it. The decision, or None when nothing was decided. The caller commits."""
-    if experiment.status != "running" or not experiment.auto_winner or experiment.winner:
+    """The auto decision ``experiment`` would take now, without recording it: None unless it
+    is running with auto_winner on, every arm has at least ``min_sample`` customers and the
+    peek-safe test finds a winner at its confidence. Only reads."""
+    if not _open(experiment):
         return None
     arms = await report_repository.arm_counts(session, experiment)
     if not arms or _smallest_arm(arms) < experiment.min_sample:
@@ -66,15 +69,28 @@ async def evaluate(
     winner, numbers = peek_safe_winner(
         arms, experiment.control, experiment.confidence, metric=experiment.metric
     )
-    if winner is None:
-        return None
-    decision = _decision(experiment, arms, winner, numbers, now)
-    experiment.winner = winner
+    return None if winner is None else _decision(experiment, arms, winner, numbers, now)
+
+
+def record(experiment: Experiment, decision: dict[str, Any], now: datetime) -> None:
+    """Set the decided winner with its numbers and complete the experiment."""
+    experiment.winner = decision["winner"]
     experiment.winner_decision = decision
     experiment.status = "completed"
     experiment.completed_at = now
     experiment.updated_at = now
-    log.info("experiment %s: %s wins (auto)", experiment.key, winner)
+    log.info("experiment %s: %s wins (auto)", experiment.key, experiment.winner)
+
+
+async def evaluate(
+    session: AsyncSession, experiment: Experiment, now: datetime
+) -> dict[str, Any] | None:
+    """Decide ``experiment`` (see :func:`decide`) and, when a winner is found, record
+    winner, winner_decision (every number used, the time, "by": "auto") and complete it.
+    The decision, or None when nothing was decided. The caller commits."""
+    decision = await decide(session, experiment, now)
+    if decision is not None:
+        record(experiment, decision, now)
     return decision
 
 
@@ -100,16 +116,25 @@ async def evaluate_running(runtime: Runtime) -> int:
 
 
 async def _evaluate_one(runtime: Runtime, experiment_id: str) -> int:
+    now = utcnow()
+    # The counting reads in a read session: on SQLite the writer's lock is not held while
+    # the experiment's messages are aggregated.
+    async with runtime.read_sessionmaker() as session:
+        experiment = await session.get(Experiment, experiment_id)
+        decision = None if experiment is None else await decide(session, experiment, now)
+    if decision is None:
+        return 0
     async with runtime.sessionmaker() as session:
-        # lock the row on PostgreSQL so that two workers never decide it twice
+        # the row locked on PostgreSQL, and checked again: two workers never decide it twice,
+        # and a stop or a manual winner meanwhile wins
         experiment = await session.scalar(
             select(Experiment).where(Experiment.id == experiment_id).with_for_update()
         )
-        if experiment is None:
+        if experiment is None or not _open(experiment):
             return 0
-        decision = await evaluate(session, experiment, utcnow())
+        record(experiment, decision, now)
         await session.commit()
-    return 0 if decision is None else 1
+    return 1
 
 
 async def evaluate_forever(runtime: Runtime) -> None:
