@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -60,7 +61,8 @@ async def get_report(key: str, session: ReadSessionDep, _: ReportReader) -> dict
 )
 async def get_report_csv(key: str, session: ReadSessionDep, _: ReportReader) -> Response:
     report = await report_of(session, key, now=utcnow())
-    filename = f"experiment-{key}-report.csv".replace('"', "")
+    # a header is latin-1: anything but a plain file-name character becomes "_"
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", f"experiment-{key}-report.csv")
     return Response(
         report_csv(report),
         media_type="text/csv; charset=utf-8",

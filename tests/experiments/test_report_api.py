@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import pytest
@@ -14,8 +15,10 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
+from abtest.counts import ArmCounts
+from app.experiments.reporting import build_report
 from tests.conftest import Platform
-from tests.experiments.report_data import arm_rows, experiment, message, store
+from tests.experiments.report_data import T0, arm_rows, experiment, message, store
 
 URL = "/v1/experiments/exp1/report"
 
@@ -113,3 +116,32 @@ async def test_roles(platform: Platform) -> None:
     assert (await get(platform, URL + ".csv", "system")).status_code == 403
     for role in ("analyst", "marketer", "admin"):
         assert (await get(platform, URL, role)).status_code == 200
+
+
+def test_empty_or_inconsistent_counts_give_none_never_nan() -> None:
+    arms = [
+        ArmCounts("holdout", 0, 0, 0, 0, 0),
+        ArmCounts("sms", 2, 3, 0, 0, 5),  # more converted than assigned: rows disagree
+        ArmCounts("wechat", 10, 10, 10, 10, 10),
+    ]
+    report = build_report(experiment(), arms, [], now=T0)
+    json.dumps(report, allow_nan=False)
+    holdout, sms, wechat = report["arms"]
+    assert holdout["stages"]["converted"]["rate"] is None
+    assert sms["stages"]["sent"] == {
+        "count": 3,
+        "trials": 2,
+        "rate": None,
+        "ci_low": None,
+        "ci_high": None,
+        "vs_control": None,
+    }
+    assert wechat["stages"]["converted"]["vs_control"]["p_value"] is None
+    assert report["sequential"]["winner"] is None
+
+
+async def test_csv_file_name_is_safe_for_any_key(platform: Platform) -> None:
+    await store(platform.runtime.sessionmaker, [experiment('理财 "A"', status="draft")])
+    response = await get(platform, '/v1/experiments/理财 "A"/report.csv')
+    assert response.status_code == 200
+    assert 'filename="experiment-____A_-report.csv"' in response.headers["content-disposition"]
