@@ -22,6 +22,7 @@ from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
 from app.db import checkpoint_forever, commit, create_engine, create_sessionmaker
 from app.errors import AppError, InternalError
+from app.experiments import autowinner
 from app.messages import delivery, tasks
 from app.messages.outcomes import Claimed, Outcome
 from app.messages.repository import apply_outcomes
@@ -81,6 +82,7 @@ class Runtime:
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._evaluator: asyncio.Task[None] | None = None
 
     def _make_queue(self) -> MessageQueue:
         q = self.settings.queue
@@ -97,6 +99,7 @@ class Runtime:
             await self._ensure_bootstrap_key(self.settings.bootstrap_admin_key.get_secret_value())
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
+            self._evaluator = asyncio.create_task(autowinner.evaluate_forever(self))
         if self.settings.is_sqlite:
             self._checkpointer = asyncio.create_task(checkpoint_forever(self.read_engine))
 
@@ -166,7 +169,7 @@ class Runtime:
         await delivery.process_many(self, ids)
 
     async def close(self) -> None:
-        for task in (self._sweeper, self._checkpointer):
+        for task in (self._sweeper, self._evaluator, self._checkpointer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -104,6 +104,14 @@ class TrackingSettings(BaseModel):
         return url.rstrip("/")
 
 
+class ExperimentSettings(BaseModel):
+    """A/B experiments."""
+
+    evaluate_seconds: float = Field(
+        default=60.0, gt=0, description="seconds between auto-winner evaluations"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ICC_", env_nested_delimiter="__", extra="ignore", env_file=None
@@ -123,6 +131,7 @@ class Settings(BaseSettings):
     marketing: MarketingSettings = MarketingSettings()
     customers: CustomerSettings = CustomerSettings()
     tracking: TrackingSettings = TrackingSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @field_validator("database_url")
     @classmethod
