@@ -18,6 +18,7 @@ from app.customers.endpoints import attributes_router as customer_attributes_rou
 from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
 from app.experiments.endpoints import router as experiments_router
+from app.experiments.report_endpoints import router as experiment_reports_router
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
@@ -115,6 +116,7 @@ def create_app(
         customer_attributes_router,
         tracking_router,
         conversions_router,
+        experiment_reports_router,
         campaigns_router,
     )
     for router in routers:

@@ -23,6 +23,7 @@ from app.batching import Coalescer
 from app.campaigns import runner as campaigns
 from app.db import checkpoint_forever, commit, create_engine, create_sessionmaker
 from app.errors import AppError, InternalError
+from app.experiments import autowinner
 from app.messages import delivery, tasks
 from app.messages.outcomes import Claimed, Outcome
 from app.messages.repository import apply_outcomes
@@ -83,6 +84,7 @@ class Runtime:
         self._sweeper: asyncio.Task[None] | None = None
         self._campaigns: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
+        self._evaluator: asyncio.Task[None] | None = None
 
     def _make_queue(self) -> MessageQueue:
         q = self.settings.queue
@@ -100,6 +102,7 @@ class Runtime:
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
             self._campaigns = asyncio.create_task(campaigns.run_forever(self))
+            self._evaluator = asyncio.create_task(autowinner.evaluate_forever(self))
         if self.settings.is_sqlite:
             self._checkpointer = asyncio.create_task(checkpoint_forever(self.read_engine))
 
@@ -170,7 +173,7 @@ class Runtime:
 
     async def close(self) -> None:
         # the campaign runner first: a chunk rolled back by the cancel is simply run again
-        for task in (self._campaigns, self._sweeper, self._checkpointer):
+        for task in (self._campaigns, self._sweeper, self._evaluator, self._checkpointer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

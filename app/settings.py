@@ -104,6 +104,14 @@ class TrackingSettings(BaseModel):
         return url.rstrip("/")
 
 
+class ExperimentSettings(BaseModel):
+    """A/B experiments."""
+
+    evaluate_seconds: float = Field(
+        default=60.0, gt=0, description="seconds between auto-winner evaluations"
+    )
+
+
 class CampaignSettings(BaseModel):
     """How campaigns walk their audience (app/campaigns/runner.py)."""
 
@@ -132,6 +140,7 @@ class Settings(BaseSettings):
     marketing: MarketingSettings = MarketingSettings()
     customers: CustomerSettings = CustomerSettings()
     tracking: TrackingSettings = TrackingSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
     campaigns: CampaignSettings = CampaignSettings()
 
     @field_validator("database_url")

@@ -21,6 +21,7 @@ BENCHMARKS = (
     "strategies_accept",
     "decide_speed",
     "assignment_speed",
+    "experiment_report",
 )
 TIMEOUT = 600.0  # seconds per benchmark; each takes about one to three minutes
 

@@ -35,13 +35,16 @@ class Message(Base):
             sqlite_where=text("patch IS NOT NULL"),
             postgresql_where=text("patch IS NOT NULL"),
         ),
-        # experiment reports aggregate a variant's messages
+        # experiment reports reduce a variant's messages to one row per customer: on
+        # PostgreSQL an index-only scan in that order (migration 0007)
         Index(
             "ix_messages_experiment",
             "experiment_id",
             "variant",
+            "customer_id",
             sqlite_where=text("experiment_id IS NOT NULL"),
             postgresql_where=text("experiment_id IS NOT NULL"),
+            postgresql_include=["sent_at", "delivered_at", "clicked_at", "cost"],
         ),
     )
 
