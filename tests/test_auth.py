@@ -16,6 +16,11 @@ OPEN_ROUTES = {
     # authenticated the way each provider signs its pushes (tests/test_callbacks.py)
     ("GET", "/v1/callbacks/{provider_name}"),
     ("POST", "/v1/callbacks/{provider_name}"),
+    # tracked links and open pixels, reached by customers (tests/tracking)
+    ("GET", "/t/{token}"),
+    ("HEAD", "/t/{token}"),
+    ("GET", "/o/{token}"),
+    ("HEAD", "/o/{token}"),
 }
 
 # (method, path) -> roles allowed (admin always)
@@ -66,6 +71,30 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/v1/strategies/{key}"): {"marketer"},
     ("POST", "/v1/strategies/explain"): {"marketer"},
     ("POST", "/v1/strategies/dry-run"): {"marketer"},
+    ("POST", "/v1/experiments"): {"marketer"},
+    ("GET", "/v1/experiments"): {"marketer", "analyst"},
+    ("GET", "/v1/experiments/{ref}"): {"marketer", "analyst"},
+    ("PATCH", "/v1/experiments/{ref}"): {"marketer"},
+    ("DELETE", "/v1/experiments/{ref}"): {"marketer"},
+    ("POST", "/v1/experiments/{ref}/start"): {"marketer"},
+    ("POST", "/v1/experiments/{ref}/stop"): {"marketer"},
+    ("POST", "/v1/experiments/{ref}/complete"): {"marketer"},
+    ("GET", "/v1/experiments/{ref}/assignments"): {"marketer", "analyst"},
+    ("GET", "/v1/experiments/{ref}/assignments/{customer_id}"): {"marketer", "analyst"},
+    ("GET", "/v1/experiments/{key}/report"): {"marketer", "analyst"},
+    ("GET", "/v1/experiments/{key}/report.csv"): {"marketer", "analyst"},
+    ("GET", "/v1/experiments/{key}/report.html"): {"marketer", "analyst"},
+    ("POST", "/v1/campaigns"): {"marketer"},
+    ("GET", "/v1/campaigns"): {"marketer", "analyst"},
+    ("GET", "/v1/campaigns/{key}"): {"marketer", "analyst"},
+    ("PATCH", "/v1/campaigns/{key}"): {"marketer"},
+    ("POST", "/v1/campaigns/{key}/start"): {"marketer"},
+    ("POST", "/v1/campaigns/{key}/pause"): {"marketer"},
+    ("POST", "/v1/campaigns/{key}/resume"): {"marketer"},
+    ("POST", "/v1/campaigns/{key}/cancel"): {"marketer"},
+    ("POST", "/v1/conversions"): {"system"},
+    ("POST", "/v1/conversions/batch"): {"system"},
+    ("GET", "/v1/conversions"): {"analyst"},
 }
 
 
@@ -79,6 +108,7 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         version=1,
         customer_id="C1",
         name="tier",
+        ref="some_experiment",
     )
     draft = {"content": {"body": "尾号{{ account_tail }}"}}
     bodies: dict[str, dict[str, Any]] = {
@@ -109,8 +139,14 @@ def _request(method: str, path: str, ids: dict[str, str]) -> tuple[str, dict[str
         "/v1/strategies/{key}": {"scenario": "account_movement"},
         "/v1/strategies/explain": {"scenario": "account_movement", "customer_id": "C1"},
         "/v1/strategies/dry-run": {"scenario": "account_movement"},
+        "/v1/experiments": {"key": "e"},
+        "/v1/experiments/{ref}": {"name": "n"},
+        "/v1/campaigns": {"key": "c"},
+        "/v1/campaigns/{key}": {"name": "n"},
+        "/v1/conversions": {"customer_id": "C1", "event": "wealth_purchase"},
+        "/v1/conversions/batch": {"items": [{"customer_id": "C1", "event": "e"}]},
     }
-    return url, bodies.get(path) if method in ("POST", "PUT") else None
+    return url, bodies.get(path) if method in ("POST", "PUT", "PATCH") else None
 
 
 def test_matrix_covers_every_route() -> None:

@@ -269,14 +269,13 @@ async def test_rate_limit_holds_for_two_runners_together(manual: Platform) -> No
     assert all(created[i + 50] - created[i] >= timedelta(seconds=0.95) for i in range(50))
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_two_runners_on_one_chunk_one_commits(
     manual: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both read the same cursor; the compare-and-set lets one commit, the other rolls back.
     (PostgreSQL only: SQLite's one writer connection runs chunks one after the other.)"""
     platform = manual
-    if platform.backend != "postgres":
-        pytest.skip("chunks cannot overlap on SQLite")
     async with platform.client("marketer") as client:
         await helpers.setup(platform, client, 60)
         await helpers.create(client, respect_quiet_hours=False)
