@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from abtest.counts import ArmCounts
+from abtest.recommend import Recommendation
 from abtest.sequential import sequential_diff
 from app.experiments import autowinner, service
 from app.experiments.models import Experiment
@@ -31,20 +32,21 @@ def arms(converted: dict[str, int], sizes: dict[str, int] = SIZES) -> list[ArmCo
     return [ArmCounts(k, sizes[k], sizes[k], sizes[k], 0, x) for k, x in converted.items()]
 
 
-def recommended(converted: dict[str, int], sizes: dict[str, int] = SIZES) -> Any:
+def recommended(converted: dict[str, int], sizes: dict[str, int] = SIZES) -> Recommendation:
     return autowinner.recommendation(experiment(min_sample=MIN_SAMPLE), arms(converted, sizes))
 
 
 def test_a_clear_winner_is_found_with_the_sequential_numbers() -> None:
     found = recommended(CLEAR)
     assert (found.kind, found.variant) == ("winner", "sms")
-    sms, wechat = found.numbers["comparisons"]
+    numbers: Any = found.numbers
+    sms, wechat = numbers["comparisons"]
     assert (sms["significant"], wechat["significant"]) == (True, False)
     # ONE sequential formula: the decision's numbers are abtest.sequential's
     cs = sequential_diff(25, 500, 150, 1000, 0.95)
     assert cs is not None
     assert (sms["cs_low"], sms["cs_high"], sms["p_value"]) == (cs.low, cs.high, cs.p_value)
-    assert found.numbers["adjustment"] == "holm"
+    assert numbers["adjustment"] == "holm"
 
 
 def test_control_wins_when_every_treatment_is_worse() -> None:

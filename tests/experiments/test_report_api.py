@@ -112,6 +112,9 @@ async def test_json_has_what_only_the_database_knows(platform: Platform) -> None
     assert (report["winner"], report["winner_decision"]) == ("sms", {"by": "analyst"})
     assert report["generated_at"].endswith("+00:00")
     assert [p["assigned"] for p in report["timeline"][1]["points"]] == [400]
+    page = (await get(platform, URL + ".html")).text
+    assert "Status: running; started 2026-11-02T09:30:00+00:00" in page
+    assert "Recorded winner: sms (decided by analyst at n/a)" in page
 
 
 async def test_csv_parses_with_a_row_per_variant_and_stage(platform: Platform) -> None:
