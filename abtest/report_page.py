@@ -88,8 +88,26 @@ def _summary(report: Report) -> str:
         f"Control: {settings['control']}; variants: {len(report['variants'])}",
         f"Sample ratio check p = {_num(srm['p_value'])} (mismatch below {srm['threshold']})",
         f"Chi-square across all arms on {settings['metric']}: p = {_num(chi['p_value'])}",
+        *_stored_items(report),
     ]
     return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
+
+
+def _stored_items(report: Report) -> list[str]:
+    """What the platform adds to the document (app/experiments/reporting.py), when present:
+    the experiment's status, the recorded winner and when the report was generated."""
+    items = []
+    lifecycle = report.get("lifecycle")
+    if lifecycle:
+        started = lifecycle.get("started_at") or "not yet"
+        items.append(f"Status: {lifecycle.get('status')}; started {started}")
+    if report.get("winner"):
+        decision = report.get("winner_decision") or {}
+        by, at = decision.get("by", "n/a"), decision.get("at", "n/a")
+        items.append(f"Recorded winner: {report['winner']} (decided by {by} at {at})")
+    if report.get("generated_at"):
+        items.append(f"Generated at {report['generated_at']}")
+    return items
 
 
 def _num(value: Any) -> str:

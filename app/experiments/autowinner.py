@@ -1,7 +1,9 @@
-"""Automatic winners: a running experiment with ``auto_winner`` on completes as soon as the
-peek-safe decision (reporting.peek_safe_winner) finds a winner with every arm at its minimum
-sample. The campaign runner and the send-time patcher send everyone to ``experiment.winner``
-once it is set, so recording it is all it takes.
+"""Automatic winners: a running experiment with ``auto_winner`` on completes as soon as abtest's
+recommendation (abtest/recommend.py, the same the report shows) is "winner": no sample ratio
+mismatch, every arm at the experiment's ``min_sample``, and the peek-safe confidence sequence
+(abtest/sequential.py) of a variant against the control excluding 0 at its confidence (Holm
+across variants). The campaign runner and the send-time patcher send everyone to
+``experiment.winner`` once it is set; ``service.changed`` drops this process's cache at once.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from abtest.counts import ArmCounts
-from app.experiments import report_repository
+from abtest.recommend import Recommendation, recommend
+from app.db import commit
+from app.experiments import report_repository, service
 from app.experiments.models import Experiment
-from app.experiments.reporting import peek_safe_winner
+from app.experiments.reporting import report_settings
 from app.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -27,27 +31,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("icc.experiments")
 
 
-def _smallest_arm(arms: Sequence[ArmCounts]) -> int:
-    return min((a.assigned for a in arms), default=0)
+def recommendation(experiment: Experiment, arms: Sequence[ArmCounts]) -> Recommendation:
+    """abtest's recommendation for ``arms`` under the experiment's settings (as the report's).
+    Raises ValueError on inconsistent counts or settings."""
+    settings = report_settings(experiment)
+    weights = {v.key: v.weight for v in settings.variants}
+    return recommend(arms, weights, settings.rule())
 
 
 def _decision(
-    experiment: Experiment,
-    arms: Sequence[ArmCounts],
-    winner: str,
-    numbers: dict[str, Any],
-    now: datetime,
+    experiment: Experiment, arms: Sequence[ArmCounts], found: Recommendation, now: datetime
 ) -> dict[str, Any]:
     return {
+        **found.as_dict(),
         "by": "auto",
         "at": now.isoformat(),
-        "winner": winner,
+        "confidence": experiment.confidence,
         "min_sample": experiment.min_sample,
         "arms": [
             {"variant": a.variant, "assigned": a.assigned, "successes": a.stage(experiment.metric)}
             for a in arms
         ],
-        **numbers,
     }
 
 
@@ -59,26 +63,32 @@ async def decide(
     session: AsyncSession, experiment: Experiment, now: datetime
 ) -> dict[str, Any] | None:
     """The auto decision ``experiment`` would take now, without recording it: None unless it
-    is running with auto_winner on, every arm has at least ``min_sample`` customers and the
-    peek-safe test finds a winner at its confidence. Only reads."""
+    is running with auto_winner on and abtest recommends a winner (see the module docstring).
+    Inconsistent counts decide nothing (logged). Only reads."""
     if not _open(experiment):
         return None
     arms = await report_repository.arm_counts(session, experiment)
-    if not arms or _smallest_arm(arms) < experiment.min_sample:
+    try:
+        found = recommendation(experiment, arms)
+    except ValueError as exc:
+        log.warning("experiment %s: not decided, inconsistent counts: %s", experiment.key, exc)
         return None
-    winner, numbers = peek_safe_winner(
-        arms, experiment.control, experiment.confidence, metric=experiment.metric
-    )
-    return None if winner is None else _decision(experiment, arms, winner, numbers, now)
+    if found.kind != "winner" or found.variant is None:
+        return None
+    return _decision(experiment, arms, found, now)
 
 
-def record(experiment: Experiment, decision: dict[str, Any], now: datetime) -> None:
-    """Set the decided winner with its numbers and complete the experiment."""
-    experiment.winner = decision["winner"]
+def record(
+    session: AsyncSession, experiment: Experiment, decision: dict[str, Any], now: datetime
+) -> None:
+    """Set the decided winner with its numbers and complete the experiment; once ``session``
+    commits through ``app.db.commit``, ``service.changed`` tells the send-time caches."""
+    experiment.winner = decision["variant"]
     experiment.winner_decision = decision
     experiment.status = "completed"
     experiment.completed_at = now
     experiment.updated_at = now
+    service.changed_on_commit(session)
     log.info("experiment %s: %s wins (auto)", experiment.key, experiment.winner)
 
 
@@ -86,11 +96,12 @@ async def evaluate(
     session: AsyncSession, experiment: Experiment, now: datetime
 ) -> dict[str, Any] | None:
     """Decide ``experiment`` (see :func:`decide`) and, when a winner is found, record
-    winner, winner_decision (every number used, the time, "by": "auto") and complete it.
-    The decision, or None when nothing was decided. The caller commits."""
+    winner, winner_decision (the recommendation's numbers, the time, "by": "auto") and
+    complete it. The decision, or None when nothing was decided. The caller commits (with
+    ``app.db.commit``, so the caches hear of it)."""
     decision = await decide(session, experiment, now)
     if decision is not None:
-        record(experiment, decision, now)
+        record(session, experiment, decision, now)
     return decision
 
 
@@ -132,8 +143,8 @@ async def _evaluate_one(runtime: Runtime, experiment_id: str) -> int:
         )
         if experiment is None or not _open(experiment):
             return 0
-        record(experiment, decision, now)
-        await session.commit()
+        record(session, experiment, decision, now)
+        await commit(session)
     return 1
 
 

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import HTMLResponse
 
+from abtest.report_csv import report_csv
+from abtest.report_page import report_html
 from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.deps import ReadSessionDep, require
 from app.errors import ERROR_RESPONSES, error_responses
-from app.experiments.report_formats import report_csv, report_html
 from app.experiments.report_service import report_of
 from app.timeutil import utcnow
 
@@ -20,7 +21,7 @@ from app.timeutil import utcnow
 # and HTML routes, while errors are always JSON.
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 ReportReader = Annotated[Principal, Depends(require(Role.analyst, Role.marketer))]
-_ERRORS = {**ERROR_RESPONSES, **error_responses(404)}
+_ERRORS = {**ERROR_RESPONSES, **error_responses(404, 409)}
 _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {
         "description": entry["description"],
@@ -28,19 +29,27 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     }
     for code, entry in _ERRORS.items()
 }
+# abridged: the document has every statistic (see abtest/report.py and the README)
 _REPORT_EXAMPLE = {
+    "version": 1,
     "experiment": "wealth-patch-2026-11",
-    "status": "running",
-    "settings": {"metric": "converted", "control": "holdout", "confidence": 0.95},
-    "arms": [
+    "settings": {"control": "holdout", "metric": "converted", "confidence": 0.95},
+    "variants": [
         {
-            "variant": "holdout",
-            "control": True,
-            "stages": {"assigned": {"count": 1000, "trials": 1000, "rate": 1.0}},
+            "key": "holdout",
+            "is_control": True,
+            "stages": [{"stage": "assigned", "count": 1000, "rate": 1.0}],
+            "costs": {"total": "0.0000", "per_conversion": None},
         }
     ],
+    "comparisons": [],
     "srm": {"statistic": 0.4, "df": 1, "p_value": 0.53, "mismatch": False},
-    "sequential": {"winner": None},
+    "recommendation": {"kind": "not_enough_data", "variant": None, "reason": "..."},
+    "generated_at": "2026-11-23T09:30:00+00:00",
+    "lifecycle": {"status": "running", "started_at": "2026-11-02T09:30:00+00:00"},
+    "setup": {"kind": "patch", "segment": "high_net_worth", "strategy": "wealth"},
+    "winner": None,
+    "winner_decision": None,
 }
 
 

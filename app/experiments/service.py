@@ -55,7 +55,7 @@ async def create(session: AsyncSession, data: ExperimentIn) -> Experiment:
     await _check(session, row)
     session.add(row)
     await session.flush()
-    _changed_on_commit(session)
+    changed_on_commit(session)
     return row
 
 
@@ -83,7 +83,7 @@ async def update(session: AsyncSession, ref: str, data: ExperimentUpdate) -> Exp
         await _check(session, row)
     row.updated_at = utcnow()
     await session.flush()
-    _changed_on_commit(session)
+    changed_on_commit(session)
     return row
 
 
@@ -92,7 +92,7 @@ async def delete(session: AsyncSession, ref: str) -> None:
     if row.status != Status.draft:
         raise Conflict(f"experiment {row.key!r} is {row.status}; only a draft can be deleted")
     await session.delete(row)
-    _changed_on_commit(session)
+    changed_on_commit(session)
 
 
 def _assign(row: Experiment, fields: dict[str, Any]) -> None:
@@ -237,7 +237,7 @@ async def complete(session: AsyncSession, ref: str, data: CompleteIn) -> Experim
 async def _saved(session: AsyncSession, row: Experiment) -> Experiment:
     row.updated_at = utcnow()
     await session.flush()
-    _changed_on_commit(session)
+    changed_on_commit(session)
     return row
 
 
@@ -253,11 +253,14 @@ def on_change(listener: Callable[[], None]) -> None:
 
 
 def changed() -> None:
+    """Tell this process's listeners that experiments changed (call after the commit)."""
     for listener in _listeners:
         listener()
 
 
-def _changed_on_commit(session: AsyncSession) -> None:
+def changed_on_commit(session: AsyncSession) -> None:
+    """Call :func:`changed` once the session commits through ``app.db.commit``."""
+
     async def hook() -> None:
         changed()
 

@@ -1,9 +1,8 @@
-"""Auto-winner: the peek-safe decision and its recording."""
+"""Auto-winner: abtest's recommendation decides (the report's rule), and its recording."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -12,80 +11,72 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from abtest.counts import ArmCounts
-from abtest.stats import newcombe_diff_interval
-from app.experiments import autowinner
+from abtest.recommend import Recommendation
+from abtest.sequential import sequential_diff
+from app.experiments import autowinner, service
 from app.experiments.models import Experiment
-from app.experiments.reporting import peek_safe_winner
 from app.settings import ExperimentSettings, Settings
 from tests.conftest import Platform
 from tests.experiments.report_data import T0, arm_rows, experiment, sessions, store
 
 __all__ = ["sessions"]  # the fixture
 NOW = T0 + timedelta(days=3)
-CLEAR = {"holdout": 50, "sms": 150, "wechat": 60}  # conversions of 1,000 customers each
-TIE = {"holdout": 50, "sms": 50, "wechat": 50}
+# customers per arm in the configured 20/40/40 ratio, so no sample ratio mismatch
+SIZES = {"holdout": 500, "sms": 1000, "wechat": 1000}
+CLEAR = {"holdout": 25, "sms": 150, "wechat": 60}  # 5%, 15%, 6%
+TIE = {"holdout": 25, "sms": 50, "wechat": 50}  # 5% each
+MIN_SAMPLE = 500
 
 
-def arms(converted: dict[str, int], n: int = 1000) -> list[ArmCounts]:
-    return [ArmCounts(k, n, n, n, 0, x) for k, x in converted.items()]
+def arms(converted: dict[str, int], sizes: dict[str, int] = SIZES) -> list[ArmCounts]:
+    return [ArmCounts(k, sizes[k], sizes[k], sizes[k], 0, x) for k, x in converted.items()]
 
 
-def test_a_clear_winner_is_found_with_its_numbers() -> None:
-    winner, numbers = peek_safe_winner(arms(CLEAR), "holdout", 0.95)
-    assert winner == "sms"
+def recommended(converted: dict[str, int], sizes: dict[str, int] = SIZES) -> Recommendation:
+    return autowinner.recommendation(experiment(min_sample=MIN_SAMPLE), arms(converted, sizes))
+
+
+def test_a_clear_winner_is_found_with_the_sequential_numbers() -> None:
+    found = recommended(CLEAR)
+    assert (found.kind, found.variant) == ("winner", "sms")
+    numbers: Any = found.numbers
     sms, wechat = numbers["comparisons"]
-    assert numbers["alpha_per_comparison"] == pytest.approx(0.025)
-    assert (sms["verdict"], wechat["verdict"]) == ("better", None)
-    # the sequence, by hand: Waudby-Smith et al. eq. 9 with rho tuned for 5,000 units
-    alpha, n, variance = 0.025, 2000, 0.05 * 0.95 / 1000 + 0.15 * 0.85 / 1000
-    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / 5000
-    half = math.sqrt(
-        variance
-        * n
-        * 2
-        * (n * rho2 + 1)
-        / (n * n * rho2)
-        * math.log(math.sqrt(n * rho2 + 1) / alpha)
-    )
-    assert (sms["ci_low"], sms["ci_high"]) == pytest.approx((0.1 - half, 0.1 + half))
-
-
-def test_the_sequence_is_wider_than_a_fixed_interval() -> None:
-    # the price of peeking: at the same confidence it never decides where a z interval would not
-    _, numbers = peek_safe_winner(arms({"holdout": 50, "sms": 80}), "holdout", 0.95)
-    fixed = newcombe_diff_interval(50, 1000, 80, 1000, 0.95)
-    assert fixed is not None
-    (sms,) = numbers["comparisons"]
-    assert sms["ci_low"] < fixed.low
-    assert sms["ci_high"] > fixed.high
+    assert (sms["significant"], wechat["significant"]) == (True, False)
+    # ONE sequential formula: the decision's numbers are abtest.sequential's
+    cs = sequential_diff(25, 500, 150, 1000, 0.95)
+    assert cs is not None
+    assert (sms["cs_low"], sms["cs_high"], sms["p_value"]) == (cs.low, cs.high, cs.p_value)
+    assert numbers["adjustment"] == "holm"
 
 
 def test_control_wins_when_every_treatment_is_worse() -> None:
-    winner, _ = peek_safe_winner(arms({"holdout": 200, "sms": 50, "wechat": 40}), "holdout", 0.95)
-    assert winner == "holdout"
+    found = recommended({"holdout": 100, "sms": 50, "wechat": 40})
+    assert (found.kind, found.variant) == ("winner", "holdout")
 
 
 @pytest.mark.parametrize(
-    "converted", [TIE, {"holdout": 0, "sms": 0}, {"holdout": 50, "sms": 60}], ids=str
+    ("converted", "sizes", "kind"),
+    [
+        (TIE, SIZES, "no_significant_difference"),
+        ({"holdout": 0, "sms": 0, "wechat": 0}, SIZES, "no_significant_difference"),
+        (CLEAR, {"holdout": 499, "sms": 998, "wechat": 998}, "not_enough_data"),
+        (CLEAR, {"holdout": 1000, "sms": 1000, "wechat": 1000}, "srm"),
+    ],
+    ids=["tie", "no-conversions", "small-sample", "srm"],
 )
-def test_no_winner_without_evidence(converted: dict[str, int]) -> None:
-    winner, numbers = peek_safe_winner(arms(converted), "holdout", 0.95)
-    assert winner is None
-    assert all(c["verdict"] is None for c in numbers["comparisons"])
-
-
-def test_empty_arms_give_defined_numbers() -> None:
-    winner, numbers = peek_safe_winner(arms({"holdout": 0, "sms": 0}, n=0), "holdout", 0.95)
-    assert winner is None
-    assert numbers["control_rate"] is None
-    assert numbers["comparisons"][0]["ci_low"] is None
+def test_no_winner_without_trustworthy_evidence(
+    converted: dict[str, int], sizes: dict[str, int], kind: str
+) -> None:
+    found = recommended(converted, sizes)
+    assert (found.kind, found.variant) == (kind, None)
 
 
 async def decide(
     sessions: async_sessionmaker[AsyncSession], converted: dict[str, int], **changes: Any
 ) -> tuple[dict[str, Any] | None, Experiment]:
-    exp = experiment(**{"auto_winner": True, "min_sample": 1000, **changes})
-    rows = [r for key, x in converted.items() for r in arm_rows(exp, key, 1000, x)]
+    sizes = changes.pop("sizes", SIZES)
+    exp = experiment(**{"auto_winner": True, "min_sample": MIN_SAMPLE, **changes})
+    rows = [r for key, x in converted.items() for r in arm_rows(exp, key, sizes[key], x)]
     await store(sessions, [exp, *rows])
     async with sessions() as session:
         row = await session.get(Experiment, exp.id)
@@ -106,22 +97,30 @@ async def test_a_clear_winner_is_chosen_and_recorded(
     assert (stored.winner, stored.status, stored.completed_at) == ("sms", "completed", NOW)
     recorded = stored.winner_decision
     assert recorded is not None
-    assert (recorded["by"], recorded["winner"], recorded["at"]) == ("auto", "sms", NOW.isoformat())
-    assert recorded["confidence"] == 0.95
-    assert recorded["min_sample"] == 1000
-    assert [a["successes"] for a in recorded["arms"]] == [50, 150, 60]
-    assert recorded["comparisons"][0]["ci_low"] > 0
+    assert (recorded["by"], recorded["variant"], recorded["at"]) == ("auto", "sms", NOW.isoformat())
+    assert (recorded["kind"], recorded["confidence"], recorded["min_sample"]) == (
+        "winner",
+        0.95,
+        500,
+    )
+    assert "sms beats the control" in recorded["reason"]
+    assert [a["successes"] for a in recorded["arms"]] == [25, 150, 60]
+    assert [a["assigned"] for a in recorded["arms"]] == [500, 1000, 1000]
+    sms = recorded["numbers"]["comparisons"][0]
+    assert sms["cs_low"] > 0
+    assert sms["p_value_adjusted"] < 0.05
 
 
 @pytest.mark.parametrize(
     ("converted", "changes"),
     [
         (TIE, {}),
-        (CLEAR, {"min_sample": 1001}),
+        (CLEAR, {"min_sample": 501}),
         (CLEAR, {"auto_winner": False}),
         (CLEAR, {"status": "stopped"}),
+        (CLEAR, {"sizes": {"holdout": 1000, "sms": 1000, "wechat": 1000}}),
     ],
-    ids=["tie", "small-sample", "auto-winner-off", "stopped"],
+    ids=["tie", "small-sample", "auto-winner-off", "stopped", "srm"],
 )
 async def test_nothing_is_decided(
     sessions: async_sessionmaker[AsyncSession], converted: dict[str, int], changes: dict[str, Any]
@@ -132,13 +131,19 @@ async def test_nothing_is_decided(
     assert stored.status == changes.get("status", "running")
 
 
-async def test_the_runtime_pass_decides_running_experiments(platform: Platform) -> None:
-    clear = experiment("clear", auto_winner=True, min_sample=1000)
-    tie = experiment("tie", auto_winner=True, min_sample=1000)
-    rows = [r for k, x in CLEAR.items() for r in arm_rows(clear, k, 1000, x)]
-    rows += [r for k, x in TIE.items() for r in arm_rows(tie, k, 1000, x)]
+async def test_the_runtime_pass_decides_running_experiments(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear = experiment("clear", auto_winner=True, min_sample=MIN_SAMPLE)
+    tie = experiment("tie", auto_winner=True, min_sample=MIN_SAMPLE)
+    rows = [r for k, x in CLEAR.items() for r in arm_rows(clear, k, SIZES[k], x)]
+    rows += [r for k, x in TIE.items() for r in arm_rows(tie, k, SIZES[k], x)]
     await store(platform.runtime.sessionmaker, [clear, tie, *rows])
+    notified: list[str] = []
+    # the send-time caches hear of the committed winner at once
+    monkeypatch.setattr(service, "_listeners", [lambda: notified.append("changed")])
     assert await autowinner.evaluate_running(platform.runtime) == 1
+    assert notified == ["changed"]
     async with platform.runtime.sessionmaker() as session:
         decided = await session.get(Experiment, clear.id)
         undecided = await session.get(Experiment, tie.id)
