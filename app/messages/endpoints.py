@@ -182,10 +182,17 @@ async def list_messages(
     scenario: str | None = None,
     status: MessageStatus | None = None,
     since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
+    experiment_id: Annotated[
+        str | None, Query(max_length=40, description="the messages of this experiment")
+    ] = None,
+    campaign_id: Annotated[
+        str | None, Query(max_length=40, description="the messages this campaign sent")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> MessageList:
-    """Filter by customer, scenario, status and creation time; page with `cursor`."""
+    """Filter by customer, scenario, status, creation time, experiment and campaign; page
+    with `cursor`."""
     items = await service.list_messages(
         session,
         principal=principal,
@@ -193,6 +200,8 @@ async def list_messages(
         scenario=scenario,
         status=status,
         since=since,
+        experiment_id=experiment_id,
+        campaign_id=campaign_id,
         before_id=decode_cursor(cursor),
         limit=limit + 1,
     )

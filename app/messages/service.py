@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -376,8 +376,9 @@ async def get_message(
     if message is None or not can_read(principal, message):
         raise NotFound(f"no message {message_id!r}")
     events = await repository.events_of(session, message_id)
+    keys = await repository.experiment_keys(session, [message.experiment_id])
     return MessageDetail(
-        **to_out(message).model_dump(),
+        **to_out(message, keys).model_dump(),
         events=[EventOut(**e) for e in initial_events(message)]
         + [EventOut(type=e.type, at=e.at, detail=e.detail) for e in events],
     )
@@ -393,7 +394,10 @@ async def list_messages(
     since: datetime | None,
     before_id: str | None,
     limit: int,
+    experiment_id: str | None = None,
+    campaign_id: str | None = None,
 ) -> list[MessageOut]:
+    """A page of the messages the principal may read, newest first."""
     rows = await repository.list_page(
         session,
         owner=principal.owner if principal.role == Role.system else None,
@@ -403,11 +407,17 @@ async def list_messages(
         since=since,
         before_id=before_id,
         limit=limit,
+        experiment_id=experiment_id,
+        campaign_id=campaign_id,
     )
-    return [to_out(m) for m in rows]
+    keys = await repository.experiment_keys(session, [m.experiment_id for m in rows])
+    return [to_out(m, keys) for m in rows]
 
 
-def to_out(message: Message) -> MessageOut:
+def to_out(message: Message, experiment_keys: Mapping[str, str] | None = None) -> MessageOut:
+    """The API shape of a stored message; ``experiment_keys``: experiment id -> key (a
+    deleted experiment's key is None)."""
+    keys = experiment_keys or {}
     return MessageOut(
         id=message.id,
         status=MessageStatus(message.status),
@@ -427,4 +437,10 @@ def to_out(message: Message) -> MessageOut:
         updated_at=message.updated_at,
         sent_at=message.sent_at,
         delivered_at=message.delivered_at,
+        opened_at=message.opened_at,
+        clicked_at=message.clicked_at,
+        experiment_id=message.experiment_id,
+        experiment=keys.get(message.experiment_id or ""),
+        variant=message.variant,
+        campaign_id=message.campaign_id,
     )
