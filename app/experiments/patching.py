@@ -129,6 +129,16 @@ def _patch_template(key: str, version: Any) -> PatchTemplate:
     )
 
 
+@dataclass(frozen=True)
+class Peek:
+    """A customer's place in a live experiment: its variant, or None and why not."""
+
+    experiment: LiveExperiment
+    variant: LiveVariant | None
+    outside: str | None  # why the customer is not in the sample
+    joins: bool = False  # a new customer taking a place in a capped sample
+
+
 @dataclass
 class Experiments:
     """The live experiments of one group's strategies, and who is already in a capped sample."""
@@ -145,8 +155,10 @@ class Experiments:
         if experiment is None:
             return None
         variant = self._variant(message, experiment)
-        if variant is None:
-            return None
+        return None if variant is None else self.arm(variant, channel)
+
+    def arm(self, variant: LiveVariant, channel: str) -> Arm | None:
+        """What ``variant`` does on ``channel``; None: the strategy's own patch."""
         if variant.holdout:
             return Arm(holdout=True)
         if variant.channel is not None and variant.channel != channel:
@@ -156,6 +168,28 @@ class Experiments:
             log.warning("variant template unpublished", extra={"variant": variant.key})
             return None
         return Arm(holdout=False, template=template)
+
+    def peek(
+        self, customer_id: str, strategy: str, *, joined: Mapping[str, int] | None = None
+    ) -> Peek | None:
+        """Where ``customer_id`` stands in ``strategy``'s experiment (None: it has none), as
+        a send would decide, without recording or counting anything (explain, dry run).
+        ``joined``: experiment id -> new customers assumed to have entered its capped sample
+        before this one."""
+        experiment = self.by_strategy.get(strategy)
+        if experiment is None:
+            return None
+        row = experiment.row
+        recorded = self.recorded.get(row.id)
+        known = recorded is None or customer_id in recorded
+        size = row.sample_size
+        taken = experiment.taken + (joined or {}).get(row.id, 0)
+        if not known and size is not None and taken >= size:
+            return Peek(experiment, None, "the capped sample is full")
+        key = variant_for(row, experiment.assigner, customer_id)
+        if key is None:
+            return Peek(experiment, None, "outside the sample (coverage)")
+        return Peek(experiment, experiment.variants[key], None, joins=not known)
 
     def _variant(self, message: dict[str, Any], experiment: LiveExperiment) -> LiveVariant | None:
         row = experiment.row
