@@ -95,8 +95,9 @@ async def list_page(
     experiment_id: str | None = None,
     campaign_id: str | None = None,
 ) -> list[Message]:
-    """A page of messages, newest first. (An experiment's messages are found through the
-    partial index ix_messages_experiment; a campaign's by scanning back from the newest.)"""
+    """A page of messages, newest first. (A campaign's through ix_messages_campaign, in id
+    order; an experiment's through ix_messages_experiment, or the primary key when they
+    are among the newest.)"""
     stmt = select(Message).order_by(Message.id.desc()).limit(limit)
     for column, value in (
         (Message.owner, owner),
