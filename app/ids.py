@@ -33,3 +33,10 @@ def new_ids(prefix: str, count: int) -> list[str]:
     start = f"{prefix}_{head[6:16].decode()}"
     tails = base64.b32encode(os.urandom(10 * count)).translate(_TO_CROCKFORD).decode()
     return [start + tails[i : i + 16] for i in range(0, 16 * count, 16)]
+
+
+def first_id_at(prefix: str, millis: int) -> str:
+    """The smallest id :func:`new_id` makes in millisecond ``millis`` (since the epoch): the
+    bound of a range scan by time over an index of ids."""
+    head = base64.b32encode((millis << 80).to_bytes(20, "big")).translate(_TO_CROCKFORD)
+    return f"{prefix}_{head[6:].decode()}"

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import __version__
 from app.auth.endpoints import router as keys_router
 from app.callbacks.endpoints import router as callbacks_router
+from app.campaigns.endpoints import router as campaigns_router
 from app.customers.endpoints import attributes_router as customer_attributes_router
 from app.customers.endpoints import router as customers_router
 from app.errors import PayloadTooLarge, install_error_handlers
@@ -116,6 +117,7 @@ def create_app(
         tracking_router,
         conversions_router,
         experiment_reports_router,
+        campaigns_router,
     )
     for router in routers:
         app.include_router(router)

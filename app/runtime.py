@@ -1,8 +1,8 @@
 """What one process of the platform holds: settings, database, queue and channel providers.
 
-``icc serve`` embedded: in-process queue, consumers and sweeper in the same process.
+``icc serve`` embedded: in-process queue, consumers, sweeper and campaign runner in one process.
 ``icc serve`` with Redis: accepts only, enqueues to arq.
-``icc worker``: arq consumer plus the sweeper.
+``icc worker``: arq consumer plus the sweeper and the campaign runner.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
+from app.campaigns import runner as campaigns
 from app.db import checkpoint_forever, commit, create_engine, create_sessionmaker
 from app.errors import AppError, InternalError
 from app.experiments import autowinner
@@ -81,6 +82,7 @@ class Runtime:
             self._claim_group, max_batch=CLAIM_GROUP_WAVES
         )
         self._sweeper: asyncio.Task[None] | None = None
+        self._campaigns: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._evaluator: asyncio.Task[None] | None = None
 
@@ -99,6 +101,7 @@ class Runtime:
             await self._ensure_bootstrap_key(self.settings.bootstrap_admin_key.get_secret_value())
         if self.run_workers:
             self._sweeper = asyncio.create_task(tasks.sweep_forever(self))
+            self._campaigns = asyncio.create_task(campaigns.run_forever(self))
             self._evaluator = asyncio.create_task(autowinner.evaluate_forever(self))
         if self.settings.is_sqlite:
             self._checkpointer = asyncio.create_task(checkpoint_forever(self.read_engine))
@@ -169,7 +172,8 @@ class Runtime:
         await delivery.process_many(self, ids)
 
     async def close(self) -> None:
-        for task in (self._sweeper, self._evaluator, self._checkpointer):
+        # the campaign runner first: a chunk rolled back by the cancel is simply run again
+        for task in (self._campaigns, self._sweeper, self._evaluator, self._checkpointer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -112,6 +112,15 @@ class ExperimentSettings(BaseModel):
     )
 
 
+class CampaignSettings(BaseModel):
+    """How campaigns walk their audience (app/campaigns/runner.py)."""
+
+    chunk_size: int = Field(
+        default=500, ge=1, le=5000, description="customers per chunk (and per transaction)"
+    )
+    tick_seconds: float = Field(default=1.0, gt=0, description="how often due campaigns are run")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ICC_", env_nested_delimiter="__", extra="ignore", env_file=None
@@ -132,6 +141,7 @@ class Settings(BaseSettings):
     customers: CustomerSettings = CustomerSettings()
     tracking: TrackingSettings = TrackingSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    campaigns: CampaignSettings = CampaignSettings()
 
     @field_validator("database_url")
     @classmethod

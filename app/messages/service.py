@@ -57,13 +57,29 @@ class Accepted(NamedTuple):  # a tuple: one is made for every message of a batch
         return self.message.id
 
 
+class Origin(NamedTuple):
+    """Where a campaign's message comes from: kept on the message for reports."""
+
+    campaign_id: str | None = None
+    experiment_id: str | None = None
+    variant: str | None = None
+
+
 class AcceptRequest(NamedTuple):
-    """One message to accept, as the API received it (idempotency key already resolved)."""
+    """One message to accept, as the API received it (idempotency key already resolved).
+    Campaigns also give ``templates`` (channel -> template key replacing the scenario's
+    content there, sorted pairs) and the message's ``origin``."""
 
     scenario: str
     owner: str
     item: MessageItem
     idempotency_key: str | None
+    templates: tuple[tuple[str, str], ...] = ()
+    origin: Origin = Origin()
+
+    @property
+    def spec_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.scenario, self.templates
 
 
 AcceptOutcome = Accepted | AppError
@@ -94,7 +110,7 @@ class _Plan:
         self.settings = settings
         self.patcher = patching.Patcher(settings)
         self.tracker = Tracker(settings.tracking)
-        self.specs: dict[str, Composer | AppError] = {}
+        self.specs: dict[tuple[str, tuple[tuple[str, str], ...]], Composer | AppError] = {}
         self.ids: list[str] = []
         self.done = False  # every request decided
         self.customers: dict[str, Customer] = {}
@@ -103,15 +119,15 @@ class _Plan:
         self.repeats: dict[int, int] = {}  # index -> index of the first request with its key
 
     async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
-        for key in {r.scenario for r in requests}:
+        for key in {r.spec_key for r in requests}:
             try:
-                self.specs[key] = Composer(await load_spec(session, key))
+                self.specs[key] = Composer(await load_spec(session, key[0], overrides=dict(key[1])))
             except AppError as exc:
                 self.specs[key] = exc
         self.ids = new_ids("msg", len(requests))
         customer_ids = [r.item.customer_id for r in requests]
         self.customers = await customers.get_many(session, customer_ids)
-        ready = [k for k, c in self.specs.items() if not isinstance(c, AppError)]
+        ready = list({k[0] for k, c in self.specs.items() if not isinstance(c, AppError)})
         self.patcher = await patching.load(
             session,
             scenarios=ready,
@@ -139,7 +155,7 @@ class _Plan:
     def decide(self, index: int, request: AcceptRequest, now: datetime) -> AcceptOutcome | None:
         """An outcome now (an error), or None: prepared to insert, or a repeat of an earlier
         key in the group, answered once the first one's fate is known."""
-        composer = self.specs[request.scenario]
+        composer = self.specs[request.spec_key]
         if isinstance(composer, AppError):
             return composer
         key = (request.owner, request.idempotency_key or "")
@@ -168,6 +184,8 @@ class _Plan:
             return failure
         if request.idempotency_key:
             self.first_of_key[key] = index
+        # every row gets the columns (None for API sends): a bulk insert needs one shape
+        self.fresh[index].message.update(request.origin._asdict())
         self._patch(self.fresh[index].message, request, now)
         self.tracker.track(self.fresh[index].message)
         return None

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,21 +180,39 @@ _cache: dict[str, tuple[float, int, ScenarioSpec]] = {}
 SPEC_TTL_SECONDS = 2.0
 
 
-async def load_spec(session: AsyncSession, key: str) -> ScenarioSpec:
+async def load_spec(
+    session: AsyncSession, key: str, *, overrides: Mapping[str, str] | None = None
+) -> ScenarioSpec:
     """The scenario for sending, with the current version of each of its templates. Cached
     for a few seconds: an edit reaches other processes within SPEC_TTL_SECONDS (this one at
-    once: a publish here drops the cache)."""
+    once: a publish here drops the cache).
+
+    ``overrides`` (channel -> template key) replaces the scenario's content on those channels
+    (a campaign's or an experiment variant's template); such specs are not cached."""
+    if overrides:
+        return await _spec(session, await get(session, key), overrides)
     now = time.monotonic()
     epoch = templates.publish_epoch()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now and hit[1] == epoch:
         return hit[2]
-    scenario = await get(session, key)
-    current = await templates_repository.current_versions(
-        session, list(scenario.templates.values())
-    )
-    chosen = {ch: current[k][1] for ch, k in scenario.templates.items() if k in current}
-    spec = ScenarioSpec(
+    spec = await _spec(session, await get(session, key), {})
+    _cache[key] = (now + SPEC_TTL_SECONDS, epoch, spec)
+    return spec
+
+
+async def _spec(
+    session: AsyncSession, scenario: Scenario, overrides: Mapping[str, str]
+) -> ScenarioSpec:
+    keys = {**scenario.templates, **overrides}
+    current = await templates_repository.current_versions(session, list(keys.values()))
+    missing = [k for ch, k in overrides.items() if k not in current]
+    if missing:
+        raise ValidationFailed.field(
+            "template", f"template {missing[0]!r} has no published version"
+        )
+    chosen = {ch: current[k][1] for ch, k in keys.items() if k in current}
+    return ScenarioSpec(
         key=scenario.key,
         message_class=scenario.message_class,
         channels=tuple(scenario.channels),
@@ -203,7 +221,7 @@ async def load_spec(session: AsyncSession, key: str) -> ScenarioSpec:
         ),
         templates={
             ch: ChannelTemplate(
-                key=scenario.templates[ch],
+                key=keys[ch],
                 version=v.version,
                 subject=v.subject,
                 body=v.body,
@@ -211,12 +229,8 @@ async def load_spec(session: AsyncSession, key: str) -> ScenarioSpec:
             )
             for ch, v in chosen.items()
         },
-        template_refs={
-            ch: {"key": scenario.templates[ch], "version": v.version} for ch, v in chosen.items()
-        },
+        template_refs={ch: {"key": keys[ch], "version": v.version} for ch, v in chosen.items()},
     )
-    _cache[key] = (now + SPEC_TTL_SECONDS, epoch, spec)
-    return spec
 
 
 def clear_cache() -> None:
