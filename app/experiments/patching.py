@@ -55,10 +55,6 @@ class LiveExperiment:
     # may overshoot by what they add within the cache time)
     taken: int
 
-    def full(self) -> bool:
-        size = self.row.sample_size
-        return size is not None and self.taken >= size
-
 
 @dataclass(frozen=True)
 class Live:
@@ -179,12 +175,15 @@ class Experiments:
         experiment = self.by_strategy.get(strategy)
         if experiment is None:
             return None
+        return self._place(experiment, customer_id, (joined or {}).get(experiment.row.id, 0))
+
+    def _place(self, experiment: LiveExperiment, customer_id: str, joined: int = 0) -> Peek:
         row = experiment.row
         recorded = self.recorded.get(row.id)
         known = recorded is None or customer_id in recorded
         size = row.sample_size
-        taken = experiment.taken + (joined or {}).get(row.id, 0)
-        if not known and size is not None and taken >= size:
+        if not known and size is not None and experiment.taken + joined >= size:
+            # the capped sample is complete: only its customers stay in
             return Peek(experiment, None, "the capped sample is full")
         key = variant_for(row, experiment.assigner, customer_id)
         if key is None:
@@ -197,19 +196,16 @@ class Experiments:
         if current is not None:  # decided on an earlier channel of this message
             return experiment.variants[message["variant"]] if current == row.id else None
         customer_id: str = message["customer_id"]
-        recorded = self.recorded.get(row.id)
-        known = recorded is None or customer_id in recorded
-        if not known and experiment.full():
-            return None  # the capped sample is complete: only its customers stay in
-        key = variant_for(row, experiment.assigner, customer_id)
-        if key is None:
+        place = self._place(experiment, customer_id)
+        if place.variant is None:
             return None
-        if recorded is not None and not known:
-            recorded.add(customer_id)  # counted once, whatever its later messages
+        if place.joins:
+            self.recorded[row.id].add(customer_id)  # counted once, whatever its later messages
             experiment.taken += 1
+        key = place.variant.key
         message["experiment_id"], message["variant"] = row.id, key
         message["decision"]["experiment"], message["decision"]["variant"] = row.key, key
-        return experiment.variants[key]
+        return place.variant
 
 
 async def load(

@@ -133,7 +133,8 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
     patcher = await patching.load(
         session, scenarios=[data.scenario], customer_ids=ids, settings=settings, now=now
     )
-    found = await experiments.load(session, patcher.scenarios, ids or [data.customer_id or ""])
+    assigned = [data.customer_id] if data.customer_id else []
+    found = await experiments.load(session, patcher.scenarios, assigned)
     base = patching.profile(stored) if stored is not None else {}
     who = decide.Customer(
         dict(data.profile) if data.profile is not None else base,
