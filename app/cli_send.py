@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.errors import AppError, ValidationFailed, field_errors_from_pydantic
-from app.messages import service
+from app.messages import reading, service
 from app.messages.schemas import TERMINAL_STATUSES, MessageCreate, MessageStatus
 from app.runtime import Runtime
 from app.settings import Settings
@@ -40,7 +40,7 @@ async def send_one(
         deadline = loop.time() + timeout
         while True:
             async with runtime.sessionmaker() as session:
-                out = await service.get_message(session, message_id, principal=CLI_PRINCIPAL)
+                out = await reading.get_message(session, message_id, principal=CLI_PRINCIPAL)
             if out.status in TERMINAL_STATUSES or out.status == MessageStatus.scheduled:
                 return out.model_dump(mode="json")
             if loop.time() > deadline:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from app.experiments.models import Experiment
 from app.messages.models import Message
 from tests.conftest import SCENARIO, VARIABLES, Platform
 
@@ -256,3 +258,76 @@ async def test_list_filters_paginates_and_hides_other_owners(platform: Platform)
         assert (await other.get(f"/v1/messages/{ids[0]}")).status_code == 404
     async with platform.client("analyst") as analyst:
         assert len((await analyst.get("/v1/messages")).json()["items"]) == 5
+
+
+async def _mark(platform: Platform, message_id: str, **values: Any) -> None:
+    async with platform.runtime.sessionmaker() as session, session.begin():
+        await session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+async def test_experiment_campaign_and_tracking_fields(platform: Platform) -> None:
+    """A message shows its experiment (id and key), variant, campaign, first open and first
+    click: null while unset, RFC 3339 times with an offset; the list filters on them."""
+    await platform.create_scenario()
+    at = datetime(2026, 11, 23, 9, 12, 45, tzinfo=UTC)
+    async with platform.client("system") as client:
+        ids = [(await client.post("/v1/messages", json=_body())).json()["id"] for _ in range(3)]
+        plain = (await client.get(f"/v1/messages/{ids[0]}")).json()
+        for field in ("experiment_id", "experiment", "variant", "campaign_id"):
+            assert plain[field] is None
+        assert plain["opened_at"] is None
+        assert plain["clicked_at"] is None
+        experiment_id = await _experiment(platform)
+        await _mark(platform, ids[1], experiment_id=experiment_id, variant="short")
+        await _mark(platform, ids[2], experiment_id="exp_gone", variant="b", campaign_id="cmp_1")
+        await _mark(platform, ids[2], opened_at=at, clicked_at=at + timedelta(minutes=1))
+        one = (await client.get(f"/v1/messages/{ids[1]}")).json()
+        two = (await client.get(f"/v1/messages/{ids[2]}")).json()
+        by_experiment = await client.get("/v1/messages", params={"experiment_id": experiment_id})
+        by_campaign = await client.get("/v1/messages", params={"campaign_id": "cmp_1"})
+        nothing = await client.get("/v1/messages", params={"campaign_id": "cmp_2"})
+    assert (one["experiment_id"], one["experiment"], one["variant"]) == (
+        experiment_id,
+        "copy_test",
+        "short",
+    )
+    assert (two["experiment_id"], two["experiment"], two["campaign_id"]) == (
+        "exp_gone",
+        None,  # no such experiment (any more): the id alone
+        "cmp_1",
+    )
+    for field, expected in (("opened_at", at), ("clicked_at", at + timedelta(minutes=1))):
+        shown = datetime.fromisoformat(two[field])
+        assert shown.utcoffset() is not None
+        assert shown == expected
+    listed = by_experiment.json()["items"]
+    assert [(m["id"], m["experiment"]) for m in listed] == [(ids[1], "copy_test")]
+    assert [m["id"] for m in by_campaign.json()["items"]] == [ids[2]]
+    assert nothing.json()["items"] == []
+
+
+async def _experiment(platform: Platform) -> str:
+    """A stored experiment row (the messages only refer to it)."""
+    now = datetime.now(UTC)
+    async with platform.runtime.sessionmaker() as session, session.begin():
+        row = Experiment(
+            id="exp_copy",
+            key="copy_test",
+            kind="patch",
+            segment="everyone",
+            variants=[{"key": "short", "weight": 1}],
+            control="short",
+            coverage=1.0,
+            salt="copy_test",
+            metric="clicked",
+            attribution_hours=72,
+            confidence=0.95,
+            min_sample=100,
+            target_lift=0.1,
+            auto_winner=False,
+            status="draft",
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+    return row.id

@@ -55,10 +55,6 @@ class LiveExperiment:
     # may overshoot by what they add within the cache time)
     taken: int
 
-    def full(self) -> bool:
-        size = self.row.sample_size
-        return size is not None and self.taken >= size
-
 
 @dataclass(frozen=True)
 class Live:
@@ -129,6 +125,16 @@ def _patch_template(key: str, version: Any) -> PatchTemplate:
     )
 
 
+@dataclass(frozen=True)
+class Peek:
+    """A customer's place in a live experiment: its variant, or None and why not."""
+
+    experiment: LiveExperiment
+    variant: LiveVariant | None
+    outside: str | None  # why the customer is not in the sample
+    joins: bool = False  # a new customer taking a place in a capped sample
+
+
 @dataclass
 class Experiments:
     """The live experiments of one group's strategies, and who is already in a capped sample."""
@@ -145,8 +151,10 @@ class Experiments:
         if experiment is None:
             return None
         variant = self._variant(message, experiment)
-        if variant is None:
-            return None
+        return None if variant is None else self.arm(variant, channel)
+
+    def arm(self, variant: LiveVariant, channel: str) -> Arm | None:
+        """What ``variant`` does on ``channel``; None: the strategy's own patch."""
         if variant.holdout:
             return Arm(holdout=True)
         if variant.channel is not None and variant.channel != channel:
@@ -157,25 +165,47 @@ class Experiments:
             return None
         return Arm(holdout=False, template=template)
 
+    def peek(
+        self, customer_id: str, strategy: str, *, joined: Mapping[str, int] | None = None
+    ) -> Peek | None:
+        """Where ``customer_id`` stands in ``strategy``'s experiment (None: it has none), as
+        a send would decide, without recording or counting anything (explain, dry run).
+        ``joined``: experiment id -> new customers assumed to have entered its capped sample
+        before this one."""
+        experiment = self.by_strategy.get(strategy)
+        if experiment is None:
+            return None
+        return self._place(experiment, customer_id, (joined or {}).get(experiment.row.id, 0))
+
+    def _place(self, experiment: LiveExperiment, customer_id: str, joined: int = 0) -> Peek:
+        row = experiment.row
+        recorded = self.recorded.get(row.id)
+        known = recorded is None or customer_id in recorded
+        size = row.sample_size
+        if not known and size is not None and experiment.taken + joined >= size:
+            # the capped sample is complete: only its customers stay in
+            return Peek(experiment, None, "the capped sample is full")
+        key = variant_for(row, experiment.assigner, customer_id)
+        if key is None:
+            return Peek(experiment, None, "outside the sample (coverage)")
+        return Peek(experiment, experiment.variants[key], None, joins=not known)
+
     def _variant(self, message: dict[str, Any], experiment: LiveExperiment) -> LiveVariant | None:
         row = experiment.row
         current = message.get("experiment_id")
         if current is not None:  # decided on an earlier channel of this message
             return experiment.variants[message["variant"]] if current == row.id else None
         customer_id: str = message["customer_id"]
-        recorded = self.recorded.get(row.id)
-        known = recorded is None or customer_id in recorded
-        if not known and experiment.full():
-            return None  # the capped sample is complete: only its customers stay in
-        key = variant_for(row, experiment.assigner, customer_id)
-        if key is None:
+        place = self._place(experiment, customer_id)
+        if place.variant is None:
             return None
-        if recorded is not None and not known:
-            recorded.add(customer_id)  # counted once, whatever its later messages
+        if place.joins:
+            self.recorded[row.id].add(customer_id)  # counted once, whatever its later messages
             experiment.taken += 1
+        key = place.variant.key
         message["experiment_id"], message["variant"] = row.id, key
         message["decision"]["experiment"], message["decision"]["variant"] = row.key, key
-        return experiment.variants[key]
+        return place.variant
 
 
 async def load(

@@ -23,7 +23,7 @@ from app.errors import (
     ValidationFailed,
     error_responses,
 )
-from app.messages import service
+from app.messages import reading, service
 from app.messages.compose import Prepared
 from app.messages.schemas import (
     BatchCreate,
@@ -171,7 +171,7 @@ async def get_message(
 ) -> MessageDetail:
     """Status, channel, provider, rendered content, attempts, the decision record and the
     timeline of events. System keys see only their own business system's messages."""
-    return await service.get_message(session, message_id, principal=principal)
+    return await reading.get_message(session, message_id, principal=principal)
 
 
 @router.get("", response_model=MessageList, summary="List messages, newest first")
@@ -182,17 +182,26 @@ async def list_messages(
     scenario: str | None = None,
     status: MessageStatus | None = None,
     since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
+    experiment_id: Annotated[
+        str | None, Query(max_length=40, description="the messages of this experiment")
+    ] = None,
+    campaign_id: Annotated[
+        str | None, Query(max_length=40, description="the messages this campaign sent")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> MessageList:
-    """Filter by customer, scenario, status and creation time; page with `cursor`."""
-    items = await service.list_messages(
+    """Filter by customer, scenario, status, creation time, experiment and campaign; page
+    with `cursor`."""
+    items = await reading.list_messages(
         session,
         principal=principal,
         customer_id=customer_id,
         scenario=scenario,
         status=status,
         since=since,
+        experiment_id=experiment_id,
+        campaign_id=campaign_id,
         before_id=decode_cursor(cursor),
         limit=limit + 1,
     )

@@ -46,6 +46,14 @@ class Message(Base):
             postgresql_where=text("experiment_id IS NOT NULL"),
             postgresql_include=["sent_at", "delivered_at", "clicked_at", "cost"],
         ),
+        # a campaign's messages newest first: the message list's filter (migration 0008)
+        Index(
+            "ix_messages_campaign",
+            "campaign_id",
+            "id",
+            sqlite_where=text("campaign_id IS NOT NULL"),
+            postgresql_where=text("campaign_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -11,6 +11,7 @@ from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
+from app.experiments.models import Experiment
 from app.messages import bulk_pg
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome
@@ -91,13 +92,20 @@ async def list_page(
     since: datetime | None,
     before_id: str | None,
     limit: int,
+    experiment_id: str | None = None,
+    campaign_id: str | None = None,
 ) -> list[Message]:
+    """A page of messages, newest first. (A campaign's through ix_messages_campaign, in id
+    order; an experiment's through ix_messages_experiment, or the primary key when they
+    are among the newest.)"""
     stmt = select(Message).order_by(Message.id.desc()).limit(limit)
     for column, value in (
         (Message.owner, owner),
         (Message.customer_id, customer_id),
         (Message.scenario, scenario),
         (Message.status, status),
+        (Message.experiment_id, experiment_id),
+        (Message.campaign_id, campaign_id),
     ):
         if value is not None:
             stmt = stmt.where(column == value)
@@ -106,6 +114,17 @@ async def list_page(
     if before_id is not None:
         stmt = stmt.where(Message.id < before_id)
     return list((await session.scalars(stmt)).all())
+
+
+async def experiment_keys(session: AsyncSession, ids: Iterable[str | None]) -> dict[str, str]:
+    """experiment id -> key, for those of ``ids`` that exist (one query, none for no ids)."""
+    wanted = sorted({i for i in ids if i is not None})
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(Experiment.id, Experiment.key).where(Experiment.id.in_(wanted))
+    )
+    return dict(rows.all())
 
 
 _CLAIMED = (

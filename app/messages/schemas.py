@@ -155,7 +155,37 @@ class EventOut(BaseModel):
     detail: dict[str, Any]
 
 
+_MESSAGE_EXAMPLE: dict[str, Any] = {
+    "id": "msg_01JD3T6Q6F8X0M2N4P6R8S0T2V",
+    "status": "delivered",
+    "status_reason": None,
+    "scenario": "account_movement",
+    "customer_id": "C0001",
+    "recipient": {"phone": "138****0000"},
+    "channels": ["sms"],
+    "channel": "sms",
+    "provider": "sandbox_sms:main",
+    "provider_message_id": "sbx-7f3a",
+    "content": {"sms": {"body": "【示例银行】您尾号1234的账户支出1200.00元…稳健理财年化3.2%"}},
+    "attempts": 1,
+    "decision": {"strategy": "wealth", "experiment": "wealth_copy", "variant": "short"},
+    "send_at": None,
+    "created_at": "2026-11-23T08:30:00Z",
+    "updated_at": "2026-11-23T08:30:02Z",
+    "sent_at": "2026-11-23T08:30:01Z",
+    "delivered_at": "2026-11-23T08:30:02Z",
+    "opened_at": None,
+    "clicked_at": "2026-11-23T09:12:45Z",
+    "experiment_id": "exp_01JD3SZ4B2C6D8F0G2H4J6K8M0",
+    "experiment": "wealth_copy",
+    "variant": "short",
+    "campaign_id": None,
+}
+
+
 class MessageOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_MESSAGE_EXAMPLE]})
+
     id: str
     status: MessageStatus
     status_reason: str | None
@@ -174,9 +204,30 @@ class MessageOut(BaseModel):
     updated_at: datetime
     sent_at: datetime | None
     delivered_at: datetime | None
+    opened_at: datetime | None = Field(description="first open (email pixel)")
+    clicked_at: datetime | None = Field(description="first click of a tracked link")
+    experiment_id: str | None = Field(description="the experiment the message counts for")
+    experiment: str | None = Field(description="that experiment's key")
+    variant: str | None = Field(description="its variant in that experiment (or the holdout)")
+    campaign_id: str | None = Field(description="the campaign that sent it")
 
 
 class MessageDetail(MessageOut):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                _MESSAGE_EXAMPLE
+                | {
+                    "events": [
+                        {"type": "accepted", "at": "2026-11-23T08:30:00Z", "detail": {}},
+                        {"type": "sent", "at": "2026-11-23T08:30:01Z", "detail": {}},
+                        {"type": "clicked", "at": "2026-11-23T09:12:45Z", "detail": {}},
+                    ]
+                }
+            ]
+        }
+    )
+
     events: list[EventOut] = Field(description="the timeline, oldest first")
 
 

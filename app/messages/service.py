@@ -12,7 +12,6 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.customers import repository as customers
 from app.customers.models import Customer
@@ -20,23 +19,17 @@ from app.db import after_commit
 from app.errors import (
     AppError,
     IdempotencyConflict,
-    NotFound,
     ValidationFailed,
     field_errors_from_pydantic,
 )
 from app.experiments import patching as experiments
 from app.ids import new_ids
-from app.masking import mask_contact
 from app.messages import repository
-from app.messages.compose import Composer, Prepared, initial_events, request_hash
+from app.messages.compose import Composer, Prepared, request_hash
 from app.messages.gcpause import collector_paused
 from app.messages.models import Message
 from app.messages.schemas import (
-    EventOut,
-    MessageDetail,
     MessageItem,
-    MessageOut,
-    MessageStatus,
 )
 from app.queue.base import MessageQueue
 from app.scenarios.service import load_spec
@@ -381,68 +374,3 @@ def _item(
         "detail": detail,
         "fields": fields,
     }
-
-
-def can_read(principal: Principal, message: Message) -> bool:
-    return principal.role != Role.system or message.owner == principal.owner
-
-
-async def get_message(
-    session: AsyncSession, message_id: str, *, principal: Principal
-) -> MessageDetail:
-    message = await repository.by_id(session, message_id)
-    if message is None or not can_read(principal, message):
-        raise NotFound(f"no message {message_id!r}")
-    events = await repository.events_of(session, message_id)
-    return MessageDetail(
-        **to_out(message).model_dump(),
-        events=[EventOut(**e) for e in initial_events(message)]
-        + [EventOut(type=e.type, at=e.at, detail=e.detail) for e in events],
-    )
-
-
-async def list_messages(
-    session: AsyncSession,
-    *,
-    principal: Principal,
-    customer_id: str | None,
-    scenario: str | None,
-    status: MessageStatus | None,
-    since: datetime | None,
-    before_id: str | None,
-    limit: int,
-) -> list[MessageOut]:
-    rows = await repository.list_page(
-        session,
-        owner=principal.owner if principal.role == Role.system else None,
-        customer_id=customer_id,
-        scenario=scenario,
-        status=status.value if status else None,
-        since=since,
-        before_id=before_id,
-        limit=limit,
-    )
-    return [to_out(m) for m in rows]
-
-
-def to_out(message: Message) -> MessageOut:
-    return MessageOut(
-        id=message.id,
-        status=MessageStatus(message.status),
-        status_reason=message.status_reason,
-        scenario=message.scenario,
-        customer_id=message.customer_id,
-        recipient={k: mask_contact(k, v) for k, v in message.recipient.items()},
-        channels=message.channels,
-        channel=message.channel,
-        provider=message.provider,
-        provider_message_id=message.provider_message_id,
-        content=message.content,
-        attempts=message.attempts,
-        decision=message.decision,
-        send_at=message.send_at,
-        created_at=message.created_at,
-        updated_at=message.updated_at,
-        sent_at=message.sent_at,
-        delivered_at=message.delivered_at,
-    )

@@ -199,15 +199,64 @@ class EvaluationOut(BaseModel):
     detail: str | None = None
 
 
+class ExperimentArmOut(BaseModel):
+    """The customer's place in the winning strategy's live patch experiment (not recorded)."""
+
+    experiment: str = Field(description="the experiment's key")
+    variant: str | None = Field(description="the customer's variant; null outside the sample")
+    in_sample: bool
+    holdout: bool = Field(description="the variant gets no patch")
+    patch_template: str | None = Field(
+        description="the variant's patch template on this channel; null: no patch (holdout) "
+        "or the strategy's own (outside the sample, or a variant of another channel)"
+    )
+    reason: str | None = Field(default=None, description="why not in the sample, or not here")
+
+
 class ChannelDecision(BaseModel):
     channel: str
     strategy: str | None
     patch_template: str | None
     no_patch: str | None
     evaluations: list[EvaluationOut]
+    experiment: ExperimentArmOut | None = Field(
+        default=None, description="set when the winning strategy has a live patch experiment"
+    )
 
 
 class ExplainOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "scenario": "account_movement",
+                    "customer_id": "C0001",
+                    "at": "2026-11-23T02:00:00Z",
+                    "channels": [
+                        {
+                            "channel": "sms",
+                            "strategy": "wealth",
+                            "patch_template": "wealth_patch.sms",
+                            "no_patch": None,
+                            "evaluations": [
+                                {"strategy": "wealth", "matched": True, "reason": "matched"},
+                                {"strategy": "loan", "matched": False, "reason": "not_tried"},
+                            ],
+                            "experiment": {
+                                "experiment": "wealth_copy",
+                                "variant": "short",
+                                "in_sample": True,
+                                "holdout": False,
+                                "patch_template": "wealth_short.sms",
+                                "reason": None,
+                            },
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     scenario: str
     customer_id: str | None
     at: datetime
@@ -229,9 +278,35 @@ class DryRunIn(BaseModel):
 
 
 class DryRunOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "scenario": "account_movement",
+                    "sampled": 1000,
+                    "at": "2026-11-23T02:00:00Z",
+                    "channels": {"sms": {"wealth": 412, "loan": 301, "none:no_strategy": 287}},
+                    "experiments": {
+                        "wealth_copy": {
+                            "short": 168,
+                            "long": 164,
+                            "holdout": 39,
+                            "outside_sample": 41,
+                        }
+                    },
+                }
+            ]
+        }
+    )
+
     scenario: str
     sampled: int
     at: datetime
     channels: dict[str, dict[str, int]] = Field(
         description="channel -> strategy key (or `none:<reason>`) -> customers"
+    )
+    experiments: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="experiment key -> variant (or `outside_sample`) -> customers, for the "
+        "customers whose winning strategy has a live patch experiment (counted once each)",
     )

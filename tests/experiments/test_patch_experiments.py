@@ -106,10 +106,13 @@ async def test_customers_are_split_by_the_hash_and_stay(platform: Platform) -> N
             variant = expected.assign(cid)
             assert message["decision"]["experiment"] == "wealth_copy"
             assert message["decision"]["variant"] == variant
+            assert message["experiment_id"] == experiment["id"]
+            assert (message["experiment"], message["variant"]) == ("wealth_copy", variant)
             _check_content(message, variant)
     assert {expected.assign(c) for c in RICH} == {"holdout", "short", "long"}
     loan = await _send(platform, "L1")  # another strategy: no experiment
     assert "experiment" not in loan["decision"]
+    assert (loan["experiment_id"], loan["experiment"], loan["variant"]) == (None, None, None)
     rows = await _rows(platform)
     for cid in RICH:
         assert rows[cid] == [(experiment["id"], expected.assign(cid))] * 2

@@ -115,8 +115,10 @@ async def test_click_redirects_and_counts_once_under_concurrent_clicks(
         assert (await client.get(f"/t/{other.token}")).status_code == 302
     assert len(await events(platform, message_id, "clicked")) == 1
     assert (await message_row(platform, message_id)).clicked_at == first_click
-    timeline = [e["type"] for e in (await _detail(platform, message_id))["events"]]
-    assert timeline.count("clicked") == 1
+    detail = await _detail(platform, message_id)
+    assert [e["type"] for e in detail["events"]].count("clicked") == 1
+    assert datetime.fromisoformat(detail["clicked_at"]) == first_click  # with its offset
+    assert detail["opened_at"] is None
 
 
 async def test_open_pixel_counts_the_first_open(platform: Platform) -> None:
@@ -133,8 +135,11 @@ async def test_open_pixel_counts_the_first_open(platform: Platform) -> None:
         assert response.content == PIXEL
     assert PIXEL.startswith(b"GIF89a\x01\x00\x01\x00")
     assert len(await events(platform, message_id, "opened")) == 1
-    assert (await message_row(platform, message_id)).opened_at is not None
-    assert "opened" in [e["type"] for e in (await _detail(platform, message_id))["events"]]
+    opened_at = (await message_row(platform, message_id)).opened_at
+    assert opened_at is not None
+    detail = await _detail(platform, message_id)
+    assert "opened" in [e["type"] for e in detail["events"]]
+    assert datetime.fromisoformat(detail["opened_at"]) == opened_at
 
 
 async def test_head_requests_are_not_counted(platform: Platform) -> None:
