@@ -213,11 +213,14 @@ async def load(
 ) -> Experiments | None:
     """The live experiments of the group's active strategies; None when there are none (the
     common case: no query beyond the cached lookup, none at all without strategies)."""
-    strategies = {r.key for p in scenarios.values() for r in p.rules}
-    if not strategies:
+    if not any(p.rule_keys for p in scenarios.values()):
         return None
     found = await live(session)
-    mine = {k: e for k, e in found.by_strategy.items() if k in strategies}
+    mine = {
+        k: e
+        for k, e in found.by_strategy.items()
+        if any(k in p.rule_keys for p in scenarios.values())
+    }
     if not mine:
         return None
     experiments = Experiments(mine, found.templates)

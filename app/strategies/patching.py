@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import time as clock
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,9 @@ class ScenarioPatches:
     rules: list[decide.Strategy]  # the active ones
     templates: dict[str, PatchTemplate]
     ruleset: decide.Ruleset  # every strategy of the scenario: explain reports inactive ones
+    # worked out once per load rather than per group of messages:
+    rule_keys: frozenset[str] = frozenset()  # of the active ones
+    caps: service.CapSpan | None = None  # how far back frequency caps look, and how many
 
 
 def quiet_hours(marketing: MarketingSettings) -> decide.HourWindow:
@@ -99,6 +102,8 @@ async def scenario_patches(session: AsyncSession, scenario: str) -> ScenarioPatc
             for key, (_, version) in current.items()
         },
         ruleset=decide.Ruleset(every),
+        rule_keys=frozenset(r.key for r in rules),
+        caps=service.cap_span(rules),
     )
     _cache[scenario] = (now + CACHE_SECONDS, found)
     return found
@@ -287,8 +292,9 @@ async def load(
     patcher.consents = await customers.consents_of(
         session, customer_ids, marketing_granted=settings.customers.marketing_granted
     )
-    rules = [r for p in patcher.scenarios.values() for r in p.rules]
-    window = service.cap_window(now, rules)
-    if window is not None:
-        patcher.recent = await repository.recent_patches(session, customer_ids, *window)
+    spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
+    if spans:
+        since = now - timedelta(days=max(s.days for s in spans))
+        most = max(s.max_patches for s in spans)
+        patcher.recent = await repository.recent_patches(session, customer_ids, since, most)
     return patcher

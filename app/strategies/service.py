@@ -4,9 +4,9 @@ compiled for `strategies.decide.decide()`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime, time, timedelta
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import time
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -305,10 +305,15 @@ async def load_for_scenario(session: AsyncSession, scenario: str) -> list[decide
     return [compiled(r, rules.get(r.segment), predicates.get(r.segment, _nobody)) for r in rows]
 
 
-def cap_window(now: datetime, rules: list[decide.Strategy]) -> tuple[datetime, int] | None:
-    """How far back the customers' patches matter (the longest frequency-cap period) and how
-    many of them (the largest cap), or None when no strategy has a cap."""
+class CapSpan(NamedTuple):
+    days: int  # the longest frequency-cap period: how far back patches matter
+    max_patches: int  # the largest cap: how many of them at most
+
+
+def cap_span(rules: Sequence[decide.Strategy]) -> CapSpan | None:
+    """What the frequency caps of ``rules`` need to know of a customer's past patches; None
+    when no strategy has a cap."""
     caps = [s.cap for s in rules if s.cap is not None]
     if not caps:
         return None
-    return now - timedelta(days=max(c.days for c in caps)), max(c.max_patches for c in caps)
+    return CapSpan(max(c.days for c in caps), max(c.max_patches for c in caps))
