@@ -215,27 +215,49 @@ def _check(
     return Reason.matched, ""
 
 
+_NONE_YET = 1 << 62  # a position after every candidate
+
+
+@dataclass(frozen=True)
+class _SegmentGroup:
+    """The candidates of one segment, in priority order, with their positions in the whole
+    candidate list: a segment is evaluated once, and only while it could still win."""
+
+    first: int  # position of its best-placed strategy
+    matches: Predicate
+    members: tuple[tuple[int, Strategy], ...]
+
+
 class Ruleset:
     """Strategies prepared for many decisions: sorted once per scenario and channel, only
-    active ones on the fast path; a segment shared by several strategies is evaluated once
-    per decision. ``decide(explain=False)`` (the send path) records the winner and why there
-    is none, not every strategy's verdict: ``explain=True`` gives the full list."""
+    active ones on the fast path, grouped by segment so that each segment is evaluated at
+    most once per decision and not at all once an earlier strategy has won.
+    ``decide(explain=False)`` (the send path) records the winner and why there is none, not
+    every strategy's verdict: ``explain=True`` gives the full list."""
 
     def __init__(self, strategies: Sequence[Strategy]) -> None:
         ordered = sorted(strategies, key=lambda s: (s.priority, s.key))
         self._all: dict[str, list[Strategy]] = {}
         for s in ordered:
             self._all.setdefault(s.scenario, []).append(s)
-        self._fast: dict[tuple[str, str], list[Strategy]] = {}
+        self._fast: dict[tuple[str, str], list[_SegmentGroup]] = {}
 
-    def _candidates(self, scenario: str, channel: str) -> list[Strategy]:
+    def _groups(self, scenario: str, channel: str) -> list[_SegmentGroup]:
         key = (scenario, channel)
         found = self._fast.get(key)
         if found is None:
-            found = self._fast[key] = [
+            candidates = [
                 s
                 for s in self._all.get(scenario, ())
                 if s.active and (s.channels is None or channel in s.channels)
+            ]
+            by_segment: dict[str, list[tuple[int, Strategy]]] = {}
+            for index, s in enumerate(candidates):
+                by_segment.setdefault(s.segment, []).append((index, s))
+            # dicts keep insertion order: groups come by their best-placed strategy
+            found = self._fast[key] = [
+                _SegmentGroup(members[0][0], members[0][1].matches, tuple(members))
+                for members in by_segment.values()
             ]
         return found
 
@@ -265,38 +287,54 @@ class Ruleset:
         if immediate and in_quiet_hours(now, quiet_hours, customer.timezone):
             return Decision(channel, None, [], NoPatch.quiet_hours)
         near: list[Evaluation] = []  # in the segment, but held back (hours, cap)
-        winner = self._first_match(self._candidates(scenario, channel), customer, now, near)
+        winner = self._first_match(self._groups(scenario, channel), customer, now, near)
         if winner is None:
             return Decision(channel, None, near, NoPatch.no_strategy)
         return Decision(channel, winner, [*near, Evaluation(winner.key, True, Reason.matched)])
 
     def _first_match(
-        self, candidates: list[Strategy], customer: Customer, now: datetime, near: list[Evaluation]
+        self, groups: list[_SegmentGroup], customer: Customer, now: datetime, near: list[Evaluation]
     ) -> Strategy | None:
-        segments: dict[str, bool] = {}
-        local: time | None = None
-        profile = customer.profile
-        for s in candidates:
-            if (s.starts_at is not None and now < s.starts_at) or (
-                s.ends_at is not None and now >= s.ends_at
-            ):
+        """The first candidate, in priority order, that the customer's segment, the date
+        window, the hours and the cap all let through; ``near`` gets the candidates before
+        it that were held back by hours or cap, in priority order."""
+        best, winner = _NONE_YET, None
+        held: list[tuple[int, Evaluation]] = []
+        local: list[time] = []  # the customer's time of day, worked out once if needed
+        for group in groups:
+            if group.first >= best:
+                break  # every later group starts after the winner
+            if not group.matches(customer.profile):
                 continue
-            matched = segments.get(s.segment)
-            if matched is None:
-                matched = segments[s.segment] = s.matches(profile)
-            if not matched:
-                continue
-            if s.hours is not None:
-                if local is None:
-                    local = now.astimezone(customer_zone(customer.timezone)).time()
-                if not s.hours.contains(local):
-                    near.append(Evaluation(s.key, False, Reason.outside_hours))
-                    continue
-            if s.cap is not None and _capped(s.cap, customer.recent_patches, now):
-                near.append(Evaluation(s.key, False, Reason.frequency_capped))
-                continue
-            return s
-        return None
+            for index, s in group.members:
+                if index >= best:
+                    break
+                verdict = _held_back(s, customer, now, local)
+                if verdict is None:
+                    best, winner = index, s
+                    break
+                if verdict is Reason.outside_hours or verdict is Reason.frequency_capped:
+                    held.append((index, Evaluation(s.key, False, verdict)))
+        if held:
+            held.sort(key=lambda item: item[0])
+            near.extend(e for index, e in held if index < best)
+        return winner
+
+
+def _held_back(s: Strategy, customer: Customer, now: datetime, local: list[time]) -> Reason | None:
+    """Why a strategy whose segment matched does not win now, or None when it does."""
+    if s.starts_at is not None and now < s.starts_at:
+        return Reason.before_start
+    if s.ends_at is not None and now >= s.ends_at:
+        return Reason.after_end
+    if s.hours is not None:
+        if not local:
+            local.append(now.astimezone(customer_zone(customer.timezone)).time())
+        if not s.hours.contains(local[0]):
+            return Reason.outside_hours
+    if s.cap is not None and _capped(s.cap, customer.recent_patches, now):
+        return Reason.frequency_capped
+    return None
 
 
 def _received(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies.decide import (
@@ -186,6 +187,7 @@ def test_the_issues_example_segments_choose_the_patch_from_a_profile() -> None:
     assert run([wealth, loan], Customer({"aum": 12000})).winner is loan
 
 
+@settings(max_examples=300)
 @given(
     thresholds=st.lists(st.integers(0, 2_000_000), min_size=1, max_size=12),
     aum=st.integers(0, 2_000_000),
@@ -194,6 +196,7 @@ def test_the_issues_example_segments_choose_the_patch_from_a_profile() -> None:
     ),
     recent_days=st.lists(st.integers(0, 10), max_size=4),
     hour=st.integers(0, 23),
+    windows=st.lists(st.sampled_from(["open", "future", "past"]), min_size=12, max_size=12),
 )
 def test_the_ruleset_fast_path_picks_the_same_winner_as_decide(
     thresholds: list[int],
@@ -201,6 +204,7 @@ def test_the_ruleset_fast_path_picks_the_same_winner_as_decide(
     flags: list[tuple[bool, bool, bool]],
     recent_days: list[int],
     hour: int,
+    windows: list[str],
 ) -> None:
     items = []
     for i, t in enumerate(thresholds):
@@ -208,13 +212,16 @@ def test_the_ruleset_fast_path_picks_the_same_winner_as_decide(
         items.append(
             strategy(
                 f"s{i:02d}",
-                (lambda p, t=t: p["aum"] >= t),
-                segment=f"seg_{i}",
+                # strategies share segments (one threshold per segment)
+                (lambda p, t=thresholds[i % 5]: p["aum"] >= t),
+                segment=f"seg_{i % 5}",
                 priority=i % 4,
                 active=active,
                 channels=frozenset({"sms"}) if sms_only else None,
                 cap=FrequencyCap(1, 3) if capped else None,
                 hours=HourWindow(time(8), time(20)) if i % 2 else None,
+                starts_at=NOW + timedelta(days=1) if windows[i] == "future" else None,
+                ends_at=NOW - timedelta(days=1) if windows[i] == "past" else None,
             )
         )
     now = NOW.replace(hour=hour)
@@ -226,10 +233,78 @@ def test_the_ruleset_fast_path_picks_the_same_winner_as_decide(
         fast = rules.decide(customer, scenario="account_movement", channel=channel, now=now)
         assert fast.winner is slow.winner
         assert fast.no_patch is slow.no_patch
+        held = _held_before_winner(items, customer, channel, now, slow.winner)
+        assert [(e.strategy, e.reason) for e in fast.evaluations if not e.matched] == held
         explained = rules.decide(
             customer, scenario="account_movement", channel=channel, now=now, explain=True
         )
         assert explained.evaluations == slow.evaluations
+
+
+def _fast(items: list[Strategy], customer: Customer) -> Any:
+    return Ruleset(items).decide(customer, scenario="account_movement", channel="sms", now=NOW)
+
+
+def test_the_fast_path_keeps_priority_order_across_shared_segments() -> None:
+    """Segments are evaluated group by group; the winner is still the first strategy in
+    priority order, and only strategies before it are reported as held back."""
+    future = NOW + timedelta(days=1)
+    capped = FrequencyCap(1, 7)
+    recent = Customer({"aum": 1_000_000}, recent_patches=[NOW - timedelta(days=1)])
+    a, b = (lambda p: p["aum"] > 0), (lambda p: p["aum"] > 10)
+    items = [
+        strategy("k0", a, segment="A", priority=0, starts_at=future),
+        strategy("k1", b, segment="B", priority=1, starts_at=future),
+        strategy("k2", b, segment="B", priority=2),
+        strategy("k3", a, segment="A", priority=3, cap=capped),
+        strategy("k5", a, segment="A", priority=5),
+    ]
+    decision = _fast(items, recent)
+    assert decision.winner is items[2]  # not k5, found first while scanning segment A
+    assert [e.strategy for e in decision.evaluations] == ["k2"]  # k3 comes after the winner
+    later = [items[0], items[1], strategy("k6", b, segment="B", priority=6), *items[3:]]
+    decision = _fast(later, recent)
+    assert decision.winner is later[-1]  # k5 before k6, though segment B is scanned after
+    assert [(e.strategy, e.reason) for e in decision.evaluations] == [
+        ("k3", Reason.frequency_capped),
+        ("k5", Reason.matched),
+    ]
+    for case in (items, later):
+        slow = decide(case, recent, scenario="account_movement", channel="sms", now=NOW)
+        assert _fast(case, recent).winner is slow.winner
+
+
+def _received_within(customer: Customer, now: datetime, cap: FrequencyCap) -> int:
+    return sum(1 for at in customer.recent_patches if at > now - timedelta(days=cap.days))
+
+
+def _held_before_winner(
+    items: list[Strategy], customer: Customer, channel: str, now: datetime, winner: Any
+) -> list[tuple[str, Reason]]:
+    """What the fast path records besides the winner: the candidates before it, in priority
+    order, whose segment matched and whose window was open, held back by hours or cap."""
+    held = []
+    for s in sorted(items, key=lambda s: (s.priority, s.key)):
+        if s is winner:
+            break
+        if not s.active or (s.channels is not None and channel not in s.channels):
+            continue
+        if not s.matches(customer.profile):
+            continue
+        if (s.starts_at is not None and now < s.starts_at) or (
+            s.ends_at is not None and now >= s.ends_at
+        ):
+            continue
+        local = now.astimezone(ZoneInfo("Asia/Shanghai")).time()
+        if s.hours is not None and not s.hours.contains(local):
+            held.append((s.key, Reason.outside_hours))
+        elif (
+            s.cap is not None
+            and sum(1 for at in customer.recent_patches if at > now - timedelta(days=s.cap.days))
+            >= s.cap.max_patches
+        ):
+            held.append((s.key, Reason.frequency_capped))
+    return held
 
 
 def test_the_ruleset_evaluates_a_shared_segment_once() -> None:
