@@ -1,14 +1,16 @@
 """Demo data for `make run`: an account-movement scenario, customers, segments with their
-marketing patches, and API keys.
+marketing patches, A/B experiments with a campaign (app/demo_ab.py), and API keys.
 Safe to run twice."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import demo_ab
 from app.auth import repository as keys_repository
 from app.auth.schemas import Role
 from app.auth.service import create_key
@@ -92,6 +94,29 @@ CUSTOMERS = [
 ]
 OPTED_OUT = ("C0005",)
 
+_SURNAMES = "赵钱孙李周吴郑王冯陈褚卫蒋沈韩杨"
+_GIVEN = "明华强丽敏静磊洋艳勇"
+
+
+def generated_customers(first: int = 6, last: int = 41) -> list[dict[str, Any]]:
+    """C0006..C0041 for the A/B demo, always the same: phone and email each, two in three of
+    high net worth (aum >= 500,000), the others of low net worth."""
+    found = []
+    for i in range(first, last + 1):
+        aum = 500_000 + i * 25_000 if i % 3 else 10_000 + i * 500
+        tier = "private" if aum >= 1_000_000 else "affluent" if aum >= 500_000 else "mass"
+        found.append(
+            {
+                "id": f"C{i:04d}",
+                "name": _SURNAMES[i % len(_SURNAMES)] + _GIVEN[i * 7 % len(_GIVEN)],
+                "phone": f"1350000{i:04d}",
+                "email": f"customer{i:04d}@example.com",
+                "attributes": {"aum": aum, "tier": tier},
+            }
+        )
+    return found
+
+
 # the attributes the demo customers carry, declared so that profiles and segments check them
 ATTRIBUTES = {
     "aum": AttributeIn(type=AttributeType.number, description="assets under management, CNY"),
@@ -147,7 +172,7 @@ async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
         await scenarios.create(session, ScenarioCreate.model_validate(ACCOUNT_MOVEMENT))
     for name, spec in ATTRIBUTES.items():
         await customer_service.put_attribute(session, name, spec)
-    for data in CUSTOMERS:
+    for data in [*CUSTOMERS, *generated_customers()]:
         values = {k: v for k, v in data.items() if k != "id"}
         await customers.upsert(session, str(data["id"]), **values)
     await customers.record_consents(
@@ -165,6 +190,7 @@ async def seed(session: AsyncSession, keys_file: Path) -> dict[str, str]:
         ],
     )
     await _seed_strategies(session)
+    await demo_ab.seed(session)
     created: dict[str, str] = {}
     for name, role in DEMO_KEYS:
         if await keys_repository.by_name(session, name) is None:

@@ -1,17 +1,31 @@
-"""The icc command: migrate, demo (twice), keys create, send."""
+"""The icc command: migrate, demo (twice, with its A/B experiments), keys create, send."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.cli import main
+from abtest.assignment import Assigner, Variant
+from app.campaigns.models import Campaign
+from app.cli import _with_session, main
+from app.customers.models import Customer
+from app.experiments import patching as experiment_patching
+from app.experiments.models import Experiment
 from app.scenarios import service as scenario_service
+from app.scenarios.models import Scenario
 from app.settings import get_settings
+from app.strategies import patching as strategy_patching
+from templates.models import Template, TemplateVersion
 
 
 @pytest.fixture
@@ -19,11 +33,17 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunn
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ICC_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
     monkeypatch.delenv("ICC_REDIS_URL", raising=False)
-    get_settings.cache_clear()
-    scenario_service.clear_cache()
+    _clear_caches()
     yield CliRunner()
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    """Each test has its own database: nothing read from another test's may stay cached."""
     get_settings.cache_clear()
     scenario_service.clear_cache()
+    strategy_patching.clear_cache()
+    experiment_patching.clear_cache()
 
 
 def test_demo_is_idempotent_and_send_delivers(cli_env: CliRunner) -> None:
@@ -88,3 +108,82 @@ def test_worker_requires_redis(cli_env: CliRunner) -> None:
     result = cli_env.invoke(main, ["worker"])
     assert result.exit_code == 2
     assert "ICC_REDIS_URL" in result.output
+
+
+def _demo_state() -> dict[str, Any]:
+    """What the demo seeds, with each row's last change, to compare two runs."""
+
+    async def read(session: AsyncSession) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for name, model, columns in (
+            ("experiments", Experiment, ("key", "kind", "status", "segment", "updated_at")),
+            ("campaigns", Campaign, ("key", "status", "experiment", "updated_at")),
+            ("scenarios", Scenario, ("key", "message_class", "updated_at")),
+            ("templates", Template, ("key", "channel", "current_version", "updated_at")),
+            ("versions", TemplateVersion, ("template_id", "version", "status")),
+            ("customers", Customer, ("id", "attributes")),
+        ):
+            rows = await session.execute(select(*(getattr(model, c) for c in columns)))
+            state[name] = sorted(tuple(row) for row in rows)
+        return state
+
+    result: dict[str, Any] = asyncio.run(_with_session(get_settings(), read))
+    return result
+
+
+def test_demo_seeds_the_ab_experiments_and_campaign_once(cli_env: CliRunner) -> None:
+    assert cli_env.invoke(main, ["demo"]).exit_code == 0
+    first = _demo_state()
+    assert cli_env.invoke(main, ["demo"]).exit_code == 0
+    assert _demo_state() == first  # the second run changes nothing
+    experiments = {key: (kind, status) for key, kind, status, _, _ in first["experiments"]}
+    assert experiments == {
+        "wealth_patch_ab": ("patch", "running"),
+        "wealth_promo_channel": ("campaign", "running"),
+    }
+    assert [c[:3] for c in first["campaigns"]] == [
+        ("wealth_promo_launch", "draft", "wealth_promo_channel")
+    ]
+    assert ("wealth_promo", "marketing") in [s[:2] for s in first["scenarios"]]
+    templates = {t[0] for t in first["templates"]}
+    assert {"wealth_patch_alt.sms", "wealth_promo.sms", "wealth_promo.email"} <= templates
+    ids = [c[0] for c in first["customers"]]
+    assert ids == [f"C{i:04d}" for i in range(1, 42)]
+    rich = [cid for cid, attributes in first["customers"] if attributes["aum"] >= 500_000]
+    assert len(rich) == 27  # high_net_worth: C0001, C0004, C0005 and 24 generated
+
+
+def _outside_quiet_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    local = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai"))
+    monkeypatch.setenv(
+        "ICC_MARKETING__QUIET_HOURS_START", (local + timedelta(hours=2)).strftime("%H:00")
+    )
+    monkeypatch.setenv(
+        "ICC_MARKETING__QUIET_HOURS_END", (local + timedelta(hours=3)).strftime("%H:00")
+    )
+    get_settings.cache_clear()
+
+
+# arms: alt, alt, current, holdout
+@pytest.mark.parametrize("customer", ["C0001", "C0007", "C0019", "C0023"])
+def test_demo_send_records_the_patch_experiment(
+    cli_env: CliRunner, monkeypatch: pytest.MonkeyPatch, customer: str
+) -> None:
+    _outside_quiet_hours(monkeypatch)
+    assert cli_env.invoke(main, ["demo"]).exit_code == 0
+    variables = ("account_tail=1234", "direction=支出", "amount=1200.00", "balance=35200.50")
+    args = ["send", "--customer", customer, "--channel", "sms"]
+    sent = cli_env.invoke(main, args + [a for v in variables for a in ("--var", v)])
+    assert sent.exit_code == 0, sent.output
+    message = json.loads(sent.output[sent.output.index("{") :])
+    arms = [Variant("holdout", 10.0), Variant("current", 45.0), Variant("alt", 45.0)]
+    variant = Assigner(salt="wealth_patch_ab", variants=arms).assign(customer)
+    assert (message["experiment"], message["variant"]) == ("wealth_patch_ab", variant)
+    body = message["content"]["sms"]["body"]
+    patch = {"current": "尊享理财", "alt": "新客专享理财"}
+    if variant == "holdout":
+        assert "理财" not in body  # the holdout gets no patch
+    else:
+        assert variant is not None
+        assert patch[variant] in body
+    assert ("/t/" in body) == (variant == "alt")  # only the alternative patch has a link
