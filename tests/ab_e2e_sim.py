@@ -88,6 +88,7 @@ class Simulation:
             self.tallies[key].assigned.add(cid)
         self.messages: list[dict[str, Any]] = []
         self.failed: set[str] = set()
+        self.opened: set[str] = set()
 
     async def load_messages(self, campaign_id: str) -> None:
         async with self.platform.client("analyst") as client:
@@ -102,6 +103,21 @@ class Simulation:
             tally.messages += 1
             tally.sent.add(message["customer_id"])
             tally.cost += self.prices[message["channel"]]
+
+    async def check_messages(self, campaign_id: str) -> None:
+        """Each message as the API shows it after the simulation: delivered, failed or still
+        sent as its receipt said, clicked as its customer did."""
+        async with self.platform.client("analyst") as client:
+            after = await message_pages(client, campaign_id)
+        for message in after:
+            cid = message["customer_id"]
+            tally = self.tallies[self.assigned[cid]]
+            status = "failed" if message["id"] in self.failed else "sent"
+            status = "delivered" if cid in tally.delivered else status
+            assert message["status"] == status, message
+            assert (message["delivered_at"] is not None) == (cid in tally.delivered)
+            assert (message["clicked_at"] is not None) == (cid in tally.clicked)
+            assert (message["opened_at"] is not None) == (message["id"] in self.opened)
 
     async def run(self, *, before: datetime) -> dict[str, Tally]:
         """Receipts, clicks and opens, conversions; ``before``: a time before any exposure."""
@@ -166,6 +182,7 @@ class Simulation:
             [pixel] = PIXEL.findall(content["html"])
             opened = await client.get(f"/o/{pixel}")
             assert (opened.status_code, opened.headers["content-type"]) == (200, "image/gif")
+            self.opened.add(message["id"])
         delivered = cid in self.tallies[self.assigned[cid]].delivered
         chance = CLICK[channel] if delivered else CLICK[channel] / 3
         if self.rng.random() >= chance:

@@ -15,7 +15,8 @@ import io
 import random
 from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Any
 
 import httpx
@@ -191,19 +192,28 @@ async def test_experiment_report_equals_what_was_simulated(platform: Platform) -
     async with platform.client("analyst") as reader:
         listed = await _assignments(reader)
     assert listed == assigned
+    assert campaign["sent"] + campaign["skipped"] + campaign["held_out"] == len(assigned)
 
     simulation = Simulation(platform, assigned, random.Random(20261123), PRICES)
     await simulation.load_messages(campaign["id"])
     tallies = await simulation.run(before=started - timedelta(hours=3))
     assert {k for k, t in tallies.items() if t.stage("converted")} == set(KEYS)
 
+    await simulation.check_messages(campaign["id"])
+    async with platform.client("marketer") as client:  # the analysis outlives the test
+        _ok(await client.post("/v1/experiments/card_channels/stop"))
+        done = {"winner": "email_html"}
+        _ok(await client.post("/v1/experiments/card_channels/complete", json=done))
     async with platform.client("analyst") as reader:
         report = _ok(await reader.get("/v1/experiments/card_channels/report"))
         csv_text = (await reader.get("/v1/experiments/card_channels/report.csv")).text
         page = await reader.get("/v1/experiments/card_channels/report.html")
+    assert (report["lifecycle"]["status"], report["winner"]) == ("completed", "email_html")
     check_counts(report, tallies)
+    check_costs(report, tallies)
+    check_timeline(report, tallies)
     check_statistics(report, tallies)
-    check_csv(csv_text, tallies)
+    check_csv(csv_text, report, tallies)
     assert page.status_code == 200, page.text
     assert "<svg" in page.text
 
@@ -232,6 +242,56 @@ def check_counts(report: dict[str, Any], tallies: dict[str, Tally]) -> None:
         per_message = variant["costs"]["per_message"]
         price = PRICES.get(str(variant["channel"]))
         assert (per_message and Decimal(per_message)) == (price if tally.messages else None)
+
+
+def _money(amount: Fraction) -> Decimal:
+    """Exactly, then to 4 places half up (abtest/costs.py: what a finance team expects)."""
+    exact = Decimal(amount.numerator) / Decimal(amount.denominator)
+    return exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def _per(cost: Decimal, count: int) -> Decimal | None:
+    return _money(Fraction(cost) / count) if count else None
+
+
+def check_costs(report: dict[str, Any], tallies: dict[str, Tally]) -> None:
+    """Unit costs from the providers' prices; incremental conversions against the holdout."""
+    control = tallies["holdout"]
+    control_rate = Fraction(control.stage("converted"), control.stage("assigned"))
+    for variant in report["variants"]:
+        tally = tallies[variant["key"]]
+        found = variant["costs"]
+        decimals = {k: None if v is None else Decimal(v) for k, v in found.items()}
+        del decimals["incremental_conversions"]
+        expected: dict[str, Decimal | None] = {
+            "total": _money(Fraction(tally.cost)),
+            "per_message": _per(tally.cost, tally.messages),
+            "per_sent": _per(tally.cost, tally.stage("sent")),
+            "per_delivered": _per(tally.cost, tally.stage("delivered")),
+            "per_conversion": _per(tally.cost, tally.stage("converted")),
+            "per_incremental_conversion": None,
+        }
+        if variant["key"] == "holdout":
+            assert found["incremental_conversions"] is None
+        else:
+            rate = Fraction(tally.stage("converted"), tally.stage("assigned"))
+            incremental = (rate - control_rate) * tally.stage("assigned")
+            assert found["incremental_conversions"] == _approx(float(incremental))
+            assert incremental > 0
+            expected["per_incremental_conversion"] = _money(Fraction(tally.cost) / incremental)
+        assert decimals == expected, variant["key"]
+
+
+def check_timeline(report: dict[str, Any], tallies: dict[str, Tally]) -> None:
+    """Everything happened today (UTC): one cumulative point per variant, the totals."""
+    assert [s["variant"] for s in report["timeline"]] == KEYS
+    for series in report["timeline"]:
+        tally = tallies[series["variant"]]
+        [point] = series["points"]
+        assigned, converted = tally.stage("assigned"), tally.stage("converted")
+        assert (point["assigned"], point["converted"]) == (assigned, converted)
+        low, high = proportion_confint(converted, assigned, alpha=0.05, method="wilson")
+        assert (point["low"], point["high"]) == (_approx(low), _approx(high))
 
 
 def _approx(value: float) -> Any:
@@ -296,8 +356,17 @@ def _chi_square(found: dict[str, Any], arms: list[Tally], stage: str) -> None:
     )
 
 
-def check_csv(text: str, tallies: dict[str, Tally]) -> None:
+def check_csv(text: str, report: dict[str, Any], tallies: dict[str, Tally]) -> None:
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == len(KEYS) * len(STAGES)
     found = {(r["variant"], r["stage"]): int(r["count"]) for r in rows}
     assert found == {(k, s): tallies[k].stage(s) for k in KEYS for s in STAGES}
+    stages = {(v["key"], s["stage"]): s for v in report["variants"] for s in v["stages"]}
+    compared = {(c["variant"], c["stage"]): c for c in report["comparisons"]}
+    for row in rows:
+        stage = stages[row["variant"], row["stage"]]
+        for column in ("rate", "ci_low", "ci_high"):
+            assert float(row[column]) == stage[column]
+        comparison = compared.get((row["variant"], row["stage"]))
+        if comparison is not None and comparison["test"]["p_value"] is not None:
+            assert float(row["p_value"]) == comparison["test"]["p_value"]
