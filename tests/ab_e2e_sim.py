@@ -92,7 +92,9 @@ class Simulation:
 
     async def load_messages(self, campaign_id: str) -> None:
         async with self.platform.client("analyst") as client:
-            self.messages = sorted(await message_pages(client, campaign_id), key=lambda m: m["id"])
+            self.messages = sorted(
+                await message_pages(client, campaign_id), key=lambda m: m["customer_id"]
+            )
         assert len({m["customer_id"] for m in self.messages}) == len(self.messages)
         for message in self.messages:
             key = self.assigned[message["customer_id"]]
