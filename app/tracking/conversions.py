@@ -1,9 +1,10 @@
 """Recording conversions and attributing them to a message or an experiment exposure.
 
-Attribution: with ``message_id``, that message (and its experiment and variant); without,
-the customer's last exposure within the experiment's attribution window before the
-conversion: the latest of the customer's experiment messages and experiment assignments (a
-campaign holdout gets no message; its exposure is the assignment). An experiment with a
+Attribution: with ``message_id``, that message (and its experiment and variant, if the
+conversion falls in the experiment's attribution window after the message); without, the
+customer's last exposure within the experiment's attribution window before the conversion:
+the latest of the customer's experiment messages and experiment assignments (a campaign
+holdout gets no message; its exposure is the assignment). An experiment with a
 ``conversion_event`` only takes conversions of that event.
 """
 
@@ -126,16 +127,30 @@ def _eligible(experiment: Experiment | None, event: str) -> bool:
     return experiment is not None and experiment.conversion_event in (None, event)
 
 
+def _within(experiment: Experiment, exposed: datetime, occurred: datetime) -> bool:
+    """Whether a conversion at ``occurred`` is in the experiment's attribution window of an
+    exposure at ``exposed``: not before it, at most ``attribution_hours`` after it."""
+    return exposed <= occurred <= exposed + timedelta(hours=experiment.attribution_hours)
+
+
+def _credited(
+    experiment: Experiment | None, event: str, exposed: datetime, occurred: datetime
+) -> bool:
+    """Whether the experiment takes this conversion: its event, within its window."""
+    return (
+        experiment is not None
+        and _eligible(experiment, event)
+        and _within(experiment, as_utc(exposed), occurred)
+    )
+
+
 def _last_exposure(
     exposures: Iterable[Exposure], occurred: datetime, event: str, lookups: _Lookups
 ) -> Exposure | None:
     """The newest exposure whose experiment takes this event within its window."""
     for exposure in exposures:
         experiment = lookups.experiments.get(exposure.experiment_id)
-        if exposure.at > occurred or not _eligible(experiment, event):
-            continue
-        assert experiment is not None
-        if exposure.at >= occurred - timedelta(hours=experiment.attribution_hours):
+        if _credited(experiment, event, exposure.at, occurred):
             return exposure
     return None
 
@@ -148,7 +163,10 @@ def _attribute(item: ConversionIn, occurred: datetime, lookups: _Lookups) -> dic
             raise NotFound(f"no message {item.message_id!r}")
         if message.customer_id != item.customer_id:
             raise ValidationFailed.field("message_id", "belongs to another customer")
-        if not _eligible(lookups.experiments.get(message.experiment_id or ""), item.event):
+        experiment = lookups.experiments.get(message.experiment_id or "")
+        # the message is named, but the experiment counts it only within its window (a
+        # conversion before the message, or long after it, is not the message's effect)
+        if not _credited(experiment, item.event, message.created_at, occurred):
             return {"message_id": message.id, "experiment_id": None, "variant": None}
         return {
             "message_id": message.id,

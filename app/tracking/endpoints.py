@@ -98,7 +98,8 @@ async def create_conversion(
     idempotency_key: IdempotencyHeader = None,
 ) -> Response:
     """Record a business outcome and attribute it: to `message_id`'s message (and its
-    experiment variant), or else to the customer's last experiment exposure within the
+    experiment variant, when it happened within the experiment's attribution window after
+    the message), or else to the customer's last experiment exposure within the
     attribution window. A replay (same `Idempotency-Key`, same body) returns the first
     conversion with `Idempotency-Replay: true`."""
     request = conversion_service.ConversionRequest(principal.owner, body, idempotency_key)

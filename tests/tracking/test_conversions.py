@@ -304,3 +304,23 @@ async def test_list_by_customer_and_experiment(platform: Platform) -> None:
     assert unknown.status_code == 404
     async with platform.client("system") as client:
         assert (await client.get("/v1/conversions")).status_code == 403
+
+
+async def test_a_named_message_counts_for_its_experiment_only_within_the_window(
+    platform: Platform,
+) -> None:
+    await platform.create_scenario(**MARKETING)
+    experiment_id = await _experiment(platform, "wealth_ab", hours=24)
+    message_id = await _exposed(platform, "C1", experiment_id, "b", NOW - timedelta(hours=30))
+    credited = {
+        "message_id": message_id,
+        "experiment_id": experiment_id,
+        "experiment": "wealth_ab",
+        "variant": "b",
+    }
+    not_credited = {**credited, "experiment_id": None, "experiment": None, "variant": None}
+    for hours_ago, expected in ((7, credited), (31, not_credited), (2, not_credited)):
+        body = {"customer_id": "C1", "event": "buy", "occurred_at": _at(hours_ago)}
+        response = await _convert(platform, {**body, "message_id": message_id})
+        assert response.status_code == 201, response.text
+        assert response.json()["attributed"] == expected, hours_ago
