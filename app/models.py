@@ -1,6 +1,7 @@
 """Import every model so that Base.metadata is complete (Alembic, tests)."""
 
 from app.auth.models import ApiKey
+from app.callbacks.models import EarlyReceipt
 from app.campaigns.models import Campaign
 from app.customers.models import Customer, CustomerAttribute, CustomerConsent
 from app.db import Base
@@ -21,6 +22,7 @@ __all__ = [
     "Customer",
     "CustomerAttribute",
     "CustomerConsent",
+    "EarlyReceipt",
     "Experiment",
     "InboundMessage",
     "Message",

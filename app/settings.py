@@ -33,6 +33,11 @@ class QueueSettings(BaseModel):
     lease_seconds: float = Field(default=60.0, gt=0)
     sweep_interval: float = Field(default=2.0, gt=0)
     redelivery_grace: float = Field(default=30.0, gt=0, description="re-enqueue after this long")
+    early_receipt_ttl: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="seconds a receipt that came before its send was recorded waits for it",
+    )
 
 
 class RetrySettings(BaseModel):

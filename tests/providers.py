@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from channels.base import (
@@ -72,8 +73,15 @@ class ReportingProvider(SandboxProvider):
             raise CallbackAuthError("bad token")
         try:
             body = json.loads(request.body)
-            receipts = [DeliveryReceipt(**r) for r in body.get("receipts", [])]
+            receipts = [_receipt(r) for r in body.get("receipts", [])]
             replies = [InboundReply(**r) for r in body.get("replies", [])]
         except (ValueError, TypeError) as exc:
             raise CallbackRejected(str(exc)) from None
         return CallbackResult(receipts=receipts, replies=replies, response_body=b'{"ok":true}')
+
+
+def _receipt(fields: dict[str, Any]) -> DeliveryReceipt:
+    at = fields.get("occurred_at")
+    if at is not None:
+        fields = {**fields, "occurred_at": datetime.fromisoformat(at)}
+    return DeliveryReceipt(**fields)

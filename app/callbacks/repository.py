@@ -1,29 +1,97 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import Select, and_, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.callbacks.models import EarlyReceipt
 from app.db import dialect_name
 from app.messages.models import InboundMessage, Message
+from app.messages.repository import CLAIMABLE
 
 
 async def messages_for_receipts(
     session: AsyncSession, *, provider: str, message_ids: Sequence[str], provider_ids: Sequence[str]
 ) -> list[Message]:
-    """Messages last sent by ``provider`` that the receipts name (by our id or theirs)."""
+    """Messages the receipts name: by our id (whoever sent it, or none yet), or by the id
+    ``provider`` gave them."""
     if not message_ids and not provider_ids:
         return []
-    stmt = select(Message).where(
-        Message.provider == provider,
-        or_(Message.id.in_(list(message_ids)), Message.provider_message_id.in_(list(provider_ids))),
+    stmt = (
+        select(Message)
+        .where(
+            or_(
+                Message.id.in_(list(message_ids)),
+                and_(
+                    Message.provider == provider,
+                    Message.provider_message_id.in_(list(provider_ids)),
+                ),
+            )
+        )
+        .order_by(Message.id)  # locks in one order: concurrent appliers cannot deadlock
+        .execution_options(populate_existing=True)
     )
     if dialect_name(session) == "postgresql":
         # a provider resending a report concurrently must wait and then see it applied
         stmt = stmt.with_for_update()
     return list((await session.scalars(stmt)).all())
+
+
+async def add_early(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(EarlyReceipt), list(rows))
+
+
+async def early_ready(session: AsyncSession, *, limit: int) -> list[EarlyReceipt]:
+    """Early receipts whose message the same provider has sent since (so it is no longer
+    queued or sending), oldest first. PostgreSQL: locked, skipping those another process
+    is applying."""
+    by_ours = select(EarlyReceipt).join(
+        Message,
+        and_(Message.id == EarlyReceipt.message_id, Message.provider == EarlyReceipt.provider),
+    )
+    by_theirs = select(EarlyReceipt).join(
+        Message,
+        and_(
+            Message.provider == EarlyReceipt.provider,
+            Message.provider_message_id == EarlyReceipt.provider_message_id,
+        ),
+    )
+    by_theirs = by_theirs.where(EarlyReceipt.message_id.is_(None))
+    found: dict[int, EarlyReceipt] = {}
+    for stmt in (by_ours, by_theirs):
+        for row in await session.scalars(_ready(session, stmt, limit)):
+            found[row.id] = row
+    return sorted(found.values(), key=lambda r: r.id)[:limit]
+
+
+def _ready(session: AsyncSession, stmt: Select[EarlyReceipt], limit: int) -> Select[EarlyReceipt]:
+    stmt = stmt.where(Message.status.not_in(CLAIMABLE)).order_by(EarlyReceipt.id).limit(limit)
+    if dialect_name(session) == "postgresql":
+        stmt = stmt.with_for_update(of=EarlyReceipt, skip_locked=True)
+    return stmt
+
+
+async def delete_early(session: AsyncSession, ids: Sequence[int]) -> None:
+    if ids:
+        await session.execute(delete(EarlyReceipt).where(EarlyReceipt.id.in_(list(ids))))
+
+
+async def expire_early(
+    session: AsyncSession, *, received_before: datetime
+) -> list[tuple[str, str | None, str | None]]:
+    """Delete the early receipts that waited too long; (provider, provider's id, our id) of
+    each, once, even with several processes expiring at the same time."""
+    e = EarlyReceipt
+    stmt = (
+        delete(e)
+        .where(e.received_at < received_before)
+        .returning(e.provider, e.provider_message_id, e.message_id)
+    )
+    return [(r[0], r[1], r[2]) for r in await session.execute(stmt)]
 
 
 async def add_inbound(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

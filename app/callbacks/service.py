@@ -1,5 +1,9 @@
 """Apply what a provider reported: delivered, failed (then the next channel, if any), and
-customers' replies. Receipts are idempotent; unknown messages are acknowledged and ignored."""
+customers' replies. Receipts are idempotent; unknown messages are acknowledged and ignored.
+
+A receipt may come before the worker has recorded the send (a fast gateway reports within
+milliseconds): it is kept as an early receipt and applied by the sweeper once the message is
+sent (``apply_early``), so the worker's path pays nothing for it."""
 
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks import repository
+from app.callbacks.models import EarlyReceipt
 from app.customers import service as customers
 from app.ids import new_id
 from app.messages import repository as messages
 from app.messages.models import Message
 from app.messages.outcomes import event
+from app.messages.repository import CLAIMABLE
 from app.timeutil import utcnow
 from channels.base import CallbackResult, DeliveryReceipt, InboundReply
 
@@ -30,6 +36,7 @@ class Applied:
     failed: int = 0
     duplicates: int = 0
     unknown: int = 0
+    pending: int = 0  # came before the send was recorded: kept, applied by the sweeper
     replies: int = 0
     requeue: list[str] = field(default_factory=list)  # messages falling back to a next channel
 
@@ -49,23 +56,107 @@ async def apply(
         provider_ids=[r.provider_message_id for r in result.receipts if r.provider_message_id],
     )
     by_ours = {m.id: m for m in found}
-    by_theirs = {m.provider_message_id: m for m in found if m.provider_message_id}
+    by_theirs = {m.provider_message_id: m for m in found if m.provider == provider}
     now = utcnow()
+    early: list[dict[str, Any]] = []
     for receipt in result.receipts:
         message = by_ours.get(receipt.message_id or "") or by_theirs.get(
             receipt.provider_message_id or ""
         )
-        if message is None:
+        if _is_early(message, receipt, channel):
+            early.append(_early_row(provider, receipt, now))
+        elif message is None or message.provider != provider:
             applied.unknown += 1
             log.info(
                 "receipt for an unknown message ignored",
                 extra={"provider": provider, "provider_message_id": receipt.provider_message_id},
             )
-            continue
-        await _apply_receipt(session, message, receipt, provider, now, applied)
+        else:
+            await _apply_receipt(session, message, receipt, provider, now, applied)
+    await repository.add_early(session, early)
+    applied.pending = len(early)
     await _store_replies(session, provider, channel, result.replies, now)
     applied.replies = len(result.replies)
     return applied
+
+
+def _is_early(message: Message | None, receipt: DeliveryReceipt, channel: str) -> bool:
+    """Whether the receipt may be for a send not recorded yet: its message is still queued
+    or sending on this channel, or no message has the provider's id (yet)."""
+    if message is None:
+        return receipt.message_id is None and receipt.provider_message_id is not None
+    return message.status in CLAIMABLE and message.channel == channel
+
+
+def _early_row(provider: str, receipt: DeliveryReceipt, now: datetime) -> dict[str, Any]:
+    return {
+        "provider": provider,
+        "message_id": receipt.message_id,
+        "provider_message_id": receipt.provider_message_id,
+        "delivered": receipt.delivered,
+        "code": receipt.code,
+        "detail": receipt.detail,
+        "occurred_at": receipt.occurred_at,
+        "received_at": now,
+    }
+
+
+async def apply_early(
+    session: AsyncSession, *, now: datetime, expire_before: datetime, limit: int
+) -> tuple[Applied, int]:
+    """Apply the early receipts whose message has been sent since, exactly as if they had
+    come now (a failure falls back to the next channel), and delete them; then delete those
+    received before ``expire_before`` that never found their message. (applied, expired)"""
+    applied = Applied()
+    ready = await repository.early_ready(session, limit=limit)
+    by_provider: dict[str, list[EarlyReceipt]] = {}
+    for row in ready:
+        by_provider.setdefault(row.provider, []).append(row)
+    done: list[int] = []
+    for provider, rows in by_provider.items():
+        done += await _apply_early_of(session, provider, rows, now, applied)
+    await repository.delete_early(session, done)
+    expired = await repository.expire_early(session, received_before=expire_before)
+    for provider, provider_message_id, message_id in expired:
+        log.warning(
+            "early receipt expired: its message was never sent",
+            extra={
+                "provider": provider,
+                "provider_message_id": provider_message_id,
+                "message_id": message_id,
+            },
+        )
+    return applied, len(expired)
+
+
+async def _apply_early_of(
+    session: AsyncSession, provider: str, rows: list[EarlyReceipt], now: datetime, applied: Applied
+) -> list[int]:
+    """Apply the rows to their (locked) messages; the ids of the rows applied."""
+    found = await repository.messages_for_receipts(
+        session,
+        provider=provider,
+        message_ids=[r.message_id for r in rows if r.message_id],
+        provider_ids=[r.provider_message_id for r in rows if r.provider_message_id],
+    )
+    by_ours = {m.id: m for m in found if m.provider == provider}
+    by_theirs = {m.provider_message_id: m for m in found if m.provider == provider}
+    done: list[int] = []
+    for row in rows:
+        message = by_ours.get(row.message_id or "") or by_theirs.get(row.provider_message_id or "")
+        if message is None:  # changed since it was matched: the next sweep sees it again
+            continue
+        receipt = DeliveryReceipt(
+            delivered=row.delivered,
+            provider_message_id=row.provider_message_id,
+            message_id=row.message_id,
+            code=row.code,
+            detail=row.detail,
+            occurred_at=row.occurred_at or row.received_at,
+        )
+        await _apply_receipt(session, message, receipt, provider, now, applied)
+        done.append(row.id)
+    return done
 
 
 async def _apply_receipt(

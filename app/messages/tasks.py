@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from app.callbacks.tasks import EARLY_BATCH, sweep_early_receipts
 from app.messages import repository
 from app.timeutil import utcnow
 
@@ -45,14 +47,23 @@ async def sweep_once(runtime: Runtime) -> int:
 
 
 async def sweep_forever(runtime: Runtime) -> None:
+    """Sweep, and apply the delivery receipts that came before their send was recorded
+    (off the worker's path: it pays no query for them)."""
     interval = runtime.settings.queue.sweep_interval
     while True:
-        try:
-            swept = await sweep_once(runtime)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sweep failed")
-            swept = 0
-        if swept < SWEEP_BATCH:
+        swept = await _guarded(sweep_once, runtime, "sweep failed")
+        applied = await _guarded(sweep_early_receipts, runtime, "early receipts failed")
+        if swept < SWEEP_BATCH and applied < EARLY_BATCH:
             await asyncio.sleep(interval)
+
+
+async def _guarded(
+    step: Callable[[Runtime], Awaitable[int]], runtime: Runtime, failure: str
+) -> int:
+    try:
+        return await step(runtime)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(failure)
+        return 0
