@@ -216,3 +216,23 @@ async def test_the_pending_count_of_a_callback(platform: Platform) -> None:
     held.release.set()
     await _wait_status(platform, ours, "delivered", drained=False)
     assert await _early_count(platform) == 1  # the unknown provider id waits to expire
+
+
+async def test_sweepers_at_the_same_time_apply_an_early_receipt_once(platform: Platform) -> None:
+    held, ours, theirs = await _held_send(platform)
+    receipts = [{"delivered": True, "provider_message_id": theirs, "code": "success"}] * 3
+    await _callback(platform, receipts)
+    held.release.set()
+    await _wait_status(platform, ours, "sent", "delivered", drained=False)
+
+    async def sweep() -> None:
+        now = utcnow()
+        async with platform.runtime.sessionmaker() as session:
+            await service.apply_early(
+                session, now=now, expire_before=now - timedelta(hours=24), limit=100
+            )
+            await session.commit()
+
+    await asyncio.gather(sweep(), sweep(), sweep())  # beside the runtime's own sweeper
+    after = await _wait_status(platform, ours, "delivered")
+    assert [e["type"] for e in after["events"]].count("delivered") == 1

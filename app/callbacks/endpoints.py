@@ -29,7 +29,8 @@ async def provider_callback(
     provider_name: str, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> Response:
     """Each provider's own report format and authentication (signature or token), no API
-    key. Receipts are idempotent; a receipt for an unknown message is acknowledged."""
+    key. Receipts are idempotent; a receipt for an unknown message is acknowledged, and one
+    that came before its send was recorded is kept and applied once the message is sent."""
     return await _handle(provider_name, request, session, runtime)
 
 
