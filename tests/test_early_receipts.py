@@ -161,7 +161,8 @@ async def test_a_receipt_after_the_send_is_applied_at_once(platform: Platform) -
     assert (await _wait_status(platform, ours, "sent"))["status"] == "sent"
     receipt = {"delivered": True, "provider_message_id": theirs, "code": "success"}
     await _callback(platform, [receipt])
-    assert await _early_count(platform) == 0
+    await _callback(platform, [receipt, {**receipt, "message_id": ours}])  # duplicates
+    assert await _early_count(platform) == 0  # a terminal message's receipt is not kept
     after = await _message(platform, ours)  # no sweep needed
     assert after["status"] == "delivered"
     assert [e["type"] for e in after["events"]].count("delivered") == 1
