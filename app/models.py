@@ -6,6 +6,7 @@ from app.campaigns.models import Campaign
 from app.customers.models import Customer, CustomerAttribute, CustomerConsent
 from app.db import Base
 from app.experiments.models import Assignment, Experiment
+from app.idempotency.models import IdempotentRequest
 from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
 from app.scenarios.models import Scenario
@@ -24,6 +25,7 @@ __all__ = [
     "CustomerConsent",
     "EarlyReceipt",
     "Experiment",
+    "IdempotentRequest",
     "InboundMessage",
     "Message",
     "MessageEvent",

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.deps import MarketerPrincipal, ReadSessionDep, SessionDep, require
 from app.errors import ERROR_RESPONSES, ValidationFailed, error_responses
+from app.idempotency.service import IdempotencyDep, idempotent_responses
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.scenarios.schemas import Channel
 from templates import repository, service
@@ -40,12 +42,18 @@ VersionNumber = Annotated[int, Path(ge=1, le=2_147_483_647, description="version
     status_code=201,
     response_model=TemplateOut,
     summary="Create a template (with an optional first draft)",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
 async def create_template(
-    body: TemplateCreate, session: SessionDep, _: MarketerPrincipal
-) -> TemplateOut:
-    return service.template_out(await service.create(session, body))
+    body: TemplateCreate,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> TemplateOut | JSONResponse:
+    async def create() -> TemplateOut:
+        return service.template_out(await service.create(session, body))
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @router.get("", response_model=TemplateList, summary="List templates by key")
@@ -93,13 +101,19 @@ async def get_template(key: str, session: ReadSessionDep, _: TemplateReader) -> 
     status_code=201,
     response_model=VersionOut,
     summary="Create a draft version",
-    responses=_404,
+    responses=idempotent_responses(404),
 )
 async def create_version(
-    key: str, body: VersionCreate, session: SessionDep, _: MarketerPrincipal
-) -> VersionOut:
-    template, version = await service.create_version(session, key, body)
-    return service.version_out(template, version)
+    key: str,
+    body: VersionCreate,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> VersionOut | JSONResponse:
+    async def create() -> VersionOut:
+        return service.version_out(*await service.create_version(session, key, body))
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @router.get(

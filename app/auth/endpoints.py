@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 
 from app.auth import repository, service
 from app.auth.models import ApiKey
@@ -8,6 +9,7 @@ from app.auth.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, Role
 from app.db import after_commit
 from app.deps import AdminPrincipal, ReadSessionDep, RuntimeDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
+from app.idempotency.service import IdempotencyDep, idempotent_responses
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=ERROR_RESPONSES)
 
@@ -29,14 +31,24 @@ def _out(key: ApiKey) -> KeyOut:
     status_code=201,
     response_model=KeyCreated,
     summary="Create an API key",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
-async def create_key(body: KeyCreate, session: SessionDep, _: AdminPrincipal) -> KeyCreated:
-    """Create a key. The secret is in this response only; it is stored hashed."""
-    key, plaintext = await service.create_key(
-        session, name=body.name, role=body.role, owner=body.owner
-    )
-    return KeyCreated(**_out(key).model_dump(), key=plaintext)
+async def create_key(
+    body: KeyCreate, session: SessionDep, principal: AdminPrincipal, idempotency: IdempotencyDep
+) -> KeyCreated | JSONResponse:
+    """Create a key. The secret is in this response only; it is stored hashed.
+
+    With an `Idempotency-Key`, the secret is not stored with the response either: a repeat
+    of the request gets 409 `AlreadyCreated` naming the key's id, never the secret again
+    (another body: 409 `IdempotencyKeyReused`)."""
+
+    async def create() -> KeyCreated:
+        key, plaintext = await service.create_key(
+            session, name=body.name, role=body.role, owner=body.owner
+        )
+        return KeyCreated(**_out(key).model_dump(), key=plaintext)
+
+    return await idempotency.run(principal.owner, body, create, shown_once="key")
 
 
 @router.get("", response_model=KeyList, summary="List API keys (without secrets)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
@@ -12,6 +13,7 @@ from app.campaigns import repository, service
 from app.campaigns.schemas import CampaignIn, CampaignList, CampaignOut, CampaignUpdate
 from app.deps import MarketerPrincipal, ReadSessionDep, SessionDep, require
 from app.errors import ERROR_RESPONSES, error_responses
+from app.idempotency.service import IdempotencyDep, idempotent_responses
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=ERROR_RESPONSES)
@@ -25,12 +27,18 @@ _TRANSITION = error_responses(404, 409)
     status_code=201,
     response_model=CampaignOut,
     summary="Create a draft campaign: a marketing scenario to a segment (or a sample of it)",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
 async def create_campaign(
-    body: CampaignIn, session: SessionDep, _: MarketerPrincipal
-) -> CampaignOut:
-    return service.to_out(await service.create(session, body))
+    body: CampaignIn,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> CampaignOut | JSONResponse:
+    async def create() -> CampaignOut:
+        return service.to_out(await service.create(session, body))
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @router.get("", response_model=CampaignList, summary="List campaigns by key, with progress")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
@@ -22,6 +23,7 @@ from app.experiments.schemas import (
     ExperimentStatus,
     ExperimentUpdate,
 )
+from app.idempotency.service import IdempotencyDep, idempotent_responses
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
@@ -35,12 +37,18 @@ _404_409 = error_responses(404, 409)
     status_code=201,
     response_model=ExperimentOut,
     summary="Create an experiment (a draft)",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
 async def create_experiment(
-    body: ExperimentIn, session: SessionDep, _: MarketerPrincipal
-) -> ExperimentOut:
-    return service.to_out(await service.create(session, body))
+    body: ExperimentIn,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> ExperimentOut | JSONResponse:
+    async def create() -> ExperimentOut:
+        return service.to_out(await service.create(session, body))
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @router.get("", response_model=ExperimentList, summary="List experiments by key")

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from app.deps import MarketerPrincipal, ReadSessionDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
+from app.idempotency.service import IdempotencyDep, idempotent_responses
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.scenarios import repository, service
 from app.scenarios.schemas import ScenarioCreate, ScenarioList, ScenarioOut, ScenarioUpdate
@@ -17,13 +19,18 @@ _404 = error_responses(404)
     status_code=201,
     response_model=ScenarioOut,
     summary="Create a scenario with its channel order and templates",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
 async def create_scenario(
-    body: ScenarioCreate, session: SessionDep, _: MarketerPrincipal
-) -> ScenarioOut:
-    scenario = await service.create(session, body)
-    return await service.to_out(session, scenario)
+    body: ScenarioCreate,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> ScenarioOut | JSONResponse:
+    async def create() -> ScenarioOut:
+        return await service.to_out(session, await service.create(session, body))
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @router.get("", response_model=ScenarioList, summary="List scenarios by key")

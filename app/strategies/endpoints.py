@@ -3,9 +3,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
 from app.deps import MarketerPrincipal, ReadSessionDep, RuntimeDep, SessionDep
 from app.errors import ERROR_RESPONSES, error_responses
+from app.idempotency.service import IdempotencyDep, idempotent_responses
 from app.masking import mask_email, mask_name, mask_phone
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.strategies import explain, repository, service
@@ -37,11 +39,19 @@ _404 = error_responses(404)
     status_code=201,
     response_model=SegmentOut,
     summary="Create a segment (a rule over customer attributes)",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
-async def create_segment(body: SegmentIn, session: SessionDep, _: MarketerPrincipal) -> SegmentOut:
-    row = await service.create_segment(session, body)
-    return await service.segment_out_checked(session, row)
+async def create_segment(
+    body: SegmentIn,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> SegmentOut | JSONResponse:
+    async def create() -> SegmentOut:
+        row = await service.create_segment(session, body)
+        return await service.segment_out_checked(session, row)
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @segments.get("", response_model=SegmentList, summary="List segments by key")
@@ -121,12 +131,18 @@ async def sample_segment(
     status_code=201,
     response_model=StrategyOut,
     summary="Create a strategy: scenario + segment -> patch",
-    responses=error_responses(409),
+    responses=idempotent_responses(),
 )
 async def create_strategy(
-    body: StrategyIn, session: SessionDep, _: MarketerPrincipal
-) -> StrategyOut:
-    return service.strategy_out(await service.create_strategy(session, body))
+    body: StrategyIn,
+    session: SessionDep,
+    principal: MarketerPrincipal,
+    idempotency: IdempotencyDep,
+) -> StrategyOut | JSONResponse:
+    async def create() -> StrategyOut:
+        return service.strategy_out(await service.create_strategy(session, body))
+
+    return await idempotency.run(principal.owner, body, create)
 
 
 @strategies.get("", response_model=StrategyList, summary="List strategies by key")

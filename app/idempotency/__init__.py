@@ -1,0 +1,1 @@
+"""Idempotent creating POSTs: a replayed ``Idempotency-Key`` returns the stored response."""
