@@ -1,7 +1,7 @@
 """idempotent_requests: the stored responses of creating POSTs made with an Idempotency-Key
 
 Revision ID: 0010
-Revises: 0008 (to be re-chained onto 0009 at merge)
+Revises: 0009
 Create Date: 2026-11-23 18:00:00.000000
 
 One row per (owner, route, key), written in the transaction that creates the resource; the
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 import app.db
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
