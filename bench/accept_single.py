@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from bench._cpu import CpuClock
 from bench._load import LoadGenerator, LoadRun, load_generator
 from bench._support import (
     HOST,
@@ -99,6 +100,7 @@ class ProjectRun:
     committed: int
     drain: float  # seconds after the load until the last commit
     backlog: int  # accepted but not yet sent when the load stopped
+    cpu_ms: float | None = None  # the server's CPU milliseconds per committed message
 
     @property
     def rate(self) -> float:
@@ -119,15 +121,23 @@ def run_bare(loader: LoadGenerator, bare_port: int) -> LoadRun:
     return loader.run(bare_port, DURATION)
 
 
-def run_project(loader: LoadGenerator, icc_port: int, probe: SqliteProbe) -> ProjectRun:
+def run_project(
+    loader: LoadGenerator, icc_port: int, probe: SqliteProbe, *, pid: int | None = None
+) -> ProjectRun:
+    """One measured round; ``pid``: also the CPU the server used per committed message
+    (from the end of the warm-up to the last commit), which a busy machine disturbs less
+    than the rate."""
     loader.run(icc_port, WARMUP)
     probe.wait_idle()
     before = probe.count("messages")
+    clock = CpuClock(pid) if pid is not None else None
     load = loader.run(icc_port, DURATION)
     ended = time.monotonic()
     backlog = probe.count("outbox")
     total, drain = probe.wait_committed(before + load.ok, since=ended)
-    return ProjectRun(load=load, committed=total - before, drain=drain, backlog=backlog)
+    committed = total - before
+    cpu_ms = clock.seconds() * 1000 / committed if clock is not None and committed else None
+    return ProjectRun(load, committed, drain, backlog, cpu_ms)
 
 
 def report(bare: list[LoadRun], project: list[ProjectRun]) -> None:

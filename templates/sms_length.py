@@ -54,9 +54,21 @@ def with_signature(text: str, signature: str | None) -> str:
     return sign + text
 
 
+GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
+
+
 def sms_length(text: str, *, signature: str | None = None) -> SmsLength:
     """Encoding, length and number of parts of ``text`` (signature included when given)."""
     full = with_signature(text, signature)
+    # The common texts take one unit per character (plain GSM-7, or UCS-2 without emoji):
+    # then the parts are a plain division, counted without a per-character loop.
+    if GSM7_BASIC.issuperset(full):
+        return _uniform("GSM-7", len(full), GSM7_SINGLE, GSM7_PART)
+    if not GSM7_ALL.issuperset(full):
+        units16 = len(full.encode("utf-16-le", "surrogatepass")) // 2
+        if units16 == len(full):
+            return _uniform("UCS-2", units16, UCS2_SINGLE, UCS2_PART)
+        return _measure("UCS-2", _ucs2_units(full), UCS2_SINGLE, UCS2_PART)
     units = _gsm7_units(full)
     if units is not None:
         return _measure("GSM-7", units, GSM7_SINGLE, GSM7_PART)
@@ -82,6 +94,13 @@ def _gsm7_units(text: str) -> list[int] | None:
 
 def _ucs2_units(text: str) -> list[int]:
     return [2 if ord(char) > 0xFFFF else 1 for char in text]
+
+
+def _uniform(encoding: Encoding, total: int, single: int, part: int) -> SmsLength:
+    """One unit per character: no character can straddle two parts."""
+    if total <= single:
+        return SmsLength(encoding, total, 1 if total else 0, single)
+    return SmsLength(encoding, total, -(-total // part), part)
 
 
 def _measure(encoding: Encoding, units: list[int], single: int, part: int) -> SmsLength:

@@ -4,6 +4,8 @@ escape sequences or surrogate pairs."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from templates.sms_length import (
     GSM7_BASIC,
@@ -100,3 +102,34 @@ def test_fits_a_budget_of_segments() -> None:
     assert not fits_segments(NOTICE + patch, 1, signature="示例银行")
     assert fits_segments(NOTICE + patch, 2, signature="示例银行")
     assert fits_segments("", 0)
+
+
+def _reference(text: str) -> tuple[str, int, int]:
+    """The length by the definition: units per character, parts packed one by one."""
+    gsm = [1 if c in GSM7_BASIC else 2 if c in GSM7_EXTENSION else 0 for c in text]
+    if all(gsm):
+        units, single, part, encoding = gsm, 160, 153, "GSM-7"
+    else:
+        units, single, part, encoding = [2 if ord(c) > 0xFFFF else 1 for c in text], 70, 67, "UCS-2"
+    total = sum(units)
+    if total <= single:
+        return encoding, total, 1 if total else 0
+    parts, used = 1, 0
+    for size in units:
+        if used + size > part:
+            parts, used = parts + 1, 0
+        used += size
+    return encoding, total, parts
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            [*"abc XYZ019@£", *"^{}[~]€", *"您尾号的账户支出元，。", "😀", "𠀀", "\ud800"]
+        ),
+        max_size=400,
+    )
+)
+def test_the_fast_count_agrees_with_the_definition(text: str) -> None:
+    counted = sms_length(text)
+    assert (counted.encoding, counted.characters, counted.segments) == _reference(text)
