@@ -70,6 +70,9 @@ class ApiSettings(BaseModel):
         default=2 * 1024**3, description="largest CSV body of POST /v1/customers/import"
     )
     key_cache_seconds: float = 10.0
+    idempotency_days: float = Field(
+        default=7.0, gt=0, description="how long creating POSTs remember an Idempotency-Key"
+    )
 
 
 class CustomerSettings(BaseModel):

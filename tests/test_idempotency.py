@@ -246,3 +246,42 @@ def test_openapi_documents_the_header() -> None:
         assert names == ["Idempotency-Key"], path
         assert "Idempotency-Replay" in op["responses"]["201"]["headers"], path
         assert "409" in op["responses"], path
+
+
+async def test_old_records_are_forgotten_by_id_range(platform: Platform) -> None:
+    """Records older than ICC_API__IDEMPOTENCY_DAYS go (found by their time-sortable ids);
+    newer ones stay, so a retry within the period still replays."""
+    from datetime import timedelta
+
+    from app.idempotency import tasks
+    from app.ids import first_id_at
+    from app.timeutil import utcnow
+
+    async with platform.client("marketer", **{"Idempotency-Key": "seg-1"}) as client:
+        body = {"key": "recent_segment", "rule": {"field": "locale", "op": "exists"}}
+        assert (await client.post("/v1/segments", json=body)).status_code == 201
+    old_at = int((utcnow() - timedelta(days=8)).timestamp() * 1000)
+    async with platform.runtime.sessionmaker() as session:
+        for i in range(3):
+            session.add(
+                IdempotentRequest(
+                    id=first_id_at("idem", old_at + i),
+                    owner="marketing",
+                    route="POST /v1/segments",
+                    key=f"old-{i}",
+                    request_hash="0" * 64,
+                    status_code=201,
+                    response={},
+                    created_at=utcnow() - timedelta(days=8),
+                )
+            )
+        await session.commit()
+    tasks._next_run = 0.0  # the platform's sweeper may also run it now: count what is left
+    await tasks.forget_old(platform.runtime)
+    assert await tasks.forget_old(platform.runtime) == 0  # rests until the next hour
+    async with platform.runtime.sessionmaker() as session:
+        keys = set(await session.scalars(select(IdempotentRequest.key)))
+    assert keys == {"seg-1"}
+    async with platform.client("marketer", **{"Idempotency-Key": "seg-1"}) as client:
+        replay = await client.post("/v1/segments", json=body)
+    assert replay.headers.get("Idempotency-Replay") == "true"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflicts
@@ -65,3 +65,16 @@ async def complete(session: AsyncSession, row_id: str, response: dict[str, Any])
         .values(response=response)
         .execution_options(synchronize_session=False)
     )
+
+
+async def forget_before(session: AsyncSession, *, bound_id: str, limit: int) -> int:
+    """Delete up to ``limit`` records older than ``bound_id`` (ids sort by creation time, so
+    the primary key serves the range); how many went."""
+    row = IdempotentRequest
+    oldest = select(row.id).where(row.id < bound_id).order_by(row.id).limit(limit)
+    result = await session.execute(
+        delete(row)
+        .where(row.id.in_(oldest.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from app.callbacks.tasks import EARLY_BATCH, sweep_early_receipts
+from app.idempotency.tasks import forget_old
 from app.messages import repository
 from app.timeutil import utcnow
 
@@ -47,12 +48,13 @@ async def sweep_once(runtime: Runtime) -> int:
 
 
 async def sweep_forever(runtime: Runtime) -> None:
-    """Sweep, and apply the delivery receipts that came before their send was recorded
-    (off the worker's path: it pays no query for them)."""
+    """Sweep, apply the delivery receipts that came before their send was recorded (off the
+    worker's path: it pays no query for them), and forget old Idempotency-Key records."""
     interval = runtime.settings.queue.sweep_interval
     while True:
         swept = await _guarded(sweep_once, runtime, "sweep failed")
         applied = await _guarded(sweep_early_receipts, runtime, "early receipts failed")
+        await _guarded(forget_old, runtime, "forgetting old idempotency keys failed")
         if swept < SWEEP_BATCH and applied < EARLY_BATCH:
             await asyncio.sleep(interval)
 
