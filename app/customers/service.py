@@ -36,6 +36,7 @@ from app.masking import mask_email, mask_name, mask_openid, mask_phone
 from app.messages import repository as messages_repository
 from app.sandbox import repository as sandbox_repository
 from app.timeutil import as_utc, utcnow
+from app.tracking import repository as tracking_repository
 
 _ATTRIBUTE_NAME = re.compile(ATTRIBUTE_NAME_PATTERN)
 
@@ -232,13 +233,16 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     """Erase a customer's personal data: the profile (contacts, name, attributes, tags,
     consent), what their messages carry (recipient, variables, rendered content, event
     details, sandbox copies) and, when no other customer has that phone, their SMS replies.
-    Message statistics stay, under an anonymous customer id. Works without a profile too
+    Message statistics stay, under an anonymous customer id, and so do their conversions and
+    experiment assignments (tracked links go). Works without a profile too
     (messages may name customers the platform never stored)."""
     customer = await repository.get(session, customer_id)
     phones = fields.phone_variants(customer.phone) if customer and customer.phone else []
     await sandbox_repository.erase_for_customer(session, customer_id)
+    anonymous_id = new_id("anon")
+    await tracking_repository.erase_customer(session, customer_id, anonymous_id=anonymous_id)
     anonymized, cancelled = await messages_repository.erase_customer_messages(
-        session, customer_id, anonymous_id=new_id("anon"), now=utcnow()
+        session, customer_id, anonymous_id=anonymous_id, now=utcnow()
     )
     erased = await repository.delete_customer(session, customer_id)
     replies = 0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, literal, or_, select, union_all, update
+from sqlalchemy import Table, bindparam, delete, func, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_ignoring_conflicts
@@ -173,3 +173,23 @@ async def experiment_by_key_or_id(session: AsyncSession, ref: str) -> Experiment
         select(Experiment).where(or_(Experiment.key == ref, Experiment.id == ref))
     )
     return found
+
+
+async def erase_customer(session: AsyncSession, customer_id: str, *, anonymous_id: str) -> None:
+    """Erasure: the tracked links of the customer's messages go (a link may carry personal
+    data in its query; the counted click stays on the message), and the customer's
+    conversions and experiment assignments move to ``anonymous_id``, so the reports keep
+    their counts. Runs before the messages themselves are anonymised."""
+    mine = select(Message.id).where(Message.customer_id == customer_id)
+    await session.execute(
+        delete(TrackedLink)
+        .where(TrackedLink.message_id.in_(mine))
+        .execution_options(synchronize_session=False)
+    )
+    for table in (Conversion, Assignment):
+        await session.execute(
+            update(table)
+            .where(table.customer_id == customer_id)
+            .values(customer_id=anonymous_id)
+            .execution_options(synchronize_session=False)
+        )

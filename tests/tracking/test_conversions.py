@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from app.experiments.models import Assignment, Experiment
 from app.ids import new_id
 from app.messages.models import Message
 from app.timeutil import utcnow
+from app.tracking.models import Conversion, TrackedLink
 from tests.conftest import Platform
 from tests.tracking.common import MARKETING, events, promo, send
 
@@ -324,3 +325,37 @@ async def test_a_named_message_counts_for_its_experiment_only_within_the_window(
         response = await _convert(platform, {**body, "message_id": message_id})
         assert response.status_code == 201, response.text
         assert response.json()["attributed"] == expected, hours_ago
+
+
+async def test_erasure_keeps_conversions_and_assignments_anonymously(platform: Platform) -> None:
+    """Erasing a customer: their tracked links go (a link may carry personal data), their
+    conversions and assignments stay under the messages' anonymous id, so reports keep
+    their counts."""
+    await platform.create_scenario(**MARKETING)
+    experiment_id = await _experiment(platform, "erasure_ab")
+    message_id = await _exposed(platform, "C1", experiment_id, "b", NOW - timedelta(hours=1))
+    await _assign(platform, experiment_id, "C1", "b", NOW - timedelta(hours=1))
+    body = {"customer_id": "C1", "event": "wealth_purchase", "message_id": message_id}
+    assert (await _convert(platform, body)).status_code == 201
+
+    async def links() -> int:
+        async with platform.runtime.sessionmaker() as session:
+            count = await session.scalar(
+                select(func.count()).where(TrackedLink.message_id == message_id)
+            )
+        return int(count or 0)
+
+    assert await links() > 0
+    async with platform.client("system") as client:
+        assert (await client.delete("/v1/customers/C1")).status_code == 200
+    assert await links() == 0
+    async with platform.runtime.sessionmaker() as session:
+        anonymous = await session.scalar(
+            select(Message.customer_id).where(Message.id == message_id)
+        )
+        converted = list(await session.scalars(select(Conversion.customer_id)))
+        assigned = list(await session.scalars(select(Assignment.customer_id)))
+    assert anonymous is not None
+    assert anonymous.startswith("anon_")
+    assert converted == [anonymous]
+    assert assigned == [anonymous]
