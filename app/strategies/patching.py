@@ -60,8 +60,13 @@ class ScenarioPatches:
 
 
 def quiet_hours(marketing: MarketingSettings) -> decide.HourWindow:
-    start = clock.fromisoformat(marketing.quiet_hours_start)
-    return decide.HourWindow(start, clock.fromisoformat(marketing.quiet_hours_end))
+    return _hour_window(marketing.quiet_hours_start, marketing.quiet_hours_end)
+
+
+@lru_cache(maxsize=16)
+def _hour_window(start: str, end: str) -> decide.HourWindow:
+    # every group of sends asks: parsed once per value
+    return decide.HourWindow(clock.fromisoformat(start), clock.fromisoformat(end))
 
 
 def profile(customer: Customer) -> dict[str, Any]:
@@ -120,8 +125,9 @@ class Patcher:
     experiments: Experiments | None = None  # live patch experiments (app/experiments)
 
     def __post_init__(self) -> None:
-        # made for every group of messages: what the settings imply is worked out once
-        self.quiet, self.composing, self._default = _derived(self.settings)
+        self.quiet = quiet_hours(self.settings.marketing)
+        self.composing = _patch_settings(self.settings)
+        self._default = _default_consent(self.settings.customers.marketing_granted)
 
     def apply(
         self,
@@ -247,33 +253,21 @@ class Patcher:
         return {"template": {"key": template.key, "version": template.version}} | composed.record()
 
 
-def _derived(settings: Settings) -> tuple[decide.HourWindow, PatchSettings, Consent]:
-    """Quiet hours, patch settings and the default consent (read, never changed) of
-    ``settings``, worked out once per distinct value."""
+def _patch_settings(settings: Settings) -> PatchSettings:
     m = settings.marketing
-    return _derive(
-        m.quiet_hours_start,
-        m.quiet_hours_end,
-        PatchSettings(
-            sms_max_segments=m.sms_max_segments,
-            opt_out_hint=m.opt_out_hint,
-            sms_signature=m.sms_signature,
-            tracked_url_length=(
-                tracked_url_length(settings.tracking.public_base_url)
-                if settings.tracking.enabled
-                else 0
-            ),
-        ),
-        settings.customers.marketing_granted,
+    tracking = settings.tracking
+    return PatchSettings(
+        sms_max_segments=m.sms_max_segments,
+        opt_out_hint=m.opt_out_hint,
+        sms_signature=m.sms_signature,
+        tracked_url_length=tracked_url_length(tracking.public_base_url) if tracking.enabled else 0,
     )
 
 
-@lru_cache(maxsize=16)
-def _derive(
-    start: str, end: str, composing: PatchSettings, granted: bool
-) -> tuple[decide.HourWindow, PatchSettings, Consent]:
-    quiet = decide.HourWindow(clock.fromisoformat(start), clock.fromisoformat(end))
-    return quiet, composing, consent_state([], marketing_granted=granted)
+@lru_cache(maxsize=2)
+def _default_consent(granted: bool) -> Consent:
+    """The consent of a customer with no recorded decision; shared, so read, never changed."""
+    return consent_state([], marketing_granted=granted)
 
 
 async def load(
