@@ -67,11 +67,11 @@ def _any(children: tuple[Predicate, ...]) -> Predicate:
 
 
 def _condition(condition: Condition) -> Predicate:
-    read = _READERS[condition.type]
-    test = _test(condition)
     field = condition.field
     if condition.type in _NUMERIC and condition.op in _COMPARE:
         return _number_comparison(field, _COMPARE[condition.op], condition.value)
+    read = _READERS[condition.type]
+    test = _test(condition)
 
     def predicate(profile: Mapping[str, Any]) -> bool:
         value = read(profile.get(field))

@@ -69,10 +69,8 @@ def sms_length(text: str, *, signature: str | None = None) -> SmsLength:
         if units16 == len(full):
             return _uniform("UCS-2", units16, UCS2_SINGLE, UCS2_PART)
         return _measure("UCS-2", _ucs2_units(full), UCS2_SINGLE, UCS2_PART)
-    units = _gsm7_units(full)
-    if units is not None:
-        return _measure("GSM-7", units, GSM7_SINGLE, GSM7_PART)
-    return _measure("UCS-2", _ucs2_units(full), UCS2_SINGLE, UCS2_PART)
+    # GSM-7 with characters of the extension table, which take two septets
+    return _measure("GSM-7", _gsm7_units(full), GSM7_SINGLE, GSM7_PART)
 
 
 def fits_segments(text: str, max_segments: int, *, signature: str | None = None) -> bool:
@@ -80,16 +78,9 @@ def fits_segments(text: str, max_segments: int, *, signature: str | None = None)
     return sms_length(text, signature=signature).segments <= max_segments
 
 
-def _gsm7_units(text: str) -> list[int] | None:
-    units = []
-    for char in text:
-        if char in GSM7_BASIC:
-            units.append(1)
-        elif char in GSM7_EXTENSION:
-            units.append(2)
-        else:
-            return None
-    return units
+def _gsm7_units(text: str) -> list[int]:
+    """Septets per character of a text of the GSM-7 alphabet (basic or extension table)."""
+    return [1 if char in GSM7_BASIC else 2 for char in text]
 
 
 def _ucs2_units(text: str) -> list[int]:
@@ -105,8 +96,8 @@ def _uniform(encoding: Encoding, total: int, single: int, part: int) -> SmsLengt
 
 def _measure(encoding: Encoding, units: list[int], single: int, part: int) -> SmsLength:
     total = sum(units)
-    if total <= single:
-        return SmsLength(encoding, total, 1 if total else 0, single)
+    if total <= single:  # one SMS: nothing to pack
+        return _uniform(encoding, total, single, part)
     return SmsLength(encoding, total, _pack(units, part), part)
 
 
