@@ -15,8 +15,7 @@ The transactional content always goes out unchanged; the patch is added only whe
 from __future__ import annotations
 
 import html as html_lib
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +41,9 @@ class PatchSettings:
     sms_signature: str | None = None
     provider_slot: str = "patch"  # the parameter of provider SMS templates that takes it
     wechat_field: str = "remark"
-    # links of patched content become tracked links after composing (app/tracking): a budget
-    # counts every URL at no less than their length
-    tracked_url_length: int = 0
+    # links of patched content become tracked links after composing (app/tracking): the SMS
+    # budget measures the text as this makes it read then (None: links stay as they are)
+    as_tracked: Callable[[str], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,8 @@ def _sms(content: Mapping[str, Any], patch: Patch, settings: PatchSettings) -> C
     body = str(content.get("body", ""))
     # no space after full-width punctuation (。！？) or an existing break
     patched = body + ("" if body.endswith((" ", "\n", "。", "！", "？", "；")) else " ") + line
-    length = sms_length(_as_tracked(patched, settings), signature=settings.sms_signature)
+    measured = settings.as_tracked(patched) if settings.as_tracked else patched
+    length = sms_length(measured, signature=settings.sms_signature)
     details = {"segments": length.segments, "budget": settings.sms_max_segments}
     if length.segments > settings.sms_max_segments:
         budget = settings.sms_max_segments
@@ -98,17 +98,6 @@ def _sms(content: Mapping[str, Any], patch: Patch, settings: PatchSettings) -> C
         )
     partial = f"no {settings.provider_slot!r} parameter in: {', '.join(missing)}"
     return Composed(out, True, partial if missing else None, details)
-
-
-_URL = re.compile(r"https?://[!-~]+", re.IGNORECASE)
-
-
-def _as_tracked(text: str, settings: PatchSettings) -> str:
-    """``text`` as long as it will be once its links are tracked (never shorter)."""
-    least = settings.tracked_url_length
-    if not least or "http" not in text.lower():
-        return text
-    return _URL.sub(lambda m: m.group(0).ljust(least, "x"), text)
 
 
 def _fill_slots(

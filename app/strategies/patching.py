@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as clock
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +26,7 @@ from app.customers.consent import Consent, Purpose, allows, consent_state
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
-from app.tracking.links import tracked_url_length
+from app.tracking.links import as_tracked
 from strategies import decide
 from strategies.attributes import profile_of
 from strategies.patch import Patch, PatchSettings, compose
@@ -260,7 +260,9 @@ def _patch_settings(settings: Settings) -> PatchSettings:
         sms_max_segments=m.sms_max_segments,
         opt_out_hint=m.opt_out_hint,
         sms_signature=m.sms_signature,
-        tracked_url_length=tracked_url_length(tracking.public_base_url) if tracking.enabled else 0,
+        as_tracked=(
+            partial(as_tracked, base_url=tracking.public_base_url) if tracking.enabled else None
+        ),
     )
 
 

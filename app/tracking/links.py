@@ -55,10 +55,10 @@ def new_token() -> str:
     return "".join(out)
 
 
-def tracked_url_length(base_url: str) -> int:
-    """The length of every tracked link of ``base_url``: what a length budget (an SMS's
-    segments) must count for a URL of marketing content, which is tracked after composing."""
-    return len(base_url.rstrip("/")) + len("/t/") + TOKEN_LENGTH
+def as_tracked(text: str, *, base_url: str) -> str:
+    """``text`` as it will read once its links are tracked (the tokens stand in as "x"s):
+    what a length budget (an SMS's segments) must measure, since composing comes first."""
+    return _text(text, _Rewriter(base_url, lambda: "x" * TOKEN_LENGTH))
 
 
 def is_token(text: str) -> bool:

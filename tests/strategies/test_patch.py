@@ -3,9 +3,10 @@ slots, email HTML/text blocks, WeChat remark and jump URL."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from app.tracking.links import track_content, tracked_url_length
+from app.tracking.links import as_tracked, track_content
 from strategies.patch import PLACEHOLDER, Patch, PatchSettings, compose, sms_patch_text
 from templates.sms_length import sms_length
 
@@ -97,7 +98,6 @@ def test_the_sms_budget_counts_links_as_long_as_their_tracked_form() -> None:
     """A short link in the patch becomes a longer tracked link after composing: the budget
     must count the tracked length, or the final SMS could exceed it."""
     base = "https://m.example-bank.com.cn/marketing/go"
-    least = tracked_url_length(base)
     short = Patch(text="理财点击 http://a.cn/x 了解")
     # grow the notice until the untracked patch just fits in two segments
     notice, fits = NOTICE, NOTICE
@@ -105,7 +105,9 @@ def test_the_sms_budget_counts_links_as_long_as_their_tracked_form() -> None:
         fits, notice = notice, notice + "余"
     untracked = compose("sms", {"body": fits}, short, SETTINGS)
     assert untracked.applied
-    tracking = PatchSettings(sms_signature="示例银行", tracked_url_length=least)
+    tracking = PatchSettings(
+        sms_signature="示例银行", as_tracked=partial(as_tracked, base_url=base)
+    )
     counted = compose("sms", {"body": fits}, short, tracking)
     assert not counted.applied  # with the tracked link it would need a third segment
     assert str(counted.reason).startswith("sms_length: 3 segments")

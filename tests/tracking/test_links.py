@@ -16,11 +16,11 @@ from app.tracking.links import (
     LINK,
     OPEN,
     Link,
+    as_tracked,
     is_token,
     new_token,
     retoken,
     track_content,
-    tracked_url_length,
 )
 
 BASE = "https://t.bank.cn"
@@ -188,9 +188,13 @@ def test_the_input_is_not_changed() -> None:
     assert repr(content) == before
 
 
-def test_tracked_url_length() -> None:
-    tracked, _ = _track({"sms": {"body": "https://bank.cn/a"}})
-    assert len(tracked["sms"]["body"]) == tracked_url_length(BASE + "/") == len(BASE) + 11
+def test_as_tracked_reads_as_the_tracked_text() -> None:
+    """What an SMS budget measures equals, in length, what tracking makes of the text."""
+    text = "理财 https://bank.cn/a，详见 https://bank.cn/a 或 (https://bank.cn/b)."
+    tracked, _ = _track({"sms": {"body": text}})
+    measured = as_tracked(text, base_url=BASE + "/")
+    assert len(measured) == len(tracked["sms"]["body"])
+    assert len(as_tracked("https://bank.cn/a", base_url=BASE + "/")) == len(BASE) + 11
 
 
 def test_retoken_moves_every_use_of_a_token() -> None:
