@@ -213,14 +213,11 @@ async def load(
 ) -> Experiments | None:
     """The live experiments of the group's active strategies; None when there are none (the
     common case: no query beyond the cached lookup, none at all without strategies)."""
-    if not any(p.rule_keys for p in scenarios.values()):
+    strategies = [p.rule_keys for p in scenarios.values() if p.rule_keys]
+    if not strategies:
         return None
     found = await live(session)
-    mine = {
-        k: e
-        for k, e in found.by_strategy.items()
-        if any(k in p.rule_keys for p in scenarios.values())
-    }
+    mine = {k: e for k, e in found.by_strategy.items() if any(k in keys for keys in strategies)}
     if not mine:
         return None
     experiments = Experiments(mine, found.templates)
