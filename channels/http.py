@@ -1,10 +1,11 @@
 """The HTTP clients of the channel adapters.
 
-``HttpClient`` (the SMS adapters, the dispatch hot path) is a thin layer over one
-``aiohttp.ClientSession``: profiles of a worker sending through httpx, even over the
+``HttpClient`` (the SMS adapters, the dispatch hot path) sends through channels.http1, a
+lean HTTP/1.1 keep-alive pool: profiles of a worker sending through httpx, even over the
 httpx-aiohttp transport, spent a third of its CPU in the httpx layers (request and response
 models, header and URL normalisation, the transport's conversions) on top of aiohttp's own
-work, and httpx's own pool is several times slower still (encode/httpx#3215). The request and
+work, and httpx's own pool is several times slower still (encode/httpx#3215); aiohttp's
+client alone still cost the worker more than the rest of a send (see channels.http1). The request and
 response types keep the shape of httpx's (``method``, ``url``, ``headers``, ``content``;
 ``status_code``, ``content``, ``json()``), and it keeps what the httpx client gave the
 adapters: per-phase timeouts (pool, connect, read), a connection limit with keep-alive,
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 from yarl import URL
+
+from channels.http1 import ConnectionPool, Target, parse_target, request_head
 
 log = logging.getLogger("icc.channels.http")
 
@@ -173,20 +176,18 @@ def _env_proxy(origin: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
 class HttpClient:
     """One connection pool for one provider account; see the module docstring.
 
-    The session is made on the first ``send`` (inside the running loop) and closed by
-    ``aclose``. Transport failures raise what aiohttp raises: ``TimeoutError`` subclasses
-    for timeouts, ``aiohttp.ClientError`` or ``OSError`` otherwise."""
+    Requests go through channels.http1's lean HTTP/1.1 pool; those the environment routes
+    through a proxy go through an ``aiohttp.ClientSession`` (made on first need). Transport
+    failures raise ``TimeoutError`` for timeouts, ``OSError`` (``ConnectionError``,
+    ``ssl.SSLError``...) or ``aiohttp.ClientError`` otherwise."""
 
     def __init__(self, *, timeout: float = 10.0, max_connections: int = 100) -> None:
         self.timeout = timeout
         self.max_connections = max_connections
-        # httpx.Timeout(t): t to get a pooled connection, t to connect, t between reads
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-        )
+        self._pool: ConnectionPool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._urls: dict[str, URL] = {}
+        self._targets: dict[str, Target] = {}
         self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
         self._env_has_proxies = bool(getproxies())
 
@@ -194,35 +195,29 @@ class HttpClient:
     def is_closed(self) -> bool:
         return self._closed
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _connections(self) -> ConnectionPool:
         if self._closed:
             raise RuntimeError("the HTTP client is closed")
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections,
-            limit_per_host=0,
-            keepalive_timeout=KEEPALIVE_SECONDS,
-            ssl=ssl_context(),
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=True,
-            trust_env=False,  # proxies: _env_proxy, once per origin
-        )
-        return self._session
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                limit=self.max_connections,
+                timeout=self.timeout,
+                keepalive=KEEPALIVE_SECONDS,
+                ssl_context=ssl_context(),
+            )
+        return self._pool
 
-    def _url(self, url: str) -> URL:
-        """The URL, sent as is (``encoded=True``: no re-quoting of a signed query).
-        Fixed endpoints (no query string) are parsed once."""
-        cached = self._urls.get(url)
+    def _target(self, url: str) -> Target:
+        """Fixed endpoints (no query string) are parsed once."""
+        cached = self._targets.get(url)
         if cached is not None:
             return cached
-        parsed = URL(url, encoded=True)
+        target = parse_target(url)
         if "?" not in url:
-            if len(self._urls) >= _URL_CACHE_SIZE:
-                self._urls.clear()
-            self._urls[url] = parsed
-        return parsed
+            if len(self._targets) >= _URL_CACHE_SIZE:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
 
     def _proxy(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
         if not self._env_has_proxies:
@@ -234,28 +229,74 @@ class HttpClient:
         return found
 
     async def send(self, request: OutgoingRequest) -> HttpResponse:
-        session = self._session or self._open()
+        pool = self._connections()
         url = request.url if isinstance(request.url, str) else str(request.url)
         proxy, proxy_auth = self._proxy(url)
+        if proxy is not None or request.method == "HEAD":  # HEAD: an answer without its body
+            response = await self._send_by_aiohttp(request, url, proxy, proxy_auth)
+        else:
+            target = self._target(url)
+            content = request.content
+            length = len(content) if content or request.method not in _BODILESS else None
+            head = request_head(request.method, target.path, _with_agent(request.headers), length)
+            answer = await pool.request(target.origin, head + content if content else head)
+            response = HttpResponse(answer.status, answer.body, answer.headers)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug('HTTP Request: %s %s "%d"', request.method, redact(url), response.status_code)
+        return response
+
+    async def _send_by_aiohttp(
+        self,
+        request: OutgoingRequest,
+        url: str,
+        proxy: URL | None,
+        proxy_auth: aiohttp.BasicAuth | None,
+    ) -> HttpResponse:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_connections,
+                    keepalive_timeout=KEEPALIVE_SECONDS,
+                    ssl=ssl_context(),
+                ),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self.timeout,
+                    sock_connect=self.timeout,
+                    sock_read=self.timeout,
+                ),
+                trust_env=False,  # proxies: _env_proxy, once per origin
+            )
         content = request.content
-        async with session.request(
+        async with self._session.request(
             request.method,
-            self._url(url),
+            URL(url, encoded=True),  # sent as is: no re-quoting of a signed query
             headers=request.headers,
-            data=content if content or request.method != "GET" else None,
+            data=content if content or request.method not in _BODILESS else None,
             allow_redirects=False,
             proxy=proxy,
             proxy_auth=proxy_auth,
         ) as response:
-            body = await response.read()
-            status = response.status
-            headers = response.headers
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug('HTTP Request: %s %s "%d"', request.method, redact(url), status)
-        return HttpResponse(status, body, headers)
+            return HttpResponse(response.status, await response.read(), response.headers)
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._pool is not None:
+            self._pool.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+_BODILESS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
+USER_AGENT = "icc-channels"
+
+
+def _with_agent(headers: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """The request's headers, and a User-Agent when it has none (gateways log it)."""
+    agent = False
+    for name, value in headers.items():
+        agent = agent or name.lower() == "user-agent"
+        yield name, value
+    if not agent:
+        yield "user-agent", USER_AGENT

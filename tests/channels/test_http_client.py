@@ -221,7 +221,7 @@ async def tls_server(certificate: tuple[Path, Path]) -> AsyncIterator[TestServer
 async def test_tls_certificates_are_verified(tls_server: TestServer) -> None:
     http = HttpClient()
     try:
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        with pytest.raises(ssl.SSLCertVerificationError):
             await http.send(build_request("GET", str(tls_server.make_url("/"))))
     finally:
         await http.aclose()
