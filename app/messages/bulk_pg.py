@@ -107,7 +107,7 @@ async def _insert_through_temp(
     conflict: Sequence[str],
     returning: str,
 ) -> set[Any]:
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     quote = session.get_bind().dialect.identifier_preparer.quote
     temp_name = f"icc_bulk_{table.name}"
     temp, target = quote(temp_name), quote(table.name)
@@ -129,7 +129,7 @@ async def _copy(
     session: AsyncSession, table: Table, into: str, rows: Iterable[Row], first: Row
 ) -> list[str]:
     """COPY ``rows`` (shaped like ``first``) into the table named ``into``; the columns."""
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     dialect = session.get_bind().dialect
     given = list(first)
     defaults = _scalar_defaults(table, given)
@@ -161,7 +161,7 @@ def _all_same(column: list[Any]) -> bool:
     return all(value is first for value in column)
 
 
-async def _driver(session: AsyncSession) -> Any:
+async def driver_connection(session: AsyncSession) -> Any:
     """The asyncpg connection under the session, inside the session's transaction."""
     connection = await session.connection()
     driver: Any = (await connection.get_raw_connection()).driver_connection

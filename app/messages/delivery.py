@@ -84,7 +84,7 @@ async def claim(runtime: Runtime, ids: list[str]) -> list[Claimed]:
             event(m.id, "sending", now, channel=m.channels[m.channel_index], attempt=m.attempts)
             for m in messages
         ]
-        await repository.add_events(session, sending)
+        await repository.add_worker_events(session, sending)
         await session.commit()
     return messages
 

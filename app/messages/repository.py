@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.experiments.models import Experiment
-from app.messages import bulk_pg
+from app.messages import bulk_pg, pipeline_pg
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome
 
@@ -66,6 +66,16 @@ async def insert_messages(
 async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
     if events:
         await session.execute(insert(EVENTS), list(events))
+
+
+async def add_worker_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    """add_events on the worker's hot path (the claim's `sending` events): on PostgreSQL one
+    fixed statement on arrays. (Its errors are asyncpg's own, not SQLAlchemy's: callers that
+    catch SQLAlchemyError keep add_events.)"""
+    if events and dialect_name(session) == "postgresql" and pipeline_pg.can_add_events(events):
+        await pipeline_pg.add_events(session, events)
+    else:
+        await add_events(session, events)
 
 
 async def add_outbox(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
@@ -147,6 +157,22 @@ async def claim_many(
     lease_until: datetime,
 ) -> list[Claimed]:
     """Take the lease on those messages that are due and not held by a live lease."""
+    if dialect_name(session) == "postgresql":
+        return await pipeline_pg.claim(
+            session, ids, statuses=CLAIMABLE, worker=worker, now=now, lease_until=lease_until
+        )
+    return await _claim_many(session, ids, worker=worker, now=now, lease_until=lease_until)
+
+
+async def _claim_many(
+    session: AsyncSession,
+    ids: Sequence[str],
+    *,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """The portable claim (SQLite; on PostgreSQL the reference of pipeline_pg.claim)."""
     m = MESSAGES.c
     stmt = (
         update(MESSAGES)
@@ -174,23 +200,44 @@ async def apply_outcomes(
 ) -> set[str]:
     """Write attempt outcomes for the messages this worker still leases; return their ids.
     (A message whose lease expired meanwhile belongs to whoever claimed it next.)"""
+    fast = dialect_name(session) == "postgresql"
+    return await _apply_outcomes(session, outcomes, worker=worker, fast=fast)
+
+
+async def _apply_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], *, worker: str, fast: bool
+) -> set[str]:
+    """``fast``: PostgreSQL's fixed statements on arrays (pipeline_pg); else the portable
+    ones (SQLite; on PostgreSQL their reference and fallback)."""
     if not outcomes:
         return set()
     # The claim's attempt count fences it: the same worker may hold a newer claim on a
     # message whose lease expired during a slow send, and the older outcome must not win.
+    ids = [o.message_id for o in outcomes]
+    if fast:
+        claims = await pipeline_pg.held_claims(session, ids, worker=worker)
+    else:
+        claims = await _held_claims(session, ids, worker=worker)
+    held = {o.message_id for o in outcomes if claims.get(o.message_id) == o.claim}
+    mine = [o for o in outcomes if o.message_id in held]
+    if mine and not (fast and await pipeline_pg.write_outcomes(session, mine)):
+        await _write_outcomes(session, mine)
+    return held
+
+
+async def _held_claims(session: AsyncSession, ids: list[str], *, worker: str) -> dict[str, int]:
     m = MESSAGES.c
     held_stmt = select(m.id, m.attempts).where(
-        m.id.in_([o.message_id for o in outcomes]),
+        m.id.in_(ids),
         m.lease_owner == worker,
         m.status == "sending",
     )
     if dialect_name(session) == "postgresql":
         held_stmt = held_stmt.with_for_update()
-    claims = {row.id: row.attempts for row in await session.execute(held_stmt)}
-    held = {o.message_id for o in outcomes if claims.get(o.message_id) == o.claim}
-    mine = [o for o in outcomes if o.message_id in held]
-    if not mine:
-        return held
+    return {row.id: row.attempts for row in await session.execute(held_stmt)}
+
+
+async def _write_outcomes(session: AsyncSession, mine: Sequence[Outcome]) -> None:
     await _update_messages(session, mine)
     await add_events(session, [e for o in mine for e in o.events])
     finished = [o.message_id for o in mine if o.finished]
@@ -210,7 +257,6 @@ async def apply_outcomes(
             .values(due_at=bindparam("b_due"), enqueued_at=bindparam("b_due")),
             again,
         )
-    return held
 
 
 async def _update_messages(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:

@@ -1,0 +1,208 @@
+"""PostgreSQL statements of the worker's hot path: the claim and the record of outcomes.
+
+They run on the asyncpg connection under the session, inside its transaction (they commit or
+roll back with it), with FIXED SQL texts and one array parameter per column instead of
+expanding ``IN (...)`` lists and executemany: asyncpg's statement cache prepares each text
+once per connection, and whole columns go to its binary encoder. (Through SQLAlchemy, each
+new list length was a new statement to compile and prepare, and every row of an
+executemany went through the bind processing one by one.)
+
+Values still go through the columns' own SQLAlchemy bind processors (UTC datetimes, Money,
+JSON by the engine's serializer), so the rows stored are exactly those the portable
+statements of repository.py store; those remain the SQLite path and the fallback for what
+these statements cannot express.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messages.bulk_pg import driver_connection
+from app.messages.models import Message, MessageEvent, Outbox
+from app.messages.outcomes import Claimed, Outcome
+
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
+OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
+
+_CLAIM = """
+UPDATE messages
+SET status = 'sending', lease_owner = $2, lease_until = $3,
+    attempts = attempts + 1, channel_attempts = channel_attempts + 1, updated_at = $4
+WHERE id = ANY($1::text[])
+  AND status = ANY($5::text[])
+  AND (lease_until IS NULL OR lease_until < $4)
+  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+RETURNING id, channels, channel_index, recipient, content, attempts, channel_attempts
+"""
+
+_HELD = """
+SELECT id, attempts FROM messages
+WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'sending'
+FOR UPDATE
+"""
+
+# The columns an outcome may change (app/messages/outcomes.py) and their arrays' types.
+# Each row carries a bit mask of the columns its outcome changes: the others keep their
+# value, as they do in the portable path's one UPDATE per shape of change.
+CHANGEABLE: tuple[tuple[str, str], ...] = (
+    ("status", "text"),
+    ("status_reason", "text"),
+    ("channel", "text"),
+    ("channel_index", "int4"),
+    ("channel_attempts", "int4"),
+    ("provider", "text"),
+    ("provider_message_id", "text"),
+    ("cost", "numeric"),
+    ("sent_at", "timestamptz"),
+    ("delivered_at", "timestamptz"),
+    ("next_attempt_at", "timestamptz"),
+    ("lease_until", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+_BITS = {name: 1 << i for i, (name, _) in enumerate(CHANGEABLE)}
+_EVENT_FIELDS = ("message_id", "type", "at", "detail")
+_EVENT_KEYS = frozenset(_EVENT_FIELDS)
+
+
+def _events_select(first: int) -> str:
+    """Events from four arrays (parameters ``first``.. ``first + 3``), in array order: the
+    ids of message_events follow it, as with executemany."""
+    a, b, c, d = (f"${first + i}" for i in range(4))
+    return (
+        "INSERT INTO message_events (message_id, type, at, detail)\n"
+        "SELECT message_id, type, at, detail::jsonb\n"
+        f"FROM unnest({a}::text[], {b}::text[], {c}::timestamptz[], {d}::text[])\n"
+        "    WITH ORDINALITY AS e(message_id, type, at, detail, n)\n"
+        "ORDER BY n"
+    )
+
+
+def _outcomes_sql() -> str:
+    """One statement for a group of outcomes: the messages' changes, the events, the outbox
+    rows of finished messages deleted and those of retried ones due again. (The four touch
+    different rows, as a data-modifying WITH requires: every message at most once.)"""
+    values = len(CHANGEABLE)
+    arrays = ", ".join(f"${i + 3}::{kind}[]" for i, (_, kind) in enumerate(CHANGEABLE))
+    names = ", ".join(name for name, _ in CHANGEABLE)
+    assignments = ",\n        ".join(
+        f"{name} = CASE WHEN (v.changed & {_BITS[name]}) = 0 THEN m.{name} ELSE v.{name} END"
+        for name, _ in CHANGEABLE
+    )
+    events, finished, again = values + 3, values + 7, values + 8
+    return f"""
+WITH changed AS (
+    UPDATE messages AS m SET
+        {assignments}
+    FROM unnest($1::text[], $2::int4[], {arrays}) AS v(id, changed, {names})
+    WHERE m.id = v.id
+), added AS (
+{_events_select(events)}
+), finished AS (
+    DELETE FROM outbox WHERE message_id = ANY(${finished}::text[])
+)
+UPDATE outbox AS o SET due_at = a.due_at, enqueued_at = a.due_at
+FROM unnest(${again}::text[], ${again + 1}::timestamptz[]) AS a(message_id, due_at)
+WHERE o.message_id = a.message_id
+"""
+
+
+_ADD_EVENTS = _events_select(1)
+_OUTCOMES = _outcomes_sql()
+
+
+async def claim(
+    session: AsyncSession,
+    ids: Sequence[str],
+    *,
+    statuses: Sequence[str],
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """repository.claim_many's UPDATE ... RETURNING, with the ids as one array."""
+    driver = await driver_connection(session)
+    times = _bound(session.get_bind().dialect, MESSAGES, "updated_at", [lease_until, now])
+    rows = await driver.fetch(_CLAIM, list(ids), worker, *times, list(statuses))
+    return [Claimed(*row) for row in rows]
+
+
+async def held_claims(session: AsyncSession, ids: Sequence[str], *, worker: str) -> dict[str, int]:
+    """id -> attempts of those messages this worker leases and is sending, locked."""
+    driver = await driver_connection(session)
+    return {row[0]: row[1] for row in await driver.fetch(_HELD, list(ids), worker)}
+
+
+def can_add_events(events: Sequence[dict[str, Any]]) -> bool:
+    """Whether the events are plain (message_id, type, at, detail) rows."""
+    return all(e.keys() == _EVENT_KEYS for e in events)
+
+
+async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    driver = await driver_connection(session)
+    await driver.execute(_ADD_EVENTS, *_event_columns(session.get_bind().dialect, events))
+
+
+async def write_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> bool:
+    """Write the outcomes of held messages in one statement; False (nothing written) when
+    they cannot be: a message twice, a column outside CHANGEABLE, an event of other fields."""
+    masks = _masks(outcomes)
+    events = [e for o in outcomes for e in o.events]
+    if masks is None or not can_add_events(events):
+        return False
+    dialect = session.get_bind().dialect
+    changes = [
+        _bound(dialect, MESSAGES, name, [o.values.get(name) for o in outcomes])
+        for name, _ in CHANGEABLE
+    ]
+    again = [o for o in outcomes if not o.finished and o.due_at is not None]
+    driver = await driver_connection(session)
+    await driver.execute(
+        _OUTCOMES,
+        [o.message_id for o in outcomes],
+        masks,
+        *changes,
+        *_event_columns(dialect, events),
+        [o.message_id for o in outcomes if o.finished],
+        [o.message_id for o in again],
+        _bound(dialect, OUTBOX, "due_at", [o.due_at for o in again]),
+    )
+    return True
+
+
+def _masks(outcomes: Sequence[Outcome]) -> list[int] | None:
+    """Each outcome's bit mask of changed columns; None if one cannot be expressed."""
+    if len({o.message_id for o in outcomes}) != len(outcomes):
+        return None
+    masks = []
+    for o in outcomes:
+        mask = 0
+        for name in o.values:
+            bit = _BITS.get(name)
+            if bit is None:
+                return None
+            mask |= bit
+        masks.append(mask)
+    return masks
+
+
+def _event_columns(dialect: Dialect, events: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    return [_bound(dialect, EVENTS, name, [e[name] for e in events]) for name in _EVENT_FIELDS]
+
+
+def _bound(dialect: Dialect, table: Table, column: str, values: list[Any]) -> list[Any]:
+    """``values`` as SQLAlchemy binds them for the column (None stays None for the nullable
+    columns; a JSON column's None would become 'null', as SQLAlchemy makes it)."""
+    process = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None or not values:
+        return values
+    first = values[0]
+    if all(value is first for value in values):  # e.g. updated_at: one `now` for the group
+        return [process(first)] * len(values)
+    return list(map(process, values))
