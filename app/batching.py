@@ -24,11 +24,15 @@ class Coalescer(Generic[T, R]):
         self._runner: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: T) -> asyncio.Future[R]:
+        """Submit without waiting: the future of the item's result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
-        return await future
+        return future
 
     async def _run(self) -> None:
         while self._pending:

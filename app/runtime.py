@@ -38,8 +38,8 @@ from channels.registry import ProviderRegistry
 
 log = logging.getLogger("icc.runtime")
 
-# waves whose claims share one transaction (each wave is at most `queue.concurrency` ids)
-CLAIM_GROUP_WAVES = 16
+# jobs whose claims share one transaction (each job is at most `queue.chunk_size` ids)
+CLAIM_GROUP_JOBS = 16
 
 
 def build_providers(
@@ -79,7 +79,7 @@ class Runtime:
         )
         self._recorder: Coalescer[Outcome, bool] = Coalescer(self._record_group, max_batch=500)
         self._claimer: Coalescer[list[str], list[Claimed]] = Coalescer(
-            self._claim_group, max_batch=CLAIM_GROUP_WAVES
+            self._claim_group, max_batch=CLAIM_GROUP_JOBS
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._campaigns: asyncio.Task[None] | None = None
@@ -146,20 +146,20 @@ class Runtime:
         return outcomes
 
     async def claim(self, ids: list[str]) -> list[Claimed]:
-        """Lease the given messages that are due; waves claiming at the same time share
+        """Lease the given messages that are due; jobs claiming at the same time share
         one transaction."""
         return await self._claimer.submit(ids)
 
-    async def _claim_group(self, waves: list[list[str]]) -> list[list[Claimed]]:
-        claimed = await delivery.claim(self, list(dict.fromkeys(i for w in waves for i in w)))
+    async def _claim_group(self, jobs: list[list[str]]) -> list[list[Claimed]]:
+        claimed = await delivery.claim(self, list(dict.fromkeys(i for j in jobs for i in j)))
         by_id = {c.id: c for c in claimed}
-        # pop: an id in two waves at once is sent by one of them only
-        return [[c for i in wave if (c := by_id.pop(i, None)) is not None] for wave in waves]
+        # pop: an id in two jobs at once is sent by one of them only
+        return [[c for i in job if (c := by_id.pop(i, None)) is not None] for job in jobs]
 
-    async def record_outcome(self, outcome: Outcome) -> bool:
-        """Write an attempt's outcome (grouped with others finishing at the same time);
-        False when this worker's claim was overtaken and the outcome dropped."""
-        return await self._recorder.submit(outcome)
+    def record_outcome(self, outcome: Outcome) -> asyncio.Future[bool]:
+        """Write an attempt's outcome (grouped with others finishing at the same time); the
+        future says False when this worker's claim was overtaken and the outcome dropped."""
+        return self._recorder.submit_nowait(outcome)
 
     async def _record_group(self, outcomes: list[Outcome]) -> list[bool]:
         async with self.sessionmaker() as session:

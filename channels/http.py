@@ -5,13 +5,13 @@ lean HTTP/1.1 keep-alive pool: profiles of a worker sending through httpx, even 
 httpx-aiohttp transport, spent a third of its CPU in the httpx layers (request and response
 models, header and URL normalisation, the transport's conversions) on top of aiohttp's own
 work, and httpx's own pool is several times slower still (encode/httpx#3215); aiohttp's
-client alone still cost the worker more than the rest of a send (see channels.http1). The request and
-response types keep the shape of httpx's (``method``, ``url``, ``headers``, ``content``;
-``status_code``, ``content``, ``json()``), and it keeps what the httpx client gave the
-adapters: per-phase timeouts (pool, connect, read), a connection limit with keep-alive,
-TLS verified against certifi (or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), proxies from the
-environment. A request is sent as built: its URL is not re-quoted and its ``host`` header is
-the one a signature covered.
+client alone still cost the worker more than the rest of a send (see channels.http1).
+The request and response types keep the shape of httpx's (``method``, ``url``,
+``headers``, ``content``; ``status_code``, ``content``, ``json()``), and it keeps what the
+httpx client gave the adapters: per-phase timeouts (pool, connect, read), a connection
+limit with keep-alive, TLS verified against certifi (or ``SSL_CERT_FILE`` /
+``SSL_CERT_DIR``), proxies from the environment. A request is sent as built: its URL is
+not re-quoted and its ``host`` header is the one a signature covered.
 
 ``make_http_client`` (WeChat: token refreshes and template sends, off the hot path) keeps
 httpx's full API over the aiohttp transport.

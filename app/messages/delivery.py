@@ -1,6 +1,6 @@
-"""The worker side of the pipeline, in waves: claim a group of messages with a lease (one
-transaction), send them concurrently through the channel plugins, then record every
-outcome (one transaction): finished, retry later, next channel, or failed."""
+"""The worker side of the pipeline: claim a job's messages with a lease (one transaction),
+send them concurrently through the channel plugins, and record every outcome (grouped
+transactions): finished, retry later, next channel, or failed."""
 
 from __future__ import annotations
 
@@ -32,38 +32,50 @@ log = logging.getLogger("icc.delivery")
 
 
 async def process_many(runtime: Runtime, ids: list[str]) -> None:
-    wave = runtime.settings.queue.concurrency
-    for start in range(0, len(ids), wave):
-        try:
-            await process_wave(runtime, ids[start : start + wave])
-        except Exception:
-            # Leases expire and the sweeper hands these messages out again.
-            log.exception("wave failed", extra={"messages": len(ids[start : start + wave])})
-
-
-async def process_wave(runtime: Runtime, ids: list[str]) -> None:
-    """Claim the messages together, then send each and record its outcome as soon as it is
-    known (outcomes finishing together share one transaction): a fast message's provider id
-    is stored at once, before its delivery report can arrive, whatever its slower
-    neighbours do."""
-    messages = await runtime.claim(ids)
-    if messages:
-        await asyncio.gather(*(_send_and_record(runtime, m) for m in messages))
-
-
-async def _send_and_record(runtime: Runtime, message: Claimed) -> None:
-    budget = runtime.settings.queue.lease_seconds * 0.8
+    """Claim the job's messages together (claims made at the same time share one
+    transaction), then send them ``queue.concurrency`` at a time, each starting as soon as
+    another finishes. Each outcome is handed to the recorder as soon as it is known
+    (outcomes finishing together share one transaction; a sender does not wait for it): a
+    fast message's provider id is stored at once, before its delivery report can arrive,
+    whatever its slower neighbours do. The job ends once every outcome is written."""
     try:
-        # bounded by the lease: a send outliving it would race the next claim
-        attempts = await asyncio.wait_for(_attempt(runtime, message), timeout=budget)
+        messages = await runtime.claim(ids)
+    except Exception:
+        # Leases expire and the sweeper hands these messages out again.
+        log.exception("claim failed", extra={"messages": len(ids)})
+        return
+    # Every send ends within the claim's lease: one outliving it would race the next claim.
+    deadline = asyncio.get_running_loop().time() + runtime.settings.queue.lease_seconds * 0.8
+    pending = iter(messages)
+    outcomes: list[Outcome] = []
+    recorded: list[asyncio.Future[bool]] = []
+
+    async def sender() -> None:
+        for message in pending:
+            outcome = await _send(runtime, message, deadline)
+            outcomes.append(outcome)
+            recorded.append(runtime.record_outcome(outcome))
+
+    senders = min(runtime.settings.queue.concurrency, len(messages))
+    await asyncio.gather(*(sender() for _ in range(senders)))
+    applied = await asyncio.gather(*recorded, return_exceptions=True)
+    for result in applied:
+        if isinstance(result, BaseException):  # the outcome is lost: the lease will lapse
+            log.error("recording outcomes failed", exc_info=result)
+            break
+    await _requeue(runtime, [o for o, ok in zip(outcomes, applied, strict=True) if ok is True])
+
+
+async def _send(runtime: Runtime, message: Claimed, deadline: float) -> Outcome:
+    try:
+        async with asyncio.timeout_at(deadline):
+            attempts = await _attempt(runtime, message)
     except TimeoutError:
         attempts = [_failed(message, "no answer within the lease", "lease_timeout")]
     except Exception:
         log.exception("attempt failed unexpectedly", extra={"message_id": message.id})
         attempts = [_failed(message, "internal error while sending", "internal_error")]
-    outcome = decide(message, attempts, runtime.settings.retry, utcnow())
-    if await runtime.record_outcome(outcome):
-        await _requeue(runtime, [outcome])
+    return decide(message, attempts, runtime.settings.retry, utcnow())
 
 
 def _failed(message: Claimed, detail: str, code: str) -> Attempt:
@@ -133,7 +145,7 @@ async def _attempt_with(
     except ChannelError as exc:
         failed = exc.transient
         return Attempt(channel, slot.name, _ms_since(started), error=exc)
-    except Exception as exc:  # a provider's bug must not take the wave down with it
+    except Exception as exc:  # a provider's bug must not take the job down with it
         log.exception("provider raised unexpectedly", extra={"provider": slot.name})
         error = TransientChannelError(
             f"provider error: {type(exc).__name__}", code="internal_error"

@@ -12,7 +12,6 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
 from aiohttp import web
