@@ -13,15 +13,24 @@ R = TypeVar("R")
 class Coalescer(Generic[T, R]):
     """Runs ``flush(items)`` for items submitted concurrently. One flush runs at a time;
     whatever arrives meanwhile forms the next batch, so batches grow with load and a lone
-    caller waits for nothing. ``flush`` returns one result per item, in order."""
+    caller waits for nothing. ``flush`` returns one result per item, in order.
+
+    With ``concurrency`` > 1, another flush starts beside the running ones once a full
+    batch is waiting: a backlog is written by overlapping transactions instead of queueing
+    behind one (their items must not conflict: different rows)."""
 
     def __init__(
-        self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 500
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 500,
+        concurrency: int = 1,
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._concurrency = concurrency
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         return await self.submit_nowait(item)
@@ -30,8 +39,11 @@ class Coalescer(Generic[T, R]):
         """Submit without waiting: the future of the item's result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run())
+        runners = sum(1 for runner in self._runners if not runner.done())
+        if not runners or (runners < self._concurrency and len(self._pending) >= self._max_batch):
+            runner = asyncio.create_task(self._run())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
         return future
 
     async def _run(self) -> None:
@@ -54,5 +66,5 @@ class Coalescer(Generic[T, R]):
                     future.set_result(result)
 
     async def close(self) -> None:
-        if self._runner is not None and not self._runner.done():
-            await asyncio.wait([self._runner], timeout=10)
+        if self._runners:
+            await asyncio.wait(self._runners, timeout=10)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
@@ -38,8 +39,23 @@ from channels.registry import ProviderRegistry
 
 log = logging.getLogger("icc.runtime")
 
-# jobs whose claims share one transaction (each job is at most `queue.chunk_size` ids)
-CLAIM_GROUP_JOBS = 16
+
+class _WriteGroups(NamedTuple):
+    """How the worker's claims and outcomes are grouped into transactions: at most
+    ``claim_jobs`` jobs' claims or ``record_batch`` outcomes in one, and how many of each
+    may run at once (on different messages)."""
+
+    claim_jobs: int
+    claims_at_once: int
+    record_batch: int
+    records_at_once: int
+
+
+# SQLite has one writer: overlapping transactions would only queue, so groups are larger.
+# PostgreSQL: small claims let a job start sending while others claim, and a backlog of
+# outcomes is written by overlapping transactions instead of waiting behind one.
+_SQLITE_GROUPS = _WriteGroups(claim_jobs=16, claims_at_once=1, record_batch=500, records_at_once=1)
+_POSTGRES_GROUPS = _WriteGroups(claim_jobs=2, claims_at_once=4, record_batch=250, records_at_once=2)
 
 
 def build_providers(
@@ -77,9 +93,12 @@ class Runtime:
         self._accepter: Coalescer[AcceptRequest, AcceptOutcome] = Coalescer(
             self._accept_group, max_batch=500
         )
-        self._recorder: Coalescer[Outcome, bool] = Coalescer(self._record_group, max_batch=500)
+        groups = _SQLITE_GROUPS if settings.is_sqlite else _POSTGRES_GROUPS
+        self._recorder: Coalescer[Outcome, bool] = Coalescer(
+            self._record_group, max_batch=groups.record_batch, concurrency=groups.records_at_once
+        )
         self._claimer: Coalescer[list[str], list[Claimed]] = Coalescer(
-            self._claim_group, max_batch=CLAIM_GROUP_JOBS
+            self._claim_group, max_batch=groups.claim_jobs, concurrency=groups.claims_at_once
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._campaigns: asyncio.Task[None] | None = None

@@ -203,7 +203,7 @@ class HttpClient:
                 limit=self.max_connections,
                 timeout=self.timeout,
                 keepalive=KEEPALIVE_SECONDS,
-                ssl_context=ssl_context(),
+                tls=ssl_context,
             )
         return self._pool
 

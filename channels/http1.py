@@ -25,7 +25,7 @@ import asyncio
 import ssl
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, cast
 
 import httptools
@@ -167,7 +167,8 @@ class _Connection(asyncio.Protocol):
     # -- requests -----------------------------------------------------------------------
     async def exchange(self, data: bytes, read_timeout: float) -> Answer:
         assert self._transport is not None
-        waiter = self._waiter = self._loop.create_future()
+        waiter: asyncio.Future[Answer] = self._loop.create_future()
+        self._waiter = waiter
         self.reusable = False
         self._read_timeout = read_timeout
         self._last_read = self._loop.time()
@@ -234,12 +235,12 @@ class ConnectionPool:
         limit: int,
         timeout: float,
         keepalive: float,
-        ssl_context: ssl.SSLContext | None = None,
+        tls: Callable[[], ssl.SSLContext] = ssl.create_default_context,
     ) -> None:
         self.limit = limit
         self.timeout = timeout
         self.keepalive = keepalive
-        self._ssl = ssl_context
+        self._tls = tls  # called on the first https connection (loading CAs takes a while)
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0  # connections open or being opened (slots taken)
         self._waiters: deque[_Waiter] = deque()
@@ -303,7 +304,7 @@ class ConnectionPool:
             timer.cancel()
 
     async def _connect(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> _Connection:
-        tls = self._ssl if origin.scheme == "https" else None
+        tls = self._tls() if origin.scheme == "https" else None
         try:
             async with asyncio.timeout(self.timeout):
                 _, connection = await loop.create_connection(

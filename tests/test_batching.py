@@ -37,3 +37,37 @@ async def test_a_failed_flush_fails_its_batch_only() -> None:
     assert results[4:6] == [4, 5]
     with pytest.raises(ValueError, match="boom"):
         await coalescer.submit(3)
+
+
+async def test_a_full_batch_waiting_starts_another_flush_beside_the_running_one() -> None:
+    running = 0
+    most = 0
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        batches.append(items)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return [-i for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_batch=3, concurrency=2)
+    futures = [coalescer.submit_nowait(i) for i in range(10)]
+    assert await asyncio.gather(*futures) == [-i for i in range(10)]
+    assert most == 2  # never more than `concurrency`, and a backlog does overlap
+    assert sorted(i for batch in batches for i in batch) == list(range(10))
+    assert all(len(batch) <= 3 for batch in batches)
+    await coalescer.close()
+
+
+async def test_a_lone_item_after_a_finished_flush_is_flushed() -> None:
+    coalescer: Coalescer[int, int] = Coalescer(_double, max_batch=3, concurrency=2)
+    assert await coalescer.submit(1) == 2
+    await asyncio.sleep(0)  # the runner has ended
+    assert await asyncio.wait_for(coalescer.submit(2), timeout=1) == 4
+
+
+async def _double(items: list[int]) -> list[int]:
+    return [i * 2 for i in items]
