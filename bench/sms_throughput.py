@@ -12,8 +12,9 @@ process of its own on uvloop:
 
 - project (``bench._sms_project``): ``icc worker`` is started and ready, then N messages of a
   scenario whose only channel is SMS are accepted through ``POST /v1/messages/batch``; the
-  worker claims them, sends each through ``HttpSmsProvider`` (channels.http: a thin client
-  over aiohttp) past the Redis rate limiter, and records the outcome; the round ends when
+  worker claims them, sends each through ``HttpSmsProvider`` (channels.http over
+  channels.http1, a lean HTTP/1.1 keep-alive pool) past the Redis rate limiter, and records
+  the outcome; the round ends when
   all N are ``sent`` in the database; the worker is stopped.
 - baseline (``bench._sms_raw``): an ``aiohttp.ClientSession`` with as many connections, and
   coroutines, as the worker opened in its warm-up, posting the same JSON bodies (checked byte
