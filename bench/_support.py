@@ -334,7 +334,7 @@ def wait_arq_worker(child: Child, queue_name: str, *, timeout: float = 60) -> No
             child.check_alive()
             if client.exists(f"{queue_name}:health-check"):
                 return
-            time.sleep(0.1)
+            time.sleep(0.01)  # a worker with jobs waiting starts on them at once
     finally:
         client.close()
     raise BenchError(f"{child.name} did not start within {timeout:.0f} s:\n{child.tail()}")

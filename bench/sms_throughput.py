@@ -10,12 +10,12 @@ platform's API on an accept-only runtime, called through ``httpx.ASGITransport``
 Alternating rounds (after a warm-up of both sides), N messages each, each side in a fresh
 process of its own on uvloop:
 
-- project (``bench._sms_project``): ``icc worker`` is started and ready, then N messages of a
-  scenario whose only channel is SMS are accepted through ``POST /v1/messages/batch``; the
+- project (``bench._sms_project``): N messages of a scenario whose only channel is SMS are
+  accepted through ``POST /v1/messages/batch``, then ``icc worker`` is started; the
   worker claims them, sends each through ``HttpSmsProvider`` (channels.http over
   channels.http1, a lean HTTP/1.1 keep-alive pool) past the Redis rate limiter, and records
-  the outcome; the round ends when
-  all N are ``sent`` in the database; the worker is stopped.
+  the outcome; the round ends when all N are ``sent`` in the database; the worker is
+  stopped.
 - baseline (``bench._sms_raw``): an ``aiohttp.ClientSession`` with as many connections, and
   coroutines, as the worker opened in its warm-up, posting the same JSON bodies (checked byte
   for byte against the provider's rendering) and reading each JSON answer. It runs as the
@@ -95,15 +95,19 @@ class Bench:
         self.text_file = project.ws.path / "sms_text.txt"
 
     async def project_round(self, count: int, tag: str, profile: Path | None = None) -> Round:
-        worker = self.project.start_worker(tag)
-        since = await self.project.db.fetchval("SELECT now()")
+        """The messages are accepted (and their jobs queued) before the worker starts: the
+        round times the worker alone, as the baseline's is its loop alone (accepting is
+        batch_postgres's measure; done during the round, it took CPU from the worker on
+        these 2 cores and could leave it waiting for the next batch)."""
         await self.gateway.reset()
+        ids = await self.project.accept(count, tag)
+        since = await self.project.db.fetchval("SELECT now()")
+        worker = self.project.start_worker(tag)
         cpu, machine, redis_cpu = CpuClock(worker.proc.pid), MachineClock(), RedisCpu()
         profiler: AbstractContextManager[object] = (
             Profiler(worker.proc.pid, profile) if profile else nullcontext()
         )
         with profiler:
-            ids = await self.project.accept(count, tag)
             await self.project.wait_sent(ids, worker, self.gateway)
         result = Round(
             gateway=await self.gateway.stats(),
