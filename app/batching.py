@@ -32,6 +32,11 @@ class Coalescer(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._runners: set[asyncio.Task[None]] = set()
 
+    @property
+    def backlog(self) -> int:
+        """Items waiting for a flush."""
+        return len(self._pending)
+
     async def submit(self, item: T) -> R:
         return await self.submit_nowait(item)
 

@@ -12,7 +12,8 @@ import contextlib
 import logging
 import os
 import socket
-from typing import NamedTuple
+from collections.abc import Coroutine
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
@@ -104,6 +105,7 @@ class Runtime:
         self._campaigns: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._evaluator: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()
 
     def _make_queue(self) -> MessageQueue:
         q = self.settings.queue
@@ -180,6 +182,18 @@ class Runtime:
         future says False when this worker's claim was overtaken and the outcome dropped."""
         return self._recorder.submit_nowait(outcome)
 
+    @property
+    def recording_backlog(self) -> int:
+        """Outcomes waiting for their transaction."""
+        return self._recorder.backlog
+
+    def settle_later(self, settling: Coroutine[Any, Any, None]) -> None:
+        """Run a job's last steps (awaiting its outcomes' records, requeueing retries) in
+        the background; ``close`` waits for them."""
+        task = asyncio.create_task(settling)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     async def _record_group(self, outcomes: list[Outcome]) -> list[bool]:
         async with self.sessionmaker() as session:
             applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
@@ -198,6 +212,8 @@ class Runtime:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.queue.close()  # no more sends start; then let pending writes finish
+        if self._settling:
+            await asyncio.wait(self._settling, timeout=10)
         await self._accepter.close()
         await self._recorder.close()
         await self._claimer.close()

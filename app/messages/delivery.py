@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("icc.delivery")
 
+# Outcomes waiting for their transaction beyond which a job waits for its own to be written
+# before it ends (and arq starts another): the backpressure of a slow database.
+RECORDING_BACKLOG = 2_000
+
 
 async def process_many(runtime: Runtime, ids: list[str]) -> None:
     """Claim the job's messages together (claims made at the same time share one
@@ -37,7 +41,8 @@ async def process_many(runtime: Runtime, ids: list[str]) -> None:
     another finishes. Each outcome is handed to the recorder as soon as it is known
     (outcomes finishing together share one transaction; a sender does not wait for it): a
     fast message's provider id is stored at once, before its delivery report can arrive,
-    whatever its slower neighbours do. The job ends once every outcome is written."""
+    whatever its slower neighbours do. The job ends once every send is done; its outcomes are
+    awaited in the background, unless the recorder has a backlog."""
     try:
         messages = await runtime.claim(ids)
     except Exception:
@@ -58,6 +63,17 @@ async def process_many(runtime: Runtime, ids: list[str]) -> None:
 
     senders = min(runtime.settings.queue.concurrency, len(messages))
     await asyncio.gather(*(sender() for _ in range(senders)))
+    settling = _settle(runtime, outcomes, recorded)
+    if runtime.recording_backlog > RECORDING_BACKLOG:
+        await settling  # the database lags: no new job until this one is written
+    else:
+        runtime.settle_later(settling)  # the next job need not wait for this one's commit
+
+
+async def _settle(
+    runtime: Runtime, outcomes: list[Outcome], recorded: list[asyncio.Future[bool]]
+) -> None:
+    """Once the outcomes are written, requeue the retries among those applied."""
     applied = await asyncio.gather(*recorded, return_exceptions=True)
     for result in applied:
         if isinstance(result, BaseException):  # the outcome is lost: the lease will lapse
