@@ -15,6 +15,8 @@ these statements cannot express.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -157,8 +159,13 @@ async def write_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> 
     if masks is None or not can_add_events(events):
         return False
     dialect = session.get_bind().dialect
+    changed = functools.reduce(operator.or_, masks, 0)
+    # A column no outcome of the group changes goes as an empty array: unnest pads it with
+    # NULLs, which its zero bits ignore (encoding whole arrays of NULLs cost the worker).
     changes = [
         _bound(dialect, MESSAGES, name, [o.values.get(name) for o in outcomes])
+        if changed & _BITS[name]
+        else []
         for name, _ in CHANGEABLE
     ]
     again = [o for o in outcomes if not o.finished and o.due_at is not None]
