@@ -43,20 +43,25 @@ log = logging.getLogger("icc.runtime")
 
 class _WriteGroups(NamedTuple):
     """How the worker's claims and outcomes are grouped into transactions: at most
-    ``claim_jobs`` jobs' claims or ``record_batch`` outcomes in one, and how many of each
-    may run at once (on different messages)."""
+    ``claim_slices`` slices' claims (each at most ``queue.concurrency`` ids) or
+    ``record_batch`` outcomes in one, and how many of each may run at once (on different
+    messages)."""
 
-    claim_jobs: int
+    claim_slices: int
     claims_at_once: int
     record_batch: int
     records_at_once: int
 
 
 # SQLite has one writer: overlapping transactions would only queue, so groups are larger.
-# PostgreSQL: small claims let a job start sending while others claim, and a backlog of
-# outcomes is written by overlapping transactions instead of waiting behind one.
-_SQLITE_GROUPS = _WriteGroups(claim_jobs=16, claims_at_once=1, record_batch=500, records_at_once=1)
-_POSTGRES_GROUPS = _WriteGroups(claim_jobs=2, claims_at_once=4, record_batch=250, records_at_once=2)
+# PostgreSQL: claims of a few slices let jobs start sending while others claim, and a
+# backlog of outcomes is written by overlapping transactions instead of waiting behind one.
+_SQLITE_GROUPS = _WriteGroups(
+    claim_slices=16, claims_at_once=1, record_batch=500, records_at_once=1
+)
+_POSTGRES_GROUPS = _WriteGroups(
+    claim_slices=8, claims_at_once=4, record_batch=250, records_at_once=2
+)
 
 
 def build_providers(
@@ -99,7 +104,7 @@ class Runtime:
             self._record_group, max_batch=groups.record_batch, concurrency=groups.records_at_once
         )
         self._claimer: Coalescer[list[str], list[Claimed]] = Coalescer(
-            self._claim_group, max_batch=groups.claim_jobs, concurrency=groups.claims_at_once
+            self._claim_group, max_batch=groups.claim_slices, concurrency=groups.claims_at_once
         )
         self._sweeper: asyncio.Task[None] | None = None
         self._campaigns: asyncio.Task[None] | None = None
@@ -167,15 +172,15 @@ class Runtime:
         return outcomes
 
     async def claim(self, ids: list[str]) -> list[Claimed]:
-        """Lease the given messages that are due; jobs claiming at the same time share
+        """Lease the given messages that are due; slices claimed at the same time share
         one transaction."""
         return await self._claimer.submit(ids)
 
-    async def _claim_group(self, jobs: list[list[str]]) -> list[list[Claimed]]:
-        claimed = await delivery.claim(self, list(dict.fromkeys(i for j in jobs for i in j)))
+    async def _claim_group(self, slices: list[list[str]]) -> list[list[Claimed]]:
+        claimed = await delivery.claim(self, list(dict.fromkeys(i for s in slices for i in s)))
         by_id = {c.id: c for c in claimed}
-        # pop: an id in two jobs at once is sent by one of them only
-        return [[c for i in job if (c := by_id.pop(i, None)) is not None] for job in jobs]
+        # pop: an id in two slices at once is sent by one of them only
+        return [[c for i in ids if (c := by_id.pop(i, None)) is not None] for ids in slices]
 
     def record_outcome(self, outcome: Outcome) -> asyncio.Future[bool]:
         """Write an attempt's outcome (grouped with others finishing at the same time); the

@@ -1,6 +1,7 @@
 """How a job of the worker runs (app.messages.delivery.process_many): a sliding window of
-sends, outcomes handed to the recorder without waiting, the job's end not waiting for their
-commit unless the recorder lags, and retries requeued once their outcome is written."""
+sends over slices claimed ahead, outcomes handed to the recorder without waiting, the job's
+end not waiting for their commit unless the recorder lags, and retries requeued once their
+outcome is written."""
 
 from __future__ import annotations
 
@@ -33,8 +34,13 @@ class FakeRuntime:
         self.recording: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self.settling: list[asyncio.Task[None]] = []
         self.backlog = backlog
+        self.claims: list[tuple[list[str], int]] = []  # (ids, sends started before)
+        self.started: list[str] = []
+        self.deadlines: dict[str, float] = {}
 
     async def claim(self, ids: list[str]) -> list[Claimed]:
+        self.claims.append((list(ids), len(self.started)))
+        await asyncio.sleep(0.001)
         return [Claimed(i, ["sms"], 0, {"phone": "13800001234"}, {}, 1, 1) for i in ids]
 
     def record_outcome(self, outcome: Outcome) -> asyncio.Future[bool]:
@@ -62,8 +68,10 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     async def send(runtime: Any, message: Claimed, deadline: float) -> Outcome:
         nonlocal in_flight
+        runtime.deadlines[message.id] = deadline
         in_flight += 1
         started.append(f"{message.id}:{in_flight}")
+        runtime.started.append(message.id)
         await asyncio.sleep(0.01)
         in_flight -= 1
         retry = message.id.endswith("r")
@@ -81,6 +89,13 @@ async def test_a_job_sends_in_a_window_and_ends_before_its_outcomes_are_written(
     await asyncio.wait_for(delivery.process_many(runtime, ids), timeout=2)
     assert [s.split(":")[0] for s in sends] == ids  # in order
     assert max(int(s.split(":")[1]) for s in sends) == 3  # never more than the window
+    # claimed a slice at a time, two slices ahead of the one being sent
+    assert runtime.claims == [(ids[0:3], 0), (ids[3:6], 0), (ids[6:9], 3), (ids[9:], 6)]
+    # each send is bounded by its own slice's lease, from that slice's claim
+    lease = runtime.settings.queue.lease_seconds * 0.8
+    now = asyncio.get_running_loop().time()
+    assert all(now < d <= now + lease for d in runtime.deadlines.values())
+    assert runtime.deadlines["m0"] == runtime.deadlines["m2"] < runtime.deadlines["m9r"]
     assert [o.message_id for o, _ in runtime.recording] == ids
     [settling] = runtime.settling
     assert not settling.done()  # waiting for the commit, in the background

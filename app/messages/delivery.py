@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -36,38 +37,79 @@ RECORDING_BACKLOG = 2_000
 
 
 async def process_many(runtime: Runtime, ids: list[str]) -> None:
-    """Claim the job's messages together (claims made at the same time share one
-    transaction), then send them ``queue.concurrency`` at a time, each starting as soon as
-    another finishes. Each outcome is handed to the recorder as soon as it is known
-    (outcomes finishing together share one transaction; a sender does not wait for it): a
-    fast message's provider id is stored at once, before its delivery report can arrive,
-    whatever its slower neighbours do. The job ends once every send is done; its outcomes are
-    awaited in the background, unless the recorder has a backlog."""
-    try:
-        messages = await runtime.claim(ids)
-    except Exception:
-        # Leases expire and the sweeper hands these messages out again.
-        log.exception("claim failed", extra={"messages": len(ids)})
-        return
-    # Every send ends within the claim's lease: one outliving it would race the next claim.
-    deadline = asyncio.get_running_loop().time() + runtime.settings.queue.lease_seconds * 0.8
-    pending = iter(messages)
+    """Send a job's messages ``queue.concurrency`` at a time, each starting as soon as
+    another finishes. They are claimed in slices of that size, a couple of slices ahead of
+    the one being sent (claims made at the same time share one transaction): claims do not
+    hold the sends up, and a message's send starts well within its claim's lease.
+
+    Each outcome is handed to the recorder as soon as it is known (outcomes finishing
+    together share one transaction; a sender does not wait for it): a fast message's
+    provider id is stored at once, before its delivery report can arrive, whatever its
+    slower neighbours do. The job ends once every send is done; its outcomes are awaited in
+    the background, unless the recorder has a backlog."""
+    step = runtime.settings.queue.concurrency
+    claims = _Claims(runtime, [ids[i : i + step] for i in range(0, len(ids), step)])
     outcomes: list[Outcome] = []
     recorded: list[asyncio.Future[bool]] = []
 
     async def sender() -> None:
-        for message in pending:
-            outcome = await _send(runtime, message, deadline)
+        while (claimed := await claims.next()) is not None:
+            outcome = await _send(runtime, *claimed)
             outcomes.append(outcome)
             recorded.append(runtime.record_outcome(outcome))
 
-    senders = min(runtime.settings.queue.concurrency, len(messages))
-    await asyncio.gather(*(sender() for _ in range(senders)))
+    await asyncio.gather(*(sender() for _ in range(min(step, len(ids)))))
     settling = _settle(runtime, outcomes, recorded)
     if runtime.recording_backlog > RECORDING_BACKLOG:
         await settling  # the database lags: no new job until this one is written
     else:
         runtime.settle_later(settling)  # the next job need not wait for this one's commit
+
+
+class _Claims:
+    """The job's claimed messages, slice by slice, each with its deadline (every send ends
+    within its claim's lease: one outliving it would race the next claim). ``LOOKAHEAD``
+    slices are claimed ahead of the one being sent, so a slice's claim has that many rounds
+    of sends to finish in, and a message waits at most about that many rounds between its
+    claim and its send."""
+
+    LOOKAHEAD = 2
+
+    def __init__(self, runtime: Runtime, slices: list[list[str]]) -> None:
+        self._runtime = runtime
+        self._slices = iter(slices)
+        self._current: Iterator[Claimed] = iter(())
+        self._deadline = 0.0
+        self._upcoming: deque[asyncio.Future[tuple[list[Claimed], float]]] = deque()
+        for _ in range(self.LOOKAHEAD):
+            self._claim_next()
+
+    async def next(self) -> tuple[Claimed, float] | None:
+        while (message := next(self._current, None)) is None:
+            if not self._upcoming:
+                return None
+            upcoming = self._upcoming[0]
+            messages, deadline = await upcoming
+            if self._upcoming and self._upcoming[0] is upcoming:  # the first sender back
+                self._upcoming.popleft()
+                self._current, self._deadline = iter(messages), deadline
+                self._claim_next()
+        return message, self._deadline
+
+    def _claim_next(self) -> None:
+        ids = next(self._slices, None)
+        if ids is not None:
+            self._upcoming.append(asyncio.ensure_future(self._claim(ids)))
+
+    async def _claim(self, ids: list[str]) -> tuple[list[Claimed], float]:
+        try:
+            messages = await self._runtime.claim(ids)
+        except Exception:
+            # Leases expire and the sweeper hands these messages out again.
+            log.exception("claim failed", extra={"messages": len(ids)})
+            return [], 0.0
+        lease = self._runtime.settings.queue.lease_seconds
+        return messages, asyncio.get_running_loop().time() + lease * 0.8
 
 
 async def _settle(
