@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, create_sessionmaker
 from app.messages import pipeline_pg, repository
-from app.messages.outcomes import Attempt, Claimed, Outcome, decide, event
+from app.messages.outcomes import Attempt, Claimed, Outcome, decide, sending_event
 from app.messages.repository import EVENTS, MESSAGES, OUTBOX
 from app.settings import RetrySettings
 from channels.base import SendResult
@@ -154,8 +154,13 @@ CLAIMED = {"due-queued", "due-retrying", "due-now-scheduled", "expired-lease"}
 
 
 async def _claim(
-    sessions: Sessions, prefix: str, claim: Callable[..., Any], add_events: Callable[..., Any]
+    sessions: Sessions,
+    prefix: str,
+    claim: Callable[..., Any],
+    add_events: Callable[..., Any] | None = None,
 ) -> list[Claimed]:
+    """A claim, and its `sending` events written by ``add_events`` (when the claim does
+    not write them itself)."""
     wanted = [r["id"] for r in CLAIM_ROWS if r["id"] != "not-asked"] + ["missing", "sent"]
     async with sessions() as session:
         claimed: list[Claimed] = await claim(
@@ -165,11 +170,8 @@ async def _claim(
             now=NOW,
             lease_until=NOW + timedelta(seconds=60),
         )
-        sending = [
-            event(m.id, "sending", NOW, channel=m.channels[m.channel_index], attempt=m.attempts)
-            for m in claimed
-        ]
-        await add_events(session, sending)
+        if add_events is not None:
+            await add_events(session, [sending_event(m, NOW) for m in claimed])
         await session.commit()
     return sorted((replace(c, id=c.id.removeprefix(prefix)) for c in claimed), key=lambda c: c.id)
 
@@ -178,8 +180,8 @@ async def test_claim_takes_exactly_the_due_unleased_messages(sessions: Sessions)
     old, new = _prefixes()
     for prefix in (old, new):
         await _insert(sessions, prefix, CLAIM_ROWS, outbox=[])
-    reference = await _claim(sessions, old, repository._claim_many, repository.add_events)
-    claimed = await _claim(sessions, new, repository.claim_many, repository.add_worker_events)
+    reference = await _claim(sessions, old, repository.claim_many, repository.add_events)
+    claimed = await _claim(sessions, new, repository.claim_for_sending)  # one statement
 
     assert {c.id for c in claimed} == CLAIMED
     assert claimed == reference

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from app.messages import repository
-from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, Outcome, decide, event
+from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, Outcome, decide
 from app.timeutil import utcnow
 from channels.base import CONTACT_FIELD
 from channels.errors import (
@@ -147,14 +147,9 @@ async def claim(runtime: Runtime, ids: list[str]) -> list[Claimed]:
     now = utcnow()
     lease = timedelta(seconds=runtime.settings.queue.lease_seconds)
     async with runtime.sessionmaker() as session:
-        messages = await repository.claim_many(
+        messages = await repository.claim_for_sending(
             session, ids, worker=runtime.worker_id, now=now, lease_until=now + lease
         )
-        sending = [
-            event(m.id, "sending", now, channel=m.channels[m.channel_index], attempt=m.attempts)
-            for m in messages
-        ]
-        await repository.add_worker_events(session, sending)
         await session.commit()
     return messages
 

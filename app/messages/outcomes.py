@@ -65,6 +65,12 @@ def event(message_id: str, type_: str, at: datetime, **detail: Any) -> dict[str,
     return {"message_id": message_id, "type": type_, "at": at, "detail": detail}
 
 
+def sending_event(message: Claimed, at: datetime) -> dict[str, Any]:
+    """A claim's event (also written in SQL by pipeline_pg.claim_for_sending)."""
+    channel = message.channels[message.channel_index]
+    return event(message.id, "sending", at, channel=channel, attempt=message.attempts)
+
+
 def _failed_event(message_id: str, attempt: Attempt, now: datetime) -> dict[str, Any]:
     error = attempt.error
     assert error is not None

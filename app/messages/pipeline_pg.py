@@ -34,14 +34,23 @@ EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 
 _CLAIM = """
-UPDATE messages
-SET status = 'sending', lease_owner = $2, lease_until = $3,
-    attempts = attempts + 1, channel_attempts = channel_attempts + 1, updated_at = $4
-WHERE id = ANY($1::text[])
-  AND status = ANY($5::text[])
-  AND (lease_until IS NULL OR lease_until < $4)
-  AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-RETURNING id, channels, channel_index, recipient, content, attempts, channel_attempts
+WITH claimed AS (
+    UPDATE messages
+    SET status = 'sending', lease_owner = $2, lease_until = $3,
+        attempts = attempts + 1, channel_attempts = channel_attempts + 1, updated_at = $4
+    WHERE id = ANY($1::text[])
+      AND status = ANY($5::text[])
+      AND (lease_until IS NULL OR lease_until < $4)
+      AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+    RETURNING id, channels, channel_index, recipient, content, attempts, channel_attempts
+), sending AS (
+    -- outcomes.sending_event, written here: no round trip and no arrays to encode for it
+    INSERT INTO message_events (message_id, type, at, detail)
+    SELECT id, 'sending', $4,
+           jsonb_build_object('channel', channels -> channel_index, 'attempt', attempts)
+    FROM claimed
+)
+SELECT * FROM claimed
 """
 
 _HELD = """
@@ -115,11 +124,10 @@ WHERE o.message_id = a.message_id
 """
 
 
-_ADD_EVENTS = _events_select(1)
 _OUTCOMES = _outcomes_sql()
 
 
-async def claim(
+async def claim_for_sending(
     session: AsyncSession,
     ids: Sequence[str],
     *,
@@ -128,7 +136,8 @@ async def claim(
     now: datetime,
     lease_until: datetime,
 ) -> list[Claimed]:
-    """repository.claim_many's UPDATE ... RETURNING, with the ids as one array."""
+    """repository.claim_for_sending in one statement, with the ids as one array: the
+    claim's UPDATE ... RETURNING and the claimed messages' `sending` events."""
     driver = await driver_connection(session)
     times = _bound(session.get_bind().dialect, MESSAGES, "updated_at", [lease_until, now])
     rows = await driver.fetch(_CLAIM, list(ids), worker, *times, list(statuses))
@@ -144,11 +153,6 @@ async def held_claims(session: AsyncSession, ids: Sequence[str], *, worker: str)
 def can_add_events(events: Sequence[dict[str, Any]]) -> bool:
     """Whether the events are plain (message_id, type, at, detail) rows."""
     return all(e.keys() == _EVENT_KEYS for e in events)
-
-
-async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
-    driver = await driver_connection(session)
-    await driver.execute(_ADD_EVENTS, *_event_columns(session.get_bind().dialect, events))
 
 
 async def write_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> bool:

@@ -14,7 +14,7 @@ from app.db import dialect_name, insert_ignoring_conflicts
 from app.experiments.models import Experiment
 from app.messages import bulk_pg, pipeline_pg
 from app.messages.models import Message, MessageEvent, Outbox
-from app.messages.outcomes import Claimed, Outcome
+from app.messages.outcomes import Claimed, Outcome, sending_event
 
 # Core tables: bulk writes skip the ORM's per-row bookkeeping
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -66,16 +66,6 @@ async def insert_messages(
 async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
     if events:
         await session.execute(insert(EVENTS), list(events))
-
-
-async def add_worker_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
-    """add_events on the worker's hot path (the claim's `sending` events): on PostgreSQL one
-    fixed statement on arrays. (Its errors are asyncpg's own, not SQLAlchemy's: callers that
-    catch SQLAlchemyError keep add_events.)"""
-    if events and dialect_name(session) == "postgresql" and pipeline_pg.can_add_events(events):
-        await pipeline_pg.add_events(session, events)
-    else:
-        await add_events(session, events)
 
 
 async def add_outbox(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
@@ -148,6 +138,25 @@ _CLAIMED = (
 )
 
 
+async def claim_for_sending(
+    session: AsyncSession,
+    ids: Sequence[str],
+    *,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """Take the lease on those messages that are due and not held by a live lease, and put
+    `sending` on their timelines (on PostgreSQL, one statement: pipeline_pg)."""
+    if dialect_name(session) == "postgresql":
+        return await pipeline_pg.claim_for_sending(
+            session, ids, statuses=CLAIMABLE, worker=worker, now=now, lease_until=lease_until
+        )
+    claimed = await claim_many(session, ids, worker=worker, now=now, lease_until=lease_until)
+    await add_events(session, [sending_event(m, now) for m in claimed])
+    return claimed
+
+
 async def claim_many(
     session: AsyncSession,
     ids: Sequence[str],
@@ -156,23 +165,8 @@ async def claim_many(
     now: datetime,
     lease_until: datetime,
 ) -> list[Claimed]:
-    """Take the lease on those messages that are due and not held by a live lease."""
-    if dialect_name(session) == "postgresql":
-        return await pipeline_pg.claim(
-            session, ids, statuses=CLAIMABLE, worker=worker, now=now, lease_until=lease_until
-        )
-    return await _claim_many(session, ids, worker=worker, now=now, lease_until=lease_until)
-
-
-async def _claim_many(
-    session: AsyncSession,
-    ids: Sequence[str],
-    *,
-    worker: str,
-    now: datetime,
-    lease_until: datetime,
-) -> list[Claimed]:
-    """The portable claim (SQLite; on PostgreSQL the reference of pipeline_pg.claim)."""
+    """Take the lease on those messages that are due and not held by a live lease (the
+    portable statement; on PostgreSQL the reference of pipeline_pg.claim_for_sending)."""
     m = MESSAGES.c
     stmt = (
         update(MESSAGES)
