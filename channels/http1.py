@@ -91,7 +91,7 @@ def request_head(
     if length is not None and not has_length:
         lines.append(f"content-length: {length}")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+    return "\r\n".join(lines).encode()  # UTF-8, as aiohttp sent non-ASCII header values
 
 
 class Answer(NamedTuple):

@@ -105,6 +105,9 @@ def test_a_request_head_has_its_length_once_and_no_injected_lines() -> None:
     assert head == b"POST /p HTTP/1.1\r\nhost: h\r\nx-a: 1\r\ncontent-length: 3\r\n\r\n"
     given = request_head("POST", "/p", [("Content-Length", "3")], 3)
     assert given.count(b"ength") == 1
+    assert request_head("GET", "/", [("x-sign", "示例银行")], None).endswith(
+        "x-sign: 示例银行\r\n\r\n".encode()
+    )
     with pytest.raises(ValueError, match="line break"):
         request_head("GET", "/", [("x-a", "1\r\nx-evil: 2")], None)
 
