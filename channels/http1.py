@@ -244,6 +244,7 @@ class ConnectionPool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0  # connections open or being opened (slots taken)
         self._waiters: deque[_Waiter] = deque()
+        self._closed = False  # requests still running end their connections
 
     @property
     def open_connections(self) -> int:
@@ -320,7 +321,7 @@ class ConnectionPool:
         return connection
 
     def _release(self, connection: _Connection) -> None:
-        if connection.reusable:
+        if connection.reusable and not self._closed:
             connection.idle_since = asyncio.get_running_loop().time()
             self._pass_on(connection)
         else:
@@ -344,6 +345,7 @@ class ConnectionPool:
             self._idle.setdefault(connection.origin, []).append(connection)
 
     def close(self) -> None:
+        self._closed = True
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()

@@ -263,3 +263,19 @@ def test_it_runs_on_uvloop_as_the_worker_does() -> None:
             raw.server.close()
 
     assert uvloop.run(main()).decode() == "好"
+
+
+async def test_a_request_ending_after_close_does_not_keep_its_connection(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    async def answer(_: bytes) -> bytes:
+        await asyncio.sleep(0.05)
+        return _fixed(b"x")
+
+    server = await serve(answer)
+    pool = _pool()
+    running = asyncio.create_task(pool.request(server.origin, _get(server.origin)))
+    await asyncio.sleep(0.01)
+    pool.close()
+    assert (await running).body == b"x"
+    assert pool.open_connections == 0  # closed, not parked idle
