@@ -53,10 +53,11 @@ class _WriteGroups(NamedTuple):
     records_at_once: int
 
 
-# SQLite has one writer: overlapping transactions would only queue, so groups are larger.
-# PostgreSQL: claims (and outcomes) waiting behind a running transaction are written by
-# another one beside it instead of queueing. (Claims of 16 slices cost PostgreSQL about a
-# tenth less CPU per message than claims of 8 in bench.sms_throughput.)
+# SQLite has one writer: overlapping transactions would only queue, so there is one at a
+# time, with larger outcome groups. PostgreSQL: claims (and outcomes) waiting behind a
+# running transaction are written by another one beside it instead of queueing. (Claims of
+# 16 slices cost PostgreSQL about a tenth less CPU per message than claims of 8 in
+# bench.sms_throughput.)
 _SQLITE_GROUPS = _WriteGroups(
     claim_slices=16, claims_at_once=1, record_batch=500, records_at_once=1
 )
