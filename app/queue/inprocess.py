@@ -10,13 +10,31 @@ from app.queue.base import JobHandler, chunked
 
 log = logging.getLogger("icc.queue")
 
+# How long a consumer that took a small job waits for more before sending. Each accepted
+# group (a dozen requests under load) enqueues its own job; sent one by one, those jobs
+# make as many small claim and outcome transactions, written by the same single SQLite
+# writer as the accepts. Gathered for 2 ms, they merge: bench.accept_single accepts
+# about a sixth more per second with the same senders keeping up (outbox empty at the end).
+LINGER_SECONDS = 0.002
+
 
 class InProcessQueue:
-    def __init__(self, handler: JobHandler, *, workers: int, chunk_size: int) -> None:
+    def __init__(
+        self,
+        handler: JobHandler,
+        *,
+        workers: int,
+        chunk_size: int,
+        linger: float = LINGER_SECONDS,
+    ) -> None:
         self._handler = handler
         self._workers = workers
         self._chunk_size = chunk_size
+        self._linger = linger
         self._queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        # One consumer gathers at a time: while it lingers, new jobs wait for it instead of
+        # going each to another idle consumer.
+        self._gathering = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -33,13 +51,8 @@ class InProcessQueue:
 
     async def _consume(self) -> None:
         while True:
-            chunk = await self._queue.get()
-            taken = 1
-            # Take whatever else is waiting, up to a chunk: under load, small jobs (one per
-            # accepted group) merge into bigger claims and sends.
-            while len(chunk) < self._chunk_size and not self._queue.empty():
-                chunk = chunk + self._queue.get_nowait()
-                taken += 1
+            async with self._gathering:
+                chunk, taken = await self._gather()
             try:
                 await self._handler(chunk)
             except Exception:
@@ -48,6 +61,19 @@ class InProcessQueue:
             finally:
                 for _ in range(taken):
                     self._queue.task_done()
+
+    async def _gather(self) -> tuple[list[str], int]:
+        """A job, merged with the jobs waiting or arriving within the linger, up to a chunk
+        (under load, small jobs, one per accepted group, make bigger claims and sends);
+        and how many jobs it took."""
+        chunk = await self._queue.get()
+        taken = 1
+        if len(chunk) < self._chunk_size and self._queue.empty() and self._linger > 0:
+            await asyncio.sleep(self._linger)
+        while len(chunk) < self._chunk_size and not self._queue.empty():
+            chunk = chunk + self._queue.get_nowait()
+            taken += 1
+        return chunk, taken
 
     async def ping(self) -> bool:
         return True
