@@ -22,6 +22,11 @@ EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
+# `status || ''`: the same value, but no index serves the term. The worker's statements
+# pick messages by id; given an equality on status too, SQLite's planner (which has no
+# statistics) walks ix_messages_status instead, i.e. every queued message: with 36,000
+# queued, a claim of 264 ids took 16.6 ms instead of 1.8 ms, and grew with the backlog.
+_STATUS_BY_ID = MESSAGES.c.status.concat("")
 
 
 async def by_id(session: AsyncSession, message_id: str) -> Message | None:
@@ -172,7 +177,7 @@ async def claim_many(
         update(MESSAGES)
         .where(
             m.id.in_(list(ids)),
-            m.status.in_(CLAIMABLE),
+            _STATUS_BY_ID.in_(CLAIMABLE),
             or_(m.lease_until.is_(None), m.lease_until < now),
             or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
         )
@@ -224,7 +229,7 @@ async def _held_claims(session: AsyncSession, ids: list[str], *, worker: str) ->
     held_stmt = select(m.id, m.attempts).where(
         m.id.in_(ids),
         m.lease_owner == worker,
-        m.status == "sending",
+        _STATUS_BY_ID == "sending",
     )
     if dialect_name(session) == "postgresql":
         held_stmt = held_stmt.with_for_update()
