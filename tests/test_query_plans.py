@@ -1,4 +1,6 @@
-"""The worker's statements find their messages by primary key on SQLite, whatever the backlog.
+"""The worker's and the sweeper's statements on SQLite cost what they find, whatever the
+backlog: they go through the index that leads to their rows, never through every waiting
+message.
 
 SQLite's planner has no statistics: offered an equality on the indexed status column beside
 an id list, it walks ix_messages_status, i.e. every queued message, and each claim grows
@@ -20,6 +22,7 @@ from app.auth.service import Principal
 from app.messages import delivery
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest
+from app.messages.tasks import sweep_once
 from app.runtime import Runtime
 from app.scenarios import service as scenarios
 from app.scenarios.schemas import ScenarioCreate
@@ -49,9 +52,9 @@ def plan(db: Path, statement: str, parameters: Any) -> str:
     return " | ".join(str(row[-1]) for row in rows)
 
 
-async def test_claims_and_outcomes_look_messages_up_by_id(runtime: Runtime, tmp_path: Path) -> None:
+async def accept(runtime: Runtime, count: int) -> list[str]:
     ids = []
-    for i in range(3):
+    for i in range(count):
         body = MessageCreate.model_validate(
             {
                 "scenario": "account_movement",
@@ -62,7 +65,11 @@ async def test_claims_and_outcomes_look_messages_up_by_id(runtime: Runtime, tmp_
         )
         accepted = await runtime.accept(AcceptRequest("account_movement", "core", body, None))
         ids.append(accepted.message.id)
+    return ids
 
+
+async def test_claims_and_outcomes_look_messages_up_by_id(runtime: Runtime, tmp_path: Path) -> None:
+    ids = await accept(runtime, 3)
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
@@ -84,3 +91,29 @@ async def test_claims_and_outcomes_look_messages_up_by_id(runtime: Runtime, tmp_
         shown = plan(tmp_path / "icc.db", statement, parameters)
         assert "ix_messages_status" not in shown, shown
         assert "sqlite_autoindex_messages_1 (id=?)" in shown, shown
+
+
+async def test_sweeps_go_through_indexes(runtime: Runtime, tmp_path: Path) -> None:
+    await accept(runtime, 3)  # queued: nobody consumes this runtime's queue
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.startswith("SELECT outbox.message_id"):
+            seen.append((statement, parameters))
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        assert await runtime.queue.backlog() == 3
+        await sweep_once(runtime)  # a backlog: scheduled, long lost, and orphaned by a crash
+        while await runtime.queue.backlog():
+            runtime.queue._queue.get_nowait()  # type: ignore[attr-defined]
+        await sweep_once(runtime)  # an empty queue: scheduled and lost
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", capture)
+    assert len(seen) == 5, [s[0][-80:] for s in seen]
+    for statement, parameters in seen:
+        shown = plan(tmp_path / "icc.db", statement, parameters)
+        assert "SCAN" not in shown, shown
+        assert "USING INDEX ix_outbox_enqueued_due" in shown or (
+            "USING INDEX ix_messages_status (status=?)" in shown
+        ), shown

@@ -118,11 +118,13 @@ class Outbox(Base):
     lost job, a killed worker or a wiped Redis is always found again by the sweeper."""
 
     __tablename__ = "outbox"
+    # The sweeper's: never enqueued and due, or enqueued before a time (0011)
+    __table_args__ = (Index("ix_outbox_enqueued_due", "enqueued_at", "due_at"),)
 
     message_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
     )
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Select, Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
@@ -281,24 +281,37 @@ async def due_outbox(
     """Unfinished messages that are due and not under a live lease, and either never
     enqueued (scheduled) or enqueued before ``redeliver_before``. While the queue has a
     backlog, a message merely waiting is most likely still in it: it is enqueued again only
-    once it was enqueued before ``patient_before``; messages a crashed worker held always."""
-    redeliver = Outbox.enqueued_at < redeliver_before
-    if not queue_is_empty:
-        redeliver = and_(
-            redeliver,
-            or_(Message.status == "sending", Outbox.enqueued_at < patient_before),
-        )
-    stmt = (
-        select(Outbox.message_id)
-        .join(Message, Message.id == Outbox.message_id)
-        .where(
-            Outbox.due_at <= now,
-            or_(Outbox.enqueued_at.is_(None), redeliver),
-            or_(Message.lease_until.is_(None), Message.lease_until < now),
-        )
-        .order_by(Outbox.due_at)
-        .limit(limit)
-    )
+    once it was enqueued before ``patient_before``; messages a crashed worker held always.
+
+    Each kind is its own statement on an index (ix_outbox_enqueued_due, or ix_messages_status
+    for the few messages being sent), so that a sweep costs what it finds, not the size of
+    the backlog."""
+    free = or_(Message.lease_until.is_(None), Message.lease_until < now)
+    due = select(Outbox.message_id).join(Message, Message.id == Outbox.message_id)
+    due = due.where(Outbox.due_at <= now, free)
+    stale_before = redeliver_before if queue_is_empty else patient_before
+    parts = [
+        due.where(Outbox.enqueued_at.is_(None)).order_by(Outbox.due_at),  # scheduled
+        due.where(Outbox.enqueued_at < stale_before).order_by(Outbox.enqueued_at),  # lost jobs
+    ]
+    found: dict[str, None] = {}
+    for stmt in parts:
+        found.update(dict.fromkeys(await _outbox_ids(session, stmt, limit - len(found))))
+    if not queue_is_empty and len(found) < limit:
+        # held by a worker that died: its lease ran out before its outcome was written
+        expired = select(Message.id).where(Message.status == "sending", free)
+        orphans = due.where(
+            Outbox.message_id.in_(expired.scalar_subquery()),
+            Outbox.enqueued_at < redeliver_before,
+        ).order_by(Outbox.enqueued_at)
+        found.update(dict.fromkeys(await _outbox_ids(session, orphans, limit - len(found))))
+    return list(found)[:limit]
+
+
+async def _outbox_ids(session: AsyncSession, stmt: Select[str], limit: int) -> list[str]:
+    if limit <= 0:
+        return []
+    stmt = stmt.limit(limit)
     if dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update(of=Outbox, skip_locked=True)
     return list((await session.scalars(stmt)).all())
