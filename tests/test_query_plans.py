@@ -3,7 +3,7 @@ backlog: they go through the index that leads to their rows, never through every
 message.
 
 SQLite's planner has no statistics: offered an equality on the indexed status column beside
-an id list, it walks ix_messages_status, i.e. every queued message, and each claim grows
+an id list, it walks the status index, i.e. every queued message, and each claim grows
 with the backlog."""
 
 from __future__ import annotations
@@ -115,5 +115,5 @@ async def test_sweeps_go_through_indexes(runtime: Runtime, tmp_path: Path) -> No
         shown = plan(tmp_path / "icc.db", statement, parameters)
         assert "SCAN" not in shown, shown
         assert "USING INDEX ix_outbox_enqueued_due" in shown or (
-            "USING INDEX ix_messages_status (status=?)" in shown
+            "USING INDEX ix_messages_status_id (status=?)" in shown
         ), shown

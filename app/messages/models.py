@@ -27,6 +27,8 @@ class Message(Base):
         UniqueConstraint("owner", "idempotency_key"),
         Index("ix_messages_owner_id", "owner", "id"),
         Index("ix_messages_customer_id_id", "customer_id", "id"),
+        # the message list's status filter, newest first (migration 0011)
+        Index("ix_messages_status_id", "status", "id"),
         # frequency caps read the patched messages of a customer, newest first
         Index(
             "ix_messages_patched",
@@ -72,7 +74,7 @@ class Message(Base):
     # the provider's delivery-report code (DELIVRD, success, 550...), kept as reported
     delivery_code: Mapped[str | None] = mapped_column(String(64))
     cost: Mapped[Decimal | None] = mapped_column(Money())
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     channel_attempts: Mapped[int] = mapped_column(Integer, default=0)

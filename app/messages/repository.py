@@ -24,7 +24,7 @@ CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
 # `status || ''`: the same value, but no index serves the term. The worker's statements
 # pick messages by id; given an equality on status too, SQLite's planner (which has no
-# statistics) walks ix_messages_status instead, i.e. every queued message: with 36,000
+# statistics) walks the status index instead, i.e. every queued message: with 36,000
 # queued, a claim of 264 ids took 16.6 ms instead of 1.8 ms, and grew with the backlog.
 _STATUS_BY_ID = MESSAGES.c.status.concat("")
 
@@ -283,7 +283,7 @@ async def due_outbox(
     backlog, a message merely waiting is most likely still in it: it is enqueued again only
     once it was enqueued before ``patient_before``; messages a crashed worker held always.
 
-    Each kind is its own statement on an index (ix_outbox_enqueued_due, or ix_messages_status
+    Each kind is its own statement on an index (ix_outbox_enqueued_due, or ix_messages_status_id
     for the few messages being sent), so that a sweep costs what it finds, not the size of
     the backlog."""
     free = or_(Message.lease_until.is_(None), Message.lease_until < now)
