@@ -9,7 +9,7 @@ import pytest
 
 from app.customers.consent import Purpose, allows
 from app.customers.service import consent_of, opt_out_by_sms_reply
-from tests.conftest import Platform
+from tests.conftest import VARIABLES, Platform
 from tests.test_customers import put, reporting_sms, sms_reply
 
 
@@ -150,3 +150,45 @@ async def test_sends_go_only_to_channels_the_customer_consents_to(platform: Plat
         refused = await client.post("/v1/messages", json=send)
         assert refused.status_code == 422
         assert refused.json()["fields"][0]["field"] == "customer_id"
+
+
+async def test_an_opted_out_number_stays_opted_out_for_whoever_has_it(platform: Platform) -> None:
+    """A "TD" from a number the platform does not know yet still counts: for a recipient
+    given inline and for a customer recorded with that number afterwards, until they opt
+    in again. Transactional notices are not affected."""
+    reporting_sms(platform)
+    await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
+    await platform.create_scenario()
+    await sms_reply(platform, "+8613800000042", "TD")  # nobody has this number yet
+
+    def send(scenario: str, customer_id: str, **extra: Any) -> dict[str, Any]:
+        return {"scenario": scenario, "customer_id": customer_id, "variables": VARIABLES, **extra}
+
+    inline = send("wealth_offer", "X1", recipient={"phone": "13800000042"}, channels=["sms"])
+    other = send("wealth_offer", "X2", recipient={"phone": "13800000043"}, channels=["sms"])
+    async with platform.client("system") as client:
+        refused = await client.post("/v1/messages", json=inline)
+        assert refused.status_code == 422, refused.text
+        assert "no marketing messages on sms" in refused.json()["fields"][0]["message"]
+        assert (await client.post("/v1/messages", json=other)).status_code == 202
+    # a customer recorded later with the number: marketing by SMS refused, email still goes
+    body = {"phone": "13800000042", "email": "wang.fang@example.com"}
+    assert (await put(platform, "C42", body)).status_code == 201
+    async with platform.client("system") as client:
+        accepted = await client.post("/v1/messages", json=send("wealth_offer", "C42"))
+        assert accepted.status_code == 202, accepted.text
+        message = (await client.get(f"/v1/messages/{accepted.json()['id']}")).json()
+        assert "sms" not in message["channels"]
+        assert {"channel": "sms", "reason": "no marketing consent"} in message["decision"][
+            "skipped_channels"
+        ]
+        notice = await client.post(
+            "/v1/messages", json=send("account_movement", "C42", channels=["sms"])
+        )
+        assert notice.status_code == 202, notice.text
+        # the customer opts in again after the reply: that decision is newer and wins
+        assert (await client.post("/v1/customers/C42/opt-in", json={"channel": "sms"})).is_success
+        again = await client.post("/v1/messages", json=send("wealth_offer", "C42"))
+        assert again.status_code == 202, again.text
+        message = (await client.get(f"/v1/messages/{again.json()['id']}")).json()
+        assert "sms" in message["channels"]

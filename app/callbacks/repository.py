@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, insert, or_, select
+from sqlalchemy import Select, and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
@@ -97,6 +97,21 @@ async def expire_early(
 async def add_inbound(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await session.execute(insert(InboundMessage), list(rows))
+
+
+async def sms_opt_outs(session: AsyncSession, senders: Collection[str]) -> dict[str, datetime]:
+    """The time of the latest opt-out reply from each of these SMS senders that sent one."""
+    unique = sorted(set(senders))
+    found: dict[str, datetime] = {}
+    for start in range(0, len(unique), 500):
+        m = InboundMessage
+        rows = await session.execute(
+            select(m.sender, func.max(m.received_at))
+            .where(m.sender.in_(unique[start : start + 500]), m.channel == "sms", m.opt_out)
+            .group_by(m.sender)
+        )
+        found.update((sender, at) for sender, at in rows)
+    return found
 
 
 async def erase_inbound(session: AsyncSession, senders: Sequence[str]) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from app.customers.attributes import (
     check_attributes,
     shown,
 )
-from app.customers.consent import CHANNELS, Consent, Purpose, consent_state
+from app.customers.consent import CHANNELS, Consent, Decision, Purpose, consent_state
 from app.customers.models import Customer, CustomerAttribute
 from app.customers.schemas import (
     AttributeIn,
@@ -175,6 +176,38 @@ async def consents_of(
         cid: consent_state(rows, marketing_granted=marketing_granted)
         for cid, rows in recorded.items()
     }
+
+
+async def honour_sms_opt_outs(
+    session: AsyncSession,
+    consents: dict[str, Consent],
+    phones: Iterable[tuple[str, str]],
+    *,
+    marketing_granted: bool,
+) -> None:
+    """An opt-out reply ("TD") denies SMS marketing to its number, whoever has it now: also
+    to customers recorded after the reply and to recipients the platform does not know.
+    ``phones``: (customer id, the number their SMS would go to). A decision the customer
+    recorded after the reply (an opt-in) still wins. ``consents`` is changed in place."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for customer_id, phone in phones:
+        for variant in fields.phone_variants(phone):
+            owners[variant].add(customer_id)
+    if not owners:
+        return
+    marketing = Purpose.marketing.value
+    for sender, at in (await callbacks_repository.sms_opt_outs(session, list(owners))).items():
+        for customer_id in owners[sender]:
+            state = consents.get(customer_id) or consent_state(
+                [], marketing_granted=marketing_granted
+            )
+            current = state["sms"][marketing]
+            if not current.granted or (
+                current.updated_at is not None and as_utc(current.updated_at) > as_utc(at)
+            ):
+                continue
+            denied = Decision(granted=False, source="sms_reply", updated_at=as_utc(at))
+            consents[customer_id] = state | {"sms": state["sms"] | {marketing: denied}}
 
 
 def _consent_out(state: Consent) -> ConsentOut:

@@ -127,10 +127,23 @@ class _Plan:
             customer_ids=customer_ids,
             settings=self.settings,
             now=utcnow(),
+            phones=self._sms_phones(requests),
         )
         self.patcher.experiments = await experiments.load(
             session, self.patcher.scenarios, customer_ids
         )
+
+    def _sms_phones(self, requests: Sequence[AcceptRequest]) -> list[tuple[str, str]]:
+        """(customer id, phone) of every request: its recipient's, else the customer's."""
+        phones = []
+        for request in requests:
+            item = request.item
+            phone = item.recipient.phone if item.recipient is not None else None
+            if not phone and (customer := self.customers.get(item.customer_id)) is not None:
+                phone = customer.phone
+            if phone:
+                phones.append((item.customer_id, phone))
+        return phones
 
     def messages(
         self,

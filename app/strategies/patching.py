@@ -279,14 +279,20 @@ async def load(
     customer_ids: Sequence[str],
     settings: Settings,
     now: datetime,
+    phones: Sequence[tuple[str, str]] = (),
 ) -> Patcher:
-    """Everything the group's patch decisions need."""
+    """Everything the group's patch decisions need. ``phones``: (customer id, the number
+    their SMS would go to), whose opt-out replies count as the customer's."""
     patcher = Patcher(settings)
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
     # consent also decides the channels of transactional content (app/messages/compose.py)
+    marketing_granted = settings.customers.marketing_granted
     patcher.consents = await customers.consents_of(
-        session, customer_ids, marketing_granted=settings.customers.marketing_granted
+        session, customer_ids, marketing_granted=marketing_granted
+    )
+    await customers.honour_sms_opt_outs(
+        session, patcher.consents, phones, marketing_granted=marketing_granted
     )
     spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
     if spans:
