@@ -190,6 +190,9 @@ class RecordingQueue:
     async def backlog(self) -> int:
         return 0
 
+    async def waiting_since(self) -> datetime | None:
+        return None
+
     async def close(self) -> None:
         return None
 

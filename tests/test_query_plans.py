@@ -110,7 +110,7 @@ async def test_sweeps_go_through_indexes(runtime: Runtime, tmp_path: Path) -> No
         await sweep_once(runtime)  # an empty queue: scheduled and lost
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", capture)
-    assert len(seen) == 5, [s[0][-80:] for s in seen]
+    assert len(seen) == 6, [s[0][-80:] for s in seen]  # three kinds per sweep
     for statement, parameters in seen:
         shown = plan(tmp_path / "icc.db", statement, parameters)
         assert "SCAN" not in shown, shown

@@ -1,7 +1,8 @@
-"""The sweeper: scheduled messages, lost jobs, and patience while the queue has a backlog."""
+"""The sweeper: scheduled messages, lost jobs, and queued jobs left alone however old."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -51,28 +52,60 @@ async def _age(runtime: Runtime, seconds: float) -> None:
         await session.commit()
 
 
-async def test_waiting_messages_are_not_copied_while_the_queue_has_a_backlog(
-    idle_runtime: Runtime,
-) -> None:
+async def _send(runtime: Runtime, customer_id: str) -> str:
     body = MessageCreate.model_validate(
         {
             "scenario": "account_movement",
-            "customer_id": "C1",
+            "customer_id": customer_id,
             "variables": VARIABLES,
             "recipient": {"phone": "13800001234"},
         }
     )
-    await idle_runtime.accept(AcceptRequest("account_movement", "core", body, None))
+    accepted = await runtime.accept(AcceptRequest("account_movement", "core", body, None))
+    return accepted.message.id
+
+
+def _jobs(queue: InProcessQueue) -> list[list[str]]:
+    return [ids for _, ids in queue._queue._queue]
+
+
+async def test_a_job_still_in_the_queue_is_never_copied_however_long_it_waits(
+    idle_runtime: Runtime,
+) -> None:
+    """A campaign held back by a provider's rate limit waits in the queue for hours; its
+    messages must not be enqueued again every few minutes."""
+    idle_runtime.settings.queue.redelivery_grace = 0.3
     queue = idle_runtime.queue
     assert isinstance(queue, InProcessQueue)
-    assert await queue.backlog() == 1
-    await _age(idle_runtime, 2.0)  # past the grace, but the job is still queued
-    assert await sweep_once(idle_runtime) == 0
-    await _age(idle_runtime, 5.0)  # past the patience: enqueue again all the same
+    first = await _send(idle_runtime, "C1")
+    await asyncio.sleep(0.5)  # past the grace
+    second = await _send(idle_runtime, "C2")
+    # an hour later: both the database's and the queue's times an hour back
+    await _age(idle_runtime, 3600.0)
+    jobs = queue._queue._queue
+    jobs.extend([(at - 3600.0, ids) for at, ids in [jobs.popleft() for _ in range(len(jobs))]])
+    for _ in range(3):
+        assert await sweep_once(idle_runtime) == 0
+    assert _jobs(queue) == [[first], [second]]
+    assert await queue.waiting_since() is not None
+
+
+async def test_a_job_taken_and_lost_is_enqueued_again(idle_runtime: Runtime) -> None:
+    idle_runtime.settings.queue.redelivery_grace = 0.3
+    queue = idle_runtime.queue
+    assert isinstance(queue, InProcessQueue)
+    first = await _send(idle_runtime, "C1")
+    await asyncio.sleep(0.5)
+    second = await _send(idle_runtime, "C2")
+    queue._queue.get_nowait()  # the first job is taken; its consumer dies before claiming
+    # the second job still waits: the first message was enqueued well before it
     assert await sweep_once(idle_runtime) == 1
-    assert await queue.backlog() == 2
-    while await queue.backlog():  # the jobs are lost (e.g. a wiped Redis)
+    assert _jobs(queue) == [[second], [first]]
+    assert await sweep_once(idle_runtime) == 0  # marked enqueued again
+    while await queue.backlog():  # every job lost (a wiped Redis, a restarted process)
         queue._queue.get_nowait()
-    await _age(idle_runtime, 2.0)
-    assert await sweep_once(idle_runtime) == 1  # an empty queue: the grace alone counts
-    assert await sweep_once(idle_runtime) == 0  # and it was marked enqueued
+    assert await queue.waiting_since() is None
+    assert await sweep_once(idle_runtime) == 0  # both enqueued within the grace
+    await asyncio.sleep(0.4)
+    assert await sweep_once(idle_runtime) == 2  # an empty queue: the grace alone counts
+    assert sorted(i for ids in _jobs(queue) for i in ids) == sorted([first, second])

@@ -273,15 +273,13 @@ async def due_outbox(
     session: AsyncSession,
     *,
     now: datetime,
-    redeliver_before: datetime,
-    patient_before: datetime,
+    lost_before: datetime,
+    orphaned_before: datetime,
     limit: int,
-    queue_is_empty: bool,
 ) -> list[str]:
     """Unfinished messages that are due and not under a live lease, and either never
-    enqueued (scheduled) or enqueued before ``redeliver_before``. While the queue has a
-    backlog, a message merely waiting is most likely still in it: it is enqueued again only
-    once it was enqueued before ``patient_before``; messages a crashed worker held always.
+    enqueued (scheduled), or enqueued before ``lost_before`` (their job was lost), or held by
+    a worker whose lease ran out, enqueued before ``orphaned_before``.
 
     Each kind is its own statement on an index (ix_outbox_enqueued_due, or ix_messages_status_id
     for the few messages being sent), so that a sweep costs what it finds, not the size of
@@ -289,22 +287,18 @@ async def due_outbox(
     free = or_(Message.lease_until.is_(None), Message.lease_until < now)
     due = select(Outbox.message_id).join(Message, Message.id == Outbox.message_id)
     due = due.where(Outbox.due_at <= now, free)
-    stale_before = redeliver_before if queue_is_empty else patient_before
+    expired = select(Message.id).where(Message.status == "sending", free)
     parts = [
         due.where(Outbox.enqueued_at.is_(None)).order_by(Outbox.due_at),  # scheduled
-        due.where(Outbox.enqueued_at < stale_before).order_by(Outbox.enqueued_at),  # lost jobs
+        due.where(Outbox.enqueued_at < lost_before).order_by(Outbox.enqueued_at),
+        due.where(  # the worker holding them died before writing their outcome
+            Outbox.message_id.in_(expired.scalar_subquery()),
+            Outbox.enqueued_at < orphaned_before,
+        ).order_by(Outbox.enqueued_at),
     ]
     found: dict[str, None] = {}
     for stmt in parts:
         found.update(dict.fromkeys(await _outbox_ids(session, stmt, limit - len(found))))
-    if not queue_is_empty and len(found) < limit:
-        # held by a worker that died: its lease ran out before its outcome was written
-        expired = select(Message.id).where(Message.status == "sending", free)
-        orphans = due.where(
-            Outbox.message_id.in_(expired.scalar_subquery()),
-            Outbox.enqueued_at < redeliver_before,
-        ).order_by(Outbox.enqueued_at)
-        found.update(dict.fromkeys(await _outbox_ids(session, orphans, limit - len(found))))
     return list(found)[:limit]
 
 

@@ -18,25 +18,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("icc.sweeper")
 SWEEP_BATCH = 1000
-# With a backlog in the queue, waiting messages are enqueued again only after this many
-# redelivery graces: their jobs are most likely still queued, and copies would only pile up.
-BACKLOG_PATIENCE = 4
 
 
 async def sweep_once(runtime: Runtime) -> int:
     """Enqueue due messages that no live job holds: scheduled ones whose time has come,
-    jobs lost with a crashed process or a wiped Redis, and expired leases."""
+    jobs lost with a crashed process or a wiped Redis, and expired leases.
+
+    Jobs are taken oldest first, so a message is still in the queue when its job was
+    enqueued after the oldest job still waiting; one enqueued more than the redelivery grace
+    before that job (or before now, with nothing waiting) and neither sent nor leased had
+    its job taken and lost. A long queue (a campaign held back by a provider's rate limit)
+    is thereby never copied into itself."""
     now = utcnow()
     grace = timedelta(seconds=runtime.settings.queue.redelivery_grace)
-    queue_is_empty = await runtime.queue.backlog() == 0
+    waiting_since = await runtime.queue.waiting_since()
+    lost_before = (now if waiting_since is None else min(now, waiting_since)) - grace
     async with runtime.sessionmaker() as session:
         ids = await repository.due_outbox(
             session,
             now=now,
-            redeliver_before=now - grace,
-            patient_before=now - grace * BACKLOG_PATIENCE,
+            lost_before=lost_before,
+            orphaned_before=now - grace,
             limit=SWEEP_BATCH,
-            queue_is_empty=queue_is_empty,
         )
         if ids:
             await repository.mark_enqueued(session, ids, now)

@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 
 from app.queue.base import JobHandler, chunked
 
 JOB_NAME = "process_messages"
+# How many of the oldest due jobs waiting_since looks at: more than the jobs that all the
+# workers run at once, normally.
+PEEK = 256
 
 
 class ArqQueue:
@@ -48,6 +53,29 @@ class ArqQueue:
         """Jobs due now in arq's queue (a sorted set scored by the time they may run)."""
         now_ms = int(time.time() * 1000)
         return int(await self.pool.zcount(self._queue_name, "-inf", now_ms))
+
+    async def waiting_since(self) -> datetime | None:
+        """The score (enqueue time, or the time a delayed job became due) of the oldest due
+        job that no worker runs: arq keeps running jobs in its sorted set, marked by an
+        in-progress key (which outlives a killed worker until its timeout: the unclaimed
+        messages of such a job count as lost, like those of any job taken). When the PEEK
+        oldest all run, the last one's time: a lower bound."""
+        now_ms = int(time.time() * 1000)
+        due: list[tuple[bytes, float]] = await self.pool.zrangebyscore(
+            self._queue_name, "-inf", now_ms, start=0, num=PEEK, withscores=True
+        )
+        if not due:
+            return None
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id, _ in due:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            running = await pipe.execute()
+        waiting = [score for (_, score), busy in zip(due, running, strict=True) if not busy]
+        if waiting:
+            return datetime.fromtimestamp(waiting[0] / 1000, UTC)
+        if len(due) < PEEK:
+            return None  # every due job runs
+        return datetime.fromtimestamp(due[-1][1] / 1000, UTC)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from app.queue.base import JobHandler, chunked
 
@@ -16,6 +19,27 @@ log = logging.getLogger("icc.queue")
 # writer as the accepts. Gathered for 2 ms, they merge: bench.accept_single accepts
 # about a sixth more per second with the same senders keeping up (outbox empty at the end).
 LINGER_SECONDS = 0.002
+
+
+Job = tuple[float, list[str]]  # when it was enqueued (time.time()), message ids
+
+
+class _Jobs(asyncio.Queue[Job]):
+    """A FIFO queue whose oldest job can be looked at (asyncio.Queue's storage hooks)."""
+
+    _queue: deque[Job]
+
+    def _init(self, maxsize: int) -> None:
+        self._queue = deque()
+
+    def _put(self, item: Job) -> None:
+        self._queue.append(item)
+
+    def _get(self) -> Job:
+        return self._queue.popleft()
+
+    def oldest(self) -> float | None:
+        return self._queue[0][0] if self._queue else None
 
 
 class InProcessQueue:
@@ -31,7 +55,7 @@ class InProcessQueue:
         self._workers = workers
         self._chunk_size = chunk_size
         self._linger = linger
-        self._queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        self._queue = _Jobs()
         # One consumer gathers at a time: while it lingers, new jobs wait for it instead of
         # going each to another idle consumer.
         self._gathering = asyncio.Lock()
@@ -45,9 +69,12 @@ class InProcessQueue:
         for chunk in chunked(ids, self._chunk_size):
             if delay > 0:
                 # Lost if the process stops first: the outbox row brings it back.
-                loop.call_later(delay, self._queue.put_nowait, chunk)
+                loop.call_later(delay, self._put, chunk)
             else:
-                self._queue.put_nowait(chunk)
+                self._put(chunk)
+
+    def _put(self, ids: list[str]) -> None:
+        self._queue.put_nowait((time.time(), ids))
 
     async def _consume(self) -> None:
         while True:
@@ -66,12 +93,12 @@ class InProcessQueue:
         """A job, merged with the jobs waiting or arriving within the linger, up to a chunk
         (under load, small jobs, one per accepted group, make bigger claims and sends);
         and how many jobs it took."""
-        chunk = await self._queue.get()
+        chunk = (await self._queue.get())[1]
         taken = 1
         if len(chunk) < self._chunk_size and self._queue.empty() and self._linger > 0:
             await asyncio.sleep(self._linger)
         while len(chunk) < self._chunk_size and not self._queue.empty():
-            chunk = chunk + self._queue.get_nowait()
+            chunk = chunk + self._queue.get_nowait()[1]
             taken += 1
         return chunk, taken
 
@@ -80,6 +107,10 @@ class InProcessQueue:
 
     async def backlog(self) -> int:
         return self._queue.qsize()
+
+    async def waiting_since(self) -> datetime | None:
+        oldest = self._queue.oldest()
+        return None if oldest is None else datetime.fromtimestamp(oldest, UTC)
 
     async def close(self) -> None:
         for task in self._tasks:
