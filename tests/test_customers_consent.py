@@ -192,3 +192,26 @@ async def test_an_opted_out_number_stays_opted_out_for_whoever_has_it(platform: 
         assert again.status_code == 202, again.text
         message = (await client.get(f"/v1/messages/{again.json()['id']}")).json()
         assert "sms" in message["channels"]
+        # that opt-in speaks for C42's own number, not for another opted-out one given inline
+        assert (await put(platform, "C43", {"phone": "13900000043"})).status_code == 201
+        assert (await client.post("/v1/customers/C43/opt-in", json={"channel": "sms"})).is_success
+        elsewhere = send("wealth_offer", "C43", recipient={"phone": "13800000042"})
+        refused = await client.post("/v1/messages", json=elsewhere)
+        assert refused.status_code == 422, refused.text
+        # one customer id, two numbers in one batch: only the opted-out one is refused
+        batch = await client.post(
+            "/v1/messages/batch",
+            json={
+                "scenario": "wealth_offer",
+                "items": [
+                    {"customer_id": "X3", "variables": VARIABLES, "channels": ["sms"], **r}
+                    for r in ({"recipient": {"phone": p}} for p in ("13800000042", "13800000044"))
+                ],
+            },
+        )
+        assert batch.status_code == 202, batch.text
+        assert (batch.json()["accepted"], batch.json()["rejected"]) == (1, 1)
+        first, second = batch.json()["items"]
+        assert "no marketing messages on sms" in first["detail"]
+        assert second["error"] is None
+        assert second["status"] == "queued"

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import Platform
+from tests.test_customers import reporting_sms, sms_reply
 
 HIGH = {
     "all": [
@@ -336,3 +337,25 @@ async def test_an_sms_patch_over_the_length_budget_is_dropped_and_the_notice_sen
     assert message["decision"]["strategy"] is None
     assert message["content"]["sms"]["body"] == "【示例银行】您尾号1234的账户支出1200.00元"
     assert message["status"] in ("queued", "sending", "sent", "delivered")
+
+
+async def test_explain_counts_an_opt_out_reply_sent_before_the_customer_was_recorded(
+    platform: Platform,
+) -> None:
+    reporting_sms(platform)
+    await sms_reply(platform, "+8613800001200", "TD")  # R1's number, before R1 exists
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        explained = await client.post(
+            "/v1/strategies/explain",
+            json={
+                "scenario": "account_movement",
+                "customer_id": "R1",
+                "at": "2026-11-23T02:00:00Z",
+            },
+        )
+        assert explained.status_code == 200, explained.text
+        sms = next(c for c in explained.json()["channels"] if c["channel"] == "sms")
+        assert sms["no_patch"] == "opted_out"
+        email = next(c for c in explained.json()["channels"] if c["channel"] == "email")
+        assert email["no_patch"] != "opted_out"

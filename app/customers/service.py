@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -178,36 +177,21 @@ async def consents_of(
     }
 
 
-async def honour_sms_opt_outs(
-    session: AsyncSession,
-    consents: dict[str, Consent],
-    phones: Iterable[tuple[str, str]],
-    *,
-    marketing_granted: bool,
-) -> None:
-    """An opt-out reply ("TD") denies SMS marketing to its number, whoever has it now: also
-    to customers recorded after the reply and to recipients the platform does not know.
-    ``phones``: (customer id, the number their SMS would go to). A decision the customer
-    recorded after the reply (an opt-in) still wins. ``consents`` is changed in place."""
-    owners: dict[str, set[str]] = defaultdict(set)
-    for customer_id, phone in phones:
-        for variant in fields.phone_variants(phone):
-            owners[variant].add(customer_id)
-    if not owners:
-        return
+def with_sms_opt_out(state: Consent, replied_at: datetime, *, own_number: bool) -> Consent:
+    """``state`` for a message whose SMS goes to a number that replied with an opt-out
+    ("TD") at ``replied_at``: SMS marketing denied, whoever has the number now (also a
+    recipient the platform does not know, or a customer recorded after the reply). Only a
+    decision the customer recorded after the reply for their ``own_number`` (an opt-in)
+    still wins: it speaks for their number, not for a number given inline."""
     marketing = Purpose.marketing.value
-    for sender, at in (await callbacks_repository.sms_opt_outs(session, list(owners))).items():
-        for customer_id in owners[sender]:
-            state = consents.get(customer_id) or consent_state(
-                [], marketing_granted=marketing_granted
-            )
-            current = state["sms"][marketing]
-            if not current.granted or (
-                current.updated_at is not None and as_utc(current.updated_at) > as_utc(at)
-            ):
-                continue
-            denied = Decision(granted=False, source="sms_reply", updated_at=as_utc(at))
-            consents[customer_id] = state | {"sms": state["sms"] | {marketing: denied}}
+    current = state["sms"][marketing]
+    replied_at = as_utc(replied_at)
+    if not current.granted or (
+        own_number and current.updated_at is not None and as_utc(current.updated_at) > replied_at
+    ):
+        return state
+    denied = Decision(granted=False, source="sms_reply", updated_at=replied_at)
+    return state | {"sms": state["sms"] | {marketing: denied}}
 
 
 def _consent_out(state: Consent) -> ConsentOut:

@@ -127,23 +127,18 @@ class _Plan:
             customer_ids=customer_ids,
             settings=self.settings,
             now=utcnow(),
-            phones=self._sms_phones(requests),
+            phones={p for r in requests if (p := self._sms_phone(r.item)) is not None},
         )
         self.patcher.experiments = await experiments.load(
             session, self.patcher.scenarios, customer_ids
         )
 
-    def _sms_phones(self, requests: Sequence[AcceptRequest]) -> list[tuple[str, str]]:
-        """(customer id, phone) of every request: its recipient's, else the customer's."""
-        phones = []
-        for request in requests:
-            item = request.item
-            phone = item.recipient.phone if item.recipient is not None else None
-            if not phone and (customer := self.customers.get(item.customer_id)) is not None:
-                phone = customer.phone
-            if phone:
-                phones.append((item.customer_id, phone))
-        return phones
+    def _sms_phone(self, item: MessageItem) -> str | None:
+        """The number a request's SMS would go to: its recipient's, else the customer's."""
+        phone = item.recipient.phone if item.recipient is not None else None
+        if not phone and (customer := self.customers.get(item.customer_id)) is not None:
+            phone = customer.phone
+        return phone or None
 
     def messages(
         self,
@@ -176,7 +171,11 @@ class _Plan:
                 idempotency_key=request.idempotency_key,
                 now=now,
                 message_id=self.ids[index],
-                consent=self.patcher.consent(request.item.customer_id),
+                consent=self.patcher.consent(
+                    request.item.customer_id,
+                    phone=self._sms_phone(request.item),
+                    customer=self.customers.get(request.item.customer_id),
+                ),
             )
         except AppError as exc:
             if request.idempotency_key:

@@ -131,7 +131,12 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
         raise NotFound(f"no customer {data.customer_id!r}; send a profile to decide with")
     ids = [stored.id] if stored is not None else []
     patcher = await patching.load(
-        session, scenarios=[data.scenario], customer_ids=ids, settings=settings, now=now
+        session,
+        scenarios=[data.scenario],
+        customer_ids=ids,
+        settings=settings,
+        now=now,
+        phones=[stored.phone] if stored is not None and stored.phone else [],
     )
     assigned = [data.customer_id] if data.customer_id else []
     found = await experiments.load(session, patcher.scenarios, assigned)
@@ -145,7 +150,11 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
         data.scenario,
         scenario.channels,
         who=who,
-        consent=patcher.consent(stored.id) if stored is not None else None,
+        consent=(
+            patcher.consent(stored.id, phone=stored.phone, customer=stored)
+            if stored is not None
+            else None
+        ),
         at=now,
         explain=True,
     )
@@ -181,6 +190,7 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
         customer_ids=[c.id for c in sample],
         settings=settings,
         now=now,
+        phones=[c.phone for c in sample if c.phone],
     )
     found = await experiments.load(session, patcher.scenarios, [c.id for c in sample])
     counts: dict[str, Counter[str]] = {c: Counter() for c in scenario.channels}
@@ -192,7 +202,11 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
             recent_patches=patcher.recent.get(customer.id, []),
         )
         decisions = patcher.decisions(
-            data.scenario, scenario.channels, who=who, consent=patcher.consent(customer.id), at=now
+            data.scenario,
+            scenario.channels,
+            who=who,
+            consent=patcher.consent(customer.id, phone=customer.phone, customer=customer),
+            at=now,
         )
         for decision in decisions:
             label = decision.winner.key if decision.winner else f"none:{decision.no_patch}"

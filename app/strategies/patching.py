@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as clock
@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.callbacks import repository as callbacks
 from app.customers import service as customers
 from app.customers.consent import Consent, Purpose, allows, consent_state
+from app.customers.fields import phone_variants
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
@@ -121,6 +123,8 @@ class Patcher:
     settings: Settings
     scenarios: dict[str, ScenarioPatches] = field(default_factory=dict)
     consents: dict[str, Consent] = field(default_factory=dict)
+    # the latest opt-out reply of each spelling of the group's numbers that sent one
+    sms_opt_outs: dict[str, datetime] = field(default_factory=dict)
     recent: dict[str, list[datetime]] = field(default_factory=dict)
     experiments: Experiments | None = None  # live patch experiments (app/experiments)
 
@@ -151,7 +155,9 @@ class Patcher:
             message["scenario"],
             message["channels"],
             who=who,
-            consent=self.consent(message["customer_id"]),
+            consent=self.consent(
+                message["customer_id"], phone=message["recipient"].get("phone"), customer=customer
+            ),
             at=at,
         ):
             channel = decision.channel
@@ -206,9 +212,23 @@ class Patcher:
             recent_patches=self.recent.get(customer_id, []),
         )
 
-    def consent(self, customer_id: str) -> Consent:
-        """The customer's consent: recorded decisions over the defaults."""
-        return self.consents.get(customer_id, self._default)
+    def consent(
+        self, customer_id: str, *, phone: str | None = None, customer: Customer | None = None
+    ) -> Consent:
+        """The customer's consent: recorded decisions over the defaults; with the ``phone``
+        their SMS goes to, the opt-out replies from that number too (``customer``: the
+        stored one, whose own number their later opt-in speaks for)."""
+        state = self.consents.get(customer_id, self._default)
+        if phone is None or not self.sms_opt_outs:
+            return state
+        variants = phone_variants(phone)
+        replies = [at for v in variants if (at := self.sms_opt_outs.get(v)) is not None]
+        if not replies:
+            return state
+        own = customer is not None and bool(
+            customer.phone and set(phone_variants(customer.phone)) & set(variants)
+        )
+        return customers.with_sms_opt_out(state, max(replies), own_number=own)
 
     def _composition(
         self,
@@ -279,10 +299,10 @@ async def load(
     customer_ids: Sequence[str],
     settings: Settings,
     now: datetime,
-    phones: Sequence[tuple[str, str]] = (),
+    phones: Collection[str] = (),
 ) -> Patcher:
-    """Everything the group's patch decisions need. ``phones``: (customer id, the number
-    their SMS would go to), whose opt-out replies count as the customer's."""
+    """Everything the group's patch decisions need. ``phones``: the numbers the group's SMS
+    would go to, whose opt-out replies count (see ``Patcher.consent``)."""
     patcher = Patcher(settings)
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
@@ -291,9 +311,9 @@ async def load(
     patcher.consents = await customers.consents_of(
         session, customer_ids, marketing_granted=marketing_granted
     )
-    await customers.honour_sms_opt_outs(
-        session, patcher.consents, phones, marketing_granted=marketing_granted
-    )
+    variants = {v for phone in phones for v in phone_variants(phone)}
+    if variants:
+        patcher.sms_opt_outs = await callbacks.sms_opt_outs(session, variants)
     spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
     if spans:
         since = now - timedelta(days=max(s.days for s in spans))
