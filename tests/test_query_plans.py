@@ -104,10 +104,10 @@ async def test_sweeps_go_through_indexes(runtime: Runtime, tmp_path: Path) -> No
     event.listen(runtime.engine.sync_engine, "before_cursor_execute", capture)
     try:
         assert await runtime.queue.backlog() == 3
-        await sweep_once(runtime)  # a backlog: scheduled, long lost, and orphaned by a crash
+        await sweep_once(runtime)  # with jobs waiting: the three kinds' statements
         while await runtime.queue.backlog():
             runtime.queue._queue.get_nowait()  # type: ignore[attr-defined]
-        await sweep_once(runtime)  # an empty queue: scheduled and lost
+        await sweep_once(runtime)  # and with none
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", capture)
     assert len(seen) == 6, [s[0][-80:] for s in seen]  # three kinds per sweep

@@ -74,11 +74,11 @@ async def test_a_job_still_in_the_queue_is_never_copied_however_long_it_waits(
 ) -> None:
     """A campaign held back by a provider's rate limit waits in the queue for hours; its
     messages must not be enqueued again every few minutes."""
-    idle_runtime.settings.queue.redelivery_grace = 0.3
+    idle_runtime.settings.queue.redelivery_grace = 1.0
     queue = idle_runtime.queue
     assert isinstance(queue, InProcessQueue)
     first = await _send(idle_runtime, "C1")
-    await asyncio.sleep(0.5)  # past the grace
+    await asyncio.sleep(1.5)  # past the grace
     second = await _send(idle_runtime, "C2")
     # an hour later: both the database's and the queue's times an hour back
     await _age(idle_runtime, 3600.0)
@@ -91,11 +91,11 @@ async def test_a_job_still_in_the_queue_is_never_copied_however_long_it_waits(
 
 
 async def test_a_job_taken_and_lost_is_enqueued_again(idle_runtime: Runtime) -> None:
-    idle_runtime.settings.queue.redelivery_grace = 0.3
+    idle_runtime.settings.queue.redelivery_grace = 1.0
     queue = idle_runtime.queue
     assert isinstance(queue, InProcessQueue)
     first = await _send(idle_runtime, "C1")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.5)
     second = await _send(idle_runtime, "C2")
     queue._queue.get_nowait()  # the first job is taken; its consumer dies before claiming
     # the second job still waits: the first message was enqueued well before it
@@ -106,6 +106,6 @@ async def test_a_job_taken_and_lost_is_enqueued_again(idle_runtime: Runtime) -> 
         queue._queue.get_nowait()
     assert await queue.waiting_since() is None
     assert await sweep_once(idle_runtime) == 0  # both enqueued within the grace
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.2)
     assert await sweep_once(idle_runtime) == 2  # an empty queue: the grace alone counts
     assert sorted(i for ids in _jobs(queue) for i in ids) == sorted([first, second])
