@@ -17,8 +17,9 @@ from app.callbacks.models import EarlyReceipt
 from app.messages.models import Message
 from app.timeutil import utcnow
 from channels.base import CallbackResult, DeliveryReceipt, ProviderContext, SendResult
+from channels.errors import TransientChannelError
 from tests.conftest import VARIABLES, Platform
-from tests.providers import ReportingProvider
+from tests.providers import ReportingProvider, ScriptedProvider
 
 CONTACTS = {"phone": "13800001234", "wechat_openid": "oAbcd1234567890123456789wxyz"}
 AT = datetime(2026, 11, 23, 9, 30, 15, tzinfo=UTC)
@@ -237,3 +238,61 @@ async def test_sweepers_at_the_same_time_apply_an_early_receipt_once(platform: P
     await asyncio.gather(sweep(), sweep(), sweep())  # beside the runtime's own sweeper
     after = await _wait_status(platform, ours, "delivered")
     assert [e["type"] for e in after["events"]].count("delivered") == 1
+
+
+class HeldThenTimedOut(HeldProvider):
+    """Gets the message to the customer, but its answer is lost: a timeout here."""
+
+    async def send(
+        self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
+    ) -> SendResult:
+        await super().send(
+            to=to, content=content, idempotency_key=idempotency_key, message_id=message_id
+        )
+        raise TransientChannelError("no answer within the timeout", code="timeout")
+
+
+async def test_a_receipt_for_an_attempt_that_failed_over_goes_on_the_timeline(
+    platform: Platform,
+) -> None:
+    """The first provider timed out here but delivered; the backup then sent it again. Its
+    report, early or late, is noted on the timeline once and changes nothing else."""
+    await platform.create_scenario()
+    context = ProviderContext(sessionmaker=platform.runtime.sessionmaker)
+    first = HeldThenTimedOut("wechat", context)
+    backup = ScriptedProvider("wechat", context, errors=[])
+    platform.runtime.providers.replace("wechat", [first, backup])
+    async with platform.client("system") as client:
+        response = await client.post(
+            "/v1/messages",
+            json={
+                "scenario": "account_movement",
+                "customer_id": "C1",
+                "variables": VARIABLES,
+                "recipient": CONTACTS,
+                "channels": ["wechat"],
+            },
+        )
+    assert response.status_code == 202, response.text
+    ours = response.json()["id"]
+    for _ in range(300):
+        if ours in first.sent:
+            break
+        await asyncio.sleep(0.02)
+    delivered = {"delivered": True, "message_id": ours, "code": "DELIVRD"}
+    await _callback(platform, [delivered])  # while the first attempt is still out: early
+    assert await _early_count(platform) == 1
+    first.release.set()
+    after = await _wait_status(platform, ours, "sent", "delivered")  # the early row applied
+    assert after["provider"] == backup.account
+    failed = {"delivered": False, "message_id": ours, "code": "UNDELIV"}
+    await _callback(platform, [failed, delivered])  # late, and a resend of the first
+    final = await _message(platform, ours)
+    assert final["status"] == after["status"]  # no fallback, no failure
+    notes = [e for e in final["events"] if e["type"] == "earlier_attempt_receipt"]
+    assert [(n["detail"]["provider"], n["detail"]["delivered"]) for n in notes] == [
+        ("reporting-wechat", True),
+        ("reporting-wechat", False),
+    ]
+    assert notes[0]["detail"]["code"] == "DELIVRD"
+    assert "failover" in [e["type"] for e in final["events"]]

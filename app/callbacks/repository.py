@@ -46,13 +46,11 @@ async def add_early(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> No
 
 
 async def early_ready(session: AsyncSession, *, limit: int) -> list[EarlyReceipt]:
-    """Early receipts whose message the same provider has sent since (so it is no longer
-    queued or sending), oldest first. PostgreSQL: locked, skipping those another process
-    is applying."""
-    by_ours = select(EarlyReceipt).join(
-        Message,
-        and_(Message.id == EarlyReceipt.message_id, Message.provider == EarlyReceipt.provider),
-    )
+    """Early receipts whose message has been sent since (so it is no longer queued or
+    sending; by our id, whichever provider sent it), oldest first. PostgreSQL: locked,
+    skipping those another process is applying."""
+    # by our id: sent by this provider, or by another after a failover (an earlier attempt)
+    by_ours = select(EarlyReceipt).join(Message, Message.id == EarlyReceipt.message_id)
     by_theirs = select(EarlyReceipt).join(
         Message,
         and_(

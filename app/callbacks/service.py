@@ -3,7 +3,12 @@ customers' replies. Receipts are idempotent; unknown messages are acknowledged a
 
 A receipt may come before the worker has recorded the send (a fast gateway reports within
 milliseconds): it is kept as an early receipt and applied by the sweeper once the message is
-sent (``apply_early``), so the worker's path pays nothing for it."""
+sent (``apply_early``), so the worker's path pays nothing for it.
+
+A receipt naming our message from a provider that is not the one the message was sent by
+reports an earlier attempt: one that timed out here and failed over, yet reached the
+provider (the customer may have the message twice, and the provider bills it). It goes on
+the timeline as ``earlier_attempt_receipt`` and changes nothing else."""
 
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ class Applied:
     failed: int = 0
     duplicates: int = 0
     unknown: int = 0
+    earlier: int = 0  # reports on an attempt another provider's send superseded
     pending: int = 0  # came before the send was recorded: kept, applied by the sweeper
     replies: int = 0
     requeue: list[str] = field(default_factory=list)  # messages falling back to a next channel
@@ -65,7 +71,9 @@ async def apply(
         )
         if _is_early(message, receipt, channel):
             early.append(_early_row(provider, receipt, now))
-        elif message is None or message.provider != provider:
+        elif message is not None and message.provider != provider:
+            await _note_earlier_attempt(session, message, receipt, provider, now, applied)
+        elif message is None:
             applied.unknown += 1
             log.info(
                 "receipt for an unknown message ignored",
@@ -139,13 +147,13 @@ async def _apply_early_of(
         message_ids=[r.message_id for r in rows if r.message_id],
         provider_ids=[r.provider_message_id for r in rows if r.provider_message_id],
     )
-    by_ours = {m.id: m for m in found if m.provider == provider}
+    by_ours = {m.id: m for m in found if m.status not in CLAIMABLE}
     by_theirs = {m.provider_message_id: m for m in found if m.provider == provider}
     done: list[int] = []
     for row in rows:
         message = by_ours.get(row.message_id or "") or by_theirs.get(row.provider_message_id or "")
-        if message is None:  # changed since it was matched: the next sweep sees it again
-            continue
+        if message is None or message.status in CLAIMABLE:
+            continue  # changed since it was matched: the next sweep sees it again
         receipt = DeliveryReceipt(
             delivered=row.delivered,
             provider_message_id=row.provider_message_id,
@@ -154,9 +162,40 @@ async def _apply_early_of(
             detail=row.detail,
             occurred_at=row.occurred_at or row.received_at,
         )
-        await _apply_receipt(session, message, receipt, provider, now, applied)
+        if message.provider == provider:
+            await _apply_receipt(session, message, receipt, provider, now, applied)
+        else:
+            await _note_earlier_attempt(session, message, receipt, provider, now, applied)
         done.append(row.id)
     return done
+
+
+async def _note_earlier_attempt(
+    session: AsyncSession,
+    message: Message,
+    receipt: DeliveryReceipt,
+    provider: str,
+    now: datetime,
+    applied: Applied,
+) -> None:
+    """Put a report on an earlier attempt on the timeline, once per provider and outcome."""
+    detail = {
+        "provider": provider,
+        "delivered": receipt.delivered,
+        "code": receipt.code,
+        "detail": receipt.detail,
+    }
+    for noted in await messages.events_of(session, message.id):
+        if noted.type == "earlier_attempt_receipt" and noted.detail == detail:
+            applied.duplicates += 1
+            return
+    at = receipt.occurred_at or now
+    await messages.add_events(session, [event(message.id, "earlier_attempt_receipt", at, **detail)])
+    applied.earlier += 1
+    log.warning(
+        "receipt for an earlier attempt: the message may have reached the customer twice",
+        extra={"provider": provider, "message_id": message.id, "sent_by": message.provider},
+    )
 
 
 async def _apply_receipt(
