@@ -11,15 +11,19 @@ from sqlalchemy import (
     ColumnElement,
     SQLColumnExpression,
     String,
+    and_,
     bindparam,
     func,
+    or_,
     select,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.campaigns.models import Campaign
 from app.customers.models import Customer
 from app.db import dialect_name
+from app.experiments.models import Experiment
 from app.messages.models import Message
 from app.strategies.models import Segment, Strategy
 from app.timeutil import as_utc
@@ -68,6 +72,31 @@ async def strategies_of(session: AsyncSession, scenario: str) -> list[Strategy]:
 async def strategies_using_segment(session: AsyncSession, key: str) -> list[str]:
     rows = await session.scalars(select(Strategy.key).where(Strategy.segment == key))
     return list(rows.all())
+
+
+async def experiments_using(
+    session: AsyncSession, *, segment: str | None = None, strategy: str | None = None
+) -> list[str]:
+    """Keys of the experiments on this segment or strategy that still act on sends: drafts
+    (they may start), running ones, and completed ones whose winner is rolled out."""
+    acting = or_(
+        Experiment.status.in_(("draft", "running")),
+        and_(Experiment.status == "completed", Experiment.winner.is_not(None)),
+    )
+    stmt = select(Experiment.key).where(acting).order_by(Experiment.key)
+    if segment is not None:
+        stmt = stmt.where(Experiment.segment == segment)
+    if strategy is not None:
+        stmt = stmt.where(Experiment.strategy == strategy)
+    return list((await session.scalars(stmt)).all())
+
+
+async def campaigns_using_segment(session: AsyncSession, key: str) -> list[str]:
+    """Keys of the campaigns on this segment that have not finished."""
+    stmt = select(Campaign.key).where(
+        Campaign.segment == key, Campaign.status.not_in(("completed", "cancelled"))
+    )
+    return list((await session.scalars(stmt.order_by(Campaign.key))).all())
 
 
 def _profile_json(session: AsyncSession) -> SQLColumnExpression[Any]:

@@ -94,7 +94,20 @@ async def delete_segment(session: AsyncSession, key: str) -> None:
     users = await repository.strategies_using_segment(session, key)
     if users:
         raise Conflict(f"segment {key!r} is used by strategies {', '.join(users)}; change them")
+    _refuse_in_use(
+        f"segment {key!r}",
+        experiments=await repository.experiments_using(session, segment=key),
+        campaigns=await repository.campaigns_using_segment(session, key),
+    )
     await session.delete(row)
+
+
+def _refuse_in_use(what: str, *, experiments: Sequence[str], campaigns: Sequence[str] = ()) -> None:
+    """409 while experiments or campaigns that still act on sends use it."""
+    users = [f"experiments {', '.join(experiments)}"] if experiments else []
+    users += [f"campaigns {', '.join(campaigns)}"] if campaigns else []
+    if users:
+        raise Conflict(f"{what} is used by {' and '.join(users)}; stop or complete them first")
 
 
 async def segment_rule(session: AsyncSession, key: str) -> Rule:
@@ -187,7 +200,11 @@ async def replace_strategy(session: AsyncSession, key: str, data: StrategyBase) 
 
 
 async def delete_strategy(session: AsyncSession, key: str) -> None:
-    await session.delete(await get_strategy(session, key))
+    row = await get_strategy(session, key)
+    _refuse_in_use(
+        f"strategy {key!r}", experiments=await repository.experiments_using(session, strategy=key)
+    )
+    await session.delete(row)
     _changed_on_commit(session)
 
 

@@ -137,3 +137,14 @@ async def test_future_start_is_scheduled_and_experiment_must_run(api: Platform) 
         assert refused.status_code == 409, refused.text
         assert "experiment 'drafted' is draft" in refused.json()["detail"]
         assert (await client.post("/v1/campaigns/tested/cancel")).status_code == 200
+
+
+async def test_the_segment_of_an_unfinished_campaign_cannot_be_deleted(platform: Platform) -> None:
+    async with platform.client("marketer") as client:
+        await helpers.setup(platform, client, 2)
+        await helpers.create(client)
+        refused = await client.delete(f"/v1/segments/{helpers.SEGMENT}")
+        assert refused.status_code == 409, refused.text
+        assert "campaigns autumn" in refused.json()["detail"]
+        assert (await client.post("/v1/campaigns/autumn/cancel")).status_code == 200
+        assert (await client.delete(f"/v1/segments/{helpers.SEGMENT}")).status_code == 204

@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from app.experiments.models import Experiment
 from tests.conftest import Platform
 from tests.experiments.setup import patch_experiment, setup
 
@@ -217,3 +219,45 @@ async def test_list_filters_and_pages(platform: Platform) -> None:
         assert empty.json() == {"items": [], "next_cursor": None}
         missing = await client.get("/v1/experiments/exp_3/assignments/C1")
         assert missing.status_code == 404
+
+
+async def test_a_strategy_or_segment_an_experiment_acts_on_cannot_be_deleted(
+    platform: Platform,
+) -> None:
+    async with platform.client("marketer") as client:
+        await setup(platform, client)
+        assert (await client.post("/v1/experiments", json=patch_experiment())).status_code == 201
+        rule = {"field": "aum", "op": "gte", "value": 0}
+        segment = await client.post("/v1/segments", json={"key": "everyone", "rule": rule})
+        assert segment.status_code == 201, segment.text
+        on_everyone = {**CAMPAIGN, "key": "everyone_test", "segment": "everyone"}
+        assert (await client.post("/v1/experiments", json=on_everyone)).status_code == 201
+        for path, user in (
+            ("/v1/strategies/wealth", "experiments wealth_copy"),
+            ("/v1/segments/everyone", "experiments everyone_test"),
+        ):
+            refused = await client.delete(path)  # drafts: they may start
+            assert refused.status_code == 409, refused.text
+            assert user in refused.json()["detail"]
+        for key, path in (
+            ("wealth_copy", "/v1/strategies/wealth"),
+            ("everyone_test", "/v1/segments/everyone"),
+        ):
+            assert (await client.post(f"/v1/experiments/{key}/start")).status_code == 200
+            assert (await client.delete(path)).status_code == 409  # running
+            stopped = await client.post(f"/v1/experiments/{key}/stop")
+            assert stopped.status_code == 200, stopped.text
+        # a winner rolled out acts on sends: its strategy stays; stopped, it no longer does
+        # (and its report needs neither)
+        assert (await client.post("/v1/experiments", json=patch_experiment("rollout"))).is_success
+        assert (await client.post("/v1/experiments/rollout/start")).status_code == 200
+        done = await client.post("/v1/experiments/rollout/complete", json={"winner": "long"})
+        assert done.status_code == 200, done.text
+        refused = await client.delete("/v1/strategies/wealth")
+        assert refused.status_code == 409
+        assert "experiments rollout" in refused.json()["detail"]
+        async with platform.runtime.sessionmaker() as session:  # as if completed without one
+            await session.execute(update(Experiment).values(winner=None))
+            await session.commit()
+        assert (await client.delete("/v1/strategies/wealth")).status_code == 204
+        assert (await client.delete("/v1/segments/everyone")).status_code == 204
