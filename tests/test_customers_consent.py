@@ -174,6 +174,8 @@ async def test_an_opted_out_number_stays_opted_out_for_whoever_has_it(platform: 
     # a customer recorded later with the number: marketing by SMS refused, email still goes
     body = {"phone": "13800000042", "email": "wang.fang@example.com"}
     assert (await put(platform, "C42", body)).status_code == 201
+    shown = (await _consent(platform, "C42"))["sms"]["marketing"]  # as sends count it
+    assert (shown["granted"], shown["source"]) == (False, "sms_reply")
     async with platform.client("system") as client:
         accepted = await client.post("/v1/messages", json=send("wealth_offer", "C42"))
         assert accepted.status_code == 202, accepted.text
@@ -187,7 +189,8 @@ async def test_an_opted_out_number_stays_opted_out_for_whoever_has_it(platform: 
         )
         assert notice.status_code == 202, notice.text
         # the customer opts in again after the reply: that decision is newer and wins
-        assert (await client.post("/v1/customers/C42/opt-in", json={"channel": "sms"})).is_success
+        opted_in = await client.post("/v1/customers/C42/opt-in", json={"channel": "sms"})
+        assert opted_in.json()["sms"]["marketing"]["granted"] is True
         again = await client.post("/v1/messages", json=send("wealth_offer", "C42"))
         assert again.status_code == 202, again.text
         message = (await client.get(f"/v1/messages/{again.json()['id']}")).json()

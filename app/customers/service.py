@@ -157,12 +157,18 @@ async def _customer(session: AsyncSession, customer_id: str) -> Customer:
 
 
 async def consent_of(
-    session: AsyncSession, customer_id: str, *, marketing_granted: bool
+    session: AsyncSession, customer_id: str, *, marketing_granted: bool, phone: str | None = None
 ) -> Consent:
-    """Every channel × purpose decision of a customer (recorded or default). For the send
-    path: ``app.customers.consent.allows(state, channel, purpose)``."""
+    """Every channel × purpose decision of a customer (recorded or default), and with their
+    ``phone``, the opt-out replies from it as sends count them (``with_sms_opt_out``). For
+    the send path: ``app.customers.consent.allows(state, channel, purpose)``."""
     states = await consents_of(session, [customer_id], marketing_granted=marketing_granted)
-    return states.get(customer_id) or consent_state([], marketing_granted=marketing_granted)
+    state = states.get(customer_id) or consent_state([], marketing_granted=marketing_granted)
+    if phone:
+        replies = await callbacks_repository.sms_opt_outs(session, fields.phone_variants(phone))
+        if replies:
+            state = with_sms_opt_out(state, max(replies.values()), own_number=True)
+    return state
 
 
 async def consents_of(
@@ -205,7 +211,9 @@ async def get_customer(
 ) -> CustomerOut:
     customer = await _customer(session, customer_id)
     schema = await attribute_schema(session)
-    state = await consent_of(session, customer_id, marketing_granted=marketing_granted)
+    state = await consent_of(
+        session, customer_id, marketing_granted=marketing_granted, phone=customer.phone
+    )
     contacts = _masked(customer) if masked else _contacts(customer)
     return CustomerOut(
         id=customer.id,
@@ -287,7 +295,7 @@ async def change_consent(
     marketing_granted: bool,
 ) -> ConsentOut:
     """Record an opt-out (``granted=False``) or opt-in for one channel or all of them."""
-    await _customer(session, customer_id)
+    customer = await _customer(session, customer_id)
     if change.purpose is Purpose.transactional and change.channel is None and not granted:
         raise ValidationFailed.field(
             "channel",
@@ -310,7 +318,10 @@ async def change_consent(
             for channel in channels
         ],
     )
-    return _consent_out(await consent_of(session, customer_id, marketing_granted=marketing_granted))
+    state = await consent_of(
+        session, customer_id, marketing_granted=marketing_granted, phone=customer.phone
+    )
+    return _consent_out(state)
 
 
 async def opt_out_by_sms_reply(
