@@ -23,6 +23,7 @@ from app.models import Base
 from app.queue.arq_backend import build_worker, stop_worker
 from app.runtime import Runtime
 from app.scenarios import service as scenario_service
+from app.scenarios.schemas import ScenarioCreate
 from app.settings import QueueSettings, RetrySettings, Settings
 from app.strategies import patching
 from tests import services
@@ -94,6 +95,25 @@ def make_settings(database_url: str, redis_url: str | None, **overrides: Any) ->
         retry=RetrySettings(max_attempts=3, base_delay=0.05, max_delay=0.2),
         **overrides,
     )
+
+
+@pytest.fixture
+async def idle_runtime(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Runtime]:
+    """A runtime on SQLite (``tmp_path / "icc.db"``) whose queue nobody consumes, so jobs
+    stay in it; the scenario ``account_movement`` exists."""
+    db = tmp_path / "icc.db"
+    db.write_bytes(sqlite_template.read_bytes())
+    settings = make_settings(f"sqlite:///{db}", None)
+    settings.queue.redelivery_grace = 1.0
+    runtime = Runtime(settings, run_workers=False)
+    await runtime.start()
+    scenario_service.clear_cache()
+    async with runtime.sessionmaker() as session:
+        await scenario_service.create(session, ScenarioCreate.model_validate(SCENARIO))
+        await session.commit()
+    yield runtime
+    await runtime.close()
+    scenario_service.clear_cache()
 
 
 async def truncate_all(runtime: Runtime) -> None:

@@ -16,7 +16,13 @@ from app.callbacks import service
 from app.callbacks.models import EarlyReceipt
 from app.messages.models import Message
 from app.timeutil import utcnow
-from channels.base import CallbackResult, DeliveryReceipt, ProviderContext, SendResult
+from channels.base import (
+    CallbackResult,
+    ChannelProvider,
+    DeliveryReceipt,
+    ProviderContext,
+    SendResult,
+)
 from channels.errors import TransientChannelError
 from tests.conftest import VARIABLES, Platform
 from tests.providers import ReportingProvider, ScriptedProvider
@@ -46,21 +52,28 @@ class HeldProvider(ReportingProvider):
         return result
 
 
-async def _held_send(platform: Platform) -> tuple[HeldProvider, str, str]:
-    """A message whose WeChat send is held: (provider, our id, the provider's id)."""
+async def _held_send(
+    platform: Platform,
+    held: HeldProvider | None = None,
+    *backups: ChannelProvider,
+    channels: list[str] | None = None,
+) -> tuple[HeldProvider, str, str]:
+    """A message whose WeChat send is held (by ``held``, before ``backups``): (provider,
+    our id, the provider's id)."""
     await platform.create_scenario()
-    held = HeldProvider("wechat", ProviderContext(sessionmaker=platform.runtime.sessionmaker))
-    platform.runtime.providers.replace("wechat", [held])
+    if held is None:
+        held = HeldProvider("wechat", ProviderContext(sessionmaker=platform.runtime.sessionmaker))
+    platform.runtime.providers.replace("wechat", [held, *backups])
+    body: dict[str, Any] = {
+        "scenario": "account_movement",
+        "customer_id": "C1",
+        "variables": VARIABLES,
+        "recipient": CONTACTS,
+    }
+    if channels is not None:
+        body["channels"] = channels
     async with platform.client("system") as client:
-        response = await client.post(
-            "/v1/messages",
-            json={
-                "scenario": "account_movement",
-                "customer_id": "C1",
-                "variables": VARIABLES,
-                "recipient": CONTACTS,
-            },
-        )
+        response = await client.post("/v1/messages", json=body)
     assert response.status_code == 202, response.text
     message_id = response.json()["id"]
     for _ in range(300):
@@ -257,28 +270,10 @@ async def test_a_receipt_for_an_attempt_that_failed_over_goes_on_the_timeline(
 ) -> None:
     """The first provider timed out here but delivered; the backup then sent it again. Its
     report, early or late, is noted on the timeline once and changes nothing else."""
-    await platform.create_scenario()
     context = ProviderContext(sessionmaker=platform.runtime.sessionmaker)
     first = HeldThenTimedOut("wechat", context)
     backup = ScriptedProvider("wechat", context, errors=[])
-    platform.runtime.providers.replace("wechat", [first, backup])
-    async with platform.client("system") as client:
-        response = await client.post(
-            "/v1/messages",
-            json={
-                "scenario": "account_movement",
-                "customer_id": "C1",
-                "variables": VARIABLES,
-                "recipient": CONTACTS,
-                "channels": ["wechat"],
-            },
-        )
-    assert response.status_code == 202, response.text
-    ours = response.json()["id"]
-    for _ in range(300):
-        if ours in first.sent:
-            break
-        await asyncio.sleep(0.02)
+    _, ours, _ = await _held_send(platform, first, backup, channels=["wechat"])
     delivered = {"delivered": True, "message_id": ours, "code": "DELIVRD"}
     await _callback(platform, [delivered])  # while the first attempt is still out: early
     assert await _early_count(platform) == 1

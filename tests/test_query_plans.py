@@ -9,41 +9,18 @@ with the backlog."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
-from app.auth.schemas import Role
-from app.auth.service import Principal
 from app.messages import delivery
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest
 from app.messages.tasks import sweep_once
 from app.runtime import Runtime
-from app.scenarios import service as scenarios
-from app.scenarios.schemas import ScenarioCreate
-from tests.conftest import SCENARIO, VARIABLES, make_settings
-
-SYSTEM = Principal(key_id="k", name="core", owner="core", role=Role.system)
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Runtime]:
-    db = tmp_path / "icc.db"
-    db.write_bytes(sqlite_template.read_bytes())
-    runtime = Runtime(make_settings(f"sqlite:///{db}", None), run_workers=False)
-    await runtime.start()
-    scenarios.clear_cache()
-    async with runtime.sessionmaker() as session:
-        await scenarios.create(session, ScenarioCreate.model_validate(SCENARIO))
-        await session.commit()
-    yield runtime
-    await runtime.close()
-    scenarios.clear_cache()
+from tests.conftest import VARIABLES
 
 
 def plan(db: Path, statement: str, parameters: Any) -> str:
@@ -68,7 +45,10 @@ async def accept(runtime: Runtime, count: int) -> list[str]:
     return ids
 
 
-async def test_claims_and_outcomes_look_messages_up_by_id(runtime: Runtime, tmp_path: Path) -> None:
+async def test_claims_and_outcomes_look_messages_up_by_id(
+    idle_runtime: Runtime, tmp_path: Path
+) -> None:
+    runtime = idle_runtime
     ids = await accept(runtime, 3)
     seen: list[tuple[str, Any]] = []
 
@@ -93,7 +73,8 @@ async def test_claims_and_outcomes_look_messages_up_by_id(runtime: Runtime, tmp_
         assert "sqlite_autoindex_messages_1 (id=?)" in shown, shown
 
 
-async def test_sweeps_go_through_indexes(runtime: Runtime, tmp_path: Path) -> None:
+async def test_sweeps_go_through_indexes(idle_runtime: Runtime, tmp_path: Path) -> None:
+    runtime = idle_runtime
     await accept(runtime, 3)  # queued: nobody consumes this runtime's queue
     seen: list[tuple[str, Any]] = []
 

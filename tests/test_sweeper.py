@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import update
 
-from app.auth.schemas import Role
-from app.auth.service import Principal
 from app.messages.models import Outbox
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest
 from app.messages.tasks import sweep_once
 from app.queue.inprocess import InProcessQueue
 from app.runtime import Runtime
-from app.scenarios import service as scenarios
-from app.scenarios.schemas import ScenarioCreate
 from app.timeutil import utcnow
-from tests.conftest import SCENARIO, VARIABLES, make_settings
-
-SYSTEM = Principal(key_id="k", name="core", owner="core", role=Role.system)
-
-
-@pytest.fixture
-async def idle_runtime(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Runtime]:
-    """A runtime whose queue nobody consumes, so jobs stay in it."""
-    db = tmp_path / "icc.db"
-    db.write_bytes(sqlite_template.read_bytes())
-    settings = make_settings(f"sqlite:///{db}", None)
-    settings.queue.redelivery_grace = 1.0
-    runtime = Runtime(settings, run_workers=False)
-    await runtime.start()
-    scenarios.clear_cache()
-    async with runtime.sessionmaker() as session:
-        await scenarios.create(session, ScenarioCreate.model_validate(SCENARIO))
-        await session.commit()
-    yield runtime
-    await runtime.close()
-    scenarios.clear_cache()
+from tests.conftest import VARIABLES
 
 
 async def _age(runtime: Runtime, seconds: float) -> None:
