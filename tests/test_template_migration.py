@@ -1,5 +1,6 @@
-"""Migration 0003 on SQLite and PostgreSQL: existing templates become published version 1,
-declaring their scenario's variables; the downgrade puts the content back."""
+"""Data migrations on SQLite and PostgreSQL. 0003: existing templates become published
+version 1, declaring their scenario's variables; the downgrade puts the content back. 0012:
+existing SMS replies get their number's key."""
 
 from __future__ import annotations
 
@@ -104,3 +105,28 @@ def _json_decoder(url: str) -> Any:
     if url.startswith("sqlite"):
         return json.loads
     return lambda value: json.loads(value) if isinstance(value, str) else value
+
+
+def test_migration_0012_gives_existing_replies_their_number_key(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "0011")
+    opt_out = "TRUE" if database_url.startswith("postgres") else "1"
+    _sql(
+        database_url,
+        *(
+            "INSERT INTO inbound_messages (id, provider, channel, sender, text, opt_out, "
+            f"received_at) VALUES ('inb_{i}', 'aliyun-main', 'sms', '{sender}', 'TD', {opt_out}, "
+            f"'{NOW}')"
+            for i, sender in enumerate(("+8613800000042", "8613800000043", "13800000044", "x"))
+        ),
+    )
+    upgrade(database_url)
+    (rows,) = _sql(database_url, "SELECT id, sender_key FROM inbound_messages ORDER BY id")
+    assert rows == [
+        ("inb_0", "13800000042"),
+        ("inb_1", "13800000043"),
+        ("inb_2", "13800000044"),
+        ("inb_3", "x"),
+    ]
+    command.downgrade(config, "0011")
+    upgrade(database_url)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks.models import EarlyReceipt
 from app.db import dialect_name
 from app.messages.models import InboundMessage, Message
-from app.messages.repository import CLAIMABLE
+from app.messages.repository import CHUNK, CLAIMABLE
 
 
 async def messages_for_receipts(
@@ -97,18 +97,19 @@ async def add_inbound(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         await session.execute(insert(InboundMessage), list(rows))
 
 
-async def sms_opt_outs(session: AsyncSession, senders: Collection[str]) -> dict[str, datetime]:
-    """The time of the latest opt-out reply from each of these SMS senders that sent one."""
-    unique = sorted(set(senders))
+async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str, datetime]:
+    """The time of the latest opt-out reply from each of these numbers (``fields.phone_key``)
+    that sent one."""
+    unique = sorted(set(keys))
     found: dict[str, datetime] = {}
-    for start in range(0, len(unique), 500):
+    for start in range(0, len(unique), CHUNK):
         m = InboundMessage
         rows = await session.execute(
-            select(m.sender, func.max(m.received_at))
-            .where(m.sender.in_(unique[start : start + 500]), m.channel == "sms", m.opt_out)
-            .group_by(m.sender)
+            select(m.sender_key, func.max(m.received_at))
+            .where(m.sender_key.in_(unique[start : start + CHUNK]), m.channel == "sms", m.opt_out)
+            .group_by(m.sender_key)
         )
-        found.update((sender, at) for sender, at in rows)
+        found.update((key, at) for key, at in rows if key is not None)
     return found
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks import repository
 from app.callbacks.models import EarlyReceipt
 from app.customers import service as customers
+from app.customers.fields import phone_key
 from app.ids import new_id
 from app.messages import repository as messages
 from app.messages.models import Message
@@ -260,6 +261,7 @@ async def _store_replies(
             "provider": provider,
             "channel": channel,
             "sender": r.sender,
+            "sender_key": phone_key(r.sender),
             "text": r.text,
             "opt_out": is_opt_out(r.text),
             "received_at": r.received_at or now,

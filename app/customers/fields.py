@@ -94,6 +94,15 @@ def split_tags(cell: str) -> list[str]:
     return tags(cell.split(TAG_SEPARATOR))
 
 
+def phone_key(phone: str) -> str:
+    """One spelling per number, to match replies with sends: the digits, without "+" and,
+    for a mainland number, without the country code 86."""
+    digits = phone.strip().lstrip("+")
+    if not digits.isdigit():
+        return phone.strip()
+    return digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+
+
 def phone_variants(sender: str) -> list[str]:
     """The spellings a phone number may be stored under: 13800000000, 8613800000000 and
     +8613800000000 name the same mainland number."""

@@ -165,7 +165,7 @@ async def consent_of(
     states = await consents_of(session, [customer_id], marketing_granted=marketing_granted)
     state = states.get(customer_id) or consent_state([], marketing_granted=marketing_granted)
     if phone:
-        replies = await callbacks_repository.sms_opt_outs(session, fields.phone_variants(phone))
+        replies = await callbacks_repository.sms_opt_outs(session, [fields.phone_key(phone)])
         if replies:
             state = with_sms_opt_out(state, max(replies.values()), own_number=True)
     return state

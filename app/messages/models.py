@@ -139,6 +139,8 @@ class InboundMessage(Base):
     provider: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(16))
     sender: Mapped[str] = mapped_column(String(320), index=True)
+    # fields.phone_key(sender): opt-outs are looked up by it (migration 0012)
+    sender_key: Mapped[str | None] = mapped_column(String(320), index=True, default=None)
     text: Mapped[str] = mapped_column(Text)
     opt_out: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks import repository as callbacks
 from app.customers import service as customers
 from app.customers.consent import Consent, Purpose, allows, consent_state
-from app.customers.fields import phone_variants
+from app.customers.fields import phone_key
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
@@ -123,7 +123,7 @@ class Patcher:
     settings: Settings
     scenarios: dict[str, ScenarioPatches] = field(default_factory=dict)
     consents: dict[str, Consent] = field(default_factory=dict)
-    # the latest opt-out reply of each spelling of the group's numbers that sent one
+    # the latest opt-out reply from each of the group's numbers (by phone_key) that sent one
     sms_opt_outs: dict[str, datetime] = field(default_factory=dict)
     recent: dict[str, list[datetime]] = field(default_factory=dict)
     experiments: Experiments | None = None  # live patch experiments (app/experiments)
@@ -221,14 +221,13 @@ class Patcher:
         state = self.consents.get(customer_id, self._default)
         if phone is None or not self.sms_opt_outs:
             return state
-        variants = phone_variants(phone)
-        replies = [at for v in variants if (at := self.sms_opt_outs.get(v)) is not None]
-        if not replies:
+        key = phone_key(phone)
+        replied = self.sms_opt_outs.get(key)
+        if replied is None:
             return state
-        own = customer is not None and bool(
-            customer.phone and set(phone_variants(customer.phone)) & set(variants)
-        )
-        return customers.with_sms_opt_out(state, max(replies), own_number=own)
+        own_phone = customer.phone if customer is not None else None
+        own = own_phone is not None and phone_key(own_phone) == key
+        return customers.with_sms_opt_out(state, replied, own_number=own)
 
     def _composition(
         self,
@@ -311,9 +310,9 @@ async def load(
     patcher.consents = await customers.consents_of(
         session, customer_ids, marketing_granted=marketing_granted
     )
-    variants = {v for phone in phones for v in phone_variants(phone)}
-    if variants:
-        patcher.sms_opt_outs = await callbacks.sms_opt_outs(session, variants)
+    if phones:
+        keys = {phone_key(phone) for phone in phones}
+        patcher.sms_opt_outs = await callbacks.sms_opt_outs(session, keys)
     spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
     if spans:
         since = now - timedelta(days=max(s.days for s in spans))
