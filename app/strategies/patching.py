@@ -306,9 +306,8 @@ async def load(
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
     # consent also decides the channels of transactional content (app/messages/compose.py)
-    marketing_granted = settings.customers.marketing_granted
     patcher.consents = await customers.consents_of(
-        session, customer_ids, marketing_granted=marketing_granted
+        session, customer_ids, marketing_granted=settings.customers.marketing_granted
     )
     if phones:
         keys = {phone_key(phone) for phone in phones}
