@@ -106,10 +106,10 @@ def phone_key(phone: str) -> str:
 def phone_variants(sender: str) -> list[str]:
     """The spellings a phone number may be stored under: 13800000000, 8613800000000 and
     +8613800000000 name the same mainland number."""
-    digits = sender.strip().lstrip("+")
-    if not digits.isdigit():
+    local = phone_key(sender)
+    if not local.isdigit():
         return [sender.strip()]
-    local = digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+    digits = sender.strip().lstrip("+")
     found = {sender.strip(), digits, f"+{digits}", local}
     if len(local) == 11:
         found |= {f"86{local}", f"+86{local}"}

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns.models import Campaign
+from app.campaigns.schemas import FINAL_STATUSES
 from app.customers.models import Customer
 from app.db import dialect_name
 from app.experiments.models import Experiment
@@ -94,7 +95,7 @@ async def experiments_using(
 async def campaigns_using_segment(session: AsyncSession, key: str) -> list[str]:
     """Keys of the campaigns on this segment that have not finished."""
     stmt = select(Campaign.key).where(
-        Campaign.segment == key, Campaign.status.not_in(("completed", "cancelled"))
+        Campaign.segment == key, Campaign.status.not_in(sorted(FINAL_STATUSES))
     )
     return list((await session.scalars(stmt.order_by(Campaign.key))).all())
 
