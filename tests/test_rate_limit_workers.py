@@ -248,15 +248,16 @@ async def start_ready(
 
 
 # The limiter spaces the slots exactly; a send then reaches the gateway late when its
-# worker's event loop is busy (seen: 0.2 s on a loaded 2-core machine), so arrivals bunch.
-# Windows of 2 s with this allowance stay far from what a limit not shared would give.
+# worker's event loop is busy (seen: 0.35 s on a loaded 2-core CI machine), so arrivals
+# bunch. Windows of 2 s with this allowance (52) stay far from what a limit not shared
+# would give (~84), and so does the span (5.4 s against ~3 s).
 WINDOW = 2.0
-ARRIVAL_JITTER = 0.25
+ARRIVAL_JITTER = 0.5
 
 
 def assert_rate_respected(arrivals: list[float]) -> None:
     assert len(arrivals) == TOTAL
-    allowed = BURST + RATE * (WINDOW + ARRIVAL_JITTER)  # 47; two separate limits give ~86
+    allowed = BURST + RATE * (WINDOW + ARRIVAL_JITTER)  # 52; two separate limits give ~84
     for i, start in enumerate(arrivals):
         in_window = sum(1 for t in arrivals[i:] if t < start + WINDOW)
         assert in_window <= allowed, f"{in_window} requests within {WINDOW} s from {start}"
