@@ -291,15 +291,18 @@ async def _apply(sessions: Sessions, outcomes: list[Outcome], *, fast: bool) -> 
 
 @pytest.fixture
 def fast_writes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each pipeline_pg.write_outcomes answered (False: it fell back)."""
+    """Whether each pipeline_pg.write_held_outcomes wrote (False: it fell back)."""
     answers: list[bool] = []
-    write = pipeline_pg.write_outcomes
+    write = pipeline_pg.write_held_outcomes
 
-    async def recorded(session: AsyncSession, outcomes: Sequence[Outcome]) -> bool:
-        answers.append(await write(session, outcomes))
-        return answers[-1]
+    async def recorded(
+        session: AsyncSession, outcomes: Sequence[Outcome], *, worker: str
+    ) -> set[str] | None:
+        written = await write(session, outcomes, worker=worker)
+        answers.append(written is not None)
+        return written
 
-    monkeypatch.setattr(pipeline_pg, "write_outcomes", recorded)
+    monkeypatch.setattr(pipeline_pg, "write_held_outcomes", recorded)
     return answers
 
 
@@ -381,6 +384,9 @@ async def test_nothing_held_writes_nothing(sessions: Sessions, fast_writes: list
     def stale(prefix: str) -> list[Outcome]:
         return [o for o in _outcomes(prefix) if o.message_id.removeprefix(prefix) not in HELD]
 
-    held, _ = await _compare(sessions, stale)
+    held, tables = await _compare(sessions, stale)
     assert held == set()
-    assert fast_writes == []
+    assert fast_writes == [True]  # the fenced statement ran and changed nothing
+    statuses = {m["id"]: m["status"] for m in tables["messages"]}
+    assert statuses["stale-claim"] == "sending"
+    assert statuses["other-worker"] == "sending"

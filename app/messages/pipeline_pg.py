@@ -82,22 +82,27 @@ _EVENT_FIELDS = ("message_id", "type", "at", "detail")
 _EVENT_KEYS = frozenset(_EVENT_FIELDS)
 
 
-def _events_select(first: int) -> str:
-    """Events from four arrays (parameters ``first``.. ``first + 3``), in array order: the
-    ids of message_events follow it, as with executemany."""
+def _events_select(first: int, *, held: str) -> str:
+    """Events from four arrays (parameters ``first``.. ``first + 3``) of the messages in the
+    CTE ``held``, in array order: the ids of message_events follow it, as with
+    executemany."""
     a, b, c, d = (f"${first + i}" for i in range(4))
     return (
         "INSERT INTO message_events (message_id, type, at, detail)\n"
         "SELECT message_id, type, at, detail::jsonb\n"
         f"FROM unnest({a}::text[], {b}::text[], {c}::timestamptz[], {d}::text[])\n"
         "    WITH ORDINALITY AS e(message_id, type, at, detail, n)\n"
+        f"WHERE message_id IN (SELECT id FROM {held})\n"
         "ORDER BY n"
     )
 
 
 def _outcomes_sql() -> str:
-    """One statement for a group of outcomes: the messages' changes, the events, the outbox
-    rows of finished messages deleted and those of retried ones due again. (The four touch
+    """One statement for a group of outcomes, fenced by the claims: the changes of the
+    messages this worker still holds at the claim's attempt (the UPDATE's WHERE, which
+    PostgreSQL re-checks on the newest row version if another transaction changed it
+    meanwhile), and for exactly those, the events, the outbox rows of finished messages
+    deleted and those of retried ones due again. It answers the held ids. (The four touch
     different rows, as a data-modifying WITH requires: every message at most once.)"""
     values = len(CHANGEABLE)
     arrays = ", ".join(f"${i + 3}::{kind}[]" for i, (_, kind) in enumerate(CHANGEABLE))
@@ -107,20 +112,27 @@ def _outcomes_sql() -> str:
         for name, _ in CHANGEABLE
     )
     events, finished, again = values + 3, values + 7, values + 8
+    claims, worker = values + 10, values + 11
     return f"""
 WITH changed AS (
     UPDATE messages AS m SET
         {assignments}
-    FROM unnest($1::text[], $2::int4[], {arrays}) AS v(id, changed, {names})
+    FROM unnest($1::text[], ${claims}::int4[], $2::int4[], {arrays})
+        AS v(id, claim, changed, {names})
     WHERE m.id = v.id
+      AND m.lease_owner = ${worker} AND m.status = 'sending' AND m.attempts = v.claim
+    RETURNING m.id
 ), added AS (
-{_events_select(events)}
+{_events_select(events, held="changed")}
 ), finished AS (
-    DELETE FROM outbox WHERE message_id = ANY(${finished}::text[])
+    DELETE FROM outbox
+    WHERE message_id = ANY(${finished}::text[]) AND message_id IN (SELECT id FROM changed)
+), again AS (
+    UPDATE outbox AS o SET due_at = a.due_at, enqueued_at = a.due_at
+    FROM unnest(${again}::text[], ${again + 1}::timestamptz[]) AS a(message_id, due_at)
+    WHERE o.message_id = a.message_id AND a.message_id IN (SELECT id FROM changed)
 )
-UPDATE outbox AS o SET due_at = a.due_at, enqueued_at = a.due_at
-FROM unnest(${again}::text[], ${again + 1}::timestamptz[]) AS a(message_id, due_at)
-WHERE o.message_id = a.message_id
+SELECT id FROM changed
 """
 
 
@@ -155,13 +167,17 @@ def can_add_events(events: Sequence[dict[str, Any]]) -> bool:
     return all(e.keys() == _EVENT_KEYS for e in events)
 
 
-async def write_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> bool:
-    """Write the outcomes of held messages in one statement; False (nothing written) when
-    they cannot be: a message twice, a column outside CHANGEABLE, an event of other fields."""
+async def write_held_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], *, worker: str
+) -> set[str] | None:
+    """Write the outcomes of the messages this worker still holds at their claim's attempt,
+    in one statement, and return those messages' ids (repository.apply_outcomes without
+    the locking read before it); None (nothing written) when they cannot be written this
+    way: a message twice, a column outside CHANGEABLE, an event of other fields."""
     masks = _masks(outcomes)
     events = [e for o in outcomes for e in o.events]
     if masks is None or not can_add_events(events):
-        return False
+        return None
     dialect = session.get_bind().dialect
     changed = functools.reduce(operator.or_, masks, 0)
     # A column no outcome of the group changes goes as an empty array: unnest pads it with
@@ -174,7 +190,7 @@ async def write_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> 
     ]
     again = [o for o in outcomes if not o.finished and o.due_at is not None]
     driver = await driver_connection(session)
-    await driver.execute(
+    rows = await driver.fetch(
         _OUTCOMES,
         [o.message_id for o in outcomes],
         masks,
@@ -183,8 +199,10 @@ async def write_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> 
         [o.message_id for o in outcomes if o.finished],
         [o.message_id for o in again],
         _bound(dialect, OUTBOX, "due_at", [o.due_at for o in again]),
+        [o.claim for o in outcomes],
+        worker,
     )
-    return True
+    return {row[0] for row in rows}
 
 
 def _masks(outcomes: Sequence[Outcome]) -> list[int] | None:

@@ -212,6 +212,10 @@ async def _apply_outcomes(
         return set()
     # The claim's attempt count fences it: the same worker may hold a newer claim on a
     # message whose lease expired during a slow send, and the older outcome must not win.
+    if fast:
+        written = await pipeline_pg.write_held_outcomes(session, outcomes, worker=worker)
+        if written is not None:
+            return written
     ids = [o.message_id for o in outcomes]
     if fast:
         claims = await pipeline_pg.held_claims(session, ids, worker=worker)
@@ -219,7 +223,7 @@ async def _apply_outcomes(
         claims = await _held_claims(session, ids, worker=worker)
     held = {o.message_id for o in outcomes if claims.get(o.message_id) == o.claim}
     mine = [o for o in outcomes if o.message_id in held]
-    if mine and not (fast and await pipeline_pg.write_outcomes(session, mine)):
+    if mine:
         await _write_outcomes(session, mine)
     return held
 
