@@ -8,6 +8,7 @@ The tables must end up the same, and so must what the calls return.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, create_sessionmaker
@@ -390,3 +391,37 @@ async def test_nothing_held_writes_nothing(sessions: Sessions, fast_writes: list
     statuses = {m["id"]: m["status"] for m in tables["messages"]}
     assert statuses["stale-claim"] == "sending"
     assert statuses["other-worker"] == "sending"
+
+
+async def test_a_claim_taken_over_while_the_outcome_waits_is_not_written(
+    sessions: Sessions, fast_writes: list[bool]
+) -> None:
+    """The fence is the outcome's own UPDATE: when another worker's claim holds the row
+    (its lease expired during a slow send), the outcome waits for it, then sees the newer
+    claim and writes nothing for that message; the others of the group are written."""
+    _, prefix = _prefixes()
+    await _insert(sessions, prefix, _held_rows(), outbox=[r["id"] for r in _held_rows()])
+    wanted = (prefix + "sent", prefix + "gave-up")
+    outcomes = [o for o in _outcomes(prefix) if o.message_id in wanted]
+    assert len(outcomes) == 2
+    async with sessions() as other:
+        await other.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id == prefix + "sent")
+            .values(lease_owner="worker-b", attempts=2, lease_until=NOW + timedelta(minutes=1))
+        )
+        writing = asyncio.create_task(_apply(sessions, outcomes, fast=True))
+        await asyncio.sleep(0.5)
+        assert not writing.done(), "the outcome waits for the row the other claim holds"
+        await other.commit()
+    assert await asyncio.wait_for(writing, 10) == {prefix + "gave-up"}
+    assert fast_writes == [True]
+    tables = await _tables(sessions, prefix)
+    messages = {m["id"]: m for m in tables["messages"]}
+    assert messages["sent"]["status"] == "sending"
+    assert messages["sent"]["lease_owner"] == "worker-b"
+    assert messages["gave-up"]["status"] == "failed"
+    written = {e["message_id"] for e in tables["events"]}
+    assert "sent" not in written
+    assert "gave-up" in written
+    assert "sent" in {o["message_id"] for o in tables["outbox"]}
