@@ -260,6 +260,27 @@ async def test_list_filters_paginates_and_hides_other_owners(platform: Platform)
         assert len((await analyst.get("/v1/messages")).json()["items"]) == 5
 
 
+async def test_list_since_is_by_creation_time(platform: Platform) -> None:
+    """``since`` scans a range of (time-sortable) ids and filters on created_at: a message
+    made just before it but created after it is listed, one created before it is not."""
+    await platform.create_scenario()
+    async with platform.client("system") as client:
+        made_before = (await client.post("/v1/messages", json=_body())).json()["id"]
+        await asyncio.sleep(0.02)
+        since = datetime.now(UTC)
+        await asyncio.sleep(0.02)
+        after = [(await client.post("/v1/messages", json=_body())).json()["id"] for _ in range(2)]
+        await _mark(platform, made_before, created_at=since + timedelta(milliseconds=5))
+        await _mark(platform, after[1], created_at=since - timedelta(hours=1))
+        listed = await client.get("/v1/messages", params={"since": since.isoformat()})
+        later = await client.get(
+            "/v1/messages", params={"since": (since + timedelta(hours=1)).isoformat()}
+        )
+    assert listed.status_code == 200, listed.text
+    assert [m["id"] for m in listed.json()["items"]] == [after[0], made_before]
+    assert later.json()["items"] == []
+
+
 async def _mark(platform: Platform, message_id: str, **values: Any) -> None:
     async with platform.runtime.sessionmaker() as session, session.begin():
         await session.execute(update(Message).where(Message.id == message_id).values(**values))

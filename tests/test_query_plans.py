@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 
-from app.messages import delivery
+from app.callbacks import repository as callbacks_repository
+from app.messages import delivery, repository
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest
 from app.messages.tasks import sweep_once
 from app.runtime import Runtime
+from app.timeutil import utcnow
 from tests.conftest import VARIABLES
 
 
@@ -98,3 +101,40 @@ async def test_sweeps_go_through_indexes(idle_runtime: Runtime, tmp_path: Path) 
         assert "USING INDEX ix_outbox_enqueued_due" in shown or (
             "USING INDEX ix_messages_status_id (status=?)" in shown
         ), shown
+
+
+async def test_the_list_since_and_receipts_by_provider_id_use_indexes(
+    idle_runtime: Runtime, tmp_path: Path
+) -> None:
+    """``since`` is a range of the primary key (created_at has no index), and a receipt
+    naming the provider's id finds the message through the partial index of sent ones."""
+    runtime = idle_runtime
+    await accept(runtime, 3)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.startswith("SELECT messages."):
+            seen.append((statement, parameters))
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with runtime.sessionmaker() as session:
+            await repository.list_page(
+                session,
+                owner=None,
+                customer_id=None,
+                scenario=None,
+                status=None,
+                since=utcnow() - timedelta(minutes=5),
+                before_id=None,
+                limit=50,
+            )
+            await callbacks_repository.messages_for_receipts(
+                session, provider="aliyun-main", message_ids=[], provider_ids=["biz-1"]
+            )
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", capture)
+    assert len(seen) == 2, [s[0][:60] for s in seen]
+    listed, receipts = (plan(tmp_path / "icc.db", *s) for s in seen)
+    assert "sqlite_autoindex_messages_1 (id>?)" in listed, listed
+    assert "ix_messages_provider_message_id (provider_message_id=?)" in receipts, receipts

@@ -28,6 +28,7 @@ async def messages_for_receipts(
                 and_(
                     Message.provider == provider,
                     Message.provider_message_id.in_(list(provider_ids)),
+                    Message.provider_message_id.is_not(None),  # the index's predicate
                 ),
             )
         )
@@ -58,7 +59,10 @@ async def early_ready(session: AsyncSession, *, limit: int) -> list[EarlyReceipt
             Message.provider_message_id == EarlyReceipt.provider_message_id,
         ),
     )
-    by_theirs = by_theirs.where(EarlyReceipt.message_id.is_(None))
+    by_theirs = by_theirs.where(
+        EarlyReceipt.message_id.is_(None),
+        Message.provider_message_id.is_not(None),  # the index's predicate
+    )
     found: dict[int, EarlyReceipt] = {}
     for stmt in (by_ours, by_theirs):
         for row in await session.scalars(_ready(session, stmt, limit)):

@@ -48,6 +48,15 @@ class Message(Base):
             postgresql_where=text("experiment_id IS NOT NULL"),
             postgresql_include=["sent_at", "delivered_at", "clicked_at", "cost"],
         ),
+        # receipts name messages by the provider's id, which only sent messages have: no
+        # entry for the others, so that neither the insert nor the claim (an UPDATE that
+        # PostgreSQL cannot make HOT) adds one (migration 0013)
+        Index(
+            "ix_messages_provider_message_id",
+            "provider_message_id",
+            sqlite_where=text("provider_message_id IS NOT NULL"),
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
         # a campaign's messages newest first: the message list's filter (migration 0008)
         Index(
             "ix_messages_campaign",
@@ -70,7 +79,7 @@ class Message(Base):
     channel_index: Mapped[int] = mapped_column(Integer, default=0)
     channel: Mapped[str | None] = mapped_column(String(16))
     provider: Mapped[str | None] = mapped_column(String(100))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
     # the provider's delivery-report code (DELIVRD, success, 550...), kept as reported
     delivery_code: Mapped[str | None] = mapped_column(String(64))
     cost: Mapped[Decimal | None] = mapped_column(Money())
@@ -90,7 +99,9 @@ class Message(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # not indexed: the message list's `since` is a range of ids (time-sortable), see
+    # repository.list_messages (migration 0013)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.experiments.models import Experiment
+from app.ids import first_id_at
 from app.messages import bulk_pg, pipeline_pg
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome, sending_event
@@ -22,6 +23,8 @@ EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
+# A message's id is made while its request is accepted, at most seconds before created_at.
+SINCE_SLACK_MS = 60_000
 # `status || ''`: the same value, but no index serves the term. The worker's statements
 # pick messages by id; given an equality on status too, SQLite's planner (which has no
 # statistics) walks the status index instead, i.e. every queued message: with 36,000
@@ -115,6 +118,10 @@ async def list_page(
         if value is not None:
             stmt = stmt.where(column == value)
     if since is not None:
+        # a range of ids (time-sortable) for the index, created_at for exactness; an id is
+        # made a little before created_at is taken, hence the slack
+        millis = int(since.timestamp() * 1000) - SINCE_SLACK_MS
+        stmt = stmt.where(Message.id >= first_id_at("msg", max(millis, 0)))
         stmt = stmt.where(Message.created_at >= since)
     if before_id is not None:
         stmt = stmt.where(Message.id < before_id)

@@ -1,0 +1,49 @@
+"""two indexes of messages that every send updated for nothing
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-06 16:00:00.000000
+
+On PostgreSQL the worker's claim and its outcome are UPDATEs that change indexed columns
+(status), so neither can be HOT: each adds an entry to every index of messages, and so does
+the insert at accept.
+
+- ix_messages_provider_message_id becomes partial (provider_message_id IS NOT NULL): receipts
+  look sent messages up by the provider's id; a queued or sending message has none and no
+  longer gets an entry.
+- ix_messages_created_at is dropped: its one reader, the message list's ``since``, now scans
+  a range of ids, which are time-sortable (app/ids.py), and keeps created_at as the exact
+  filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SENT = sa.text("provider_message_id IS NOT NULL")
+
+
+def upgrade() -> None:
+    op.drop_index("ix_messages_provider_message_id", table_name="messages")
+    op.create_index(
+        "ix_messages_provider_message_id",
+        "messages",
+        ["provider_message_id"],
+        sqlite_where=SENT,
+        postgresql_where=SENT,
+    )
+    op.drop_index("ix_messages_created_at", table_name="messages")
+
+
+def downgrade() -> None:
+    op.create_index("ix_messages_created_at", "messages", ["created_at"])
+    op.drop_index("ix_messages_provider_message_id", table_name="messages")
+    op.create_index("ix_messages_provider_message_id", "messages", ["provider_message_id"])
