@@ -55,7 +55,7 @@ SELECT * FROM claimed
 
 _HELD = """
 SELECT id, attempts FROM messages
-WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status = 'sending'
+WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status || '' = 'sending'
 FOR UPDATE
 """
 
@@ -120,13 +120,18 @@ WITH changed AS (
     FROM unnest($1::text[], ${claims}::int4[], $2::int4[], {arrays})
         AS v(id, claim, changed, {names})
     WHERE m.id = v.id
-      AND m.lease_owner = ${worker} AND m.status = 'sending' AND m.attempts = v.claim
+      AND m.lease_owner = ${worker} AND m.attempts = v.claim
+      -- not on ix_messages_status_id: every message ever sent left a dead entry under
+      -- 'sending' there until vacuum, and a scan of them grew with the table
+      AND m.status || '' = 'sending'
     RETURNING m.id
 ), added AS (
 {_events_select(events, held="changed")}
 ), finished AS (
-    DELETE FROM outbox
-    WHERE message_id = ANY(${finished}::text[]) AND message_id IN (SELECT id FROM changed)
+    -- from the held messages by the primary key (planned on the array alone, it was a
+    -- scan of the outbox, i.e. of the backlog)
+    DELETE FROM outbox AS o USING changed AS c
+    WHERE o.message_id = c.id AND c.id = ANY(${finished}::text[])
 ), again AS (
     UPDATE outbox AS o SET due_at = a.due_at, enqueued_at = a.due_at
     FROM unnest(${again}::text[], ${again + 1}::timestamptz[]) AS a(message_id, due_at)
