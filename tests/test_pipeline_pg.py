@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, create_sessionmaker
 from app.messages import pipeline_pg, repository
+from app.messages.bulk_pg import driver_connection
 from app.messages.outcomes import Attempt, Claimed, Outcome, decide, sending_event
 from app.messages.repository import EVENTS, MESSAGES, OUTBOX
 from app.settings import RetrySettings
@@ -450,7 +451,7 @@ async def test_outcomes_reach_messages_and_outbox_by_their_keys(
             return await self.driver.fetch(sql, *args)
 
     async with sessions() as session:
-        driver = await pipeline_pg.driver_connection(session)
+        driver = await driver_connection(session)
         await driver.execute("ANALYZE messages; ANALYZE outbox")
 
         async def recording(session: AsyncSession) -> Any:
