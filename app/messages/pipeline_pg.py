@@ -39,7 +39,7 @@ WITH claimed AS (
     SET status = 'sending', lease_owner = $2, lease_until = $3,
         attempts = attempts + 1, channel_attempts = channel_attempts + 1, updated_at = $4
     WHERE id = ANY($1::text[])
-      AND status = ANY($5::text[])
+      AND status || '' = ANY($5::text[])  -- by id, never on ix_messages_status_id
       AND (lease_until IS NULL OR lease_until < $4)
       AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
     RETURNING id, channels, channel_index, recipient, content, attempts, channel_attempts
