@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -15,21 +16,45 @@ config = context.config
 target_metadata = Base.metadata
 
 
-# Replicas starting together on one PostgreSQL database migrate one after the other.
+# Replicas starting together on one PostgreSQL database migrate one after the other: a
+# session lock, held across the migrations' own transactions (one per migration, since
+# migrations/online.py builds indexes outside any transaction).
 MIGRATION_LOCK_ID = 0x1CC0001
+LOCK_POLL_SECONDS = 0.25
+
+
+def _lock(connection: Connection) -> None:
+    """Take the lock, polling: a session waiting inside a statement keeps a snapshot, and
+    CREATE INDEX CONCURRENTLY in the session holding the lock would wait for it (deadlock)."""
+    while True:
+        taken = connection.exec_driver_sql(
+            f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_ID})"
+        ).scalar()
+        connection.commit()
+        if taken:
+            return
+        time.sleep(LOCK_POLL_SECONDS)
 
 
 def _run(connection: Connection) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        _lock(connection)
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+            transaction_per_migration=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if postgres and not connection.invalidated:
+            connection.rollback()  # a failed migration's transaction, if any
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})")
+            connection.commit()
 
 
 async def _run_async(url: str) -> None:

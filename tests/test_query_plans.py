@@ -137,4 +137,4 @@ async def test_the_list_since_and_receipts_by_provider_id_use_indexes(
     assert len(seen) == 2, [s[0][:60] for s in seen]
     listed, receipts = (plan(tmp_path / "icc.db", *s) for s in seen)
     assert "sqlite_autoindex_messages_1 (id>?)" in listed, listed
-    assert "ix_messages_provider_message_id (provider_message_id=?)" in receipts, receipts
+    assert "ix_messages_sent_provider_id (provider_message_id=?)" in receipts, receipts

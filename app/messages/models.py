@@ -52,7 +52,7 @@ class Message(Base):
         # entry for the others, so that neither the insert nor the claim (an UPDATE that
         # PostgreSQL cannot make HOT) adds one (migration 0013)
         Index(
-            "ix_messages_provider_message_id",
+            "ix_messages_sent_provider_id",
             "provider_message_id",
             sqlite_where=text("provider_message_id IS NOT NULL"),
             postgresql_where=text("provider_message_id IS NOT NULL"),

@@ -11,13 +11,15 @@ Create Date: 2026-12-06 14:30:00.000000
   each is a range of what it finds. Nothing else reads outbox by due_at.
 - messages (status, id) replaces messages (status). `GET /v1/messages?status=queued` sorted
   every queued message to return the newest 50: 186 ms with 219,000 queued on SQLite.
+
+On PostgreSQL the indexes are built and dropped CONCURRENTLY (migrations/online.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from alembic import op
+from migrations import online
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -26,14 +28,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_outbox_enqueued_due", "outbox", ["enqueued_at", "due_at"])
-    op.drop_index("ix_outbox_due_at", table_name="outbox")
-    op.create_index("ix_messages_status_id", "messages", ["status", "id"])
-    op.drop_index("ix_messages_status", table_name="messages")
+    online.create_index("ix_outbox_enqueued_due", "outbox", ["enqueued_at", "due_at"])
+    online.drop_index("ix_outbox_due_at", "outbox")
+    online.create_index("ix_messages_status_id", "messages", ["status", "id"])
+    online.drop_index("ix_messages_status", "messages")
 
 
 def downgrade() -> None:
-    op.create_index("ix_messages_status", "messages", ["status"])
-    op.drop_index("ix_messages_status_id", table_name="messages")
-    op.create_index("ix_outbox_due_at", "outbox", ["due_at"])
-    op.drop_index("ix_outbox_enqueued_due", table_name="outbox")
+    online.create_index("ix_messages_status", "messages", ["status"])
+    online.drop_index("ix_messages_status_id", "messages")
+    online.create_index("ix_outbox_due_at", "outbox", ["due_at"])
+    online.drop_index("ix_outbox_enqueued_due", "outbox")

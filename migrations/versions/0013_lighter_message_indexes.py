@@ -8,12 +8,15 @@ On PostgreSQL the worker's claim and its outcome are UPDATEs that change indexed
 (status), so neither can be HOT: each adds an entry to every index of messages, and so does
 the insert at accept.
 
-- ix_messages_provider_message_id becomes partial (provider_message_id IS NOT NULL): receipts
-  look sent messages up by the provider's id; a queued or sending message has none and no
-  longer gets an entry.
+- ix_messages_provider_message_id gives way to ix_messages_sent_provider_id, partial
+  (provider_message_id IS NOT NULL): receipts look sent messages up by the provider's id; a
+  queued or sending message has none and no longer gets an entry. (A new name, so that it
+  is built beside the old one and receipts find an index all along.)
 - ix_messages_created_at is dropped: its one reader, the message list's ``since``, now scans
   a range of ids, which are time-sortable (app/ids.py), and keeps created_at as the exact
   filter.
+
+On PostgreSQL the indexes are built and dropped CONCURRENTLY (migrations/online.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+
+from migrations import online
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -32,18 +36,18 @@ SENT = sa.text("provider_message_id IS NOT NULL")
 
 
 def upgrade() -> None:
-    op.drop_index("ix_messages_provider_message_id", table_name="messages")
-    op.create_index(
-        "ix_messages_provider_message_id",
+    online.create_index(
+        "ix_messages_sent_provider_id",
         "messages",
         ["provider_message_id"],
         sqlite_where=SENT,
         postgresql_where=SENT,
     )
-    op.drop_index("ix_messages_created_at", table_name="messages")
+    online.drop_index("ix_messages_provider_message_id", "messages")
+    online.drop_index("ix_messages_created_at", "messages")
 
 
 def downgrade() -> None:
-    op.create_index("ix_messages_created_at", "messages", ["created_at"])
-    op.drop_index("ix_messages_provider_message_id", table_name="messages")
-    op.create_index("ix_messages_provider_message_id", "messages", ["provider_message_id"])
+    online.create_index("ix_messages_created_at", "messages", ["created_at"])
+    online.create_index("ix_messages_provider_message_id", "messages", ["provider_message_id"])
+    online.drop_index("ix_messages_sent_provider_id", "messages")
