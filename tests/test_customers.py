@@ -279,6 +279,7 @@ async def test_erasure_cancels_unfinished_messages(platform: Platform) -> None:
             "messages_anonymized": 1,
             "messages_cancelled": 1,
             "inbound_replies_erased": 0,
+            "opt_outs_kept": 0,
         }
         message = (await client.get(f"/v1/messages/{sent.json()['id']}")).json()
         replay = await client.post("/v1/messages", json=request)

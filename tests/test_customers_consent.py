@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from app.customers.consent import Purpose, allows
 from app.customers.service import consent_of, opt_out_by_sms_reply
+from app.messages.models import InboundMessage
 from tests.conftest import VARIABLES, Platform
 from tests.test_customers import put, reporting_sms, sms_reply
 
@@ -150,6 +152,40 @@ async def test_sends_go_only_to_channels_the_customer_consents_to(platform: Plat
         refused = await client.post("/v1/messages", json=send)
         assert refused.status_code == 422
         assert refused.json()["fields"][0]["field"] == "customer_id"
+
+
+async def test_an_opt_out_survives_the_erasure_of_the_customer(platform: Platform) -> None:
+    """Erasure removes the customer's replies, except that an opt-out stays as a suppression
+    record (the number's key and the time, not the text or the number as typed): the number
+    is not marketable again when a business system sends to it inline afterwards, or when a
+    new profile gets it."""
+    reporting_sms(platform)
+    await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
+    assert (await put(platform, "C50", {"phone": "13800000050"})).status_code == 201
+    await sms_reply(platform, "+86 138 0000 0050", "退订")
+    await sms_reply(platform, "+8613800000050", "你们的理财收益率多少")
+    async with platform.client("system") as client:
+        erased = (await client.delete("/v1/customers/C50")).json()
+        assert erased["inbound_replies_erased"] == 1
+        assert erased["opt_outs_kept"] == 1
+        inline = {
+            "scenario": "wealth_offer",
+            "customer_id": "X50",
+            "variables": VARIABLES,
+            "recipient": {"phone": "13800000050"},
+            "channels": ["sms"],
+        }
+        refused = await client.post("/v1/messages", json=inline)
+        assert refused.status_code == 422, refused.text
+        assert "no marketing messages on sms" in refused.json()["fields"][0]["message"]
+    assert (await put(platform, "C51", {"phone": "13800000050"})).status_code == 201
+    shown = (await _consent(platform, "C51"))["sms"]["marketing"]
+    assert (shown["granted"], shown["source"]) == (False, "sms_reply")
+    async with platform.runtime.sessionmaker() as session:
+        rows = (await session.scalars(select(InboundMessage))).all()
+    assert [(r.sender, r.sender_key, r.text, r.opt_out) for r in rows] == [
+        ("13800000050", "13800000050", "", True)
+    ]
 
 
 async def test_an_opted_out_number_stays_opted_out_for_whoever_has_it(platform: Platform) -> None:

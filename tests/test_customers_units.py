@@ -110,9 +110,26 @@ def test_profile_fields() -> None:
         "13800000001",
         "8613800000001",
         "+8613800000001",
+        "008613800000001",
     }
     assert "13800000001" in fields.phone_variants("13800000001")
-    assert fields.phone_variants("10086") == ["+10086", "10086"]
+    assert fields.phone_variants("10086") == ["10086"]
+    assert fields.phone_variants("+1 415 555 0100") == [
+        "+1 415 555 0100",
+        "+14155550100",
+        "0014155550100",
+    ]
+
+
+def test_phone_key_is_one_spelling_per_number() -> None:
+    mainland = ("13800000001", "+8613800000001", "8613800000001", "008613800000001")
+    spaced = ("+86 138 0000 0001", "(0086) 138-0000-0001", "138 0000 0001")
+    assert {fields.phone_key(p) for p in mainland + spaced} == {"13800000001"}
+    # a number given with another country code is not the mainland number with its digits
+    assert fields.phone_key("+13800000001") == "+13800000001"
+    assert fields.phone_key("0013800000001") == "+13800000001"
+    assert fields.phone_key("95555") == "95555"
+    assert fields.phone_key(" oDemo-1 ") == "oDemo-1"  # not a number: as it is
 
 
 def test_consent_state_defaults_and_records() -> None:

@@ -4,7 +4,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
@@ -117,9 +117,19 @@ async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str
     return found
 
 
-async def erase_inbound(session: AsyncSession, senders: Sequence[str]) -> int:
-    """Delete the replies sent from these addresses (erasure of a customer); how many."""
-    result = await session.execute(
-        delete(InboundMessage).where(InboundMessage.sender.in_(list(senders)))
+async def erase_inbound(session: AsyncSession, keys: Collection[str]) -> tuple[int, int]:
+    """Erase the replies from these numbers (``fields.phone_key``; erasure of a customer):
+    (erased, kept). An opt-out reply is kept as a suppression record, reduced to the
+    number's key, the channel and the time (its text and the number as typed go): erasing it
+    would make the number marketable again, for whoever sends to it inline or records it
+    next."""
+    m = InboundMessage
+    mine = m.sender_key.in_(sorted(set(keys)))
+    kept = await session.execute(
+        update(m)
+        .where(mine, m.opt_out)
+        .values(sender=m.sender_key, text="")
+        .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    erased = await session.execute(delete(m).where(mine, m.opt_out.is_(False)))
+    return int(erased.rowcount), int(kept.rowcount)  # type: ignore[attr-defined]

@@ -94,23 +94,35 @@ def split_tags(cell: str) -> list[str]:
     return tags(cell.split(TAG_SEPARATOR))
 
 
+# what people and providers put between digits: "+86 138-0000-0000", "(0086) 138 ..."
+_PHONE_SEPARATORS = str.maketrans("", "", " -().\u00a0\t")
+_MAINLAND = "86"
+
+
 def phone_key(phone: str) -> str:
-    """One spelling per number, to match replies with sends: the digits, without "+" and,
-    for a mainland number, without the country code 86."""
-    digits = phone.strip().lstrip("+")
+    """One spelling per number, to match replies with sends: a mainland number as its 11
+    digits (13800000000 for +86 138-0000-0000, 8613800000000 or 008613800000000), another
+    number given with its country code as "+" and digits (+14155550100: not the mainland
+    number 14155550100), other digits as they are, without separators. Text that is not a
+    number stays as it is."""
+    text = phone.strip().translate(_PHONE_SEPARATORS)
+    international = text.startswith(("+", "00"))
+    digits = text[1:] if text.startswith("+") else text[2:] if text.startswith("00") else text
     if not digits.isdigit():
         return phone.strip()
-    return digits[2:] if digits.startswith("86") and len(digits) == 13 else digits
+    if digits.startswith(_MAINLAND) and len(digits) == 13:
+        return digits[2:]
+    return f"+{digits}" if international else digits
 
 
 def phone_variants(sender: str) -> list[str]:
-    """The spellings a phone number may be stored under: 13800000000, 8613800000000 and
-    +8613800000000 name the same mainland number."""
-    local = phone_key(sender)
-    if not local.isdigit():
-        return [sender.strip()]
-    digits = sender.strip().lstrip("+")
-    found = {sender.strip(), digits, f"+{digits}", local}
-    if len(local) == 11:
-        found |= {f"86{local}", f"+86{local}"}
+    """The spellings a phone number may be stored under (customers' and recipients' phones
+    are digits with an optional "+"): 13800000000, 8613800000000 and +8613800000000 name the
+    same mainland number; +14155550100 and 0014155550100 another one."""
+    key = phone_key(sender)
+    found = {sender.strip(), key}
+    if key.startswith("+"):
+        found.add(f"00{key[1:]}")
+    elif key.isdigit() and len(key) == 11:
+        found |= {f"{_MAINLAND}{key}", f"+{_MAINLAND}{key}", f"00{_MAINLAND}{key}"}
     return sorted(found)

@@ -194,6 +194,7 @@ class ErasureResult(BaseModel):
                     "messages_anonymized": 42,
                     "messages_cancelled": 0,
                     "inbound_replies_erased": 1,
+                    "opt_outs_kept": 1,
                 }
             ]
         }
@@ -207,6 +208,10 @@ class ErasureResult(BaseModel):
     )
     messages_cancelled: int = Field(description="unfinished messages failed instead of sent")
     inbound_replies_erased: int
+    opt_outs_kept: int = Field(
+        description="SMS opt-out replies from the customer's number kept as suppression "
+        "records (the number and the time only): the number stays opted out of marketing"
+    )
 
 
 class AttributeIn(BaseModel):

@@ -257,12 +257,14 @@ def summary(customer: Customer) -> CustomerSummary:
 async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     """Erase a customer's personal data: the profile (contacts, name, attributes, tags,
     consent), what their messages carry (recipient, variables, rendered content, event
-    details, sandbox copies) and, when no other customer has that phone, their SMS replies.
-    Message statistics stay, under an anonymous customer id, and so do their conversions and
-    experiment assignments (tracked links go). Works without a profile too
-    (messages may name customers the platform never stored)."""
+    details, sandbox copies) and, when no other customer has that phone, their SMS replies;
+    an opt-out reply stays, reduced to the number and its time, so that the number stays
+    opted out of marketing (a suppression record). Message statistics stay, under an
+    anonymous customer id, and so do their conversions and experiment assignments (tracked
+    links go). Works without a profile too (messages may name customers the platform never
+    stored)."""
     customer = await repository.get(session, customer_id)
-    phones = fields.phone_variants(customer.phone) if customer and customer.phone else []
+    phone = customer.phone if customer else None
     await sandbox_repository.erase_for_customer(session, customer_id)
     anonymous_id = new_id("anon")
     await tracking_repository.erase_customer(session, customer_id, anonymous_id=anonymous_id)
@@ -270,15 +272,16 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
         session, customer_id, anonymous_id=anonymous_id, now=utcnow()
     )
     erased = await repository.delete_customer(session, customer_id)
-    replies = 0
-    if phones and not await repository.phones_in_use(session, phones):
-        replies = await callbacks_repository.erase_inbound(session, phones)
+    replies = kept = 0
+    if phone and not await repository.phones_in_use(session, fields.phone_variants(phone)):
+        replies, kept = await callbacks_repository.erase_inbound(session, [fields.phone_key(phone)])
     return ErasureResult(
         customer_id=customer_id,
         profile_erased=erased,
         messages_anonymized=anonymized,
         messages_cancelled=cancelled,
         inbound_replies_erased=replies,
+        opt_outs_kept=kept,
     )
 
 
