@@ -466,3 +466,25 @@ async def test_outcomes_reach_messages_and_outbox_by_their_keys(
     assert "Seq Scan" not in plan, plan
     assert "Index Scan using pk_messages" in plan, plan
     assert "Index Scan using pk_outbox" in plan, plan
+
+
+async def test_outcomes_lock_in_id_order_as_receipts_do(sessions: Sessions) -> None:
+    """A receipt applier locks messages in id order (callbacks.repository). An outcome
+    group finishing in another order must not take a later row first and then wait for an
+    earlier one that the applier holds while it waits for the later: PostgreSQL would abort
+    one of them (the group's outcome lost, its sends made again after the lease)."""
+    _, prefix = _prefixes()
+    await _insert(sessions, prefix, _held_rows(), outbox=[r["id"] for r in _held_rows()])
+    first, second = prefix + "delivered", prefix + "sent"
+    assert first < second
+    by_id = {o.message_id: o for o in _outcomes(prefix)}
+    group = [by_id[second], by_id[first]]  # finished in the other order
+    async with sessions() as receipts:
+        locking = select(MESSAGES.c.id).with_for_update()
+        await receipts.execute(locking.where(MESSAGES.c.id == first))
+        writing = asyncio.create_task(_apply(sessions, group, fast=True))
+        await asyncio.sleep(0.5)
+        assert not writing.done(), "the group waits for the row the applier holds"
+        await receipts.execute(locking.where(MESSAGES.c.id == second))  # no deadlock
+        await receipts.commit()
+    assert await asyncio.wait_for(writing, 10) == {first, second}

@@ -15,6 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
+from app.customers.fields import phone_key
 from app.db import create_engine
 from app.migrate import alembic_config, upgrade
 from tests import services
@@ -107,6 +108,16 @@ def _json_decoder(url: str) -> Any:
     return lambda value: json.loads(value) if isinstance(value, str) else value
 
 
+SENDERS = (
+    "+8613800000042",
+    "8613800000043",
+    "13800000044",
+    "x",
+    "+86 138 0000 0045",
+    "+1 415 555 0100",
+)
+
+
 def test_migration_0012_gives_existing_replies_their_number_key(database_url: str) -> None:
     config = alembic_config(database_url)
     command.upgrade(config, "0011")
@@ -117,7 +128,7 @@ def test_migration_0012_gives_existing_replies_their_number_key(database_url: st
             "INSERT INTO inbound_messages (id, provider, channel, sender, text, opt_out, "
             f"received_at) VALUES ('inb_{i}', 'aliyun-main', 'sms', '{sender}', 'TD', {opt_out}, "
             f"'{NOW}')"
-            for i, sender in enumerate(("+8613800000042", "8613800000043", "13800000044", "x"))
+            for i, sender in enumerate(SENDERS)
         ),
     )
     upgrade(database_url)
@@ -127,6 +138,10 @@ def test_migration_0012_gives_existing_replies_their_number_key(database_url: st
         ("inb_1", "13800000043"),
         ("inb_2", "13800000044"),
         ("inb_3", "x"),
+        ("inb_4", "13800000045"),
+        ("inb_5", "+14155550100"),
     ]
+    # the migration's frozen copy agrees with the code it ships with
+    assert [key for _, key in rows] == [phone_key(sender) for sender in SENDERS]
     command.downgrade(config, "0011")
     upgrade(database_url)

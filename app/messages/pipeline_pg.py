@@ -56,6 +56,7 @@ SELECT * FROM claimed
 _HELD = """
 SELECT id, attempts FROM messages
 WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status || '' = 'sending'
+ORDER BY id
 FOR UPDATE
 """
 
@@ -179,8 +180,12 @@ async def write_held_outcomes(
     in one statement, and return those messages' ids (repository.apply_outcomes without
     the locking read before it); None (nothing written) when they cannot be written this
     way: a message twice, a column outside CHANGEABLE, an event of other fields."""
+    events = [e for o in outcomes for e in o.events]  # in the given order: their ids follow it
+    # The messages are locked in the order of the arrays (a nested loop over them, by the
+    # primary key): in id order, as receipts lock them (callbacks.repository), so that the two
+    # cannot deadlock and abort a group of sends whose outcome would then be lost.
+    outcomes = sorted(outcomes, key=lambda o: o.message_id)
     masks = _masks(outcomes)
-    events = [e for o in outcomes for e in o.events]
     if masks is None or not can_add_events(events):
         return None
     dialect = session.get_bind().dialect

@@ -23,8 +23,9 @@ EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 CLAIMABLE = ("queued", "retrying", "sending", "scheduled")
 CHUNK = 500
-# A message's id is made while its request is accepted, at most seconds before created_at.
-SINCE_SLACK_MS = 60_000
+# A message's id is made just after its created_at is taken (service.accept_many), from the
+# same clock: its time is not earlier. The slack covers a step of the clock between the two.
+SINCE_SLACK_MS = 1_000
 # `status || ''`: the same value, but no index serves the term. The worker's statements
 # pick messages by id; given an equality on status too, SQLite's planner (which has no
 # statistics) walks the status index instead, i.e. every queued message: with 36,000
@@ -118,8 +119,7 @@ async def list_page(
         if value is not None:
             stmt = stmt.where(column == value)
     if since is not None:
-        # a range of ids (time-sortable) for the index, created_at for exactness; an id is
-        # made a little before created_at is taken, hence the slack
+        # a range of ids (time-sortable) for the index, created_at for exactness
         millis = int(since.timestamp() * 1000) - SINCE_SLACK_MS
         stmt = stmt.where(Message.id >= first_id_at("msg", max(millis, 0)))
         stmt = stmt.where(Message.created_at >= since)
@@ -243,7 +243,8 @@ async def _held_claims(session: AsyncSession, ids: list[str], *, worker: str) ->
         _STATUS_BY_ID == "sending",
     )
     if dialect_name(session) == "postgresql":
-        held_stmt = held_stmt.with_for_update()
+        # in id order, as receipts lock them (callbacks.repository): no deadlock between them
+        held_stmt = held_stmt.order_by(m.id).with_for_update()
     return {row.id: row.attempts for row in await session.execute(held_stmt)}
 
 

@@ -117,7 +117,6 @@ class _Plan:
                 self.specs[key] = Composer(await load_spec(session, key[0], overrides=dict(key[1])))
             except AppError as exc:
                 self.specs[key] = exc
-        self.ids = new_ids("msg", len(requests))
         customer_ids = [r.item.customer_id for r in requests]
         self.customers = await customers.get_many(session, customer_ids)
         ready = list({k[0] for k, c in self.specs.items() if not isinstance(c, AppError)})
@@ -225,6 +224,9 @@ async def accept_many(
     plan = _Plan(settings if settings is not None else Settings())
     await plan.load(session, requests)
     now = utcnow()
+    # after `now`: an id's time is never before its message's created_at, which the
+    # message list's `since` relies on (repository.list_page)
+    plan.ids = new_ids("msg", len(requests))
     outcomes: list[AcceptOutcome | None] = [None] * len(requests)
     # Lazily: on PostgreSQL the first messages are on their way while later ones are prepared
     rows = plan.messages(requests, now, outcomes)
