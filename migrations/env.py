@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from alembic import context
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import create_engine
 from app.models import Base
 from app.settings import get_settings
 
 config = context.config
+log = logging.getLogger("icc.migrate")
 target_metadata = Base.metadata
 
 
@@ -26,6 +29,7 @@ LOCK_POLL_SECONDS = 0.25
 def _lock(connection: Connection) -> None:
     """Take the lock, polling: a session waiting inside a statement keeps a snapshot, and
     CREATE INDEX CONCURRENTLY in the session holding the lock would wait for it (deadlock)."""
+    waiting = False
     while True:
         taken = connection.exec_driver_sql(
             f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_ID})"
@@ -33,7 +37,19 @@ def _lock(connection: Connection) -> None:
         connection.commit()
         if taken:
             return
+        if not waiting:
+            log.info("waiting for another process to finish migrating this database")
+            waiting = True
         time.sleep(LOCK_POLL_SECONDS)
+
+
+def _unlock(connection: Connection) -> None:
+    try:
+        connection.rollback()  # a failed migration's transaction, if any
+        connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})")
+        connection.commit()
+    except SQLAlchemyError:  # the lock goes with the connection; keep the first error
+        log.warning("could not release the migration lock", exc_info=True)
 
 
 def _run(connection: Connection) -> None:
@@ -52,9 +68,7 @@ def _run(connection: Connection) -> None:
             context.run_migrations()
     finally:
         if postgres and not connection.invalidated:
-            connection.rollback()  # a failed migration's transaction, if any
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})")
-            connection.commit()
+            _unlock(connection)
 
 
 async def _run_async(url: str) -> None:
