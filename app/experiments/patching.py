@@ -50,9 +50,9 @@ class LiveExperiment:
     row: Experiment  # loaded with expire_on_commit off: plain values, read only
     assigner: Assigner
     variants: dict[str, LiveVariant]
-    # customers in the sample: recorded when loaded, plus those this process added since (a
-    # cached count: other processes' additions show at the next load, so a capped sample
-    # may overshoot by what they add within the cache time)
+    # customers in the sample: recorded when loaded, plus those this process added since;
+    # counted afresh under the sample's lock on PostgreSQL, where several processes add
+    # (load below)
     taken: int
 
 
@@ -209,10 +209,16 @@ class Experiments:
 
 
 async def load(
-    session: AsyncSession, scenarios: Mapping[str, ScenarioPatches], customer_ids: Sequence[str]
+    session: AsyncSession,
+    scenarios: Mapping[str, ScenarioPatches],
+    customer_ids: Sequence[str],
+    *,
+    sending: bool = False,
 ) -> Experiments | None:
     """The live experiments of the group's active strategies; None when there are none (the
-    common case: no query beyond the cached lookup, none at all without strategies)."""
+    common case: no query beyond the cached lookup, none at all without strategies).
+    ``sending``: the group will join customers to capped samples (explain and dry runs
+    only look, and take no lock)."""
     strategies = [p.rule_keys for p in scenarios.values() if p.rule_keys]
     if not strategies:
         return None
@@ -221,11 +227,21 @@ async def load(
     if not mine:
         return None
     experiments = Experiments(mine, found.templates)
-    for e in mine.values():
-        if e.row.sample_size is not None:
-            # a capped sample keeps its customers; new ones join while it is short
-            experiments.recorded[e.row.id] = await _recorded(session, e.row.id, customer_ids)
+    capped = sorted((e for e in mine.values() if e.row.sample_size is not None), key=_by_id)
+    for e in capped:  # locked in one order: groups cannot deadlock on them
+        # A capped sample keeps its customers; new ones join while it is short. Several
+        # processes accepting at once would each count from their cached size and together
+        # overshoot it (by up to a whole batch each): on PostgreSQL the group holds the
+        # sample until it commits and counts it afresh under that lock.
+        if sending and await repository.lock_sample(session, e.row.id):
+            counted = await repository.assignment_counts(session, [e.row.id])
+            e.taken = counted.get(e.row.id, 0)
+        experiments.recorded[e.row.id] = await _recorded(session, e.row.id, customer_ids)
     return experiments
+
+
+def _by_id(experiment: LiveExperiment) -> str:
+    return experiment.row.id
 
 
 async def _recorded(

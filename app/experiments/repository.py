@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflicts
+from app.db import dialect_name, insert_ignoring_conflicts
 from app.experiments.models import Assignment, Experiment
 
 
@@ -90,6 +90,24 @@ async def live_patch_experiments(session: AsyncSession) -> list[Experiment]:
         )
     )
     return list(rows.all())
+
+
+# pg_advisory_xact_lock(namespace, hashtext(experiment id)): the two-key form, apart from
+# single-key locks such as the migrations' one
+SAMPLE_LOCK_NAMESPACE = 0x1CC0002
+
+
+async def lock_sample(session: AsyncSession, experiment_id: str) -> bool:
+    """On PostgreSQL, hold the experiment's capped sample until this transaction ends, so
+    that groups accepted at once in several processes join it one after the other; False
+    (nothing to lock) on SQLite, whose one writer serializes them anyway."""
+    if dialect_name(session) != "postgresql":
+        return False
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:id))"),
+        {"namespace": SAMPLE_LOCK_NAMESPACE, "id": experiment_id},
+    )
+    return True
 
 
 async def assignment_counts(session: AsyncSession, experiment_ids: Sequence[str]) -> dict[str, int]:

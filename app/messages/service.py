@@ -129,7 +129,7 @@ class _Plan:
             phones={p for r in requests if (p := self._sms_phone(r.item)) is not None},
         )
         self.patcher.experiments = await experiments.load(
-            session, self.patcher.scenarios, customer_ids
+            session, self.patcher.scenarios, customer_ids, sending=True
         )
 
     def _sms_phone(self, item: MessageItem) -> str | None:

@@ -4,6 +4,7 @@ assignment is sticky and recorded once, and a stopped or completed experiment be
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +18,8 @@ from app.experiments import patching
 from app.experiments.models import Assignment
 from app.messages import bulk_pg
 from app.messages.models import Message
+from app.messages.schemas import MessageCreate
+from app.messages.service import AcceptRequest, accept_many
 from tests.conftest import VARIABLES, Platform
 from tests.experiments.setup import customer, patch_experiment, setup
 
@@ -190,6 +193,42 @@ async def test_a_capped_sample_takes_no_new_customers(platform: Platform) -> Non
     assert again["decision"]["variant"] == expected.assign("H02")
     late = await _send(platform, "H20")
     _check_content(late, None)
+
+
+# several processes accept at once on PostgreSQL; a SQLite file has one (its groups share
+# the sample's count in memory)
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_groups_accepted_at_once_do_not_overshoot_a_capped_sample(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups accepted at the same time, each loading the sample's size as its own
+    process would (nothing cached between them), fill a sample of 5 with 5 customers, not
+    5 each: on PostgreSQL the second waits for the first to commit and counts again."""
+    client = await _prepare(platform, sample_size=5)
+    await client.aclose()
+    monkeypatch.setattr(patching, "CACHE_SECONDS", -1.0)  # every group loads afresh
+    runtime = platform.runtime
+
+    async def group(customer_ids: list[str]) -> None:
+        requests = [
+            AcceptRequest(
+                "account_movement",
+                "core",
+                MessageCreate.model_validate(
+                    {"scenario": "account_movement", "customer_id": cid, "variables": VARIABLES}
+                ),
+                None,
+            )
+            for cid in customer_ids
+        ]
+        async with runtime.sessionmaker() as session:
+            await accept_many(session, requests, queue=runtime.queue, settings=runtime.settings)
+            await asyncio.sleep(0.3)  # still uncommitted while the other group decides
+            await session.commit()
+
+    await asyncio.gather(group(RICH[:15]), group(RICH[15:]))
+    assigned = await _assignments(platform)
+    assert len(assigned) == 5, assigned
 
 
 @pytest.fixture
