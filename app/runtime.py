@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.schemas import Role
@@ -39,6 +39,12 @@ from channels.ratelimit import LocalRateLimiter, RedisRateLimiter
 from channels.registry import ProviderRegistry
 
 log = logging.getLogger("icc.runtime")
+
+# Writing a group of outcomes: attempts, and the first pause between them (doubling); far
+# within a lease. Errors of the statement itself are not retried.
+RECORD_ATTEMPTS = 4
+RECORD_BACKOFF = 0.1
+_NOT_TRANSIENT = (IntegrityError, ProgrammingError, DataError)
 
 
 class _WriteGroups(NamedTuple):
@@ -202,10 +208,27 @@ class Runtime:
         task.add_done_callback(self._settling.discard)
 
     async def _record_group(self, outcomes: list[Outcome]) -> list[bool]:
-        async with self.sessionmaker() as session:
-            applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
-            await session.commit()
-        return [o.message_id in applied for o in outcomes]
+        """Write a group of outcomes; a failure the database may not repeat (a deadlock, a
+        dropped connection, a failover) is retried: these messages went out, and an outcome
+        lost would have them sent again once their leases lapse. (A retry after a commit
+        that did happen finds them no longer held and changes nothing.)"""
+        for attempt in range(1, RECORD_ATTEMPTS + 1):
+            try:
+                async with self.sessionmaker() as session:
+                    applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
+                    await session.commit()
+                return [o.message_id in applied for o in outcomes]
+            except DBAPIError as exc:
+                if attempt == RECORD_ATTEMPTS or isinstance(exc, _NOT_TRANSIENT):
+                    raise
+                # the class only: the statement's text and parameters carry message data
+                error = type(exc.orig if exc.orig is not None else exc).__name__
+                log.warning(
+                    "recording outcomes failed; retrying",
+                    extra={"messages": len(outcomes), "attempt": attempt, "error": error},
+                )
+                await asyncio.sleep(RECORD_BACKOFF * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     async def process(self, ids: list[str]) -> None:
         """Send the given messages (the queue's job handler)."""
