@@ -40,10 +40,11 @@ from channels.registry import ProviderRegistry
 
 log = logging.getLogger("icc.runtime")
 
-# Writing a group of outcomes: attempts, and the first pause between them (doubling); far
-# within a lease. Errors of the statement itself are not retried.
-RECORD_ATTEMPTS = 4
+# Writing a group of outcomes: attempts, and the pauses between them (doubling, capped):
+# some 7 s in all, for a failover to finish. Errors of the statement itself are not retried.
+RECORD_ATTEMPTS = 8
 RECORD_BACKOFF = 0.1
+RECORD_BACKOFF_MAX = 2.0
 _NOT_TRANSIENT = (IntegrityError, ProgrammingError, DataError)
 
 
@@ -227,7 +228,7 @@ class Runtime:
                     "recording outcomes failed; retrying",
                     extra={"messages": len(outcomes), "attempt": attempt, "error": error},
                 )
-                await asyncio.sleep(RECORD_BACKOFF * 2 ** (attempt - 1))
+                await asyncio.sleep(min(RECORD_BACKOFF * 2 ** (attempt - 1), RECORD_BACKOFF_MAX))
         raise AssertionError("unreachable")
 
     async def process(self, ids: list[str]) -> None:
