@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -255,3 +257,33 @@ async def attribute_in_use(session: AsyncSession, name: str) -> bool:
     else:
         held = func.json_type(Customer.attributes, f"$.{name}").is_not(None)
     return bool(await session.scalar(select(exists().where(held))))
+
+
+# Erasure against sends being accepted for the same customer, on PostgreSQL: an accept
+# holds its customers' buckets shared until it commits, an erasure its customer's bucket
+# exclusively, so an erasure never runs beside a send it cannot see yet (which would keep
+# the customer's data and go out). Buckets, not one lock per customer: a batch of 10,000
+# must not fill PostgreSQL's lock table (max_locks_per_transaction).
+ERASURE_LOCK_NAMESPACE = 0x1CC0003
+ERASURE_BUCKETS = 64
+
+
+def _bucket(customer_id: str) -> int:
+    return zlib.crc32(customer_id.encode()) % ERASURE_BUCKETS
+
+
+async def hold_customers(
+    session: AsyncSession, customer_ids: Collection[str], *, erasing: bool = False
+) -> None:
+    """Take the customers' erasure locks (see above) until the transaction ends; nothing on
+    SQLite, whose one writer runs an erasure and an accept one after the other anyway."""
+    if dialect_name(session) != "postgresql" or not customer_ids:
+        return
+    function = "pg_advisory_xact_lock" if erasing else "pg_advisory_xact_lock_shared"
+    await session.execute(
+        text(f"SELECT {function}(:namespace, b) FROM unnest(CAST(:buckets AS int[])) AS b"),
+        {
+            "namespace": ERASURE_LOCK_NAMESPACE,
+            "buckets": sorted({_bucket(c) for c in customer_ids}),
+        },
+    )

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
@@ -345,19 +345,28 @@ async def erase_customer_messages(
     variables, rendered content, event details) and their customer id becomes
     ``anonymous_id``; status, channel, provider, cost, decision and times stay for the
     statistics. Unfinished messages fail instead of being sent, and a replay of an erased
-    message's idempotency key is refused (409), not sent again. (erased, cancelled)."""
+    message's idempotency key is refused (409), not sent again. A message a worker is
+    sending at this moment (under a live lease) has gone to the provider: it keeps its lease
+    and outbox row, so that the outcome, which carries no personal data, is recorded (a
+    retry would then find no contact). (erased, cancelled)."""
     m = MESSAGES.c
     mine = select(m.id).where(m.customer_id == customer_id)
+    if dialect_name(session) == "postgresql":
+        # all locked first, in id order, as workers and receipt appliers lock messages: the
+        # statements below would lock them in the table's order and could deadlock with them
+        await session.execute(mine.order_by(m.id).with_for_update())
+    in_flight = and_(m.status == "sending", m.lease_until.is_not(None), m.lease_until >= now)
     reason = "cancelled: the customer's personal data was erased"
     cancel = (
         update(MESSAGES)
-        .where(m.customer_id == customer_id, m.status.in_(CLAIMABLE))
+        .where(m.customer_id == customer_id, m.status.in_(CLAIMABLE), not_(in_flight))
         .values(status="failed", status_reason=reason, lease_owner=None, lease_until=None)
         .values(next_attempt_at=None, updated_at=now)
         .returning(m.id)
     )
     cancelled = list((await session.execute(cancel)).scalars())
-    await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(mine)))
+    settled = select(m.id).where(m.customer_id == customer_id, not_(in_flight))
+    await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(settled)))
     await session.execute(update(EVENTS).where(EVENTS.c.message_id.in_(mine)).values(detail={}))
     failed = {"type": "failed", "at": now, "detail": {"reason": reason}}
     await add_events(session, [{"message_id": i, **failed} for i in cancelled])

@@ -112,6 +112,8 @@ class _Plan:
         self.repeats: dict[int, int] = {}  # index -> index of the first request with its key
 
     async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
+        # before reading them: an erasure of one of these customers waits for this group
+        await customers.hold_customers(session, {r.item.customer_id for r in requests})
         for key in {r.spec_key for r in requests}:
             try:
                 self.specs[key] = Composer(await load_spec(session, key[0], overrides=dict(key[1])))

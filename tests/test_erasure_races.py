@@ -1,0 +1,72 @@
+"""Erasure of a customer against sends of theirs in flight: a message a worker is sending
+keeps its outcome, and (PostgreSQL) a send still being accepted is erased once it commits,
+not left behind with the customer's data."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.customers import service as customers_service
+from app.messages.models import Message
+from app.messages.schemas import MessageCreate
+from app.messages.service import AcceptRequest, accept_many
+from tests.conftest import VARIABLES, Platform
+from tests.test_early_receipts import _held_send
+
+
+async def test_a_message_being_sent_at_the_erasure_keeps_its_outcome(platform: Platform) -> None:
+    """The worker holds the message (its send is with the provider) when the customer is
+    erased: it is not cancelled, and the send's outcome is recorded, without the data."""
+    held, message_id, provider_id = await _held_send(platform)
+    async with platform.client("system") as client:
+        erased = await client.delete("/v1/customers/C1")
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["messages_anonymized"] == 1
+    assert erased.json()["messages_cancelled"] == 0
+    held.release.set()
+    message = await platform.wait_terminal(message_id)
+    assert message["status"] in ("sent", "delivered"), message
+    assert message["provider"] == held.account
+    assert message["provider_message_id"] == provider_id
+    assert message["customer_id"].startswith("anon_")
+    assert message["recipient"] == {}
+    assert message["content"] == {}
+    assert "failed" not in [e["type"] for e in message["events"]]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_waits_for_a_send_being_accepted(platform: Platform) -> None:
+    """A send of the customer accepted but not committed yet: the erasure waits for it,
+    then erases it too (it used to miss it: the message kept the phone and was sent)."""
+    await platform.create_scenario()
+    runtime = platform.runtime
+    body = {
+        "scenario": "account_movement",
+        "customer_id": "C7",
+        "variables": VARIABLES,
+        "recipient": {"phone": "13800007777"},
+    }
+    request = AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
+    async with runtime.sessionmaker() as accepting:
+        (accepted,) = await accept_many(
+            accepting, [request], queue=runtime.queue, settings=runtime.settings
+        )
+
+        async def erase() -> int:
+            async with runtime.sessionmaker() as session:
+                result = await customers_service.erase(session, "C7")
+                await session.commit()
+            return result.messages_anonymized
+
+        erasing = asyncio.create_task(erase())
+        await asyncio.sleep(0.5)
+        assert not erasing.done(), "the erasure waits for the accept to commit"
+        await accepting.commit()
+    assert await asyncio.wait_for(erasing, 10) == 1
+    async with runtime.sessionmaker() as session:
+        message = await session.get(Message, accepted.message.id)  # type: ignore[union-attr]
+    assert message is not None
+    assert message.recipient == {}
+    assert message.status == "failed"
