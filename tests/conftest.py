@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,31 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+@contextmanager
+def _new_postgres_database(prefix: str) -> Iterator[str]:
     problem = services.postgres_available()
     if problem is not None:
         services.unavailable("PostgreSQL", problem)
-    name = f"icc_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     url = asyncio.run(services.create_database(name))
-    upgrade(url)
-    yield url
-    asyncio.run(services.drop_database(name))
+    try:
+        yield url
+    finally:
+        asyncio.run(services.drop_database(name))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with _new_postgres_database("icc_test") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def empty_postgres() -> Iterator[str]:
+    """A new PostgreSQL database without any migration applied, dropped afterwards."""
+    with _new_postgres_database("icc_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

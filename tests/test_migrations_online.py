@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,19 +14,7 @@ from sqlalchemy import event, text
 
 import app.db
 from app.migrate import alembic_config
-from tests import services
 from tests.worker_procs import ICC
-
-
-@pytest.fixture
-def empty_postgres() -> Iterator[str]:
-    problem = services.postgres_available()
-    if problem is not None:
-        services.unavailable("PostgreSQL", problem)
-    name = f"icc_online_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    url = asyncio.run(services.create_database(name))
-    yield url
-    asyncio.run(services.drop_database(name))
 
 
 async def _indexes(url: str) -> dict[str, bool]:

@@ -5,8 +5,6 @@ existing SMS replies get their number's key."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ from sqlalchemy import text
 from app.customers.fields import phone_key
 from app.db import create_engine
 from app.migrate import alembic_config, upgrade
-from tests import services
 
 NOW = "2026-01-01 00:00:00"
 LEGACY = [
@@ -40,13 +37,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrate.db'}"
         return
-    problem = services.postgres_available()
-    if problem is not None:
-        services.unavailable("PostgreSQL", problem)
-    name = f"icc_migrate_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    url = asyncio.run(services.create_database(name))
-    yield url
-    asyncio.run(services.drop_database(name))
+    yield request.getfixturevalue("empty_postgres")
 
 
 def _sql(url: str, *statements: str) -> list[list[Any]]:
