@@ -77,6 +77,23 @@ def _ready(session: AsyncSession, stmt: Select[EarlyReceipt], limit: int) -> Sel
     return stmt
 
 
+async def lock_receipt_messages(session: AsyncSession, rows: Sequence[EarlyReceipt]) -> None:
+    """On PostgreSQL, lock every message the early receipts may name, in id order, in one
+    statement. They are applied provider by provider, each locking its messages in id
+    order: across providers that order would be P1's ids, then P2's, and could deadlock with
+    a callback locking the same messages in id order."""
+    if dialect_name(session) != "postgresql" or not rows:
+        return
+    ours = sorted({r.message_id for r in rows if r.message_id})
+    theirs = sorted({r.provider_message_id for r in rows if r.provider_message_id})
+    providers = sorted({r.provider for r in rows})
+    named = or_(
+        Message.id.in_(ours),
+        and_(Message.provider.in_(providers), Message.provider_message_id.in_(theirs)),
+    )
+    await session.execute(select(Message.id).where(named).order_by(Message.id).with_for_update())
+
+
 async def delete_early(session: AsyncSession, ids: Sequence[int]) -> None:
     if ids:
         await session.execute(delete(EarlyReceipt).where(EarlyReceipt.id.in_(list(ids))))

@@ -118,6 +118,7 @@ async def apply_early(
     received before ``expire_before`` that never found their message. (applied, expired)"""
     applied = Applied()
     ready = await repository.early_ready(session, limit=limit)
+    await repository.lock_receipt_messages(session, ready)
     by_provider: dict[str, list[EarlyReceipt]] = {}
     for row in ready:
         by_provider.setdefault(row.provider, []).append(row)
