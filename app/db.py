@@ -18,6 +18,7 @@ from sqlalchemy import JSON, DateTime, MetaData, Numeric, String, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -211,3 +212,28 @@ def insert_ignoring_conflicts(session: AsyncSession, table: Any, *conflict_colum
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+
+
+# SQLSTATE classes of errors that may not happen again: transaction rollback (deadlock,
+# serialization), connection exceptions, operator intervention (shutdown, cancel), lock not
+# available, insufficient resources, and a read-only transaction (a failover in progress).
+_PASSING_SQLSTATES = ("40", "08", "57", "53", "55P03", "25006")
+
+
+def passing_db_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database failure that retrying may get past. The worker's
+    PostgreSQL statements run on the asyncpg connection itself, so its own errors come
+    through unwrapped as well as SQLAlchemy's; errors of the statement itself (a constraint,
+    bad SQL or data) are not passing."""
+    if isinstance(exc, IntegrityError | ProgrammingError | DataError):
+        return False
+    if isinstance(exc, DBAPIError | OSError | asyncio.TimeoutError):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        code = str(getattr(exc, "sqlstate", "") or "")
+        return code.startswith(_PASSING_SQLSTATES)
+    return isinstance(exc, asyncpg.InterfaceError)  # e.g. the connection closed under it

@@ -16,14 +16,20 @@ from collections.abc import Coroutine
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.schemas import Role
 from app.auth.service import KeyCache, ensure_key
 from app.batching import Coalescer
 from app.campaigns import runner as campaigns
-from app.db import checkpoint_forever, commit, create_engine, create_sessionmaker
+from app.db import (
+    checkpoint_forever,
+    commit,
+    create_engine,
+    create_sessionmaker,
+    passing_db_error,
+)
 from app.errors import AppError, InternalError
 from app.experiments import autowinner
 from app.messages import delivery, tasks
@@ -41,11 +47,11 @@ from channels.registry import ProviderRegistry
 log = logging.getLogger("icc.runtime")
 
 # Writing a group of outcomes: attempts, and the pauses between them (doubling, capped):
-# some 7 s in all, for a failover to finish. Errors of the statement itself are not retried.
+# some 7 s in all, for a failover to finish. Errors of the statement itself are not retried
+# (db.passing_db_error).
 RECORD_ATTEMPTS = 8
 RECORD_BACKOFF = 0.1
 RECORD_BACKOFF_MAX = 2.0
-_NOT_TRANSIENT = (IntegrityError, ProgrammingError, DataError)
 
 
 class _WriteGroups(NamedTuple):
@@ -219,11 +225,12 @@ class Runtime:
                     applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
                     await session.commit()
                 return [o.message_id in applied for o in outcomes]
-            except DBAPIError as exc:
-                if attempt == RECORD_ATTEMPTS or isinstance(exc, _NOT_TRANSIENT):
+            except Exception as exc:
+                if attempt == RECORD_ATTEMPTS or not passing_db_error(exc):
                     raise
                 # the class only: the statement's text and parameters carry message data
-                error = type(exc.orig if exc.orig is not None else exc).__name__
+                cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+                error = type(cause).__name__
                 log.warning(
                     "recording outcomes failed; retrying",
                     extra={"messages": len(outcomes), "attempt": attempt, "error": error},

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.exc import OperationalError
 
 import app.runtime as runtime_module
-from app.messages import repository
+from app.messages import pipeline_pg, repository
 from channels.base import ProviderContext, SendResult
 from channels.errors import PermanentChannelError, TransientChannelError
 from tests.conftest import VARIABLES, Platform
@@ -225,26 +226,41 @@ async def test_a_send_longer_than_the_lease_is_given_up_and_retried(platform: Pl
 async def test_a_failed_outcome_write_is_retried_not_sent_again(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The send went out; writing its outcome hits a dropped connection once. The write is
-    retried, so the message is recorded sent, once; without it the lease would lapse and
-    the customer would get the SMS a second time."""
+    """The send went out; writing its outcome fails once as the database fails: on SQLite
+    through SQLAlchemy (a dropped connection), on PostgreSQL in the worker's own statement on
+    the asyncpg connection (a deadlock, unwrapped). The write is retried, so the message is
+    recorded sent, once; without it the lease would lapse and the SMS go a second time."""
     platform.runtime.settings.queue.lease_seconds = 1.0
     await platform.create_scenario()
     sms = ScriptedProvider("sms", _context(platform), [])
     platform.runtime.providers.replace("sms", [sms])
-    failures = [OperationalError("UPDATE messages ...", {}, ConnectionResetError("reset"))]
-    apply = repository.apply_outcomes
+    failures: list[Exception] = []
+    if platform.runtime.settings.database_url.startswith("postgres"):
+        failures.append(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+        write = pipeline_pg.write_held_outcomes
 
-    async def flaky(*args: Any, **kwargs: Any) -> set[str]:
-        if failures:
-            raise failures.pop()
-        return await apply(*args, **kwargs)
+        async def flaky_statement(*args: Any, **kwargs: Any) -> set[str] | None:
+            if failures:
+                raise failures.pop()
+            return await write(*args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "apply_outcomes", flaky)
+        monkeypatch.setattr(pipeline_pg, "write_held_outcomes", flaky_statement)
+    else:
+        failures.append(OperationalError("UPDATE messages ...", {}, ConnectionResetError()))
+        apply = repository.apply_outcomes
+
+        async def flaky(*args: Any, **kwargs: Any) -> set[str]:
+            if failures:
+                raise failures.pop()
+            return await apply(*args, **kwargs)
+
+        monkeypatch.setattr(runtime_module, "apply_outcomes", flaky)
     accepted = await _send(platform, recipient={"phone": "13800001234"})
     message = await platform.wait_terminal(accepted["id"])
     assert not failures, "the write failed once"
     assert message["status"] == "delivered"
     await asyncio.sleep(1.5)  # past the lease: nothing sends it again
     assert sms.calls == 1
-    assert message["attempts"] == 1
+    async with platform.client("admin") as client:
+        again = (await client.get(f"/v1/messages/{accepted['id']}")).json()
+    assert again["attempts"] == 1
