@@ -227,21 +227,23 @@ async def load(
     if not mine:
         return None
     experiments = Experiments(mine, found.templates)
-    capped = sorted((e for e in mine.values() if e.row.sample_size is not None), key=_by_id)
+    capped = sorted((e for e in mine.values() if e.row.sample_size is not None), key=_lock_key)
     for e in capped:  # locked in one order: groups cannot deadlock on them
         # A capped sample keeps its customers; new ones join while it is short. Several
         # processes accepting at once would each count from their cached size and together
-        # overshoot it (by up to a whole batch each): on PostgreSQL the group holds the
-        # sample until it commits and counts it afresh under that lock.
-        if sending and await repository.lock_sample(session, e.row.id):
+        # overshoot it (by up to a whole batch each): on PostgreSQL a group that may add to
+        # it holds the sample until it commits and counts it afresh under that lock. A full
+        # sample stays full (assignments are kept), so groups then go on side by side.
+        size = e.row.sample_size or 0
+        if sending and e.taken < size and await repository.lock_sample(session, e.row.id):
             counted = await repository.assignment_counts(session, [e.row.id])
             e.taken = counted.get(e.row.id, 0)
         experiments.recorded[e.row.id] = await _recorded(session, e.row.id, customer_ids)
     return experiments
 
 
-def _by_id(experiment: LiveExperiment) -> str:
-    return experiment.row.id
+def _lock_key(experiment: LiveExperiment) -> int:
+    return repository.sample_lock_key(experiment.row.id)
 
 
 async def _recorded(

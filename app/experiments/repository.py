@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,9 +93,14 @@ async def live_patch_experiments(session: AsyncSession) -> list[Experiment]:
     return list(rows.all())
 
 
-# pg_advisory_xact_lock(namespace, hashtext(experiment id)): the two-key form, apart from
-# single-key locks such as the migrations' one
+# pg_advisory_xact_lock(namespace, key): the two-key form, apart from single-key locks such
+# as the migrations' one
 SAMPLE_LOCK_NAMESPACE = 0x1CC0002
+
+
+def sample_lock_key(experiment_id: str) -> int:
+    """The experiment's lock key, an int4; groups take theirs in this order."""
+    return zlib.crc32(experiment_id.encode()) - 2**31
 
 
 async def lock_sample(session: AsyncSession, experiment_id: str) -> bool:
@@ -104,8 +110,8 @@ async def lock_sample(session: AsyncSession, experiment_id: str) -> bool:
     if dialect_name(session) != "postgresql":
         return False
     await session.execute(
-        text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:id))"),
-        {"namespace": SAMPLE_LOCK_NAMESPACE, "id": experiment_id},
+        text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+        {"namespace": SAMPLE_LOCK_NAMESPACE, "key": sample_lock_key(experiment_id)},
     )
     return True
 
