@@ -70,3 +70,49 @@ async def test_an_erasure_waits_for_a_send_being_accepted(platform: Platform) ->
     assert message is not None
     assert message.recipient == {}
     assert message.status == "failed"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_waiting_for_a_send_does_not_hold_up_other_sends(
+    platform: Platform,
+) -> None:
+    """While an erasure waits for an uncommitted send of its customer, a batch for other
+    customers (covering every bucket) goes through: the erasure does not queue for the lock,
+    which would make every new accept wait behind it."""
+    await platform.create_scenario()
+    runtime = platform.runtime
+
+    def request(customer_id: str, phone: str) -> AcceptRequest:
+        body = {
+            "scenario": "account_movement",
+            "customer_id": customer_id,
+            "variables": VARIABLES,
+            "recipient": {"phone": phone},
+        }
+        return AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
+
+    async def erase() -> int:
+        async with runtime.sessionmaker() as session:
+            result = await customers_service.erase(session, "C8")
+            await session.commit()
+        return result.messages_anonymized
+
+    async def others() -> None:
+        batch = [request(f"X{i}", f"139{i:08d}") for i in range(300)]
+        async with runtime.sessionmaker() as session:
+            await accept_many(session, batch, queue=runtime.queue, settings=runtime.settings)
+            await session.commit()
+
+    async with runtime.sessionmaker() as accepting:
+        await accept_many(
+            accepting,
+            [request("C8", "13800008888")],
+            queue=runtime.queue,
+            settings=runtime.settings,
+        )
+        erasing = asyncio.create_task(erase())
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(others(), 5)  # not behind the erasure
+        assert not erasing.done()
+        await accepting.commit()
+    assert await asyncio.wait_for(erasing, 10) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -266,24 +268,43 @@ async def attribute_in_use(session: AsyncSession, name: str) -> bool:
 # must not fill PostgreSQL's lock table (max_locks_per_transaction).
 ERASURE_LOCK_NAMESPACE = 0x1CC0003
 ERASURE_BUCKETS = 64
+ERASURE_LOCK_PATIENCE = 10.0  # seconds of trying before queueing for the bucket
+ERASURE_LOCK_POLL = 0.02
 
 
 def _bucket(customer_id: str) -> int:
     return zlib.crc32(customer_id.encode()) % ERASURE_BUCKETS
 
 
-async def hold_customers(
-    session: AsyncSession, customer_ids: Collection[str], *, erasing: bool = False
-) -> None:
-    """Take the customers' erasure locks (see above) until the transaction ends; nothing on
-    SQLite, whose one writer runs an erasure and an accept one after the other anyway."""
+async def hold_customers(session: AsyncSession, customer_ids: Collection[str]) -> None:
+    """Take the customers' erasure buckets shared (see above) until the transaction ends;
+    nothing on SQLite, whose one writer runs an erasure and an accept one after the other."""
     if dialect_name(session) != "postgresql" or not customer_ids:
         return
-    function = "pg_advisory_xact_lock" if erasing else "pg_advisory_xact_lock_shared"
     await session.execute(
-        text(f"SELECT {function}(:namespace, b) FROM unnest(CAST(:buckets AS int[])) AS b"),
+        text(
+            "SELECT pg_advisory_xact_lock_shared(:namespace, b) "
+            "FROM unnest(CAST(:buckets AS int[])) AS b"
+        ),
         {
             "namespace": ERASURE_LOCK_NAMESPACE,
             "buckets": sorted({_bucket(c) for c in customer_ids}),
         },
     )
+
+
+async def hold_for_erasure(session: AsyncSession, customer_id: str) -> None:
+    """Take the customer's bucket exclusively until the transaction ends. Asked for and
+    waiting, it would queue every new accept of the bucket behind it (PostgreSQL grants in
+    order), and a group of a few hundred customers covers most buckets: so it is tried
+    until accepts leave a gap, and waited for only after ``ERASURE_LOCK_PATIENCE``."""
+    if dialect_name(session) != "postgresql":
+        return
+    params = {"namespace": ERASURE_LOCK_NAMESPACE, "bucket": _bucket(customer_id)}
+    deadline = time.monotonic() + ERASURE_LOCK_PATIENCE
+    while time.monotonic() < deadline:
+        tried = text("SELECT pg_try_advisory_xact_lock(:namespace, :bucket)")
+        if await session.scalar(tried, params):
+            return
+        await asyncio.sleep(ERASURE_LOCK_POLL)
+    await session.execute(text("SELECT pg_advisory_xact_lock(:namespace, :bucket)"), params)

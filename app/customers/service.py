@@ -263,7 +263,7 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     anonymous customer id, and so do their conversions and experiment assignments (tracked
     links go). Works without a profile too (messages may name customers the platform never
     stored)."""
-    await repository.hold_customers(session, [customer_id], erasing=True)  # first: see above
+    await repository.hold_for_erasure(session, customer_id)  # first: see the repository
     customer = await repository.get(session, customer_id)
     phone = customer.phone if customer else None
     await sandbox_repository.erase_for_customer(session, customer_id)
