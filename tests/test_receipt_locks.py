@@ -4,30 +4,17 @@ as a provider's callback does: the two cannot deadlock (PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.callbacks import service
 from app.callbacks.models import EarlyReceipt
-from app.db import create_engine, create_sessionmaker
 from app.messages.models import Message
 from app.timeutil import utcnow
-from tests.test_pipeline_pg import NOW, _message, _prefixes
+from tests.test_pipeline_pg import NOW, Sessions, _message, _prefixes, sessions
 
-Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def sessions(postgres_url: str) -> AsyncIterator[Sessions]:
-    engine = create_engine(postgres_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
+__all__ = ["sessions"]  # the fixture
 
 
 async def test_early_receipts_of_two_providers_lock_in_id_order(sessions: Sessions) -> None:
