@@ -26,6 +26,7 @@ from app.campaigns import repository
 from app.campaigns.models import Campaign
 from app.campaigns.repository import Advance, Member
 from app.campaigns.service import sends
+from app.customers import repository as customers
 from app.db import commit
 from app.errors import AppError, IdempotencyConflict
 from app.experiments import repository as experiments
@@ -191,7 +192,14 @@ class CampaignRunner:
         members = await repository.chunk(
             session, segments.matches(session, rule), campaign.cursor, size
         )
-        tally = await self._decide(session, setup, members)
+        # A member erased since the audience was read gets nothing, not even an assignment
+        # under its id; the others' erasures wait for this chunk's commit (their buckets
+        # are held until then) and then erase what it made.
+        ids = [m.id for m in members]
+        await customers.hold_customers(session, ids)
+        present = await customers.existing_ids(session, ids)
+        tally = await self._decide(session, setup, [m for m in members if m.id in present])
+        tally.skipped += len(members) - len(present)
         outcomes = await accept_many(
             session, tally.requests, queue=self.queue, settings=self.settings
         )

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from abtest.assignment import Variant, assign
 from app.campaigns import repository
 from app.campaigns.runner import CampaignRunner, quiet_until
+from app.customers import service as customers_service
 from app.experiments.models import Assignment, Experiment
 from app.settings import MarketingSettings
 from app.timeutil import utcnow
@@ -353,3 +354,43 @@ async def test_a_winner_takes_the_rest_of_the_audience(manual: Platform) -> None
     assert len(later) == 30
     assert {(m.variant, m.channel) for m in later} == {("email_b", "email")}
     assert (await helpers.campaign(platform.runtime)).status == "completed"
+
+
+# an erasure can land between the audience's read and the chunk's commit only beside
+# another writer: on PostgreSQL (a SQLite file has one writer at a time)
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_member_erased_during_a_chunk_gets_nothing(
+    manual: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member erased after the chunk read the audience gets no message and no assignment
+    under their id: nothing of theirs is written after their erasure."""
+    platform = manual
+    await helpers.add_experiment(platform.runtime)
+    async with platform.client("marketer") as client:
+        ids = await helpers.setup(platform, client, 40)
+        await helpers.create(client, experiment="channels", respect_quiet_hours=False)
+        await helpers.start(client)
+    variants = [Variant(v["key"], v["weight"]) for v in helpers.VARIANTS]
+    sampled = [
+        c
+        for c in ids
+        if assign(salt="channels-salt", customer_id=c, variants=variants, coverage=0.5)
+    ]
+    erased = sampled[0]  # would get an assignment, and maybe a message
+    original = repository.chunk
+
+    async def erasing_meanwhile(*args: Any, **kwargs: Any) -> list[repository.Member]:
+        found = await original(*args, **kwargs)
+        if any(m.id == erased for m in found):
+            async with platform.runtime.sessionmaker() as session:
+                await customers_service.erase(session, erased)
+                await session.commit()
+        return found
+
+    monkeypatch.setattr(repository, "chunk", erasing_meanwhile)
+    await _drive(_runner(platform, chunk_size=64), platform)
+    assert erased not in await _assignments(platform)
+    assert erased not in {m.customer_id for m in await helpers.messages(platform.runtime)}
+    final = await helpers.campaign(platform.runtime)
+    assert (final.status, final.processed) == ("completed", 40)
+    assert final.skipped >= 1
