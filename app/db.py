@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -227,8 +228,13 @@ def passing_db_error(exc: BaseException) -> bool:
     bad SQL or data) are not passing."""
     if isinstance(exc, IntegrityError | ProgrammingError | DataError):
         return False
-    if isinstance(exc, DBAPIError | OSError | asyncio.TimeoutError):
-        return True
+    if isinstance(exc, DBAPIError):
+        # PostgreSQL's errors through SQLAlchemy are mostly plain DBAPIErrors: their
+        # SQLSTATE tells (22012, division by zero, is not passing); SQLite's carry none
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return not code or str(code).startswith(_PASSING_SQLSTATES)
+    if isinstance(exc, OSError | asyncio.TimeoutError | SQLAlchemyTimeoutError):
+        return True  # SQLAlchemyTimeoutError: no pooled connection came free in time
     try:
         import asyncpg
     except ImportError:  # pragma: no cover - asyncpg is a dependency

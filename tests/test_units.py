@@ -1,16 +1,22 @@
-"""Pure pieces: ids, masking, logging, variable checks, the sandboxed renderer, backoff."""
+"""Pure pieces: ids, masking, logging, variable checks, the sandboxed renderer, backoff,
+the classification of database errors."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import sqlite3
 import time
 
+import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from app.db import passing_db_error
 from app.ids import new_id
 from app.logging import MaskingJsonFormatter
 from app.masking import mask_contact, mask_name, mask_text
@@ -179,3 +185,39 @@ def test_a_rate_limit_wait_does_not_use_up_attempts() -> None:
     assert (
         decide(message, [failed], RetrySettings(max_attempts=3), now).values["status"] == "failed"
     )
+
+
+def test_passing_db_errors_are_told_from_errors_of_the_statement() -> None:
+    """What the worker retries when writing outcomes (app.db.passing_db_error)."""
+
+    class WrappedPg(Exception):  # as SQLAlchemy's asyncpg adapter wraps a server error
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    def through_sqlalchemy(sqlstate: str) -> DBAPIError:
+        return DBAPIError("UPDATE messages ...", {}, WrappedPg(sqlstate))
+
+    passing = [
+        through_sqlalchemy("40P01"),  # deadlock
+        through_sqlalchemy("08006"),  # connection failure
+        through_sqlalchemy("57P01"),  # the server shutting down
+        through_sqlalchemy("25006"),  # read-only: a failover
+        OperationalError("UPDATE messages ...", {}, sqlite3.OperationalError("disk I/O")),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.LockNotAvailableError("lock timeout"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.InterfaceError("connection is closed"),
+        ConnectionResetError(),
+        SQLAlchemyTimeoutError("QueuePool limit reached"),
+    ]
+    not_passing = [
+        through_sqlalchemy("22012"),  # division by zero
+        through_sqlalchemy("22P02"),  # bad input
+        IntegrityError("INSERT ...", {}, Exception("duplicate")),
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        asyncpg.exceptions.DataError("bad data"),
+        ValueError("a bug"),
+    ]
+    assert [passing_db_error(e) for e in passing] == [True] * len(passing)
+    assert [passing_db_error(e) for e in not_passing] == [False] * len(not_passing)

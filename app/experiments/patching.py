@@ -54,6 +54,7 @@ class LiveExperiment:
     # counted afresh under the sample's lock on PostgreSQL, where several processes add
     # (load below)
     taken: int
+    full: bool = False  # counted full in the database (it stays so)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ def _live_experiment(row: Experiment, assigned: int) -> LiveExperiment:
         )
         for v in row.variants
     }
-    return LiveExperiment(row=row, assigner=assigner(row), variants=variants, taken=assigned)
+    full = row.sample_size is not None and assigned >= row.sample_size
+    return LiveExperiment(
+        row=row, assigner=assigner(row), variants=variants, taken=assigned, full=full
+    )
 
 
 def _patch_template(key: str, version: Any) -> PatchTemplate:
@@ -232,12 +236,13 @@ async def load(
         # A capped sample keeps its customers; new ones join while it is short. Several
         # processes accepting at once would each count from their cached size and together
         # overshoot it (by up to a whole batch each): on PostgreSQL a group that may add to
-        # it holds the sample until it commits and counts it afresh under that lock. A full
-        # sample stays full (assignments are kept), so groups then go on side by side.
-        size = e.row.sample_size or 0
-        if sending and e.taken < size and await repository.lock_sample(session, e.row.id):
+        # it holds the sample until it commits and counts it afresh under that lock. A sample
+        # the database counted full stays full (assignments are kept), so groups then go on
+        # side by side. (Not the in-memory count: it also counts joins rolled back since.)
+        if sending and not e.full and await repository.lock_sample(session, e.row.id):
             counted = await repository.assignment_counts(session, [e.row.id])
             e.taken = counted.get(e.row.id, 0)
+            e.full = e.taken >= (e.row.sample_size or 0)
         experiments.recorded[e.row.id] = await _recorded(session, e.row.id, customer_ids)
     return experiments
 

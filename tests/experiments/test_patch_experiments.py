@@ -231,6 +231,25 @@ async def test_groups_accepted_at_once_do_not_overshoot_a_capped_sample(
     assert len(assigned) == 5, assigned
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_join_rolled_back_does_not_fill_a_capped_sample(platform: Platform) -> None:
+    """4 of a sample of 5 are in; a group that joined the 5th rolls back. The sample is not
+    full: the next customer joins it (the count in memory said 5)."""
+    client = await _prepare(platform, sample_size=5)
+    await client.aclose()
+    for cid in RICH[:4]:
+        await _send(platform, cid)
+    runtime = platform.runtime
+    body = {"scenario": "account_movement", "customer_id": RICH[4], "variables": VARIABLES}
+    request = AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
+    async with runtime.sessionmaker() as session:
+        await accept_many(session, [request], queue=runtime.queue, settings=runtime.settings)
+        await session.rollback()
+    late = await _send(platform, RICH[5])
+    assert late["decision"]["variant"] == _expected().assign(RICH[5])
+    assert set(await _assignments(platform)) == {*RICH[:4], RICH[5]}
+
+
 @pytest.fixture
 def copy_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small batches take the PostgreSQL COPY path."""
