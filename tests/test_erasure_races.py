@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from app.customers import repository as customers_repository
 from app.customers import service as customers_service
 from app.messages.models import Message
 from app.messages.schemas import MessageCreate
@@ -113,6 +114,38 @@ async def test_an_erasure_waiting_for_a_send_does_not_hold_up_other_sends(
         erasing = asyncio.create_task(erase())
         await asyncio.sleep(0.3)
         await asyncio.wait_for(others(), 5)  # not behind the erasure
+        assert not erasing.done()
+        await accepting.commit()
+    assert await asyncio.wait_for(erasing, 10) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_that_finds_no_gap_queues_for_its_bucket(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its patience the erasure stops trying and waits in line: it still runs once the
+    send commits, and erases it."""
+    monkeypatch.setattr(customers_repository, "ERASURE_LOCK_PATIENCE", 0.2)
+    await platform.create_scenario()
+    runtime = platform.runtime
+    body = {
+        "scenario": "account_movement",
+        "customer_id": "C9",
+        "variables": VARIABLES,
+        "recipient": {"phone": "13800009999"},
+    }
+    request = AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
+
+    async def erase() -> int:
+        async with runtime.sessionmaker() as session:
+            result = await customers_service.erase(session, "C9")
+            await session.commit()
+        return result.messages_anonymized
+
+    async with runtime.sessionmaker() as accepting:
+        await accept_many(accepting, [request], queue=runtime.queue, settings=runtime.settings)
+        erasing = asyncio.create_task(erase())
+        await asyncio.sleep(0.6)  # past the patience: queued
         assert not erasing.done()
         await accepting.commit()
     assert await asyncio.wait_for(erasing, 10) == 1
