@@ -5,14 +5,17 @@ not left behind with the customer's data."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers import repository as customers_repository
 from app.customers import service as customers_service
 from app.messages.models import Message
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest, accept_many
+from app.runtime import Runtime
 from tests.conftest import VARIABLES, Platform
 from tests.test_early_receipts import _held_send
 
@@ -37,37 +40,43 @@ async def test_a_message_being_sent_at_the_erasure_keeps_its_outcome(platform: P
     assert "failed" not in [e["type"] for e in message["events"]]
 
 
+def _request(customer_id: str, phone: str) -> AcceptRequest:
+    body = {
+        "scenario": "account_movement",
+        "customer_id": customer_id,
+        "variables": VARIABLES,
+        "recipient": {"phone": phone},
+    }
+    return AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
+
+
+async def _accept(session: AsyncSession, runtime: Runtime, requests: list[AcceptRequest]) -> Any:
+    return await accept_many(session, requests, queue=runtime.queue, settings=runtime.settings)
+
+
+async def _erase(runtime: Runtime, customer_id: str) -> int:
+    """Erase in a transaction of its own; how many messages it anonymized."""
+    async with runtime.sessionmaker() as session:
+        result = await customers_service.erase(session, customer_id)
+        await session.commit()
+    return result.messages_anonymized
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_an_erasure_waits_for_a_send_being_accepted(platform: Platform) -> None:
     """A send of the customer accepted but not committed yet: the erasure waits for it,
     then erases it too (it used to miss it: the message kept the phone and was sent)."""
     await platform.create_scenario()
     runtime = platform.runtime
-    body = {
-        "scenario": "account_movement",
-        "customer_id": "C7",
-        "variables": VARIABLES,
-        "recipient": {"phone": "13800007777"},
-    }
-    request = AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
     async with runtime.sessionmaker() as accepting:
-        (accepted,) = await accept_many(
-            accepting, [request], queue=runtime.queue, settings=runtime.settings
-        )
-
-        async def erase() -> int:
-            async with runtime.sessionmaker() as session:
-                result = await customers_service.erase(session, "C7")
-                await session.commit()
-            return result.messages_anonymized
-
-        erasing = asyncio.create_task(erase())
+        (accepted,) = await _accept(accepting, runtime, [_request("C7", "13800007777")])
+        erasing = asyncio.create_task(_erase(runtime, "C7"))
         await asyncio.sleep(0.5)
         assert not erasing.done(), "the erasure waits for the accept to commit"
         await accepting.commit()
     assert await asyncio.wait_for(erasing, 10) == 1
     async with runtime.sessionmaker() as session:
-        message = await session.get(Message, accepted.message.id)  # type: ignore[union-attr]
+        message = await session.get(Message, accepted.message.id)
     assert message is not None
     assert message.recipient == {}
     assert message.status == "failed"
@@ -83,35 +92,14 @@ async def test_an_erasure_waiting_for_a_send_does_not_hold_up_other_sends(
     await platform.create_scenario()
     runtime = platform.runtime
 
-    def request(customer_id: str, phone: str) -> AcceptRequest:
-        body = {
-            "scenario": "account_movement",
-            "customer_id": customer_id,
-            "variables": VARIABLES,
-            "recipient": {"phone": phone},
-        }
-        return AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
-
-    async def erase() -> int:
-        async with runtime.sessionmaker() as session:
-            result = await customers_service.erase(session, "C8")
-            await session.commit()
-        return result.messages_anonymized
-
     async def others() -> None:
-        batch = [request(f"X{i}", f"139{i:08d}") for i in range(300)]
         async with runtime.sessionmaker() as session:
-            await accept_many(session, batch, queue=runtime.queue, settings=runtime.settings)
+            await _accept(session, runtime, [_request(f"X{i}", f"139{i:08d}") for i in range(300)])
             await session.commit()
 
     async with runtime.sessionmaker() as accepting:
-        await accept_many(
-            accepting,
-            [request("C8", "13800008888")],
-            queue=runtime.queue,
-            settings=runtime.settings,
-        )
-        erasing = asyncio.create_task(erase())
+        await _accept(accepting, runtime, [_request("C8", "13800008888")])
+        erasing = asyncio.create_task(_erase(runtime, "C8"))
         await asyncio.sleep(0.3)
         await asyncio.wait_for(others(), 5)  # not behind the erasure
         assert not erasing.done()
@@ -128,23 +116,9 @@ async def test_an_erasure_that_finds_no_gap_queues_for_its_bucket(
     monkeypatch.setattr(customers_repository, "ERASURE_LOCK_PATIENCE", 0.2)
     await platform.create_scenario()
     runtime = platform.runtime
-    body = {
-        "scenario": "account_movement",
-        "customer_id": "C9",
-        "variables": VARIABLES,
-        "recipient": {"phone": "13800009999"},
-    }
-    request = AcceptRequest("account_movement", "core", MessageCreate.model_validate(body), None)
-
-    async def erase() -> int:
-        async with runtime.sessionmaker() as session:
-            result = await customers_service.erase(session, "C9")
-            await session.commit()
-        return result.messages_anonymized
-
     async with runtime.sessionmaker() as accepting:
-        await accept_many(accepting, [request], queue=runtime.queue, settings=runtime.settings)
-        erasing = asyncio.create_task(erase())
+        await _accept(accepting, runtime, [_request("C9", "13800009999")])
+        erasing = asyncio.create_task(_erase(runtime, "C9"))
         await asyncio.sleep(0.6)  # past the patience: queued
         assert not erasing.done()
         await accepting.commit()
