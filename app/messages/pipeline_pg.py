@@ -53,13 +53,6 @@ WITH claimed AS (
 SELECT * FROM claimed
 """
 
-_HELD = """
-SELECT id, attempts FROM messages
-WHERE id = ANY($1::text[]) AND lease_owner = $2 AND status || '' = 'sending'
-ORDER BY id
-FOR UPDATE
-"""
-
 # The columns an outcome may change (app/messages/outcomes.py) and their arrays' types.
 # Each row carries a bit mask of the columns its outcome changes: the others keep their
 # value, as they do in the portable path's one UPDATE per shape of change.
@@ -83,9 +76,9 @@ _EVENT_FIELDS = ("message_id", "type", "at", "detail")
 _EVENT_KEYS = frozenset(_EVENT_FIELDS)
 
 
-def _events_select(first: int, *, held: str) -> str:
-    """Events from four arrays (parameters ``first``.. ``first + 3``) of the messages in the
-    CTE ``held``, in array order: the ids of message_events follow it, as with
+def _events_select(first: int) -> str:
+    """Events from four arrays (parameters ``first``.. ``first + 3``) of the messages the
+    CTE ``changed`` holds, in array order: the ids of message_events follow it, as with
     executemany."""
     a, b, c, d = (f"${first + i}" for i in range(4))
     return (
@@ -93,7 +86,7 @@ def _events_select(first: int, *, held: str) -> str:
         "SELECT message_id, type, at, detail::jsonb\n"
         f"FROM unnest({a}::text[], {b}::text[], {c}::timestamptz[], {d}::text[])\n"
         "    WITH ORDINALITY AS e(message_id, type, at, detail, n)\n"
-        f"WHERE message_id IN (SELECT id FROM {held})\n"
+        "WHERE message_id IN (SELECT id FROM changed)\n"
         "ORDER BY n"
     )
 
@@ -127,7 +120,7 @@ WITH changed AS (
       AND m.status || '' = 'sending'
     RETURNING m.id
 ), added AS (
-{_events_select(events, held="changed")}
+{_events_select(events)}
 ), finished AS (
     -- from the held messages by the primary key (planned on the array alone, it was a
     -- scan of the outbox, i.e. of the backlog)
@@ -160,12 +153,6 @@ async def claim_for_sending(
     times = _bound(session.get_bind().dialect, MESSAGES, "updated_at", [lease_until, now])
     rows = await driver.fetch(_CLAIM, list(ids), worker, *times, list(statuses))
     return [Claimed(*row) for row in rows]
-
-
-async def held_claims(session: AsyncSession, ids: Sequence[str], *, worker: str) -> dict[str, int]:
-    """id -> attempts of those messages this worker leases and is sending, locked."""
-    driver = await driver_connection(session)
-    return {row[0]: row[1] for row in await driver.fetch(_HELD, list(ids), worker)}
 
 
 def can_add_events(events: Sequence[dict[str, Any]]) -> bool:

@@ -223,11 +223,8 @@ async def _apply_outcomes(
         written = await pipeline_pg.write_held_outcomes(session, outcomes, worker=worker)
         if written is not None:
             return written
-    ids = [o.message_id for o in outcomes]
-    if fast:
-        claims = await pipeline_pg.held_claims(session, ids, worker=worker)
-    else:
-        claims = await _held_claims(session, ids, worker=worker)
+    # the portable statements: SQLite, and what the fixed statement cannot express
+    claims = await _held_claims(session, [o.message_id for o in outcomes], worker=worker)
     held = {o.message_id for o in outcomes if claims.get(o.message_id) == o.claim}
     mine = [o for o in outcomes if o.message_id in held]
     if mine:
