@@ -301,9 +301,9 @@ async def hold_for_erasure(session: AsyncSession, customer_id: str) -> None:
     if dialect_name(session) != "postgresql":
         return
     params = {"namespace": ERASURE_LOCK_NAMESPACE, "bucket": _bucket(customer_id)}
+    tried = text("SELECT pg_try_advisory_xact_lock(:namespace, :bucket)")
     deadline = time.monotonic() + ERASURE_LOCK_PATIENCE
     while time.monotonic() < deadline:
-        tried = text("SELECT pg_try_advisory_xact_lock(:namespace, :bucket)")
         if await session.scalar(tried, params):
             return
         await asyncio.sleep(ERASURE_LOCK_POLL)

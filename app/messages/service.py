@@ -112,14 +112,14 @@ class _Plan:
         self.repeats: dict[int, int] = {}  # index -> index of the first request with its key
 
     async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
+        customer_ids = [r.item.customer_id for r in requests]
         # before reading them: an erasure of one of these customers waits for this group
-        await customers.hold_customers(session, {r.item.customer_id for r in requests})
+        await customers.hold_customers(session, customer_ids)
         for key in {r.spec_key for r in requests}:
             try:
                 self.specs[key] = Composer(await load_spec(session, key[0], overrides=dict(key[1])))
             except AppError as exc:
                 self.specs[key] = exc
-        customer_ids = [r.item.customer_id for r in requests]
         self.customers = await customers.get_many(session, customer_ids)
         ready = list({k[0] for k, c in self.specs.items() if not isinstance(c, AppError)})
         self.patcher = await patching.load(
