@@ -9,20 +9,24 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from email import policy
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import pytest
+from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from channels.accounts import parse_accounts
 from channels.base import ProviderContext
-from channels.email import SmtpEmailProvider, classify_smtp_error
+from channels.email import SmtpEmailProvider, classify_smtp_error, parse_address
 from channels.email_mime import build_message
 from channels.errors import (
     PermanentChannelError,
@@ -31,6 +35,7 @@ from channels.errors import (
     TransientChannelError,
 )
 from channels.registry import ProviderRegistry
+from channels.simulator import smtp as simulator_smtp
 from channels.simulator.smtp import SmtpSimulator
 
 FROM_NAME = "示例银行信用卡中心"
@@ -208,6 +213,8 @@ def test_a_long_ascii_subject_is_folded_within_line_limits() -> None:
     )
     assert b"\n" not in data.replace(b"\r\n", b"")
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    # encoded words fold under 78 columns, the first line with its header name too
+    assert all(len(line) <= 78 for line in data.split(b"\r\n") if b"=?utf-8?b?" in line)
     assert BytesParser(policy=policy.default).parsebytes(data)["Subject"] == subject
 
 
@@ -240,6 +247,90 @@ async def test_undeliverable_address(
 ) -> None:
     with pytest.raises(RecipientUnreachable):
         await send(make_provider(server.port), to=to)
+
+
+PLAIN_ADDRESSES = [
+    "a@b",
+    "li.wei+statements@bank.example",
+    "o'brien@mail.bank-example.com",
+    "x!#$%&*/=?^_`{|}~-@b.cn",
+    " padded@example.com ",
+]
+UNUSUAL_ADDRESSES = [
+    '"quoted local"@example.com',
+    "a..b@example.com",
+    ".a@example.com",
+    "a@[127.0.0.1]",
+    "li@例子.中国",
+]
+
+
+@pytest.mark.parametrize("address", PLAIN_ADDRESSES + UNUSUAL_ADDRESSES)
+def test_the_quick_address_check_agrees_with_the_standard_parser(address: str) -> None:
+    """Plain addresses skip the email package's parser: the result must be the same."""
+    local, _, domain = address.strip().rpartition("@")
+    domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    try:
+        expected: str | None = Address(addr_spec=f"{local}@{domain}").addr_spec
+    except (ValueError, IndexError, HeaderParseError):
+        expected = None
+    assert parse_address(address) == expected
+
+
+async def test_mail_and_rcpt_carry_the_parsed_addresses_and_the_size(
+    server: SmtpSimulator, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+    handle_mail = server.handler.handle_MAIL
+
+    async def spy(srv: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        seen.append(options)
+        return await handle_mail(srv, session, envelope, address, options)
+
+    monkeypatch.setattr(server.handler, "handle_MAIL", spy)
+    provider = make_provider(server.port, pool_size=1)
+    await send(provider, to=" li.wei@Bank.Example ")
+    await send(provider, to="o'brien@bank.example")
+    mails = list(server.received)
+    assert [m.rcpt_tos for m in mails] == [["li.wei@Bank.Example"], ["o'brien@bank.example"]]
+    assert {m.mail_from for m in mails} == {"noreply@bank.example"}
+    # SIZE from the first message on: the connection greets the server when it opens
+    assert seen == [[f"SIZE={len(m.data)}"] for m in mails]
+    assert server.connections == 1
+
+
+ADDRESS_ARGUMENTS = [
+    "<a@b.com>",
+    "<a@b.com> SIZE=123",
+    " <li.wei+x@ex-ample.com>  BODY=8BITMIME SMTPUTF8",
+    "<a@b.com>\tSIZE=1 ",
+    "<a@b.com> (comment) SIZE=1",
+    "<a@b.com>x",
+    "<>",
+    '<"q x"@b.com>',
+    "<a@[1.2.3.4]>",
+    "<a..b@c.com>",
+    "<a@b..com>",
+    "<@relay.example:a@b.com>",
+    "a@b.com",
+    "<a@b.com",
+    "a@b.com>",
+    "a@b.com> SIZE=1",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(arg=st.sampled_from(ADDRESS_ARGUMENTS) | st.text(alphabet=' \t<>@."()[]:ab.-=', max_size=20))
+def test_the_simulators_address_parser_agrees_with_aiosmtpds(arg: str) -> None:
+    server = simulator_smtp.SimulatorSMTP(simulator_smtp.RecordingHandler())
+
+    def outcome(parse: Callable[[str], object]) -> object:
+        try:
+            return parse(arg)
+        except Exception as exc:  # aiosmtpd's parser trips on some inputs ("<"): so must ours
+            return type(exc)
+
+    assert outcome(server._getaddr) == outcome(partial(AiosmtpdSMTP._getaddr, server))
 
 
 def lines(text: str) -> list[str]:
@@ -275,6 +366,8 @@ def test_any_content_round_trips_through_the_standard_parser(
     assert data.isascii()
     assert not set(data.replace(b"\r\n", b"")) & {13, 10}  # CRLF only, no bare CR or LF
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    # encoded words fold under 78 columns, the first line with its header name too
+    assert all(len(line) <= 78 for line in data.split(b"\r\n") if b"=?utf-8?b?" in line)
     parsed = BytesParser(policy=policy.default).parsebytes(data)
     assert parsed.defects == []
     assert parsed["Subject"] == " ".join(subject.split())
