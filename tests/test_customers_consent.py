@@ -86,6 +86,35 @@ async def test_sms_opt_out_reply_revokes_sms_marketing(platform: Platform, text:
     assert all(_granted(await _consent(platform, "C3")).values())
 
 
+async def test_an_opt_out_from_an_international_number_reported_without_plus(
+    platform: Platform,
+) -> None:
+    """Providers report some senders without "+" (14155550100 for +1 415 555 0100): the
+    customer recorded with the country code is opted out, at once and for later sends, and
+    the erasure of that customer keeps the reply as a suppression record."""
+    reporting_sms(platform)
+    await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
+    assert (await put(platform, "C60", {"phone": "+14155550100"})).status_code == 201
+    assert (await put(platform, "C61", {"phone": "+14155550199"})).status_code == 201
+    await sms_reply(platform, "14155550100", "谢谢")
+    await sms_reply(platform, "14155550100", "TD")
+    consent = await _consent(platform, "C60")
+    assert consent["sms"]["marketing"]["granted"] is False
+    assert consent["sms"]["marketing"]["source"] == "sms_reply:reporting-sms"
+    assert all(_granted(await _consent(platform, "C61")).values())
+    marketing = {"scenario": "wealth_offer", "variables": VARIABLES, "channels": ["sms"]}
+    async with platform.client("system") as client:
+        # the opt-in of the customer's own record ends it; the inline number stays out
+        inline = {**marketing, "customer_id": "X60", "recipient": {"phone": "+14155550100"}}
+        refused = await client.post("/v1/messages", json=inline)
+        assert refused.status_code == 422, refused.text
+        erased = (await client.delete("/v1/customers/C60")).json()
+        assert (erased["inbound_replies_erased"], erased["opt_outs_kept"]) == (1, 1)
+        assert (await client.post("/v1/messages", json=inline)).status_code == 422
+        other = {**marketing, "customer_id": "C61"}
+        assert (await client.post("/v1/messages", json=other)).status_code == 202
+
+
 async def test_reply_that_is_not_an_opt_out_changes_nothing(platform: Platform) -> None:
     reporting_sms(platform)
     assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201

@@ -119,6 +119,25 @@ def test_profile_fields() -> None:
         "+14155550100",
         "0014155550100",
     ]
+    # a sender reported without "+": also the number with that country code
+    assert set(fields.phone_variants("14155550100")) == {
+        "14155550100",
+        "+14155550100",
+        "0014155550100",
+        "8614155550100",
+        "+8614155550100",
+        "008614155550100",
+    }
+    uk = fields.phone_variants("447911123456")
+    assert uk == ["+447911123456", "00447911123456", "447911123456"]
+
+
+def test_reply_keys_cover_a_sender_reported_without_plus() -> None:
+    assert fields.reply_keys("+1 415 555 0100") == ["+14155550100", "14155550100"]
+    assert fields.reply_keys("0044 7911 123456") == ["+447911123456", "447911123456"]
+    assert fields.reply_keys("+86 138 0000 0001") == ["13800000001"]
+    assert fields.reply_keys("13800000001") == ["13800000001"]
+    assert fields.reply_keys("95555") == ["95555"]
 
 
 def test_phone_key_is_one_spelling_per_number() -> None:

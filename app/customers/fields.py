@@ -97,6 +97,7 @@ def split_tags(cell: str) -> list[str]:
 # what people and providers put between digits: "+86 138-0000-0000", "(0086) 138 ..."
 _PHONE_SEPARATORS = str.maketrans("", "", " -().\u00a0\t")
 _MAINLAND = "86"
+_E164_DIGITS = (8, 15)  # a country code and a subscriber number: shorter ones are short codes
 
 
 def phone_key(phone: str) -> str:
@@ -115,12 +116,28 @@ def phone_key(phone: str) -> str:
     return f"+{digits}" if international else digits
 
 
+def reply_keys(phone: str) -> list[str]:
+    """The keys (``phone_key``) that SMS replies from ``phone`` may be stored under: its own
+    and, for a number with a country code, that of its digits without the "+", which some
+    providers report (14155550100 for +14155550100). Over-matching a mainland number of the
+    same digits only suppresses; missing an opt-out would not be lawful."""
+    key = phone_key(phone)
+    if key.startswith("+"):
+        return sorted({key, phone_key(key[1:])})
+    return [key]
+
+
 def phone_variants(sender: str) -> list[str]:
     """The spellings a phone number may be stored under (customers' and recipients' phones
     are digits with an optional "+"): 13800000000, 8613800000000 and +8613800000000 name the
-    same mainland number; +14155550100 and 0014155550100 another one."""
+    same mainland number; +14155550100 and 0014155550100 another one. A sender reported
+    without "+" or "00" may be either (see ``reply_keys``): 14155550100 is also looked up
+    as +14155550100."""
     key = phone_key(sender)
     found = {sender.strip(), key}
+    text = sender.strip().translate(_PHONE_SEPARATORS)
+    if text.isdigit() and _E164_DIGITS[0] <= len(text) <= _E164_DIGITS[1]:
+        found |= {f"+{text}", f"00{text}"}
     if key.startswith("+"):
         found.add(f"00{key[1:]}")
     elif key.isdigit() and len(key) == 11:

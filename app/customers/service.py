@@ -165,7 +165,7 @@ async def consent_of(
     states = await consents_of(session, [customer_id], marketing_granted=marketing_granted)
     state = states.get(customer_id) or consent_state([], marketing_granted=marketing_granted)
     if phone:
-        replies = await callbacks_repository.sms_opt_outs(session, [fields.phone_key(phone)])
+        replies = await callbacks_repository.sms_opt_outs(session, fields.reply_keys(phone))
         if replies:
             state = with_sms_opt_out(state, max(replies.values()), own_number=True)
     return state
@@ -274,8 +274,10 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     )
     erased = await repository.delete_customer(session, customer_id)
     replies = kept = 0
-    if phone and not await repository.phones_in_use(session, fields.phone_variants(phone)):
-        replies, kept = await callbacks_repository.erase_inbound(session, [fields.phone_key(phone)])
+    keys = fields.reply_keys(phone) if phone else []
+    spellings = sorted({v for key in keys for v in fields.phone_variants(key)})
+    if keys and not await repository.phones_in_use(session, spellings):
+        replies, kept = await callbacks_repository.erase_inbound(session, keys)
     return ErasureResult(
         customer_id=customer_id,
         profile_erased=erased,

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.callbacks import repository as callbacks
 from app.customers import service as customers
 from app.customers.consent import Consent, Purpose, allows, consent_state
-from app.customers.fields import phone_key
+from app.customers.fields import phone_key, reply_keys
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
@@ -221,12 +221,12 @@ class Patcher:
         state = self.consents.get(customer_id, self._default)
         if phone is None or not self.sms_opt_outs:
             return state
-        key = phone_key(phone)
-        replied = self.sms_opt_outs.get(key)
-        if replied is None:
+        replies = [at for k in reply_keys(phone) if (at := self.sms_opt_outs.get(k)) is not None]
+        if not replies:
             return state
+        replied = max(replies)
         own_phone = customer.phone if customer is not None else None
-        own = own_phone is not None and phone_key(own_phone) == key
+        own = own_phone is not None and phone_key(own_phone) == phone_key(phone)
         return customers.with_sms_opt_out(state, replied, own_number=own)
 
     def _composition(
@@ -310,7 +310,7 @@ async def load(
         session, customer_ids, marketing_granted=settings.customers.marketing_granted
     )
     if phones:
-        keys = {phone_key(phone) for phone in phones}
+        keys = {key for phone in phones for key in reply_keys(phone)}
         patcher.sms_opt_outs = await callbacks.sms_opt_outs(session, keys)
     spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
     if spans:
