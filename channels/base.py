@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.masking import mask_text
 from channels.errors import CallbackNotSupported
 
 CHANNELS = ("sms", "email", "wechat")
@@ -33,8 +34,12 @@ class DeliveryReceipt:
     provider_message_id: str | None = None
     message_id: str | None = None  # ours, when the provider echoes it (out_id, client_msg_id)
     code: str | None = None  # the provider's own status or error code, kept on the message
-    detail: str | None = None
+    detail: str | None = None  # the provider's text, masked as logs are (see ChannelError)
     occurred_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.detail:
+            object.__setattr__(self, "detail", mask_text(self.detail))
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from app.masking import mask_email, mask_text
+from app.masking import mask_email
 from channels.base import ChannelProvider, ProviderContext, SendResult
 from channels.email_mime import build_message, is_web_url
 from channels.errors import (
@@ -194,7 +194,7 @@ def classify_smtp_error(exc: BaseException) -> ChannelError:
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         exc = exc.recipients[0]
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        detail = f"SMTP server replied {exc.code} {mask_text(exc.message)}"
+        detail = f"SMTP server replied {exc.code} {exc.message}"  # ChannelError masks it
         if 500 <= exc.code < 600:
             return PermanentChannelError(detail, code=str(exc.code))
         return TransientChannelError(detail, code=str(exc.code))

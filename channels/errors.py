@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from app.masking import mask_text
+
 
 class ChannelError(Exception):
+    """``detail`` is the provider's text, masked (phone numbers, emails and openids): it goes
+    on the message's timeline and into logs, and an erasure cannot reach a timeline written
+    after it (a send in flight when the customer is erased)."""
+
     transient = False
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        masked = mask_text(detail)
+        super().__init__(masked)
+        self.detail = masked
         self.code = code
 
 

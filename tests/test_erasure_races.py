@@ -17,7 +17,14 @@ from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest, accept_many
 from app.runtime import Runtime
 from tests.conftest import VARIABLES, Platform
-from tests.test_early_receipts import _held_send
+from tests.test_early_receipts import (
+    CONTACTS,
+    _callback,
+    _early_count,
+    _held_send,
+    _message,
+    _wait_status,
+)
 
 
 async def test_a_message_being_sent_at_the_erasure_keeps_its_outcome(platform: Platform) -> None:
@@ -38,6 +45,42 @@ async def test_a_message_being_sent_at_the_erasure_keeps_its_outcome(platform: P
     assert message["recipient"] == {}
     assert message["content"] == {}
     assert "failed" not in [e["type"] for e in message["events"]]
+
+
+async def test_an_erasure_drops_the_receipts_waiting_for_sends_that_will_not_happen(
+    platform: Platform,
+) -> None:
+    """A receipt that came early for a message the erasure cancels is dropped with it; one
+    for the message being sent stays and gives it its delivery status, with the provider's
+    text masked (an erasure cannot reach what is written after it)."""
+    held, sending, theirs = await _held_send(platform)
+    later = {
+        "scenario": "account_movement",
+        "customer_id": "C1",
+        "variables": VARIABLES,
+        "recipient": CONTACTS,
+        "send_at": "2099-01-01T00:00:00+08:00",
+    }
+    async with platform.client("system") as client:
+        scheduled = (await client.post("/v1/messages", json=later)).json()["id"]
+    text = "user 13800001234 (li.wei@bank.example) reached"
+    await _callback(
+        platform,
+        [
+            {"delivered": True, "provider_message_id": theirs, "code": "ok", "detail": text},
+            {"delivered": True, "message_id": scheduled, "code": "ok", "detail": text},
+        ],
+    )
+    assert await _early_count(platform) == 2
+    async with platform.client("system") as client:
+        erased = (await client.delete("/v1/customers/C1")).json()
+    assert (erased["messages_anonymized"], erased["messages_cancelled"]) == (2, 1)
+    assert await _early_count(platform) == 1
+    held.release.set()
+    message = await _wait_status(platform, sending, "delivered")
+    delivered = next(e for e in message["events"] if e["type"] == "delivered")
+    assert delivered["detail"]["detail"] == "user 138****1234 (l***@bank.example) reached"
+    assert (await _message(platform, scheduled))["status"] == "failed"
 
 
 def _request(customer_id: str, phone: str) -> AcceptRequest:

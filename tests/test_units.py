@@ -24,6 +24,8 @@ from app.messages.outcomes import backoff_delay
 from app.messages.variables import check_variables
 from app.scenarios.schemas import VariableSpec, VariableType
 from app.settings import RetrySettings, Settings
+from channels.base import DeliveryReceipt
+from channels.errors import PermanentChannelError
 from templates.renderer import TemplateError, render
 
 
@@ -221,3 +223,13 @@ def test_passing_db_errors_are_told_from_errors_of_the_statement() -> None:
     ]
     assert [passing_db_error(e) for e in passing] == [True] * len(passing)
     assert [passing_db_error(e) for e in not_passing] == [False] * len(not_passing)
+
+
+def test_provider_texts_are_masked_where_they_are_kept() -> None:
+    """A provider's error text and receipt text go on timelines and into logs: masked."""
+    error = PermanentChannelError("mobile 13800001234 invalid; notify li.wei@bank.example")
+    assert error.detail == "mobile 138****1234 invalid; notify l***@bank.example"
+    assert str(error) == error.detail
+    receipt = DeliveryReceipt(delivered=False, detail="号码13800001234停机")
+    assert receipt.detail == "号码138****1234停机"
+    assert DeliveryReceipt(delivered=True).detail is None

@@ -134,6 +134,30 @@ async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str
     return found
 
 
+async def erase_early_receipts(session: AsyncSession, customer_id: str, *, now: datetime) -> int:
+    """Drop the early receipts of a customer's messages (erasure; ``customer_id``: the id the
+    messages have now): none of them will be sent any more, so none would apply. Those of a
+    message a worker is sending at this moment stay, to give it its delivery status."""
+    m, e = Message, EarlyReceipt
+    in_flight = and_(m.status == "sending", m.lease_until.is_not(None), m.lease_until >= now)
+    settled = select(m.id).where(m.customer_id == customer_id, ~in_flight)
+    by_ours = await session.execute(delete(e).where(e.message_id.in_(settled)))
+    by_theirs = await session.execute(
+        delete(e).where(
+            e.message_id.is_(None),
+            select(m.id)
+            .where(
+                m.customer_id == customer_id,
+                m.provider == e.provider,
+                m.provider_message_id == e.provider_message_id,
+                ~in_flight,
+            )
+            .exists(),
+        )
+    )
+    return int(by_ours.rowcount) + int(by_theirs.rowcount)  # type: ignore[attr-defined]
+
+
 async def erase_inbound(session: AsyncSession, keys: Collection[str]) -> tuple[int, int]:
     """Erase the replies from these numbers (``fields.phone_key``; erasure of a customer):
     (erased, kept). An opt-out reply is kept as a suppression record, reduced to the

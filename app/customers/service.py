@@ -257,9 +257,10 @@ def summary(customer: Customer) -> CustomerSummary:
 async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     """Erase a customer's personal data: the profile (contacts, name, attributes, tags,
     consent), what their messages carry (recipient, variables, rendered content, event
-    details, sandbox copies) and, when no other customer has that phone, their SMS replies;
-    an opt-out reply stays, reduced to the number and its time, so that the number stays
-    opted out of marketing (a suppression record). Message statistics stay, under an
+    details, sandbox copies, receipts waiting for a send that will not happen) and, when no
+    other customer has that phone, their SMS replies; an opt-out reply stays, reduced to
+    the number and its time, so that the number stays opted out of marketing (a
+    suppression record). Message statistics stay, under an
     anonymous customer id, and so do their conversions and experiment assignments (tracked
     links go). Works without a profile too (messages may name customers the platform never
     stored)."""
@@ -269,9 +270,11 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     await sandbox_repository.erase_for_customer(session, customer_id)
     anonymous_id = new_id("anon")
     await tracking_repository.erase_customer(session, customer_id, anonymous_id=anonymous_id)
+    now = utcnow()
     anonymized, cancelled = await messages_repository.erase_customer_messages(
-        session, customer_id, anonymous_id=anonymous_id, now=utcnow()
+        session, customer_id, anonymous_id=anonymous_id, now=now
     )
+    await callbacks_repository.erase_early_receipts(session, anonymous_id, now=now)
     erased = await repository.delete_customer(session, customer_id)
     replies = kept = 0
     keys = fields.reply_keys(phone) if phone else []
