@@ -44,6 +44,8 @@ def test_ids_are_prefixed_unique_and_time_sortable() -> None:
     [
         ("call 13800000000 now", "call 138****0000 now"),
         ("+8613912345678", "+86139****5678"),
+        ("to +14155550100, +447911123456.", "to +141****0100, +447****3456."),
+        ("order +1234567 and 14155550100", "order +1234567 and 141****0100"),
         ("mail zhang.wei@example.com", "mail z***@example.com"),
         ("openid oAbcd1234567890123456789wxyz", "openid oAbc****wxyz"),
         ("账号6222021234567890123不是手机", "账号6222021234567890123不是手机"),
