@@ -141,6 +141,10 @@ async def test_failed_first_attempt_stores_nothing(platform: Platform) -> None:
         bad = {"key": "promo", "rule": {"field": "nope", "op": "eq", "value": 1}}
         failed = await client.post("/v1/segments", json=bad, headers=_key("seg"))
         assert failed.status_code == 422, failed.text
+        # an integer beyond 64 bits is hashed too (orjson refuses it), then refused
+        huge = {"key": "promo", "rule": {"field": "aum", "op": "gt", "value": 10**30}}
+        refused = await client.post("/v1/segments", json=huge, headers=_key("seg"))
+        assert refused.status_code == 422, refused.text
         await platform.create_scenario()
         taken = await client.post("/v1/scenarios", json=SCENARIO, headers=_key("sc"))
         assert taken.status_code == 409

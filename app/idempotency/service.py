@@ -20,6 +20,7 @@ should they ever see the record unfinished).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -100,7 +101,11 @@ def idempotent_responses(*codes: int, success: int = 201) -> dict[int | str, dic
 def request_hash(path: str, body: BaseModel) -> str:
     """SHA-256 of the canonical JSON (sorted keys) of the path and the validated body."""
     canonical = {"path": path, "body": body.model_dump(mode="json", by_alias=True)}
-    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, which the route itself will refuse (422)
+        data = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 def check_key(key: str | None) -> str | None:
