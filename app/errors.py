@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -148,6 +149,33 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _allowed_methods(request: Request) -> str:
+    """The methods the API documents for the request's path (HEAD with GET, as served)."""
+    methods: set[str] = set()
+    for pattern, allowed in _path_methods(request.app):
+        if pattern.fullmatch(request.url.path):
+            methods |= allowed
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+_HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+_PATH_PARAMETER = re.compile(r"\\\{[^/]+?\\\}")  # "{key}" once re.escape'd
+
+
+def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """(path pattern, methods) of every documented path, made once from the OpenAPI."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "path_methods", None)
+    if table is None:
+        table = []
+        for path, operations in app.openapi()["paths"].items():
+            pattern = re.compile(_PATH_PARAMETER.sub("[^/]+", re.escape(path)))
+            table.append((pattern, {m.upper() for m in operations} & _HTTP_METHODS))
+        app.state.path_methods = table
+    return table
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
@@ -160,10 +188,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("ValidationError", detail, fields), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's answer to a JSON body that is not UTF-8: a validation error as any
+            # other body that is not JSON (422, documented on every route)
+            field = FieldError(field="body", message="the body is not valid JSON (not UTF-8)")
+            return JSONResponse(
+                error_body("ValidationError", f"{field.field}: {field.message}", [field]),
+                status_code=422,
+            )
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route of the path only (RFC 9110: all)
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
         return JSONResponse(
-            error_body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(name, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -121,6 +122,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    _document_body_limits(app)
     app.add_middleware(
         BodySizeLimit,
         default=settings.api.max_body_bytes,
@@ -128,3 +130,27 @@ def create_app(
         csv_import=settings.api.max_import_bytes,
     )
     return app
+
+
+def _document_body_limits(app: FastAPI) -> None:
+    """Every operation that takes a body can answer 413 (BodySizeLimit): say so in its
+    OpenAPI entry, with the error schema, as the routes say their other errors."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            too_large = {
+                "description": "PayloadTooLarge",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                },
+            }
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault("413", too_large)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

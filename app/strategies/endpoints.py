@@ -172,7 +172,12 @@ async def replace_strategy(
     return service.strategy_out(await service.replace_strategy(session, key, body))
 
 
-@strategies.delete("/{key}", status_code=204, summary="Delete a strategy", responses=_404)
+@strategies.delete(
+    "/{key}",
+    status_code=204,
+    summary="Delete a strategy",
+    responses=error_responses(404, 409),
+)
 async def delete_strategy(key: str, session: SessionDep, _: MarketerPrincipal) -> Response:
     await service.delete_strategy(session, key)
     return Response(status_code=204)

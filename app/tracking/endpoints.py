@@ -155,7 +155,12 @@ def _item_error(index: int, exc: AppError) -> dict[str, Any]:
     return {"index": index, "conversion": None, "replayed": False, **exc.body()}
 
 
-@conversions.get("", response_model=ConversionList, summary="List conversions, newest first")
+@conversions.get(
+    "",
+    response_model=ConversionList,
+    summary="List conversions, newest first",
+    responses=error_responses(404),
+)
 async def list_conversions(
     session: ReadSessionDep,
     _principal: AnalystPrincipal,
@@ -164,7 +169,8 @@ async def list_conversions(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ConversionList:
-    """Filter by customer and by experiment (key or id); page with `cursor`."""
+    """Filter by customer and by experiment (key or id: 404 if there is none); page with
+    `cursor`."""
     rows = await conversion_service.list_page(
         session,
         customer_id=customer_id,
