@@ -221,6 +221,20 @@ def insert_ignoring_conflicts(session: AsyncSession, table: Any, *conflict_colum
 _PASSING_SQLSTATES = ("40", "08", "57", "53", "55P03", "25006")
 
 
+# character_not_in_repertoire (a NUL byte in text) and untranslatable_character (\u0000 in
+# JSONB): PostgreSQL refusing a value SQLite would store
+_REFUSED_TEXT_SQLSTATES = {"22021", "22P05"}
+
+
+def refused_text(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a character of a value (app.nul_guard keeps
+    NUL out of requests; this is for any that gets past it)."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig if exc.orig is not None else exc
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return str(code) in _REFUSED_TEXT_SQLSTATES
+
+
 def passing_db_error(exc: BaseException) -> bool:
     """Whether ``exc`` is a database failure that retrying may get past. The worker's
     PostgreSQL statements run on the asyncpg connection itself, so its own errors come

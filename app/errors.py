@@ -7,11 +7,15 @@ import logging
 import re
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db import refused_text
 
 log = logging.getLogger("icc.errors")
 
@@ -212,3 +216,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body("InternalError", "unexpected error; it has been logged"), status_code=500
         )
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if refused_text(exc):  # PostgreSQL refusing a NUL that app.nul_guard let through
+            detail = "a value holds a character the database cannot store (NUL, \\u0000)"
+            return JSONResponse(error_body("ValidationError", detail), status_code=422)
+        return await _unexpected(request, exc)
+
+    # handled here, not by the catch-all, which Starlette re-raises to the server
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(asyncpg.PostgresError, _database)

@@ -23,6 +23,7 @@ from app.experiments.report_endpoints import router as experiment_reports_router
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
+from app.nul_guard import RejectNul
 from app.runtime import Runtime
 from app.sandbox.endpoints import router as sandbox_router
 from app.scenarios.endpoints import router as scenarios_router
@@ -123,6 +124,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     _document_body_limits(app)
+    app.add_middleware(RejectNul)
     app.add_middleware(
         BodySizeLimit,
         default=settings.api.max_body_bytes,

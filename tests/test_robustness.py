@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from app.db import refused_text
 from channels.base import ProviderContext, SendResult
 from channels.sandbox import SandboxProvider
 from tests.conftest import SCENARIO, VARIABLES, Platform
@@ -125,3 +128,53 @@ async def test_a_failed_enqueue_after_commit_still_answers_202(platform: Platfor
         )
     assert single.status_code == 202
     assert batch.status_code == 202
+
+
+async def test_nul_characters_are_a_422_on_every_route(platform: Platform) -> None:
+    """PostgreSQL stores no NUL: a request carrying one is refused whole (URL, JSON body),
+    or field by field where the route's models check it; never a 500 on either database."""
+    await platform.create_scenario()
+    template = {"key": "nul.sms", "channel": "sms", "content": {"body": "a\u0000b"}}
+    async with platform.client("admin") as client:
+        for response in (
+            await client.get("/v1/messages", params={"customer_id": "a\u0000b"}),
+            await client.get("/v1/scenarios/a%00b"),
+            await client.post("/v1/templates", json=template),
+            await client.post("/v1/segments", json={"key": "s\u0000", "rule": {"all": []}}),
+        ):
+            assert response.status_code == 422, response.text
+            assert "NUL" in response.json()["detail"]
+        # the text "\u0000" (an escaped backslash) is no NUL
+        literal = {**template, "content": {"body": "a\\u0000b"}}
+        created = await client.post("/v1/templates", json=literal)
+        assert created.status_code == 201, created.text
+        version = await client.get("/v1/templates/nul.sms/versions/1")
+        assert version.json()["content"]["body"] == "a\\u0000b"
+        # a batch refuses the item, not the batch
+        items = [
+            {"customer_id": "C1", "variables": VARIABLES, "recipient": {"phone": p}}
+            for p in ("13800001234", "1380000\u00001235")
+        ]
+        batch = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+        assert batch.status_code == 202, batch.text
+        assert [i["error"] for i in batch.json()["items"]] == [None, "ValidationError"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgresql_refusing_a_nul_is_told_apart(platform: Platform) -> None:
+    """The backstop behind app.nul_guard: PostgreSQL's refusals of NUL, in text and in
+    JSONB, through SQLAlchemy and from asyncpg itself, are a 422, not a 500."""
+    refusals: list[BaseException | None] = []
+    async with platform.runtime.sessionmaker() as session:
+        for sql, value in (
+            ("SELECT CAST(:v AS text)", "a\x00b"),
+            ("SELECT CAST(:v AS jsonb)", '"\\u0000"'),
+        ):
+            with pytest.raises(DBAPIError) as caught:
+                await session.execute(text(sql), {"v": value})
+            refusals += [caught.value, caught.value.orig]
+            await session.rollback()
+    assert all(refused_text(exc) for exc in refusals if exc is not None)
+    assert not refused_text(ValueError("a\x00b"))
