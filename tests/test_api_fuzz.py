@@ -1,18 +1,21 @@
 """Every operation of the OpenAPI document, fed generated requests (schemathesis, property
 based on the schema: valid and invalid bodies, parameters and headers) against a real
-``icc serve`` on the demo data, with an admin key: no request gets a 500, every status
-answered is one the document lists, and a 405 names all the methods of its path.
+``icc serve`` on the demo data, on SQLite and on PostgreSQL, with an admin key: no request
+gets a 500, every status answered is one the document lists, and a 405 names all the
+methods of its path.
 
 Deterministic (a fixed seed) and small in the suite; ``ICC_FUZZ_EXAMPLES`` runs more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import allow_header_conformance, status_code_conformance
 
+from tests import services
+
 ICC = Path(sys.executable).with_name("icc")
 EXAMPLES = int(os.environ.get("ICC_FUZZ_EXAMPLES", "6"))
 # revoking keys would revoke the run's own key (its operations are covered in test_auth)
@@ -35,12 +40,31 @@ SKIPPED = "/v1/keys"
 CHECKS = [not_a_server_error, status_code_conformance, allow_header_conformance]
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh SQLite file, or a fresh PostgreSQL database (which refuses more: NUL)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz-db') / 'icc.db'}"
+        return
+    problem = services.postgres_available()
+    if problem is not None:
+        services.unavailable("PostgreSQL", problem)
+    name = f"icc_fuzz_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    url = asyncio.run(services.create_database(name))
+    try:
+        yield url
+    finally:
+        asyncio.run(services.drop_database(name))
+
+
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(base URL, admin key) of ``icc serve`` on a fresh SQLite file seeded by ``icc demo``."""
+def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(base URL, admin key) of ``icc serve`` on the database, seeded by ``icc demo``."""
     folder = tmp_path_factory.mktemp("fuzz")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICC_")}
-    env |= {"ICC_DATABASE_URL": f"sqlite:///{folder / 'icc.db'}", "ICC_LOG_LEVEL": "WARNING"}
+    env |= {"ICC_DATABASE_URL": database_url, "ICC_LOG_LEVEL": "WARNING"}
     subprocess.run([str(ICC), "demo"], cwd=folder, env=env, check=True, capture_output=True)
     keys = dict(
         line.split("=", 1) for line in (folder / "var/demo-keys.env").read_text().splitlines()
