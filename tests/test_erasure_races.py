@@ -5,17 +5,23 @@ not left behind with the customer's data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.callbacks import repository as callbacks_repository
+from app.callbacks import service as callbacks_service
 from app.customers import repository as customers_repository
 from app.customers import service as customers_service
 from app.messages.models import Message
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest, accept_many
 from app.runtime import Runtime
+from app.timeutil import utcnow
 from tests.conftest import VARIABLES, Platform
 from tests.test_early_receipts import (
     CONTACTS,
@@ -166,3 +172,58 @@ async def test_an_erasure_that_finds_no_gap_queues_for_its_bucket(
         assert not erasing.done()
         await accepting.commit()
     assert await asyncio.wait_for(erasing, 10) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platform) -> None:
+    """The sweeper locks an early receipt, then its message; an erasure locks the
+    customer's messages, then drops receipts: neither waits for the other's first lock
+    (no deadlock), and the sent message's receipt is applied, not dropped."""
+    runtime = platform.runtime
+    sweeper_task = runtime._sweeper  # this test is the sweeper: the runtime's would race it
+    assert sweeper_task is not None
+    sweeper_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper_task
+    runtime._sweeper = None
+    held, _, _ = await _held_send(platform)
+    later = {
+        "scenario": "account_movement",
+        "customer_id": "C1",
+        "variables": VARIABLES,
+        "recipient": CONTACTS,
+        "send_at": "2099-01-01T00:00:00+08:00",
+    }
+    async with platform.client("system") as client:
+        sent = (await client.post("/v1/messages", json=later)).json()["id"]
+    await _callback(platform, [{"delivered": True, "message_id": sent, "code": "ok"}])
+    async with runtime.sessionmaker() as session:  # its send recorded, the receipt waiting
+        await session.execute(
+            update(Message)
+            .where(Message.id == sent)
+            .values(status="sent", channel="wechat", provider="reporting-wechat")
+        )
+        await session.commit()
+    async with runtime.sessionmaker() as sweeper, runtime.sessionmaker() as eraser:
+        ready = await callbacks_repository.early_ready(sweeper, limit=10)
+        assert [r.message_id for r in ready] == [sent]
+
+        async def erase() -> None:
+            await customers_service.erase(eraser, "C1")
+            await eraser.commit()
+
+        erasing = asyncio.create_task(erase())
+        await asyncio.sleep(0.5)  # the erasure holds the customer's messages by now
+        applying = asyncio.create_task(callbacks_repository.lock_receipt_messages(sweeper, ready))
+        await asyncio.wait_for(erasing, 10)
+        await asyncio.wait_for(applying, 10)
+        await sweeper.commit()
+    held.release.set()
+    assert await _early_count(platform) == 1  # left for the sweeper to apply
+    async with runtime.sessionmaker() as session:
+        now = utcnow()
+        expired = now - timedelta(hours=24)
+        await callbacks_service.apply_early(session, now=now, expire_before=expired, limit=10)
+        await session.commit()
+    assert await _early_count(platform) == 0
+    assert (await _message(platform, sent))["status"] == "delivered"

@@ -4,7 +4,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
@@ -134,28 +134,27 @@ async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str
     return found
 
 
-async def erase_early_receipts(session: AsyncSession, customer_id: str, *, now: datetime) -> int:
-    """Drop the early receipts of a customer's messages (erasure; ``customer_id``: the id the
-    messages have now): none of them will be sent any more, so none would apply. Those of a
-    message a worker is sending at this moment stay, to give it its delivery status."""
-    m, e = Message, EarlyReceipt
-    in_flight = and_(m.status == "sending", m.lease_until.is_not(None), m.lease_until >= now)
-    settled = select(m.id).where(m.customer_id == customer_id, ~in_flight)
-    by_ours = await session.execute(delete(e).where(e.message_id.in_(settled)))
-    by_theirs = await session.execute(
-        delete(e).where(
-            e.message_id.is_(None),
-            select(m.id)
-            .where(
-                m.customer_id == customer_id,
-                m.provider == e.provider,
-                m.provider_message_id == e.provider_message_id,
-                ~in_flight,
-            )
-            .exists(),
+async def erase_early_receipts(session: AsyncSession, message_ids: Sequence[str]) -> int:
+    """Drop the early receipts of messages an erasure cancelled: never sent now, they would
+    never apply. (Those of sent messages stay, to give them their delivery status.) On
+    PostgreSQL rows the sweeper is applying are skipped, not waited for: it locks receipts
+    before messages, and the erasure holds these messages already."""
+    if not message_ids:
+        return 0
+    e, m = EarlyReceipt, Message
+    theirs = select(m.provider, m.provider_message_id).where(
+        m.id.in_(list(message_ids)), m.provider_message_id.is_not(None)
+    )
+    mine = select(e.id).where(
+        or_(
+            e.message_id.in_(list(message_ids)),
+            and_(e.message_id.is_(None), tuple_(e.provider, e.provider_message_id).in_(theirs)),
         )
     )
-    return int(by_ours.rowcount) + int(by_theirs.rowcount)  # type: ignore[attr-defined]
+    if dialect_name(session) == "postgresql":
+        mine = mine.with_for_update(skip_locked=True)
+    dropped = await session.execute(delete(e).where(e.id.in_(mine)))
+    return int(dropped.rowcount)  # type: ignore[attr-defined]
 
 
 async def erase_inbound(session: AsyncSession, keys: Collection[str]) -> tuple[int, int]:

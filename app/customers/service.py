@@ -270,11 +270,10 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     await sandbox_repository.erase_for_customer(session, customer_id)
     anonymous_id = new_id("anon")
     await tracking_repository.erase_customer(session, customer_id, anonymous_id=anonymous_id)
-    now = utcnow()
     anonymized, cancelled = await messages_repository.erase_customer_messages(
-        session, customer_id, anonymous_id=anonymous_id, now=now
+        session, customer_id, anonymous_id=anonymous_id, now=utcnow()
     )
-    await callbacks_repository.erase_early_receipts(session, anonymous_id, now=now)
+    await callbacks_repository.erase_early_receipts(session, cancelled)
     erased = await repository.delete_customer(session, customer_id)
     replies = kept = 0
     keys = fields.reply_keys(phone) if phone else []
@@ -285,7 +284,7 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
         customer_id=customer_id,
         profile_erased=erased,
         messages_anonymized=anonymized,
-        messages_cancelled=cancelled,
+        messages_cancelled=len(cancelled),
         inbound_replies_erased=replies,
         opt_outs_kept=kept,
     )

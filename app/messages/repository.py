@@ -337,7 +337,7 @@ async def unfinished_count(session: AsyncSession) -> int:
 
 async def erase_customer_messages(
     session: AsyncSession, customer_id: str, *, anonymous_id: str, now: datetime
-) -> tuple[int, int]:
+) -> tuple[int, list[str]]:
     """Erasure of a customer: their messages lose the personal data they carry (recipient,
     variables, rendered content, event details) and their customer id becomes
     ``anonymous_id``; status, channel, provider, cost, decision and times stay for the
@@ -345,7 +345,7 @@ async def erase_customer_messages(
     message's idempotency key is refused (409), not sent again. A message a worker is
     sending at this moment (under a live lease) has gone to the provider: it keeps its lease
     and outbox row, so that the outcome, which carries no personal data, is recorded (a
-    retry would then find no contact). (erased, cancelled)."""
+    retry would then find no contact). (erased, the ids of those cancelled)."""
     m = MESSAGES.c
     mine = select(m.id).where(m.customer_id == customer_id)
     if dialect_name(session) == "postgresql":
@@ -373,4 +373,4 @@ async def erase_customer_messages(
         .values(customer_id=anonymous_id, recipient={}, variables={}, content={}, updated_at=now)
         .values(request_hash=None)  # a digest of the request, personal data included
     )
-    return int(erased.rowcount), len(cancelled)  # type: ignore[attr-defined]
+    return int(erased.rowcount), cancelled  # type: ignore[attr-defined]
