@@ -283,3 +283,22 @@ async def test_an_opted_out_number_stays_opted_out_for_whoever_has_it(platform: 
         assert "no marketing messages on sms" in first["detail"]
         assert second["error"] is None
         assert second["status"] == "queued"
+
+
+async def test_erasure_tells_a_mainland_number_from_a_plus_1_number(platform: Platform) -> None:
+    """13105550100 is a mainland number and, reported without "+", +1 310 555 0100 too: an
+    erasure removes the replies under a spelling unless another customer has that number."""
+    reporting_sms(platform)
+    assert (await put(platform, "CN", {"phone": "13105550100"})).status_code == 201
+    assert (await put(platform, "US", {"phone": "+13105550100"})).status_code == 201
+    await sms_reply(platform, "13105550100", "你好")  # the mainland number, or +1 without "+"
+    await sms_reply(platform, "+13105550100", "hello")  # the +1 number
+    async with platform.client("system") as client:
+        # the bare reply may be the mainland customer's: kept; the "+1" one goes
+        erased = (await client.delete("/v1/customers/US")).json()
+        assert erased["inbound_replies_erased"] == 1
+        # no one else has the mainland number now: its replies go
+        erased = (await client.delete("/v1/customers/CN")).json()
+        assert erased["inbound_replies_erased"] == 1
+    async with platform.runtime.sessionmaker() as session:
+        assert (await session.scalars(select(InboundMessage))).all() == []

@@ -127,16 +127,16 @@ def reply_keys(phone: str) -> list[str]:
     return [key]
 
 
-def phone_variants(sender: str) -> list[str]:
+def phone_variants(sender: str, *, exact: bool = False) -> list[str]:
     """The spellings a phone number may be stored under (customers' and recipients' phones
     are digits with an optional "+"): 13800000000, 8613800000000 and +8613800000000 name the
     same mainland number; +14155550100 and 0014155550100 another one. A sender reported
     without "+" or "00" may be either (see ``reply_keys``): 14155550100 is also looked up
-    as +14155550100."""
+    as +14155550100, unless ``exact`` (an erasure must not take one number for another)."""
     key = phone_key(sender)
     found = {sender.strip(), key}
     text = sender.strip().translate(_PHONE_SEPARATORS)
-    if text.isdigit() and _E164_DIGITS[0] <= len(text) <= _E164_DIGITS[1]:
+    if not exact and text.isdigit() and _E164_DIGITS[0] <= len(text) <= _E164_DIGITS[1]:
         found |= {f"+{text}", f"00{text}"}
     if key.startswith("+"):
         found.add(f"00{key[1:]}")

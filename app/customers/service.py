@@ -276,10 +276,12 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     await callbacks_repository.erase_early_receipts(session, cancelled)
     erased = await repository.delete_customer(session, customer_id)
     replies = kept = 0
-    keys = fields.reply_keys(phone) if phone else []
-    spellings = sorted({v for key in keys for v in fields.phone_variants(key)})
-    if keys and not await repository.phones_in_use(session, spellings):
-        replies, kept = await callbacks_repository.erase_inbound(session, keys)
+    # each spelling the replies may be kept under, unless another customer has that number
+    # (14155550100 is the mainland number of those digits as well as +1 415 555 0100)
+    for key in fields.reply_keys(phone) if phone else []:
+        if not await repository.phones_in_use(session, fields.phone_variants(key, exact=True)):
+            erased_now, kept_now = await callbacks_repository.erase_inbound(session, [key])
+            replies, kept = replies + erased_now, kept + kept_now
     return ErasureResult(
         customer_id=customer_id,
         profile_erased=erased,
