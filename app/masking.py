@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
-# another country's number, written with "+": kept as mask_phone keeps it (+141****0100)
-_INTERNATIONAL_PHONE = re.compile(r"(?<![\d+])(\+\d{3})\d{4,11}(\d{4})(?!\d)")
+_PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\d)")
+# another country's number, written with "+" or "00", digits maybe grouped by spaces or
+# hyphens: masked as mask_phone masks it (+1415****0100)
+_INTERNATIONAL_PHONE = re.compile(r"(?<![\d+])(?:\+|00)\d(?:[ -]?\d){7,14}(?!\d)")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _OPENID = re.compile(
     r"(?<![A-Za-z0-9_-])(o[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{20}([A-Za-z0-9_-]{4})(?![A-Za-z0-9_-])"
@@ -38,7 +39,7 @@ def mask_name(name: str) -> str:
 def mask_text(text: str) -> str:
     """Mask every phone number, email address and openid found in free text."""
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
-    text = _INTERNATIONAL_PHONE.sub(r"\1****\2", text)
+    text = _INTERNATIONAL_PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group())), text)
     text = _EMAIL.sub(r"\1***@\2", text)
     return _OPENID.sub(r"\1****\2", text)
 
