@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, create_sessionmaker
@@ -472,9 +472,17 @@ async def test_outcomes_lock_in_id_order_as_receipts_do(sessions: Sessions) -> N
     """A receipt applier locks messages in id order (callbacks.repository). An outcome
     group finishing in another order must not take a later row first and then wait for an
     earlier one that the applier holds while it waits for the later: PostgreSQL would abort
-    one of them (the group's outcome lost, its sends made again after the lease)."""
+    one of them (the outcome is then written again, Runtime._record_group; the receipt
+    comes again from the provider). The order comes from the plan, a nested loop over the
+    sorted array by the primary key, on a table of some thousands of rows as here. (Over a
+    table of a few rows the planner may hash the array and scan the table instead, which
+    locks in the table's order: a deadlock is then possible, and resolved that way.)"""
     _, prefix = _prefixes()
-    await _insert(sessions, prefix, _held_rows(), outbox=[r["id"] for r in _held_rows()])
+    filler = [_message(f"done-{i}", status="sent") for i in range(3000)]
+    await _insert(sessions, prefix, filler + _held_rows(), outbox=[r["id"] for r in _held_rows()])
+    async with sessions() as session:
+        await session.execute(text("ANALYZE messages"))
+        await session.commit()
     first, second = prefix + "delivered", prefix + "sent"
     assert first < second
     by_id = {o.message_id: o for o in _outcomes(prefix)}
