@@ -174,7 +174,7 @@ _PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-
 def parse_address(value: str) -> str | None:
     """A plain ``local@domain`` address (an IDN domain turned to punycode), or None."""
     value = value.strip()
-    if _PLAIN_ADDRESS.fullmatch(value):
+    if _PLAIN_ADDRESS.fullmatch(value) and "=?" not in value:  # "=?": maybe an encoded word
         return value
     local, at, domain = value.rpartition("@")
     if not at or not local or not domain or not local.isascii():

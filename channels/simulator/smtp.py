@@ -165,10 +165,11 @@ class SimulatorSMTP(SMTP):
     """aiosmtpd's server with a quicker address parser for plain addresses: aiosmtpd's own
     defines a typing.Protocol class on every MAIL and RCPT and runs the email package's
     header parser, a fifth of the server's CPU per message on a kept connection. Anything
-    but ``<dot-atom@dot-atom> [params]`` still goes through aiosmtpd's parser."""
+    but ``<dot-atom@dot-atom> [params]`` (and anything with "=?", which that parser
+    decodes as RFC 2047 words) still goes through aiosmtpd's parser."""
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        match = _PLAIN_ANGLE_ADDR.fullmatch(arg)
+        match = None if "=?" in arg else _PLAIN_ANGLE_ADDR.fullmatch(arg)  # encoded words
         if match is None:
             address: tuple[str | None, str | None] = super()._getaddr(arg)
             return address

@@ -257,6 +257,8 @@ PLAIN_ADDRESSES = [
     " padded@example.com ",
 ]
 UNUSUAL_ADDRESSES = [
+    "=?utf-8?q?bob?=@example.com",
+    "=?us-ascii?q?ceo=40bank.com?=@bank.com",
     '"quoted local"@example.com',
     "a..b@example.com",
     ".a@example.com",
@@ -316,11 +318,16 @@ ADDRESS_ARGUMENTS = [
     "<a@b.com",
     "a@b.com>",
     "a@b.com> SIZE=1",
+    "<=?utf-8?b?Ym9i?=@example.com>",
+    "<a@=?utf-8?q?x?=.com> SIZE=1",
 ]
 
 
+ADDRESS_ALPHABET = ' \t<>@."()[]:ab.-=?'
+
+
 @settings(max_examples=300, deadline=None)
-@given(arg=st.sampled_from(ADDRESS_ARGUMENTS) | st.text(alphabet=' \t<>@."()[]:ab.-=', max_size=20))
+@given(arg=st.sampled_from(ADDRESS_ARGUMENTS) | st.text(alphabet=ADDRESS_ALPHABET, max_size=20))
 def test_the_simulators_address_parser_agrees_with_aiosmtpds(arg: str) -> None:
     server = simulator_smtp.SimulatorSMTP(simulator_smtp.RecordingHandler())
 
