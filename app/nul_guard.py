@@ -4,12 +4,14 @@ PostgreSQL stores no NUL in text or JSONB ("unsupported Unicode escape sequence"
 a value would fail at its INSERT or in a lookup, as a 500, where SQLite takes it. No field
 of the API has a use for it: the request is refused before any route sees it. The routes
 whose models refuse NUL field by field keep doing so (their errors name the field, and a
-batch refuses the item, not the batch): sends, customers and conversions. (The CSV import
-checks its cells itself, row by row.) ``db.refused_text`` is the backstop.
+batch refuses the item, not the batch): sends, customers and conversions; provider
+callbacks drop it (channels.base). (The CSV import checks its cells itself, row by row.)
+``db.refused_text`` is the backstop.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi.responses import JSONResponse
@@ -22,10 +24,14 @@ from app.errors import ValidationFailed
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _NUL_IN_QUERY = re.compile(rb"%00|\x00")
 _MESSAGE = "NUL characters (\\u0000) are not accepted"
-_FIELD_CHECKED = ("/v1/messages", "/v1/customers/", "/v1/conversions")
+# their models check field by field; callbacks drop a provider's NUL (channels.base)
+_FIELD_CHECKED = ("/v1/messages", "/v1/customers/", "/v1/conversions", "/v1/callbacks/")
 
 
 def json_has_nul(body: bytes) -> bool:
+    encoding = json.detect_encoding(body)  # from the first bytes, as the JSON decoder does
+    if encoding not in ("utf-8", "utf-8-sig"):  # UTF-16 or UTF-32: as UTF-8 to look at it
+        body = body.decode(encoding, errors="replace").encode()
     return b"u0000" in body and _JSON_NUL.search(body) is not None
 
 

@@ -38,8 +38,10 @@ class DeliveryReceipt:
     occurred_at: datetime | None = None
 
     def __post_init__(self) -> None:
+        for name in ("provider_message_id", "message_id", "code"):
+            _drop_nul(self, name)
         if self.detail:
-            object.__setattr__(self, "detail", mask_text(self.detail))
+            object.__setattr__(self, "detail", mask_text(self.detail.replace("\x00", "")))
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,19 @@ class InboundReply:
     sender: str  # phone number or openid
     text: str
     received_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _drop_nul(self, "sender")
+        _drop_nul(self, "text")
+
+
+def _drop_nul(report: object, name: str) -> None:
+    """A provider's NUL goes (PostgreSQL stores none): a callback is taken whole or not at
+    all, and a provider does not send a refused one again (app.nul_guard leaves callbacks
+    to this)."""
+    value = getattr(report, name)
+    if isinstance(value, str) and "\x00" in value:
+        object.__setattr__(report, name, value.replace("\x00", ""))
 
 
 @dataclass(frozen=True)

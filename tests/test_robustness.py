@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from app.db import refused_text
+from app.messages.models import InboundMessage
 from channels.base import ProviderContext, SendResult
 from channels.sandbox import SandboxProvider
 from tests.conftest import SCENARIO, VARIABLES, Platform
+from tests.providers import ReportingProvider
+from tests.test_customers import reporting_sms
 
 GOOD = {
     "scenario": "account_movement",
@@ -144,6 +148,12 @@ async def test_nul_characters_are_a_422_on_every_route(platform: Platform) -> No
         ):
             assert response.status_code == 422, response.text
             assert "NUL" in response.json()["detail"]
+        # JSON in UTF-16 is read as such (the decoder detects it): its NUL too
+        utf16 = json.dumps({"key": "s2", "rule": {"all": []}, "name": "a\u0000"}).encode("utf-16")
+        headers = {"content-type": "application/json"}
+        refused = await client.post("/v1/segments", content=utf16, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert "NUL" in refused.json()["detail"]
         # the text "\u0000" (an escaped backslash) is no NUL
         literal = {**template, "content": {"body": "a\\u0000b"}}
         created = await client.post("/v1/templates", json=literal)
@@ -178,3 +188,22 @@ async def test_postgresql_refusing_a_nul_is_told_apart(platform: Platform) -> No
             await session.rollback()
     assert all(refused_text(exc) for exc in refusals if exc is not None)
     assert not refused_text(ValueError("a\x00b"))
+
+
+async def test_a_callback_with_a_nul_is_taken_without_it(platform: Platform) -> None:
+    """A provider does not send again a callback answered with a 4xx: its receipts and
+    replies are taken, the NUL dropped (PostgreSQL stores none)."""
+    reporting_sms(platform)
+    async with platform.client(None) as client:
+        response = await client.post(
+            "/v1/callbacks/reporting-sms",
+            params={"token": ReportingProvider.TOKEN},
+            json={
+                "receipts": [{"delivered": False, "message_id": "msg_x", "detail": "bad\u0000"}],
+                "replies": [{"sender": "1380000\u00001234", "text": "T\u0000D"}],
+            },
+        )
+    assert response.status_code == 200, response.text
+    async with platform.runtime.sessionmaker() as session:
+        replies = (await session.scalars(select(InboundMessage))).all()
+    assert [(r.sender, r.text, r.opt_out) for r in replies] == [("13800001234", "TD", True)]
