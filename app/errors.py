@@ -202,9 +202,10 @@ def install_error_handlers(app: FastAPI) -> None:
                 status_code=422,
             )
         headers = exc.headers
-        if exc.status_code == 405:
-            # Starlette names the methods of the first route of the path only (RFC 9110: all)
-            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            # Starlette names the methods of the first route of the path only (RFC 9110: all);
+            # a path outside the OpenAPI document (/docs) keeps Starlette's
+            headers = {**(headers or {}), "Allow": allowed}
         name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
         return JSONResponse(
             error_body(name, str(exc.detail)), status_code=exc.status_code, headers=headers

@@ -1,8 +1,7 @@
 """Every operation of the OpenAPI document, fed generated requests (schemathesis, property
 based on the schema: valid and invalid bodies, parameters and headers) against a real
 ``icc serve`` on the demo data, on SQLite and on PostgreSQL, with an admin key: no request
-gets a 500, every status answered is one the document lists, and a 405 names all the
-methods of its path.
+gets a 500, and every status answered is one the document lists.
 
 Deterministic (a fixed seed) and small in the suite; ``ICC_FUZZ_EXAMPLES`` runs more.
 """
@@ -29,7 +28,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
-from schemathesis.specs.openapi.checks import allow_header_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import status_code_conformance
 
 from tests import services
 
@@ -37,7 +36,7 @@ ICC = Path(sys.executable).with_name("icc")
 EXAMPLES = int(os.environ.get("ICC_FUZZ_EXAMPLES", "6"))
 # revoking keys would revoke the run's own key (its operations are covered in test_auth)
 SKIPPED = "/v1/keys"
-CHECKS = [not_a_server_error, status_code_conformance, allow_header_conformance]
+CHECKS = [not_a_server_error, status_code_conformance]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -82,7 +81,11 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield base, keys["DEMO_ADMIN_KEY"]
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
         log.close()
 
 
@@ -126,8 +129,9 @@ def test_no_server_error_and_only_documented_statuses(
 
         try:
             run()
-        except Unsatisfiable:  # nothing of it can be made invalid (no parameters, no body)
-            assert mode is GenerationMode.NEGATIVE, operation.label
+        except Unsatisfiable as exc:  # nothing of it can be made invalid (no input at all)
+            if mode is not GenerationMode.NEGATIVE:
+                failures.append(f"{operation.label}: {exc}")
         except Exception as exc:  # one line per operation: all of them are run
             failures.append(f"{operation.label}: {exc}"[:2000])
     assert not failures, "\n\n".join(failures)
