@@ -7,11 +7,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from app.db import refused_text
+from app.messages.bulk_pg import driver_connection
 from app.messages.models import InboundMessage
 from channels.base import ProviderContext, SendResult
 from channels.sandbox import SandboxProvider
@@ -186,6 +188,10 @@ async def test_postgresql_refusing_a_nul_is_told_apart(platform: Platform) -> No
                 await session.execute(text(sql), {"v": value})
             refusals += [caught.value, caught.value.orig]
             await session.rollback()
+        driver = await driver_connection(session)  # asyncpg's own error, unwrapped
+        with pytest.raises(asyncpg.PostgresError) as raw:
+            await driver.fetchval("SELECT CAST($1::text AS text)", "a\x00b")
+        refusals.append(raw.value)
     assert all(refused_text(exc) for exc in refusals if exc is not None)
     assert not refused_text(ValueError("a\x00b"))
 
