@@ -22,6 +22,7 @@ most max_jobs (4) jobs per poll (50 ms), about 80 jobs/s, so one job per message
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -198,10 +199,12 @@ class EnqueueWindow:
         self.queue = queue
         self.ids: list[str] = []
         self.task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(ENQUEUE_WINDOW)
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), ENQUEUE_WINDOW)
             await self.flush()
 
     async def flush(self) -> None:
@@ -213,9 +216,11 @@ class EnqueueWindow:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        # not a cancel: one landing inside flush() lost the window it had taken (seen: 7
+        # messages never enqueued, the round then failing on its delivery timeout)
+        self.stopping.set()
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            await self.task
         await self.flush()
 
 
