@@ -63,7 +63,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def _new_postgres_database(prefix: str) -> Iterator[str]:
+def new_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (skipped without the server, failed under CI),
+    dropped afterwards."""
     problem = services.postgres_available()
     if problem is not None:
         services.unavailable("PostgreSQL", problem)
@@ -77,7 +79,7 @@ def _new_postgres_database(prefix: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    with _new_postgres_database("icc_test") as url:
+    with new_postgres_database("icc_test") as url:
         upgrade(url)
         yield url
 
@@ -85,7 +87,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
     """A new PostgreSQL database without any migration applied, dropped afterwards."""
-    with _new_postgres_database("icc_empty") as url:
+    with new_postgres_database("icc_empty") as url:
         yield url
 
 

@@ -8,13 +8,11 @@ Deterministic (a fixed seed) and small in the suite; ``ICC_FUZZ_EXAMPLES`` runs 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import status_code_conformance
 
-from tests import services
+from tests.conftest import new_postgres_database
 
 ICC = Path(sys.executable).with_name("icc")
 EXAMPLES = int(os.environ.get("ICC_FUZZ_EXAMPLES", "6"))
@@ -47,15 +45,8 @@ def database_url(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('fuzz-db') / 'icc.db'}"
         return
-    problem = services.postgres_available()
-    if problem is not None:
-        services.unavailable("PostgreSQL", problem)
-    name = f"icc_fuzz_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    url = asyncio.run(services.create_database(name))
-    try:
+    with new_postgres_database("icc_fuzz") as url:
         yield url
-    finally:
-        asyncio.run(services.drop_database(name))
 
 
 @pytest.fixture(scope="module")

@@ -53,13 +53,8 @@ async def test_a_message_being_sent_at_the_erasure_keeps_its_outcome(platform: P
     assert "failed" not in [e["type"] for e in message["events"]]
 
 
-async def test_an_erasure_drops_the_receipts_waiting_for_sends_that_will_not_happen(
-    platform: Platform,
-) -> None:
-    """A receipt that came early for a message the erasure cancels is dropped with it; one
-    for the message being sent stays and gives it its delivery status, with the provider's
-    text masked (an erasure cannot reach what is written after it)."""
-    held, sending, theirs = await _held_send(platform)
+async def _send_later(platform: Platform) -> str:
+    """Another message of customer C1, scheduled far ahead: its id."""
     later = {
         "scenario": "account_movement",
         "customer_id": "C1",
@@ -68,7 +63,20 @@ async def test_an_erasure_drops_the_receipts_waiting_for_sends_that_will_not_hap
         "send_at": "2099-01-01T00:00:00+08:00",
     }
     async with platform.client("system") as client:
-        scheduled = (await client.post("/v1/messages", json=later)).json()["id"]
+        response = await client.post("/v1/messages", json=later)
+    assert response.status_code == 202, response.text
+    message_id: str = response.json()["id"]
+    return message_id
+
+
+async def test_an_erasure_drops_the_receipts_waiting_for_sends_that_will_not_happen(
+    platform: Platform,
+) -> None:
+    """A receipt that came early for a message the erasure cancels is dropped with it; one
+    for the message being sent stays and gives it its delivery status, with the provider's
+    text masked (an erasure cannot reach what is written after it)."""
+    held, sending, theirs = await _held_send(platform)
+    scheduled = await _send_later(platform)
     text = "user 13800001234 (li.wei@bank.example) reached"
     await _callback(
         platform,
@@ -187,15 +195,7 @@ async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platfo
         await sweeper_task
     runtime._sweeper = None
     held, _, _ = await _held_send(platform)
-    later = {
-        "scenario": "account_movement",
-        "customer_id": "C1",
-        "variables": VARIABLES,
-        "recipient": CONTACTS,
-        "send_at": "2099-01-01T00:00:00+08:00",
-    }
-    async with platform.client("system") as client:
-        sent = (await client.post("/v1/messages", json=later)).json()["id"]
+    sent = await _send_later(platform)
     await _callback(platform, [{"delivered": True, "message_id": sent, "code": "ok"}])
     async with runtime.sessionmaker() as session:  # its send recorded, the receipt waiting
         await session.execute(
