@@ -38,10 +38,10 @@ class DeliveryReceipt:
     occurred_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in ("provider_message_id", "message_id", "code"):
+        for name in ("provider_message_id", "message_id", "code", "detail"):
             _drop_nul(self, name)
         if self.detail:
-            object.__setattr__(self, "detail", mask_text(self.detail.replace("\x00", "")))
+            object.__setattr__(self, "detail", mask_text(self.detail))
 
 
 @dataclass(frozen=True)

@@ -166,9 +166,11 @@ def _problem(error: ErrorDetails) -> str:
     return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
-# local@domain of dot-atoms with a host name: nearly every address, and unchanged by parsing
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# RFC 5322's dot-atom (also the SMTP simulator's quick address check)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+# local@domain of a dot-atom and a host name: nearly every address, unchanged by parsing
+_PLAIN_ADDRESS = re.compile(rf"{DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 def parse_address(value: str) -> str | None:
@@ -238,8 +240,7 @@ class SmtpEmailProvider(ChannelProvider):
             log.warning("smtp provider %r sends AUTH without TLS", account)
         self.pool = SmtpPool(self._open, self.config.pool_size)
         self._helo_name = self.config.helo_hostname
-        self._sender = self.config.from_address
-        self._mail_from = f"<{self._sender}>".encode("ascii")
+        self._mail_from = f"<{self.config.from_address}>".encode("ascii")
         # One TLS context for every connection: aiosmtplib would otherwise build one (and load
         # the system CA store) per connection.
         self._tls_context = _tls_context(account, self.config)
@@ -299,7 +300,9 @@ class SmtpEmailProvider(ChannelProvider):
         try:
             reply = await smtp.execute_command(b"MAIL", b"FROM:" + self._mail_from, *size)
             if reply.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, self._sender)
+                raise aiosmtplib.SMTPSenderRefused(
+                    reply.code, reply.message, self.config.from_address
+                )
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException) as exc:
             # Nothing was accepted yet, so a fresh connection cannot cause a duplicate.
             closing = not isinstance(exc, aiosmtplib.SMTPResponseException) or exc.code == 421

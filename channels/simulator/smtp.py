@@ -31,6 +31,8 @@ from typing import Any, Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+from channels.email import DOT_ATOM
+
 HOST = "127.0.0.1"
 Command = Literal["MAIL", "RCPT", "DATA"]
 TlsMode = Literal["starttls", "implicit"]
@@ -156,9 +158,7 @@ class RecordingHandler:
 
 
 # <local@domain> of dot-atoms, then the parameters (not a comment): nearly every MAIL and RCPT
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
-_PLAIN_ANGLE_ADDR = re.compile(rf"[ \t]*<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+([^ \t(].*)?)?", re.S)
+_PLAIN_ANGLE_ADDR = re.compile(rf"[ \t]*<({DOT_ATOM}@{DOT_ATOM})>(?:[ \t]+([^ \t(].*)?)?", re.S)
 
 
 class SimulatorSMTP(SMTP):
