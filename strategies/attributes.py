@@ -37,6 +37,10 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+# The bank's time zone: a customer's when none is stored, and the calendar of relative dates
+# in segment rules (strategies.relative)
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
 
 class AttributeType(StrEnum):
     string = "string"

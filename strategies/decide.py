@@ -26,9 +26,8 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from strategies.attributes import DEFAULT_TIMEZONE
 from strategies.predicate import Predicate
-
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
 class Reason(StrEnum):

@@ -17,31 +17,84 @@ reproduces in SQL exactly:
   decimal its JSON text carries. Strings compare by code point, case-sensitively;
   ``contains`` is a substring test on a string and an item test on a string_list.
   ``between`` includes both ends.
+- A relative date (``{"days": -30}``) is fixed at the time of the call, to the second
+  (:func:`strategies.rules.resolve`), as the SQL fixes it when it is made.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from strategies.attributes import AttributeType
-from strategies.rules import AllOf, Condition, NotOf, Op, Rule
+from strategies.rules import AllOf, Condition, NotOf, Op, Rule, has_relative, resolve
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 """True when the profile belongs to the segment."""
 
 
-def compile_predicate(rule: Rule) -> Predicate:
-    """A predicate over profiles for a rule from :func:`strategies.rules.validate`."""
+Clock = Callable[[], float]
+"""Seconds since the epoch (``time.time``)."""
+
+_EVALUATED_AT: ContextVar[float | None] = ContextVar("segments_evaluated_at", default=None)
+
+
+@contextmanager
+def evaluated_at(moment: datetime) -> Iterator[None]:
+    """Predicates called inside fix their relative dates at ``moment`` instead of the
+    current time (explain and dry runs decide as a send at that moment would)."""
+    token = _EVALUATED_AT.set(moment.timestamp())
+    try:
+        yield
+    finally:
+        _EVALUATED_AT.reset(token)
+
+
+def _current_time() -> float:
+    moment = _EVALUATED_AT.get()
+    return time.time() if moment is None else moment
+
+
+def compile_predicate(rule: Rule, *, clock: Clock = _current_time) -> Predicate:
+    """A predicate over profiles for a rule from :func:`strategies.rules.validate`;
+    ``clock``: the time that fixes its relative dates, if it has any (default: the current
+    time, or the moment of an enclosing :func:`evaluated_at`)."""
+    if has_relative(rule):
+        return _relative(rule, clock)
+    return _compile(rule)
+
+
+def _relative(rule: Rule, clock: Clock) -> Predicate:
+    """Compiled again when the second changes: fixed to the second, its values change no
+    faster (a segment's predicate is called for every message)."""
+    compiled: dict[int, Predicate] = {}
+
+    def predicate(profile: Mapping[str, Any]) -> bool:
+        second = int(clock())
+        current = compiled.get(second)
+        if current is None:
+            current = _compile(resolve(rule, datetime.fromtimestamp(second, UTC)))
+            compiled.clear()
+            compiled[second] = current
+        return current(profile)
+
+    return predicate
+
+
+def _compile(rule: Rule) -> Predicate:
     if isinstance(rule, Condition):
         return _condition(rule)
     if isinstance(rule, NotOf):
-        inner = compile_predicate(rule.rule)
+        inner = _compile(rule.rule)
         return lambda profile: not inner(profile)
-    children = tuple(compile_predicate(r) for r in rule.rules)  # AllOf or AnyOf
+    children = tuple(_compile(r) for r in rule.rules)  # AllOf or AnyOf
     return _all(children) if isinstance(rule, AllOf) else _any(children)
 
 

@@ -5,6 +5,9 @@ A rule is one of::
     {"field": "aum", "op": "gte", "value": 500000}          a condition
     {"all": [rule, ...]}   {"any": [rule, ...]}   {"not": rule}
 
+A date or datetime value may be relative to the time of evaluation, ``{"days": -90}``
+(:mod:`strategies.relative`); :func:`resolve` fixes it before a rule is compared.
+
 :func:`validate` turns a marketer's JSON into a typed, normalized :data:`Rule` (values
 parsed to their compared form, each condition carrying its attribute's type) or raises
 :class:`InvalidRule`, a 422 naming every bad field by its JSON path
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import FieldError, ValidationFailed
+from strategies import relative
 from strategies.attributes import (
     MAX_STRING_LENGTH,
     Attribute,
@@ -39,6 +44,7 @@ from strategies.attributes import (
     parse_number,
     parse_string,
 )
+from strategies.relative import Relative, parse_relative
 
 MAX_DEPTH = 10  # levels of rules, the root counting as one
 MAX_NODES = 200  # conditions and groups in one rule
@@ -76,6 +82,8 @@ OPS_BY_TYPE: Mapping[AttributeType, frozenset[Op]] = {
 
 Scalar = Decimal | str | bool
 """A compared value: Decimal for number/integer, the stored text for string/date/datetime."""
+Operand = Scalar | Relative
+"""A value as written: a Scalar, or a date or time relative to the evaluation."""
 
 
 class _Node(BaseModel):
@@ -83,12 +91,12 @@ class _Node(BaseModel):
 
 
 class Condition(_Node):
-    """``field op value``. ``value`` is a Scalar, a tuple of Scalars for in/not_in, a
-    (low, high) tuple for between, None for exists."""
+    """``field op value``. ``value`` is an Operand, a tuple of them for in/not_in, a
+    (low, high) tuple for between, None for exists (only Scalars once resolved)."""
 
     field: str
     op: Op
-    value: Scalar | tuple[Scalar, ...] | None = None
+    value: Operand | tuple[Operand, ...] | None = None
     type: AttributeType
     builtin: bool = False
 
@@ -152,6 +160,37 @@ def to_json(rule: Rule) -> dict[str, Any]:
     return out
 
 
+def resolve(rule: Rule, now: datetime) -> Rule:
+    """``rule`` with its relative values fixed at ``now`` (aware); the rule itself when it
+    has none."""
+    if isinstance(rule, Condition):
+        value = rule.value
+        if isinstance(value, Relative):
+            return rule.model_copy(update={"value": relative.resolve(value, rule.type, now)})
+        if isinstance(value, tuple) and any(isinstance(v, Relative) for v in value):
+            fixed = tuple(
+                relative.resolve(v, rule.type, now) if isinstance(v, Relative) else v for v in value
+            )
+            return rule.model_copy(update={"value": fixed})
+        return rule
+    if isinstance(rule, NotOf):
+        inner = resolve(rule.rule, now)
+        return rule if inner is rule.rule else NotOf(rule=inner)
+    children = tuple(resolve(r, now) for r in rule.rules)
+    if all(new is old for new, old in zip(children, rule.rules, strict=True)):
+        return rule
+    return type(rule)(rules=children)
+
+
+def has_relative(rule: Rule) -> bool:
+    """Whether the rule holds a relative value (its meaning changes with the time)."""
+    if isinstance(rule, Condition):
+        values = rule.value if isinstance(rule.value, tuple) else (rule.value,)
+        return any(isinstance(v, Relative) for v in values)
+    children = (rule.rule,) if isinstance(rule, NotOf) else rule.rules
+    return any(has_relative(r) for r in children)
+
+
 def fields_of(rule: Rule) -> frozenset[str]:
     """The attribute names a rule reads (e.g. to refuse dropping an attribute in use)."""
     if isinstance(rule, Condition):
@@ -160,7 +199,9 @@ def fields_of(rule: Rule) -> frozenset[str]:
     return frozenset().union(*(fields_of(r) for r in children))
 
 
-def _json_scalar(value: Scalar) -> Any:
+def _json_scalar(value: Operand) -> Any:
+    if isinstance(value, Relative):
+        return value.to_json()
     if isinstance(value, Decimal):
         return json_number(value)
     return value
@@ -317,7 +358,7 @@ class _Validator:
         )
         if not (ok_low and ok_high):
             return False, None
-        if low > high:
+        if _above(low, high):
             self.error(path, f"low {_shown(low)} is above high {_shown(high)}")
             return False, None
         return True, (low, high)
@@ -326,9 +367,11 @@ class _Validator:
         self, attribute: Attribute, value: Any, path: str, *, contained: bool = False
     ) -> tuple[bool, Any]:
         """A value compared with ``attribute``, or with its items or substrings
-        (``contained``: a non-empty string)."""
+        (``contained``: a non-empty string); a relative date is kept as such."""
         type_ = AttributeType.string if contained else attribute.type
         try:
+            if isinstance(value, dict) and not contained:
+                return True, parse_relative(type_, value)
             parsed = _parse_scalar(type_, value)
             if contained and not parsed:
                 raise ValueError("expected a non-empty string")
@@ -361,5 +404,17 @@ def _names(ops: Any) -> str:
     return ", ".join(o.value for o in ops)
 
 
-def _shown(value: Scalar) -> str:
+def _above(low: Operand, high: Operand) -> bool:
+    """Whether ``low`` is certainly above ``high`` (a relative value against a fixed one
+    depends on the day: such a range may be empty then, and matches nobody)."""
+    if isinstance(low, Relative) and isinstance(high, Relative):
+        return low.hours() > high.hours()
+    if isinstance(low, Relative) or isinstance(high, Relative):
+        return False
+    return bool(low > high)  # type: ignore[operator]
+
+
+def _shown(value: Operand) -> str:
+    if isinstance(value, Relative):
+        return str(value.to_json())
     return str(json_number(value)) if isinstance(value, Decimal) else repr(value)

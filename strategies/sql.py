@@ -16,6 +16,8 @@ How the semantics of :mod:`strategies.predicate` carry over:
 - ``contains``: ``instr``/``strpos`` for a substring; for a list, an ``EXISTS`` over
   ``json_each`` (SQLite) or JSONB containment ``@>`` (PostgreSQL), each guarded by an
   array type test (``json_each`` of a bare string would yield the string itself).
+- Relative dates are fixed when the SQL is made (``now``), as the predicate fixes them
+  when it is called: a query selects the customers of that moment.
 
 Every value, attribute key and JSON path is a bound parameter.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -48,7 +51,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from strategies.attributes import AttributeType, json_number
-from strategies.rules import AllOf, Condition, NotOf, Op, Rule, Scalar
+from strategies.relative import Relative
+from strategies.rules import AllOf, Condition, NotOf, Op, Operand, Rule, Scalar, resolve
 
 _NUMERIC = frozenset({AttributeType.number, AttributeType.integer})
 
@@ -59,14 +63,16 @@ def compile_sql(
     attributes_column: SQLColumnExpression[Any],
     columns: Mapping[str, SQLColumnExpression[Any]],
     dialect: str,
+    now: datetime | None = None,
 ) -> ColumnElement[bool]:
     """A WHERE condition for a rule from :func:`strategies.rules.validate`.
 
     ``attributes_column`` is the JSON column of attributes (``Customer.attributes``);
     ``columns`` maps each built-in field to its column (``{"locale": Customer.locale,
-    ...}``); ``dialect`` is ``"sqlite"`` or ``"postgresql"`` (``app.db.dialect_name``).
-    The condition is never NULL.
+    ...}``); ``dialect`` is ``"sqlite"`` or ``"postgresql"`` (``app.db.dialect_name``);
+    ``now`` fixes relative dates (default: the current time). The condition is never NULL.
     """
+    rule = resolve(rule, now or datetime.now(UTC))
     if dialect == "sqlite":
         return _compile(rule, _Sqlite(attributes_column, columns))
     if dialect == "postgresql":
@@ -240,13 +246,18 @@ def _test(condition: Condition, dialect: _Dialect) -> ColumnElement[bool]:
     value = dialect.value(condition, ordered=ordered)
     operand = condition.value
     if isinstance(operand, tuple):
-        operands = [dialect.operand(v) for v in operand]
+        operands = [dialect.operand(_fixed(v)) for v in operand]
         if op is Op.between:
             return value.between(operands[0], operands[1])
         return value.in_(operands) if op is Op.in_ else value.not_in(operands)
     assert operand is not None
-    right = dialect.operand(operand)
+    right = dialect.operand(_fixed(operand))
     return _COMPARE[op](value, right)
+
+
+def _fixed(value: Operand) -> Scalar:
+    assert not isinstance(value, Relative), "compile_sql resolves relative values first"
+    return value
 
 
 _COMPARE: dict[Op, Callable[[Any, Any], ColumnElement[bool]]] = {

@@ -3,7 +3,9 @@ and samples by SQL, references, explain and dry run."""
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -359,3 +361,53 @@ async def test_explain_counts_an_opt_out_reply_sent_before_the_customer_was_reco
         assert sms["no_patch"] == "opted_out"
         email = next(c for c in explained.json()["channels"] if c["channel"] == "email")
         assert email["no_patch"] != "opted_out"
+
+
+async def test_segments_with_relative_dates(platform: Platform) -> None:
+    """ "Opened in the last 90 days" counted by SQL today, and explained at another time."""
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    opened = {"N1": today - timedelta(days=10), "N2": today - timedelta(days=90)}
+    opened |= {"O1": today - timedelta(days=91), "O2": today - timedelta(days=400)}
+    async with platform.client("marketer") as client:
+        await platform.create_scenario()
+        created = await client.put("/v1/customer-attributes/opened_on", json={"type": "date"})
+        assert created.status_code in (200, 201), created.text
+        for cid, day in opened.items():
+            body = {"phone": f"1380000{cid[-1]}000", "attributes": {"opened_on": str(day)}}
+            response = await client.put(f"/v1/customers/{cid}", json=body)
+            assert response.status_code in (200, 201), response.text
+        rule = {"field": "opened_on", "op": "gte", "value": {"days": -90}}
+        segment = await client.post("/v1/segments", json={"key": "new_customers", "rule": rule})
+        assert segment.status_code == 201, segment.text
+        assert segment.json()["rule"] == rule  # kept relative, not fixed at creation
+        count = await client.get("/v1/segments/new_customers/count")
+        assert count.json() == {"key": "new_customers", "count": 2}  # N1, N2
+        sample = (await client.get("/v1/segments/new_customers/sample?size=10")).json()
+        assert sorted(c["id"] for c in sample["items"]) == ["N1", "N2"]
+        wrong = {"field": "opened_on", "op": "gte", "value": {"hours": -1}}
+        refused = await client.post("/v1/segments", json={"key": "bad", "rule": wrong})
+        assert refused.status_code == 422
+        assert refused.json()["fields"][0]["field"] == "rule.value"
+
+        await _template(client, "welcome_patch.sms", "新客专享理财")
+        strategy = {
+            "key": "welcome",
+            "scenario": "account_movement",
+            "segment": "new_customers",
+            "patch_templates": {"sms": "welcome_patch.sms"},
+            "priority": 1,
+            "status": "active",
+        }
+        assert (await client.post("/v1/strategies", json=strategy)).status_code == 201
+
+        async def strategy_at(at: datetime) -> str | None:
+            body = {"scenario": "account_movement", "customer_id": "N2", "at": at.isoformat()}
+            explained = await client.post("/v1/strategies/explain", json=body)
+            assert explained.status_code == 200, explained.text
+            sms = next(c for c in explained.json()["channels"] if c["channel"] == "sms")
+            return sms["strategy"]  # type: ignore[no-any-return]
+
+        ten = time(10, tzinfo=ZoneInfo("Asia/Shanghai"))  # outside quiet hours
+        assert await strategy_at(datetime.combine(today, ten)) == "welcome"
+        # the next day, N2 opened 91 days before
+        assert await strategy_at(datetime.combine(today + timedelta(days=1), ten)) is None

@@ -27,6 +27,7 @@ from app.customers.schemas import ImportSummary, RowError
 from app.customers.service import attribute_schema
 from app.errors import AppError, FieldError
 from app.timeutil import utcnow
+from strategies.attributes import DEFAULT_TIMEZONE
 
 BOM = b"\xef\xbb\xbf"
 MAX_RECORD_BYTES = 1024 * 1024
@@ -44,7 +45,7 @@ _EMPTY: dict[str, Any] = {
     "email": None,
     "wechat_openid": None,
     "locale": fields.DEFAULT_LOCALE,
-    "timezone": fields.DEFAULT_TIMEZONE,
+    "timezone": DEFAULT_TIMEZONE,
     "tags": [],
 }
 

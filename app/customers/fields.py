@@ -13,7 +13,6 @@ CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
 TAG_PATTERN = r"^[^|\x00-\x1f]{1,64}$"
 DEFAULT_LOCALE = "zh-CN"
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 MAX_NAME = 200
 MAX_TAGS = 100
 TAG_SEPARATOR = "|"

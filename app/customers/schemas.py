@@ -10,6 +10,7 @@ from app.customers import fields
 from app.customers.attributes import ATTRIBUTE_NAME_PATTERN, AttributeType
 from app.customers.consent import Purpose
 from app.scenarios.schemas import Channel
+from strategies.attributes import DEFAULT_TIMEZONE
 
 
 def _rule(check: Callable[[str], str]) -> AfterValidator:
@@ -57,7 +58,7 @@ class CustomerIn(BaseModel):
     wechat_openid: Annotated[str | None, _rule(fields.wechat_openid)] = None
     locale: Annotated[str, _rule(fields.locale)] = fields.DEFAULT_LOCALE
     timezone: Annotated[str, _rule(fields.timezone)] = Field(
-        default=fields.DEFAULT_TIMEZONE, description="IANA time zone (quiet hours)"
+        default=DEFAULT_TIMEZONE, description="IANA time zone (quiet hours)"
     )
     attributes: dict[str, Any] = Field(
         default_factory=dict,

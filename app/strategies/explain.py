@@ -26,6 +26,8 @@ from app.strategies.schemas import (
 )
 from app.timeutil import utcnow
 from strategies import decide
+from strategies.attributes import DEFAULT_TIMEZONE
+from strategies.predicate import evaluated_at
 
 OUTSIDE = "outside_sample"  # dry run: customers of an experiment's strategy not in its sample
 
@@ -143,21 +145,22 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
     base = patching.profile(stored) if stored is not None else {}
     who = decide.Customer(
         dict(data.profile) if data.profile is not None else base,
-        stored.timezone if stored is not None else decide.DEFAULT_TIMEZONE,
+        stored.timezone if stored is not None else DEFAULT_TIMEZONE,
         recent_patches=patcher.recent.get(stored.id, []) if stored is not None else [],
     )
-    decisions = patcher.decisions(
-        data.scenario,
-        scenario.channels,
-        who=who,
-        consent=(
-            patcher.consent(stored.id, phone=stored.phone, customer=stored)
-            if stored is not None
-            else None
-        ),
-        at=now,
-        explain=True,
-    )
+    with evaluated_at(now):  # relative dates in segments too
+        decisions = patcher.decisions(
+            data.scenario,
+            scenario.channels,
+            who=who,
+            consent=(
+                patcher.consent(stored.id, phone=stored.phone, customer=stored)
+                if stored is not None
+                else None
+            ),
+            at=now,
+            explain=True,
+        )
     return ExplainOut(
         scenario=data.scenario,
         customer_id=data.customer_id,
@@ -183,7 +186,7 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
     scenario = await scenarios.get(session, data.scenario)
     now = data.at or utcnow()
     rule = await service.segment_rule(session, data.segment) if data.segment else None
-    sample = await repository.sample_matching(session, rule, data.sample_size)
+    sample = await repository.sample_matching(session, rule, data.sample_size, now=now)
     patcher = await patching.load(
         session,
         scenarios=[data.scenario],
@@ -198,16 +201,17 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
     for customer in sample:
         who = decide.Customer(
             patching.profile(customer),
-            customer.timezone or decide.DEFAULT_TIMEZONE,
+            customer.timezone or DEFAULT_TIMEZONE,
             recent_patches=patcher.recent.get(customer.id, []),
         )
-        decisions = patcher.decisions(
-            data.scenario,
-            scenario.channels,
-            who=who,
-            consent=patcher.consent(customer.id, phone=customer.phone, customer=customer),
-            at=now,
-        )
+        with evaluated_at(now):
+            decisions = patcher.decisions(
+                data.scenario,
+                scenario.channels,
+                who=who,
+                consent=patcher.consent(customer.id, phone=customer.phone, customer=customer),
+                at=now,
+            )
         for decision in decisions:
             label = decision.winner.key if decision.winner else f"none:{decision.no_patch}"
             counts[decision.channel][label] += 1

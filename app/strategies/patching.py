@@ -30,7 +30,7 @@ from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
 from app.tracking.links import as_tracked
 from strategies import decide
-from strategies.attributes import profile_of
+from strategies.attributes import DEFAULT_TIMEZONE, profile_of
 from strategies.patch import Patch, PatchSettings, compose
 from templates import repository as templates_repository
 from templates.renderer import TemplateError, render
@@ -205,7 +205,7 @@ class Patcher:
         self, customer_id: str, customer: Customer | None, inline: Mapping[str, Any] | None
     ) -> decide.Customer:
         base = profile(customer) if customer is not None else {}
-        timezone = customer.timezone if customer is not None else decide.DEFAULT_TIMEZONE
+        timezone = customer.timezone if customer is not None else DEFAULT_TIMEZONE
         return decide.Customer(
             {**base, **inline} if inline else base,
             timezone,

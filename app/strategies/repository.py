@@ -27,7 +27,7 @@ from app.db import dialect_name
 from app.experiments.models import Experiment
 from app.messages.models import Message
 from app.strategies.models import Segment, Strategy
-from app.timeutil import as_utc
+from app.timeutil import as_utc, utcnow
 from strategies.rules import Rule
 from strategies.sql import compile_sql
 
@@ -108,12 +108,16 @@ def _profile_json(session: AsyncSession) -> SQLColumnExpression[Any]:
     return func.json_set(Customer.attributes, "$.tags", func.json(Customer.tags))
 
 
-def matches(session: AsyncSession, rule: Rule) -> ColumnElement[bool]:
+def matches(
+    session: AsyncSession, rule: Rule, *, now: datetime | None = None
+) -> ColumnElement[bool]:
+    """The rule's SQL; relative dates fixed at ``now`` (default: the current time)."""
     return compile_sql(
         rule,
         attributes_column=_profile_json(session),
         columns={"locale": Customer.locale, "timezone": Customer.timezone},
         dialect=dialect_name(session),
+        now=now or utcnow(),
     )
 
 
@@ -122,11 +126,13 @@ async def count_matching(session: AsyncSession, rule: Rule) -> int:
     return int(await session.scalar(stmt) or 0)
 
 
-async def sample_matching(session: AsyncSession, rule: Rule | None, limit: int) -> list[Customer]:
-    """Up to ``limit`` matching customers, drawn at random."""
+async def sample_matching(
+    session: AsyncSession, rule: Rule | None, limit: int, *, now: datetime | None = None
+) -> list[Customer]:
+    """Up to ``limit`` matching customers, drawn at random (as of ``now``)."""
     stmt = select(Customer).order_by(func.random()).limit(limit)
     if rule is not None:
-        stmt = stmt.where(matches(session, rule))
+        stmt = stmt.where(matches(session, rule, now=now))
     return list((await session.scalars(stmt)).all())
 
 

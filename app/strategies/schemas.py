@@ -22,7 +22,14 @@ class SegmentIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"key": "high_net_worth", "name": "高净值客户", "rule": _EXAMPLE_RULE}]
+            "examples": [
+                {"key": "high_net_worth", "name": "高净值客户", "rule": _EXAMPLE_RULE},
+                {
+                    "key": "new_customers",
+                    "name": "90天内开户客户",
+                    "rule": {"field": "opened_on", "op": "gte", "value": {"days": -90}},
+                },
+            ]
         },
     )
 
@@ -31,7 +38,9 @@ class SegmentIn(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     rule: dict[str, Any] = Field(
         description="a rule tree: all/any/not of {field, op, value}; ops eq ne gt gte lt lte "
-        "in not_in contains exists between"
+        "in not_in contains exists between; a date or datetime value may be relative: "
+        '{"days": -90} (the bank calendar day, Asia/Shanghai, minus 90 days), {"hours": -6} '
+        "(datetimes only)"
     )
 
 

@@ -49,6 +49,10 @@ DATETIMES = [
     "2024-01-01T00:00:00Z", "2023-12-31T16:00:00Z", "2024-06-01T12:30:45Z",
     "2024-01-01T00:00:01Z", "1970-01-01T00:00:00Z",
 ]  # fmt: skip
+# Relative dates are fixed at NOW in the tests: midnight in UTC, 08:00 on 2024-01-01 in the
+# bank's time zone, so that {"days": 0} and {"days": 1} are in DATES and {"hours": -8} in
+# DATETIMES (boundaries are hit exactly).
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
 LOCALES = ["zh-CN", "en-US", "zh-HK"]
 TIMEZONES = ["Asia/Shanghai", "Europe/London", "America/New_York"]
 # Stored values the customers API would not write (wrong JSON type, floats beyond the
@@ -110,8 +114,27 @@ def scalars(type_: AttributeType) -> st.SearchStrategy[Any]:
     return st.sampled_from(pool(type_)) | texts
 
 
+def relatives(type_: AttributeType) -> st.SearchStrategy[dict[str, int]]:
+    """Relative values of a date or datetime attribute, near NOW."""
+    days = st.sampled_from([-1, 0, 1, 2, -8766]).map(lambda n: {"days": n})
+    if type_ is T.datetime:
+        return days | st.sampled_from([-8, -1, 0, 12]).map(lambda n: {"hours": n})
+    return days
+
+
+def operands(type_: AttributeType) -> st.SearchStrategy[Any]:
+    """Rule values: scalars, and relative values for dates and datetimes."""
+    if type_ in (T.date, T.datetime):
+        return scalars(type_) | relatives(type_)
+    return scalars(type_)
+
+
 def _sort_key(type_: AttributeType, value: Any) -> Any:
     return Decimal(str(value)) if type_ in (T.number, T.integer) else coerce_value(type_, value)
+
+
+def _hours(value: dict[str, int]) -> int:
+    return value.get("days", 0) * 24 + value.get("hours", 0)
 
 
 @st.composite
@@ -124,12 +147,15 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
         items = st.sampled_from(ITEMS[:-2] + STRINGS[:-1]) | texts
         rule["value"] = draw(items.filter(bool))
     elif op in (Op.in_, Op.not_in):
-        rule["value"] = draw(st.lists(scalars(type_), min_size=1, max_size=5))
+        rule["value"] = draw(st.lists(operands(type_), min_size=1, max_size=5))
+    elif op is Op.between and type_ in (T.date, T.datetime) and draw(st.booleans()):
+        pair = draw(st.lists(relatives(type_), min_size=2, max_size=2))
+        rule["value"] = sorted(pair, key=_hours)
     elif op is Op.between:
         pair = draw(st.lists(scalars(type_), min_size=2, max_size=2))
         rule["value"] = sorted(pair, key=lambda v: _sort_key(type_, v))
     elif op is not Op.exists:
-        rule["value"] = draw(scalars(type_))
+        rule["value"] = draw(operands(type_))
     return rule
 
 

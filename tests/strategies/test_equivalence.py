@@ -120,13 +120,14 @@ def test_sql_selects_the_customers_the_predicate_accepts(
     database: Database, raw: dict[str, Any]
 ) -> None:
     rule = validate(raw, samples.SCHEMA)
-    predicate = compile_predicate(rule)
+    predicate = compile_predicate(rule, clock=samples.NOW.timestamp)
     expected = {i for i, profile in database.profiles.items() if predicate(profile)}
     where = compile_sql(
         rule,
         attributes_column=Customer.attributes,
         columns=BUILTIN_COLUMNS,
         dialect=database.dialect,
+        now=samples.NOW,
     )
     assert database.run(database.select(where)) == expected
 
@@ -146,8 +147,9 @@ def test_sql_agrees_on_any_single_profile(
         attributes_column=cast(document, JSONB) if database.dialect == "postgresql" else document,
         columns=builtins,
         dialect=database.dialect,
+        now=samples.NOW,
     )
     result = database.run(database.evaluate(expression))
     assert result is not None
     stored = profile_of(attributes, locale=profile["locale"], timezone=profile["timezone"])
-    assert bool(result) == compile_predicate(rule)(stored)
+    assert bool(result) == compile_predicate(rule, clock=samples.NOW.timestamp)(stored)
