@@ -16,7 +16,8 @@ reproduces in SQL exactly:
 - Numbers compare as exact decimals; a float is read as its shortest repr, i.e. as the
   decimal its JSON text carries. Strings compare by code point, case-sensitively;
   ``contains`` is a substring test on a string and an item test on a string_list.
-  ``between`` includes both ends.
+  ``between`` includes both ends. ``anniversary`` compares a date's month and day
+  (characters 6 to 10 of its stored text) with those of its window.
 - A relative date (``{"days": -30}``) is fixed at the time of the call, to the second
   (:func:`strategies.rules.resolve`), as the SQL fixes it when it is made.
 """
@@ -168,6 +169,10 @@ def _test(condition: Condition) -> Callable[[Any], bool]:
         return lambda value: bool(low <= value <= high)
     if op is Op.contains:
         return lambda value: operand in value  # substring of a str, item of a list
+    if op is Op.anniversary:  # resolved: the window's month-days
+        assert isinstance(operand, tuple)
+        month_days = frozenset(operand)
+        return lambda value: value[5:10] in month_days  # YYYY-MM-DD
     compare = _COMPARE[op]
     return lambda value: bool(compare(value, operand))
 

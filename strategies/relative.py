@@ -86,3 +86,22 @@ def resolve(value: Relative, type_: AttributeType, now: datetime) -> str:
         return (today + timedelta(days=value.amount)).isoformat()
     moment = now.astimezone(UTC) + timedelta(**{value.unit.value: value.amount})
     return moment.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+MAX_ANNIVERSARY_SPAN = 366  # days in a window: a whole year, leap or not
+
+
+def anniversary_days(low: Relative, high: Relative, now: datetime) -> tuple[str, ...]:
+    """The month-days (``"MM-DD"``) from ``low`` to ``high`` days after the bank's calendar
+    day at ``now``: a date's anniversary falls in the window when its month-day is one of
+    them. A 29 February counts on the 28th in a year without one."""
+    today = now.astimezone(_CALENDAR).date()
+    days = [today + timedelta(days=n) for n in range(low.amount, high.amount + 1)]
+    found = dict.fromkeys(day.strftime("%m-%d") for day in days)
+    if any(day.month == 2 and day.day == 28 and not _leap(day.year) for day in days):
+        found["02-29"] = None
+    return tuple(found)
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

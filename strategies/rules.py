@@ -65,6 +65,7 @@ class Op(StrEnum):
     contains = "contains"
     exists = "exists"
     between = "between"
+    anniversary = "anniversary"  # a date's month and day, any year: [{"days": 0}, {"days": 7}]
 
 
 _ORDERED = frozenset({Op.eq, Op.ne, Op.gt, Op.gte, Op.lt, Op.lte, Op.in_, Op.not_in, Op.between})
@@ -75,7 +76,7 @@ OPS_BY_TYPE: Mapping[AttributeType, frozenset[Op]] = {
     AttributeType.number: _ORDERED | {Op.exists},
     AttributeType.integer: _ORDERED | {Op.exists},
     AttributeType.boolean: frozenset({Op.eq, Op.ne, Op.exists}),
-    AttributeType.date: _ORDERED | {Op.exists},
+    AttributeType.date: _ORDERED | {Op.exists, Op.anniversary},
     AttributeType.datetime: _ORDERED | {Op.exists},
     AttributeType.string_list: frozenset({Op.contains, Op.exists}),
 }
@@ -165,6 +166,12 @@ def resolve(rule: Rule, now: datetime) -> Rule:
     has none."""
     if isinstance(rule, Condition):
         value = rule.value
+        if rule.op is Op.anniversary:
+            match value:
+                case (Relative() as low, Relative() as high):
+                    days = relative.anniversary_days(low, high, now)
+                    return rule.model_copy(update={"value": days})
+            return rule  # resolved already: its month-days
         if isinstance(value, Relative):
             return rule.model_copy(update={"value": relative.resolve(value, rule.type, now)})
         if isinstance(value, tuple) and any(isinstance(v, Relative) for v in value):
@@ -332,6 +339,8 @@ class _Validator:
             return self.values_list(attribute, value, path)
         if op is Op.between:
             return self.bounds(attribute, value, path)
+        if op is Op.anniversary:
+            return self.window(value, path)
         if op is Op.contains:
             return self.scalar(attribute, value, path, contained=True)
         return self.scalar(attribute, value, path)
@@ -360,6 +369,32 @@ class _Validator:
             return False, None
         if _above(low, high):
             self.error(path, f"low {_shown(low)} is above high {_shown(high)}")
+            return False, None
+        return True, (low, high)
+
+    def window(self, value: Any, path: str) -> tuple[bool, Any]:
+        """An anniversary's window, two relative days; a reversed one is an error."""
+        usage = 'expected [{"days": from}, {"days": to}] counted from today'
+        if not isinstance(value, list) or len(value) != 2:
+            self.error(path, usage)
+            return False, None
+        bounds = []
+        for i, item in enumerate(value):
+            try:
+                if not isinstance(item, dict):
+                    raise ValueError(usage)
+                bounds.append(parse_relative(AttributeType.date, item))
+            except ValueError as exc:
+                self.error(f"{path}[{i}]", str(exc))
+                return False, None
+        low, high = bounds
+        span = high.amount - low.amount + 1
+        if not 1 <= span <= relative.MAX_ANNIVERSARY_SPAN:
+            self.error(
+                path,
+                f"from {low.amount} to {high.amount} days: a window runs forward, "
+                f"over at most {relative.MAX_ANNIVERSARY_SPAN} days",
+            )
             return False, None
         return True, (low, high)
 

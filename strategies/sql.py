@@ -242,6 +242,10 @@ def _test(condition: Condition, dialect: _Dialect) -> ColumnElement[bool]:
         return true()  # the known test is all there is
     if op is Op.contains:
         return dialect.contains(condition)
+    if op is Op.anniversary:  # resolved: the window's month-days, "MM-DD" of YYYY-MM-DD
+        assert isinstance(condition.value, tuple)
+        month_day = func.substr(dialect.value(condition, ordered=False), 6, 5)
+        return month_day.in_([literal(_fixed(d), Text) for d in condition.value])
     ordered = op not in (Op.eq, Op.ne, Op.in_, Op.not_in)
     value = dialect.value(condition, ordered=ordered)
     operand = condition.value

@@ -368,12 +368,21 @@ async def test_segments_with_relative_dates(platform: Platform) -> None:
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
     opened = {"N1": today - timedelta(days=10), "N2": today - timedelta(days=90)}
     opened |= {"O1": today - timedelta(days=91), "O2": today - timedelta(days=400)}
+    # N1's birthday is in three days, O1's was yesterday
+    born = {
+        "N1": (today + timedelta(days=3)).replace(year=1992),
+        "O1": today.replace(year=1988),
+    }  # leap years: any day fits
+    born["O1"] -= timedelta(days=1)
     async with platform.client("marketer") as client:
         await platform.create_scenario()
-        created = await client.put("/v1/customer-attributes/opened_on", json={"type": "date"})
-        assert created.status_code in (200, 201), created.text
+        for name in ("opened_on", "birthday"):
+            created = await client.put(f"/v1/customer-attributes/{name}", json={"type": "date"})
+            assert created.status_code in (200, 201), created.text
         for cid, day in opened.items():
-            body = {"phone": f"1380000{cid[-1]}000", "attributes": {"opened_on": str(day)}}
+            attributes = {"opened_on": str(day)}
+            attributes |= {"birthday": str(born[cid])} if cid in born else {}
+            body = {"phone": f"1380000{cid[-1]}000", "attributes": attributes}
             response = await client.put(f"/v1/customers/{cid}", json=body)
             assert response.status_code in (200, 201), response.text
         rule = {"field": "opened_on", "op": "gte", "value": {"days": -90}}
@@ -384,6 +393,11 @@ async def test_segments_with_relative_dates(platform: Platform) -> None:
         assert count.json() == {"key": "new_customers", "count": 2}  # N1, N2
         sample = (await client.get("/v1/segments/new_customers/sample?size=10")).json()
         assert sorted(c["id"] for c in sample["items"]) == ["N1", "N2"]
+        week = [{"days": 0}, {"days": 6}]
+        birthdays = {"field": "birthday", "op": "anniversary", "value": week}
+        segment = await client.post("/v1/segments", json={"key": "birthdays", "rule": birthdays})
+        assert segment.status_code == 201, segment.text
+        assert (await client.get("/v1/segments/birthdays/count")).json()["count"] == 1  # N1
         wrong = {"field": "opened_on", "op": "gte", "value": {"hours": -1}}
         refused = await client.post("/v1/segments", json={"key": "bad", "rule": wrong})
         assert refused.status_code == 422

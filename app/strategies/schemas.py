@@ -38,7 +38,8 @@ class SegmentIn(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     rule: dict[str, Any] = Field(
         description="a rule tree: all/any/not of {field, op, value}; ops eq ne gt gte lt lte "
-        "in not_in contains exists between; a date or datetime value may be relative: "
+        "in not_in contains exists between anniversary; a date or datetime value may be "
+        "relative: "
         '{"days": -90} (the bank calendar day, Asia/Shanghai, minus 90 days), {"hours": -6} '
         "(datetimes only)"
     )

@@ -148,6 +148,10 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
         rule["value"] = draw(items.filter(bool))
     elif op in (Op.in_, Op.not_in):
         rule["value"] = draw(st.lists(operands(type_), min_size=1, max_size=5))
+    elif op is Op.anniversary:
+        start = draw(st.integers(-3, 3))
+        span = draw(st.sampled_from([1, 2, 60, 366]))
+        rule["value"] = [{"days": start}, {"days": start + span - 1}]
     elif op is Op.between and type_ in (T.date, T.datetime) and draw(st.booleans()):
         pair = draw(st.lists(relatives(type_), min_size=2, max_size=2))
         rule["value"] = sorted(pair, key=_hours)

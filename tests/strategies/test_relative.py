@@ -98,3 +98,51 @@ def test_a_relative_range_must_not_be_reversed() -> None:
     )
     match = compile_predicate(rule, clock=datetime(2024, 7, 1, tzinfo=UTC).timestamp)
     assert not match({"birthday": "2024-06-15"})
+
+
+BIRTHDAY_THIS_WEEK = {"field": "birthday", "op": "anniversary", "value": [{"days": 0}, {"days": 6}]}
+
+
+def test_an_anniversary_is_a_month_and_day_in_a_window_from_today() -> None:
+    rule = validate(BIRTHDAY_THIS_WEEK, SCHEMA)
+    assert to_json(rule) == BIRTHDAY_THIS_WEEK
+    new_year = datetime(2024, 12, 28, 16, 0, tzinfo=UTC)  # 29 December in Shanghai
+    assert to_json(resolve(rule, new_year))["value"] == [
+        "12-29", "12-30", "12-31", "01-01", "01-02", "01-03", "01-04",
+    ]  # fmt: skip
+    week = compile_predicate(rule, clock=new_year.timestamp)
+    assert week({"birthday": "1985-01-04"})
+    assert week({"birthday": "2000-12-29"})
+    assert not week({"birthday": "1985-01-05"})
+    assert not week({"birthday": "1985-12-28"})
+
+
+def test_a_29_february_counts_on_the_28th_without_a_leap_day() -> None:
+    today = validate(
+        {"field": "birthday", "op": "anniversary", "value": [{"days": 0}, {"days": 0}]}, SCHEMA
+    )
+    plain = datetime(2023, 2, 28, 4, tzinfo=UTC)
+    leap = datetime(2024, 2, 28, 4, tzinfo=UTC)
+    assert to_json(resolve(today, plain))["value"] == ["02-28", "02-29"]
+    assert to_json(resolve(today, leap))["value"] == ["02-28"]
+    assert compile_predicate(today, clock=plain.timestamp)({"birthday": "1992-02-29"})
+    assert not compile_predicate(today, clock=leap.timestamp)({"birthday": "1992-02-29"})
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "message"),
+    [
+        ([0, 6], "rule.value[0]", 'expected [{"days": from}, {"days": to}]'),
+        ([{"days": 6}, {"days": 0}], "rule.value", "a window runs forward"),
+        ([{"days": 0}, {"days": 366}], "rule.value", "over at most 366 days"),
+        ([{"days": 0}], "rule.value", 'expected [{"days": from}, {"days": to}]'),
+        ([{"days": 0}, {"hours": 2}], "rule.value[1]", "unknown unit 'hours'"),
+    ],
+)
+def test_bad_anniversary_windows_are_named(value: Any, field: str, message: str) -> None:
+    with pytest.raises(InvalidRule) as raised:
+        validate({"field": "birthday", "op": "anniversary", "value": value}, SCHEMA)
+    assert raised.value.errors[0].field == field
+    assert message in raised.value.errors[0].message
+    with pytest.raises(InvalidRule, match="'anniversary' does not apply to datetime"):
+        validate({"field": "last_login", "op": "anniversary", "value": [{"days": 0}] * 2}, SCHEMA)
