@@ -25,7 +25,6 @@ reproduces in SQL exactly:
 from __future__ import annotations
 
 import math
-import operator
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from strategies.attributes import AttributeType
-from strategies.rules import AllOf, Condition, NotOf, Op, Rule, has_relative, resolve
+from strategies.rules import COMPARE, AllOf, Condition, NotOf, Op, Rule, has_relative, resolve
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 """True when the profile belongs to the segment."""
@@ -122,8 +121,8 @@ def _any(children: tuple[Predicate, ...]) -> Predicate:
 
 def _condition(condition: Condition) -> Predicate:
     field = condition.field
-    if condition.type in _NUMERIC and condition.op in _COMPARE:
-        return _number_comparison(field, _COMPARE[condition.op], condition.value)
+    if condition.type in _NUMERIC and condition.op in COMPARE:
+        return _number_comparison(field, COMPARE[condition.op], condition.value)
     read = _READERS[condition.type]
     test = _test(condition)
 
@@ -173,18 +172,8 @@ def _test(condition: Condition) -> Callable[[Any], bool]:
         assert isinstance(operand, tuple)
         month_days = frozenset(operand)
         return lambda value: value[5:10] in month_days  # YYYY-MM-DD
-    compare = _COMPARE[op]
+    compare = COMPARE[op]
     return lambda value: bool(compare(value, operand))
-
-
-_COMPARE: dict[Op, Callable[[Any, Any], Any]] = {
-    Op.eq: operator.eq,
-    Op.ne: operator.ne,
-    Op.gt: operator.gt,
-    Op.gte: operator.ge,
-    Op.lt: operator.lt,
-    Op.lte: operator.le,
-}
 
 
 def _text(value: Any) -> str | None:

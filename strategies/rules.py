@@ -24,7 +24,8 @@ without a tier.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -67,6 +68,16 @@ class Op(StrEnum):
     between = "between"
     anniversary = "anniversary"  # a date's month and day, any year: [{"days": 0}, {"days": 7}]
 
+
+COMPARE: Mapping[Op, Callable[[Any, Any], Any]] = {
+    Op.eq: operator.eq,
+    Op.ne: operator.ne,
+    Op.gt: operator.gt,
+    Op.gte: operator.ge,
+    Op.lt: operator.lt,
+    Op.lte: operator.le,
+}
+"""The comparison operators, for Python values and SQLAlchemy expressions alike."""
 
 _ORDERED = frozenset({Op.eq, Op.ne, Op.gt, Op.gte, Op.lt, Op.lte, Op.in_, Op.not_in, Op.between})
 OPS_BY_TYPE: Mapping[AttributeType, frozenset[Op]] = {

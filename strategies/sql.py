@@ -24,8 +24,7 @@ Every value, attribute key and JSON path is a bound parameter.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -52,7 +51,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from strategies.attributes import AttributeType, json_number
 from strategies.relative import Relative
-from strategies.rules import AllOf, Condition, NotOf, Op, Operand, Rule, Scalar, resolve
+from strategies.rules import COMPARE, AllOf, Condition, NotOf, Op, Operand, Rule, Scalar, resolve
 
 _NUMERIC = frozenset({AttributeType.number, AttributeType.integer})
 
@@ -256,19 +255,10 @@ def _test(condition: Condition, dialect: _Dialect) -> ColumnElement[bool]:
         return value.in_(operands) if op is Op.in_ else value.not_in(operands)
     assert operand is not None
     right = dialect.operand(_fixed(operand))
-    return _COMPARE[op](value, right)
+    compared: ColumnElement[bool] = COMPARE[op](value, right)
+    return compared
 
 
 def _fixed(value: Operand) -> Scalar:
     assert not isinstance(value, Relative), "compile_sql resolves relative values first"
     return value
-
-
-_COMPARE: dict[Op, Callable[[Any, Any], ColumnElement[bool]]] = {
-    Op.eq: operator.eq,
-    Op.ne: operator.ne,
-    Op.gt: operator.gt,
-    Op.gte: operator.ge,
-    Op.lt: operator.lt,
-    Op.lte: operator.le,
-}
