@@ -236,10 +236,12 @@ async def load(
         # A capped sample keeps its customers; new ones join while it is short. Several
         # processes accepting at once would each count from their cached size and together
         # overshoot it (by up to a whole batch each): on PostgreSQL a group that may add to
-        # it holds the sample until it commits and counts it afresh under that lock. A sample
-        # the database counted full stays full (assignments are kept), so groups then go on
-        # side by side. (Not the in-memory count: it also counts joins rolled back since.)
-        if sending and not e.full and await repository.lock_sample(session, e.row.id):
+        # it holds the sample until it commits (SQLite's one writer serializes groups
+        # anyway), and counts it afresh, as on SQLite: the count in memory also counts
+        # joins rolled back since. A sample the database counted full stays full
+        # (assignments are kept), so groups then go on side by side.
+        if sending and not e.full:
+            await repository.lock_sample(session, e.row.id)
             counted = await repository.assignment_counts(session, [e.row.id])
             e.taken = counted.get(e.row.id, 0)
             e.full = e.taken >= (e.row.sample_size or 0)

@@ -103,17 +103,16 @@ def sample_lock_key(experiment_id: str) -> int:
     return zlib.crc32(experiment_id.encode()) - 2**31
 
 
-async def lock_sample(session: AsyncSession, experiment_id: str) -> bool:
+async def lock_sample(session: AsyncSession, experiment_id: str) -> None:
     """On PostgreSQL, hold the experiment's capped sample until this transaction ends, so
-    that groups accepted at once in several processes join it one after the other; False
-    (nothing to lock) on SQLite, whose one writer serializes them anyway."""
+    that groups accepted at once in several processes join it one after the other (nothing
+    to lock on SQLite, whose one writer serializes them anyway)."""
     if dialect_name(session) != "postgresql":
-        return False
+        return
     await session.execute(
         text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
         {"namespace": SAMPLE_LOCK_NAMESPACE, "key": sample_lock_key(experiment_id)},
     )
-    return True
 
 
 async def assignment_counts(session: AsyncSession, experiment_ids: Sequence[str]) -> dict[str, int]:

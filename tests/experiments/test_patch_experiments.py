@@ -231,7 +231,6 @@ async def test_groups_accepted_at_once_do_not_overshoot_a_capped_sample(
     assert len(assigned) == 5, assigned
 
 
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_a_join_rolled_back_does_not_fill_a_capped_sample(platform: Platform) -> None:
     """4 of a sample of 5 are in; a group that joined the 5th rolls back. The sample is not
     full: the next customer joins it (the count in memory said 5)."""
