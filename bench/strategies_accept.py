@@ -138,6 +138,13 @@ def bodies() -> list[bytes]:
 
 
 def delete_strategies(port: int, key: str) -> None:
+    """Every strategy goes, after the demo's experiments on them stop acting on sends (a
+    strategy under an acting experiment is refused: 409)."""
+    for experiment in _call(port, key, "GET", "/v1/experiments?limit=500")["items"]:
+        if experiment["status"] == "running":
+            _call(port, key, "POST", f"/v1/experiments/{experiment['key']}/stop")
+        elif experiment["status"] == "draft":
+            _call(port, key, "DELETE", f"/v1/experiments/{experiment['key']}")
     listed = _call(port, key, "GET", "/v1/strategies?limit=500")
     for item in listed["items"]:
         _call(port, key, "DELETE", f"/v1/strategies/{item['key']}")
