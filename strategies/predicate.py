@@ -17,7 +17,7 @@ reproduces in SQL exactly:
   decimal its JSON text carries. Strings compare by code point, case-sensitively;
   ``contains`` is a substring test on a string and an item test on a string_list.
   ``between`` includes both ends. ``anniversary`` compares a date's month and day
-  (characters 6 to 10 of its stored text) with those of its window.
+  (characters 6 to 10 of its stored text) with the ranges of month-days of its window.
 - A relative date (``{"days": -30}``) is fixed at the time of the call, to the second
   (:func:`strategies.rules.resolve`), as the SQL fixes it when it is made.
 """
@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,14 +43,17 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 Clock = Callable[[], float]
 """Seconds since the epoch (``time.time``)."""
 
-_EVALUATED_AT: ContextVar[float | None] = ContextVar("segments_evaluated_at", default=None)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+_EVALUATED_AT: ContextVar[int | None] = ContextVar("segments_evaluated_at", default=None)
 
 
 @contextmanager
 def evaluated_at(moment: datetime) -> Iterator[None]:
-    """Predicates called inside fix their relative dates at ``moment`` instead of the
-    current time (explain and dry runs decide as a send at that moment would)."""
-    token = _EVALUATED_AT.set(moment.timestamp())
+    """Predicates called inside fix their relative dates at ``moment`` (aware) instead of
+    the current time: a scheduled send decides for its send time, explain and dry runs for
+    their ``at``."""
+    token = _EVALUATED_AT.set((moment - _EPOCH) // _SECOND)  # exact, as the SQL truncates
     try:
         yield
     finally:
@@ -71,17 +74,21 @@ def compile_predicate(rule: Rule, *, clock: Clock = _current_time) -> Predicate:
     return _compile(rule)
 
 
+_RESOLVED_KEPT = 8  # seconds whose compiled rule is kept (a batch's few send times)
+
+
 def _relative(rule: Rule, clock: Clock) -> Predicate:
-    """Compiled again when the second changes: fixed to the second, its values change no
-    faster (a segment's predicate is called for every message)."""
+    """Compiled again for each second it is called at: fixed to the second, its values
+    change no faster (a segment's predicate is called for every message)."""
     compiled: dict[int, Predicate] = {}
 
     def predicate(profile: Mapping[str, Any]) -> bool:
-        second = int(clock())
+        second = math.floor(clock())
         current = compiled.get(second)
         if current is None:
-            current = _compile(resolve(rule, datetime.fromtimestamp(second, UTC)))
-            compiled.clear()
+            current = _compile(resolve(rule, _EPOCH + second * _SECOND))
+            if len(compiled) >= _RESOLVED_KEPT:
+                del compiled[next(iter(compiled))]  # the oldest
             compiled[second] = current
         return current(profile)
 
@@ -168,10 +175,13 @@ def _test(condition: Condition) -> Callable[[Any], bool]:
         return lambda value: bool(low <= value <= high)
     if op is Op.contains:
         return lambda value: operand in value  # substring of a str, item of a list
-    if op is Op.anniversary:  # resolved: the window's month-days
+    if op is Op.anniversary:  # resolved: ranges of month-days ("MM-DD" of YYYY-MM-DD)
         assert isinstance(operand, tuple)
-        month_days = frozenset(operand)
-        return lambda value: value[5:10] in month_days  # YYYY-MM-DD
+        if len(operand) == 2:
+            start, end = operand
+            return lambda value: bool(start <= value[5:10] <= end)
+        start, last, first, end = operand  # across a new year
+        return lambda value: bool(start <= value[5:10] <= last or first <= value[5:10] <= end)
     compare = COMPARE[op]
     return lambda value: bool(compare(value, operand))
 

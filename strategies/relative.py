@@ -18,7 +18,7 @@ text), so that once resolved a rule is compared exactly as one written with fixe
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -80,27 +80,51 @@ def parse_relative(type_: AttributeType, value: dict[str, Any]) -> Relative:
 
 
 def resolve(value: Relative, type_: AttributeType, now: datetime) -> str:
-    """The stored form of ``value`` for an attribute of ``type_``, at ``now`` (aware)."""
+    """The stored form of ``value`` for an attribute of ``type_``, at ``now`` (aware). Past
+    the calendar's ends (years 1 and 9999), the end: no stored value lies beyond it."""
     if type_ is AttributeType.date:
-        today = now.astimezone(_CALENDAR).date()
-        return (today + timedelta(days=value.amount)).isoformat()
-    moment = now.astimezone(UTC) + timedelta(**{value.unit.value: value.amount})
-    return moment.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+        return _shifted(_bank_day(now), value.amount).isoformat()
+    offset = timedelta(**{value.unit.value: value.amount})
+    try:
+        moment = now.astimezone(UTC).replace(tzinfo=None) + offset
+    except OverflowError:
+        moment = datetime.max if value.amount > 0 else datetime.min
+    return moment.replace(microsecond=0).isoformat() + "Z"
+
+
+def _bank_day(now: datetime) -> date:
+    try:
+        return now.astimezone(_CALENDAR).date()
+    except OverflowError:  # within hours of the calendar's ends
+        return now.date()
+
+
+def _shifted(day: date, days: int) -> date:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
 
 
 MAX_ANNIVERSARY_SPAN = 366  # days in a window: a whole year, leap or not
 
 
-def anniversary_days(low: Relative, high: Relative, now: datetime) -> tuple[str, ...]:
-    """The month-days (``"MM-DD"``) from ``low`` to ``high`` days after the bank's calendar
-    day at ``now``: a date's anniversary falls in the window when its month-day is one of
-    them. A 29 February counts on the 28th in a year without one."""
-    today = now.astimezone(_CALENDAR).date()
-    days = [today + timedelta(days=n) for n in range(low.amount, high.amount + 1)]
-    found = dict.fromkeys(day.strftime("%m-%d") for day in days)
-    if any(day.month == 2 and day.day == 28 and not _leap(day.year) for day in days):
-        found["02-29"] = None
-    return tuple(found)
+def anniversary_ranges(low: Relative, high: Relative, now: datetime) -> tuple[str, ...]:
+    """The window from ``low`` to ``high`` days after the bank's calendar day at ``now``,
+    as ranges of month-days (``"MM-DD"``, both ends included, in text order), flattened:
+    ``(from, to)``, or ``(from, "12-31", "01-01", to)`` across a new year. A date's
+    anniversary falls in the window when its month-day is in one of them; a 29 February
+    counts on the 28th in a year without one."""
+    if high.amount - low.amount + 1 >= MAX_ANNIVERSARY_SPAN:
+        return ("01-01", "12-31")
+    today = _bank_day(now)
+    first, last = _shifted(today, low.amount), _shifted(today, high.amount)
+    start, end = first.strftime("%m-%d"), last.strftime("%m-%d")
+    if end == "02-28" and not _leap(last.year):
+        end = "02-29"  # (when the window goes on to 1 March, "02-29" lies within anyway)
+    if start <= end:
+        return (start, end)
+    return (start, "12-31", "01-01", end)
 
 
 def _leap(year: int) -> bool:

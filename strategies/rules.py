@@ -180,9 +180,9 @@ def resolve(rule: Rule, now: datetime) -> Rule:
         if rule.op is Op.anniversary:
             match value:
                 case (Relative() as low, Relative() as high):
-                    days = relative.anniversary_days(low, high, now)
-                    return rule.model_copy(update={"value": days})
-            return rule  # resolved already: its month-days
+                    ranges = relative.anniversary_ranges(low, high, now)
+                    return rule.model_copy(update={"value": ranges})
+            return rule  # resolved already: its ranges of month-days
         if isinstance(value, Relative):
             return rule.model_copy(update={"value": relative.resolve(value, rule.type, now)})
         if isinstance(value, tuple) and any(isinstance(v, Relative) for v in value):

@@ -241,10 +241,12 @@ def _test(condition: Condition, dialect: _Dialect) -> ColumnElement[bool]:
         return true()  # the known test is all there is
     if op is Op.contains:
         return dialect.contains(condition)
-    if op is Op.anniversary:  # resolved: the window's month-days, "MM-DD" of YYYY-MM-DD
+    if op is Op.anniversary:  # resolved: ranges of month-days, "MM-DD" of YYYY-MM-DD
         assert isinstance(condition.value, tuple)
-        month_day = func.substr(dialect.value(condition, ordered=False), 6, 5)
-        return month_day.in_([literal(_fixed(d), Text) for d in condition.value])
+        month_day = func.substr(dialect.value(condition, ordered=True), 6, 5)
+        bounds = [literal(_fixed(b), Text) for b in condition.value]
+        pairs = zip(bounds[::2], bounds[1::2], strict=True)
+        return or_(*(month_day.between(low, high) for low, high in pairs))
     ordered = op not in (Op.eq, Op.ne, Op.in_, Op.not_in)
     value = dialect.value(condition, ordered=ordered)
     operand = condition.value

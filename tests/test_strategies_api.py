@@ -3,7 +3,7 @@ and samples by SQL, references, explain and dry run."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -425,3 +425,44 @@ async def test_segments_with_relative_dates(platform: Platform) -> None:
         assert await strategy_at(datetime.combine(today, ten)) == "welcome"
         # the next day, N2 opened 91 days before
         assert await strategy_at(datetime.combine(today + timedelta(days=1), ten)) is None
+
+
+async def test_a_scheduled_send_decides_relative_segments_for_its_send_time(
+    platform: Platform,
+) -> None:
+    """A birthday-today strategy: not today for B1, whose birthday is in three days, but a
+    send scheduled three days ahead carries its patch, as explain at that time says."""
+    _outside_quiet_hours(platform)  # neither now nor three days ahead at this time of day
+    now = datetime.now(UTC).replace(microsecond=0)
+    later = now + timedelta(days=3)
+    birthday = later.astimezone(ZoneInfo("Asia/Shanghai")).date().replace(year=1992)
+    async with platform.client("marketer") as client:
+        await platform.create_scenario()
+        created = await client.put("/v1/customer-attributes/birthday", json={"type": "date"})
+        assert created.status_code in (200, 201), created.text
+        body = {"phone": "13800000001", "attributes": {"birthday": str(birthday)}}
+        assert (await client.put("/v1/customers/B1", json=body)).status_code in (200, 201)
+        today = {"field": "birthday", "op": "anniversary", "value": [{"days": 0}] * 2}
+        segment = {"key": "birthday_today", "rule": today}
+        assert (await client.post("/v1/segments", json=segment)).status_code == 201
+        await _template(client, "birthday_patch.sms", "生日快乐！生日月理财加息0.5%")
+        strategy = {
+            "key": "birthday",
+            "scenario": "account_movement",
+            "segment": "birthday_today",
+            "patch_templates": {"sms": "birthday_patch.sms"},
+            "priority": 1,
+            "status": "active",
+        }
+        assert (await client.post("/v1/strategies", json=strategy)).status_code == 201
+        explained = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "customer_id": "B1", "at": later.isoformat()},
+        )
+        sms = next(c for c in explained.json()["channels"] if c["channel"] == "sms")
+        assert sms["strategy"] == "birthday"
+    assert (await _send(platform, "B1"))["decision"]["strategy"] is None
+    scheduled = await _send(platform, "B1", send_at=later.isoformat())
+    assert scheduled["status"] == "scheduled"
+    assert scheduled["decision"]["strategy"] == "birthday"
+    assert scheduled["content"]["sms"]["body"].endswith("生日快乐！生日月理财加息0.5%，拒收请回复R")

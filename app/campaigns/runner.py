@@ -163,7 +163,7 @@ class CampaignRunner:
         if campaign.starts_at is not None and campaign.starts_at > now:
             return None
         rule = await strategies.segment_rule(session, campaign.segment)
-        audience = await segments.count_matching(session, rule)
+        audience = await segments.count_matching(session, rule, now=now)
         moved = await repository.set_status(
             session, campaign.id, "scheduled", "running", started_at=now, audience=audience
         )
@@ -189,9 +189,9 @@ class CampaignRunner:
             return None
         setup = await self._setup(session, campaign, experiment)
         rule = await strategies.segment_rule(session, campaign.segment)
-        members = await repository.chunk(
-            session, segments.matches(session, rule), campaign.cursor, size
-        )
+        # the audience of its start, whatever the time now (relative dates in the rule)
+        audience = segments.matches(session, rule, now=campaign.started_at)
+        members = await repository.chunk(session, audience, campaign.cursor, size)
         # A member erased since the audience was read gets nothing, not even an assignment
         # under its id; the others' erasures wait for this chunk's commit (their buckets
         # are held until then) and then erase what it made.

@@ -207,7 +207,7 @@ async def start(session: AsyncSession, key: str) -> Campaign:
     rule = await strategies.segment_rule(session, campaign.segment)
     now = utcnow()
     later = campaign.starts_at is not None and campaign.starts_at > now
-    values: dict[str, Any] = {"audience": await segments.count_matching(session, rule)}
+    values: dict[str, Any] = {"audience": await segments.count_matching(session, rule, now=now)}
     if not later:
         values["started_at"] = now
     status = CampaignStatus.scheduled if later else CampaignStatus.running

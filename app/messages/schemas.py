@@ -2,15 +2,26 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from app.scenarios.schemas import Channel
 
 PHONE_PATTERN = r"^\+?[0-9]{5,20}$"
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
 OPENID_PATTERN = r"^[A-Za-z0-9_-]{6,64}$"
+
+
+def _in_send_range(value: datetime) -> datetime:
+    # far from the calendar's ends, where time zones and relative dates would overflow
+    if not 1970 <= value.year <= 9998:
+        raise ValueError("must be between 1970 and 9998")
+    return value
+
+
+SendTime = Annotated[AwareDatetime, AfterValidator(_in_send_range)]
+"""A time that sends are decided for (send_at, explain's at)."""
 
 
 class MessageStatus(StrEnum):
@@ -70,7 +81,7 @@ class MessageItem(BaseModel):
         default=None, min_length=1, description="restrict and reorder the scenario's channels"
     )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    send_at: AwareDatetime | None = Field(default=None, description="RFC 3339 with an offset")
+    send_at: SendTime | None = Field(default=None, description="RFC 3339 with an offset")
     profile: dict[str, Any] | None = Field(
         default=None,
         description="attributes for the marketing patch decision, over the stored profile's; "
@@ -91,13 +102,6 @@ class MessageItem(BaseModel):
         problem = _unstorable(value) if value is not None else None
         if problem:
             raise ValueError(problem)
-        return value
-
-    @field_validator("send_at")
-    @classmethod
-    def _in_range(cls, value: datetime | None) -> datetime | None:
-        if value is not None and not 1970 <= value.year <= 9998:
-            raise ValueError("must be between 1970 and 9998")
         return value
 
 

@@ -27,7 +27,6 @@ from app.strategies.schemas import (
 from app.timeutil import utcnow
 from strategies import decide
 from strategies.attributes import DEFAULT_TIMEZONE
-from strategies.predicate import evaluated_at
 
 OUTSIDE = "outside_sample"  # dry run: customers of an experiment's strategy not in its sample
 
@@ -148,19 +147,18 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
         stored.timezone if stored is not None else DEFAULT_TIMEZONE,
         recent_patches=patcher.recent.get(stored.id, []) if stored is not None else [],
     )
-    with evaluated_at(now):  # relative dates in segments too
-        decisions = patcher.decisions(
-            data.scenario,
-            scenario.channels,
-            who=who,
-            consent=(
-                patcher.consent(stored.id, phone=stored.phone, customer=stored)
-                if stored is not None
-                else None
-            ),
-            at=now,
-            explain=True,
-        )
+    decisions = patcher.decisions(
+        data.scenario,
+        scenario.channels,
+        who=who,
+        consent=(
+            patcher.consent(stored.id, phone=stored.phone, customer=stored)
+            if stored is not None
+            else None
+        ),
+        at=now,
+        explain=True,
+    )
     return ExplainOut(
         scenario=data.scenario,
         customer_id=data.customer_id,
@@ -204,14 +202,13 @@ async def dry_run(session: AsyncSession, data: DryRunIn, *, settings: Settings) 
             customer.timezone or DEFAULT_TIMEZONE,
             recent_patches=patcher.recent.get(customer.id, []),
         )
-        with evaluated_at(now):
-            decisions = patcher.decisions(
-                data.scenario,
-                scenario.channels,
-                who=who,
-                consent=patcher.consent(customer.id, phone=customer.phone, customer=customer),
-                at=now,
-            )
+        decisions = patcher.decisions(
+            data.scenario,
+            scenario.channels,
+            who=who,
+            consent=patcher.consent(customer.id, phone=customer.phone, customer=customer),
+            at=now,
+        )
         for decision in decisions:
             label = decision.winner.key if decision.winner else f"none:{decision.no_patch}"
             counts[decision.channel][label] += 1

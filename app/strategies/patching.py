@@ -32,6 +32,7 @@ from app.tracking.links import as_tracked
 from strategies import decide
 from strategies.attributes import DEFAULT_TIMEZONE, profile_of
 from strategies.patch import Patch, PatchSettings, compose
+from strategies.predicate import evaluated_at
 from templates import repository as templates_repository
 from templates.renderer import TemplateError, render
 
@@ -181,24 +182,26 @@ class Patcher:
         at: datetime,
         explain: bool = False,
     ) -> list[decide.Decision]:
-        """The decision for each channel (``consent`` None: marketing allowed everywhere).
-        ``explain``: every strategy's verdict, not only the winner's (explain endpoint)."""
+        """The decision for each channel (``consent`` None: marketing allowed everywhere),
+        at ``at``: segments' relative dates too. ``explain``: every strategy's verdict, not
+        only the winner's (explain endpoint)."""
         patches = self.scenarios.get(scenario)
         if patches is None:
             return []
         found = []
-        for channel in channels:
-            allowed = consent is None or allows(consent, channel, Purpose.marketing)
-            found.append(
-                patches.ruleset.decide(
-                    decide.Customer(who.profile, who.timezone, allowed, who.recent_patches),
-                    scenario=scenario,
-                    channel=channel,
-                    now=at,
-                    quiet_hours=self.quiet,
-                    explain=explain,
+        with evaluated_at(at):
+            for channel in channels:
+                allowed = consent is None or allows(consent, channel, Purpose.marketing)
+                found.append(
+                    patches.ruleset.decide(
+                        decide.Customer(who.profile, who.timezone, allowed, who.recent_patches),
+                        scenario=scenario,
+                        channel=channel,
+                        now=at,
+                        quiet_hours=self.quiet,
+                        explain=explain,
+                    )
                 )
-            )
         return found
 
     def _who(

@@ -121,8 +121,8 @@ def matches(
     )
 
 
-async def count_matching(session: AsyncSession, rule: Rule) -> int:
-    stmt = select(func.count()).select_from(Customer).where(matches(session, rule))
+async def count_matching(session: AsyncSession, rule: Rule, *, now: datetime | None = None) -> int:
+    stmt = select(func.count()).select_from(Customer).where(matches(session, rule, now=now))
     return int(await session.scalar(stmt) or 0)
 
 

@@ -49,10 +49,16 @@ DATETIMES = [
     "2024-01-01T00:00:00Z", "2023-12-31T16:00:00Z", "2024-06-01T12:30:45Z",
     "2024-01-01T00:00:01Z", "1970-01-01T00:00:00Z",
 ]  # fmt: skip
-# Relative dates are fixed at NOW in the tests: midnight in UTC, 08:00 on 2024-01-01 in the
-# bank's time zone, so that {"days": 0} and {"days": 1} are in DATES and {"hours": -8} in
-# DATETIMES (boundaries are hit exactly).
-NOW = datetime(2024, 1, 1, tzinfo=UTC)
+# Relative dates are fixed at one of NOWS in the tests. The first is midnight in UTC, 08:00 on
+# 2024-01-01 in the bank's time zone, so that {"days": 0} and {"days": 1} are in DATES and
+# {"hours": -8} in DATETIMES (boundaries are hit exactly); the others put anniversary windows
+# around 28 February of a year without a 29th and of a leap year, and before 1970.
+NOWS = [
+    datetime(2024, 1, 1, tzinfo=UTC),
+    datetime(2023, 2, 25, 17, 30, tzinfo=UTC),
+    datetime(2024, 2, 27, 2, 0, 0, 500_000, tzinfo=UTC),
+    datetime(1969, 12, 31, 15, 59, 59, 250_000, tzinfo=UTC),
+]
 LOCALES = ["zh-CN", "en-US", "zh-HK"]
 TIMEZONES = ["Asia/Shanghai", "Europe/London", "America/New_York"]
 # Stored values the customers API would not write (wrong JSON type, floats beyond the

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from strategies.predicate import compile_predicate
+from strategies.predicate import compile_predicate, evaluated_at
 from strategies.rules import InvalidRule, has_relative, resolve, to_json, validate
 from tests.strategies.samples import SCHEMA
 
@@ -107,9 +107,8 @@ def test_an_anniversary_is_a_month_and_day_in_a_window_from_today() -> None:
     rule = validate(BIRTHDAY_THIS_WEEK, SCHEMA)
     assert to_json(rule) == BIRTHDAY_THIS_WEEK
     new_year = datetime(2024, 12, 28, 16, 0, tzinfo=UTC)  # 29 December in Shanghai
-    assert to_json(resolve(rule, new_year))["value"] == [
-        "12-29", "12-30", "12-31", "01-01", "01-02", "01-03", "01-04",
-    ]  # fmt: skip
+    # ranges of month-days: to the year's end, and from the new year's start
+    assert to_json(resolve(rule, new_year))["value"] == ["12-29", "12-31", "01-01", "01-04"]
     week = compile_predicate(rule, clock=new_year.timestamp)
     assert week({"birthday": "1985-01-04"})
     assert week({"birthday": "2000-12-29"})
@@ -124,7 +123,7 @@ def test_a_29_february_counts_on_the_28th_without_a_leap_day() -> None:
     plain = datetime(2023, 2, 28, 4, tzinfo=UTC)
     leap = datetime(2024, 2, 28, 4, tzinfo=UTC)
     assert to_json(resolve(today, plain))["value"] == ["02-28", "02-29"]
-    assert to_json(resolve(today, leap))["value"] == ["02-28"]
+    assert to_json(resolve(today, leap))["value"] == ["02-28", "02-28"]
     assert compile_predicate(today, clock=plain.timestamp)({"birthday": "1992-02-29"})
     assert not compile_predicate(today, clock=leap.timestamp)({"birthday": "1992-02-29"})
 
@@ -146,3 +145,53 @@ def test_bad_anniversary_windows_are_named(value: Any, field: str, message: str)
     assert message in raised.value.errors[0].message
     with pytest.raises(InvalidRule, match="'anniversary' does not apply to datetime"):
         validate({"field": "last_login", "op": "anniversary", "value": [{"days": 0}] * 2}, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("now", "window", "expected"),
+    [
+        (datetime(2023, 2, 20, tzinfo=UTC), (0, 10), ["02-20", "03-02"]),  # 02-29 within
+        (datetime(2024, 2, 20, tzinfo=UTC), (0, 9), ["02-20", "02-29"]),
+        (datetime(2024, 1, 1, tzinfo=UTC), (0, 364), ["01-01", "12-30"]),  # leap: not 12-31
+        (datetime(2023, 1, 2, tzinfo=UTC), (0, 364), ["01-02", "12-31", "01-01", "01-01"]),
+        (datetime(2023, 1, 1, tzinfo=UTC), (0, 365), ["01-01", "12-31"]),  # a whole year
+        (datetime(2024, 3, 1, tzinfo=UTC), (-1, -1), ["02-29", "02-29"]),
+    ],
+)
+def test_anniversary_windows_become_ranges_of_month_days(
+    now: datetime, window: tuple[int, int], expected: list[str]
+) -> None:
+    low, high = window
+    raw = {"field": "birthday", "op": "anniversary", "value": [{"days": low}, {"days": high}]}
+    assert to_json(resolve(validate(raw, SCHEMA), now))["value"] == expected
+
+
+def test_the_calendars_ends_bound_relative_values() -> None:
+    """Near years 1 and 9999 a relative value stops at the end instead of failing."""
+    rule = validate(
+        {
+            "all": [
+                {"field": "birthday", "op": "lte", "value": {"days": 36_600}},
+                {"field": "last_login", "op": "gte", "value": {"hours": -876_000}},
+                {"field": "birthday", "op": "anniversary", "value": [{"days": 0}, {"days": 3}]},
+            ]
+        },
+        SCHEMA,
+    )
+    late = to_json(resolve(rule, datetime(9998, 12, 31, tzinfo=UTC)))["all"]
+    assert late[0]["value"] == "9999-12-31"
+    early = to_json(resolve(rule, datetime(1, 1, 1, 12, tzinfo=UTC)))["all"]
+    assert early[1]["value"] == "0001-01-01T00:00:00Z"
+
+
+def test_a_moment_is_fixed_to_its_second_as_the_sql_fixes_it() -> None:
+    """Before 1970 and far ahead too: the second is floored exactly, not through a float."""
+    rule = validate({"field": "birthday", "op": "eq", "value": {"days": 0}}, SCHEMA)
+    match = compile_predicate(rule)
+    for moment in (
+        datetime(1969, 12, 31, 15, 59, 59, 500_000, tzinfo=UTC),  # 23:59:59.5 in Shanghai
+        datetime(3000, 1, 1, 15, 59, 59, 999_999, tzinfo=UTC),
+    ):
+        day = to_json(resolve(rule, moment))["value"]
+        with evaluated_at(moment):
+            assert match({"birthday": day})
