@@ -195,3 +195,6 @@ def test_a_moment_is_fixed_to_its_second_as_the_sql_fixes_it() -> None:
         day = to_json(resolve(rule, moment))["value"]
         with evaluated_at(moment):
             assert match({"birthday": day})
+    before_1970 = datetime(1969, 12, 31, 15, 59, 59, 500_000, tzinfo=UTC)
+    by_clock = compile_predicate(rule, clock=before_1970.timestamp)  # -28800.5 s
+    assert by_clock({"birthday": "1969-12-31"})
