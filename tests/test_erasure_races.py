@@ -17,6 +17,7 @@ from app.callbacks import repository as callbacks_repository
 from app.callbacks import service as callbacks_service
 from app.customers import repository as customers_repository
 from app.customers import service as customers_service
+from app.customers.models import CustomerErasure
 from app.messages.models import Message
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest, accept_many
@@ -112,8 +113,10 @@ async def _accept(session: AsyncSession, runtime: Runtime, requests: list[Accept
 
 
 async def _erase(runtime: Runtime, customer_id: str) -> int:
-    """Erase in a transaction of its own; how many messages it anonymized."""
+    """Erase as the API does (its marker committed first); how many messages it anonymized."""
     async with runtime.sessionmaker() as session:
+        await customers_service.begin_erasure(session, customer_id)
+        await session.commit()
         result = await customers_service.erase(session, customer_id)
         await session.commit()
     return result.messages_anonymized
@@ -209,6 +212,8 @@ async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platfo
         assert [r.message_id for r in ready] == [sent]
 
         async def erase() -> None:
+            await customers_service.begin_erasure(eraser, "C1")
+            await eraser.commit()
             await customers_service.erase(eraser, "C1")
             await eraser.commit()
 
@@ -227,3 +232,78 @@ async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platfo
         await session.commit()
     assert await _early_count(platform) == 0
     assert (await _message(platform, sent))["status"] == "delivered"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_sends_to_a_customer_being_erased_are_refused_until_it_is_done(
+    platform: Platform,
+) -> None:
+    """Between the erasure's marker and its end, a send of the customer gets a 409 (a batch
+    item too, beside its accepted neighbour); once erased, the customer may be sent to."""
+    await platform.create_scenario()
+    runtime = platform.runtime
+    body = {"customer_id": "C5", "variables": VARIABLES, "recipient": {"phone": "13800005555"}}
+    async with runtime.sessionmaker() as eraser:
+        await customers_service.begin_erasure(eraser, "C5")
+        await eraser.commit()
+        async with platform.client("system") as client:
+            refused = await client.post(
+                "/v1/messages", json={"scenario": "account_movement", **body}
+            )
+            assert refused.status_code == 409, refused.text
+            assert "being erased" in refused.json()["detail"]
+            other = {**body, "customer_id": "C6", "recipient": {"phone": "13800006666"}}
+            batch = await client.post(
+                "/v1/messages/batch", json={"scenario": "account_movement", "items": [body, other]}
+            )
+            assert batch.status_code == 202, batch.text
+            first, second = batch.json()["items"]
+            assert first["error"] == "Conflict"
+            assert first["id"] is None
+            assert second["id"] is not None
+        await customers_service.erase(eraser, "C5")
+        await eraser.commit()
+    async with platform.client("system") as client:
+        again = await client.post("/v1/messages", json={"scenario": "account_movement", **body})
+        assert again.status_code == 202, again.text
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_under_way_holds_up_no_other_sends(platform: Platform) -> None:
+    """The erasure's long transaction holds no bucket: a batch for other customers (covering
+    every bucket) is accepted while it is open (it used to wait for its end)."""
+    await platform.create_scenario()
+    runtime = platform.runtime
+    async with runtime.sessionmaker() as session:
+        await _accept(session, runtime, [_request("C4", "13800004444")])
+        await session.commit()
+    async with runtime.sessionmaker() as eraser:
+        await customers_service.begin_erasure(eraser, "C4")
+        await eraser.commit()
+        assert (await customers_service.erase(eraser, "C4")).messages_anonymized == 1
+        async with runtime.sessionmaker() as session:  # the erasure not committed yet
+            requests = [_request(f"Y{i}", f"139{i:08d}") for i in range(300)]
+            outcomes = await asyncio.wait_for(_accept(session, runtime, requests), 5)
+            await session.commit()
+        assert all(hasattr(o, "message") for o in outcomes)
+        await eraser.commit()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_the_marker_of_an_erasure_that_died_expires(platform: Platform) -> None:
+    await platform.create_scenario()
+    runtime = platform.runtime
+    async with runtime.sessionmaker() as eraser:
+        await customers_service.begin_erasure(eraser, "C3")
+        await eraser.commit()
+    async with runtime.sessionmaker() as session:
+        (refused,) = await _accept(session, runtime, [_request("C3", "13800003333")])
+        assert "being erased" in str(refused)
+        await session.execute(
+            update(CustomerErasure).values(
+                started_at=utcnow() - customers_repository.ERASURE_MARKER_TTL - timedelta(seconds=1)
+            )
+        )
+        (accepted,) = await _accept(session, runtime, [_request("C3", "13800003333")])
+        await session.commit()
+    assert accepted.message.id

@@ -192,12 +192,12 @@ class CampaignRunner:
         # the audience of its start, whatever the time now (relative dates in the rule)
         audience = segments.matches(session, rule, now=campaign.started_at)
         members = await repository.chunk(session, audience, campaign.cursor, size)
-        # A member erased since the audience was read gets nothing, not even an assignment
-        # under its id; the others' erasures wait for this chunk's commit (their buckets
-        # are held until then) and then erase what it made.
+        # A member erased since the audience was read, or being erased, gets nothing, not
+        # even an assignment under its id; the others' erasures wait for this chunk's commit
+        # (their buckets are held until then) and then erase what it made.
         ids = [m.id for m in members]
-        await customers.hold_customers(session, ids)
-        present = await customers.existing_ids(session, ids)
+        erasing = await customers.hold_customers(session, ids)
+        present = await customers.existing_ids(session, ids) - erasing
         tally = await self._decide(session, setup, [m for m in members if m.id in present])
         tally.skipped += len(members) - len(present)
         outcomes = await accept_many(

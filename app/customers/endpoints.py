@@ -28,6 +28,7 @@ from app.customers.schemas import (
     ErasureResult,
     ImportSummary,
 )
+from app.db import commit
 from app.deps import MarketerPrincipal, ReadSessionDep, RuntimeDep, SessionDep, require
 from app.errors import ERROR_RESPONSES, AppError, ErrorBody, error_responses
 from app.pagination import Cursor, Limit, decode_cursor, paginate
@@ -107,7 +108,9 @@ async def erase_customer(customer_id: str, session: SessionDep, _: Eraser) -> Er
     """Removes the profile (contacts, name, attributes, tags, consent), the recipient,
     variables and content of the customer's messages, and their SMS replies; unfinished
     messages are cancelled. Message status, channel, cost and times stay, under an anonymous
-    customer id. Safe to repeat."""
+    customer id. Safe to repeat. Sends to the customer meanwhile get a 409."""
+    await service.begin_erasure(session, customer_id)
+    await commit(session)
     return await service.erase(session, customer_id)
 
 

@@ -58,3 +58,14 @@ class CustomerAttribute(Base):
     description: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CustomerErasure(Base):
+    """An erasure under way (PostgreSQL): sends of the customer are refused meanwhile; the
+    erasure deletes the row in its own transaction (app/customers/repository.py)."""
+
+    __tablename__ = "customer_erasures"
+
+    # no foreign key: the profile goes in the erasure, and customers need not have one
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())

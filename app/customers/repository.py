@@ -7,7 +7,7 @@ import re
 import time
 import zlib
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.attributes import ATTRIBUTE_NAME_PATTERN
-from app.customers.models import Customer, CustomerAttribute, CustomerConsent
+from app.customers.models import Customer, CustomerAttribute, CustomerConsent, CustomerErasure
 from app.db import UTCDateTime, dialect_name
 from app.timeutil import as_utc, utcnow
 
@@ -262,25 +262,33 @@ async def attribute_in_use(session: AsyncSession, name: str) -> bool:
 
 
 # Erasure against sends being accepted for the same customer, on PostgreSQL: an accept
-# holds its customers' buckets shared until it commits, an erasure its customer's bucket
-# exclusively, so an erasure never runs beside a send it cannot see yet (which would keep
-# the customer's data and go out). Buckets, not one lock per customer: a batch of 10,000
-# must not fill PostgreSQL's lock table (max_locks_per_transaction).
+# holds its customers' buckets shared until it commits, and reads which of them are being
+# erased (customer_erasures); an erasure first takes its customer's bucket exclusively, only
+# to write that marker (and commit), then erases and deletes the marker. So an erasure never
+# runs beside a send it cannot see yet (which would keep the customer's data and go out):
+# sends accepted before the marker are erased, sends after it are refused until the erasure
+# is done, and other customers' sends never wait for the erasure itself. Buckets, not one
+# lock per customer: a batch of 10,000 must not fill PostgreSQL's lock table
+# (max_locks_per_transaction).
 ERASURE_LOCK_NAMESPACE = 0x1CC0003
 ERASURE_BUCKETS = 64
 ERASURE_LOCK_PATIENCE = 10.0  # seconds of trying before queueing for the bucket
 ERASURE_LOCK_POLL = 0.02
+# a marker older than this is of an erasure that died: its customer is served again
+ERASURE_MARKER_TTL = timedelta(hours=1)
+ERASURES: Table = CustomerErasure.__table__  # type: ignore[assignment]
 
 
 def _bucket(customer_id: str) -> int:
     return zlib.crc32(customer_id.encode()) % ERASURE_BUCKETS
 
 
-async def hold_customers(session: AsyncSession, customer_ids: Collection[str]) -> None:
-    """Take the customers' erasure buckets shared (see above) until the transaction ends;
-    nothing on SQLite, whose one writer runs an erasure and an accept one after the other."""
+async def hold_customers(session: AsyncSession, customer_ids: Collection[str]) -> set[str]:
+    """Take the customers' erasure buckets shared (see above) until the transaction ends,
+    and return those of them being erased, whom nothing may be sent to now; nothing on
+    SQLite, whose one writer runs an erasure and an accept one after the other."""
     if dialect_name(session) != "postgresql" or not customer_ids:
-        return
+        return set()
     await session.execute(
         text(
             "SELECT pg_advisory_xact_lock_shared(:namespace, b) "
@@ -291,13 +299,24 @@ async def hold_customers(session: AsyncSession, customer_ids: Collection[str]) -
             "buckets": sorted({_bucket(c) for c in customer_ids}),
         },
     )
+    # a statement of its own, after the locks: its snapshot shows markers written meanwhile
+    erasing = await session.scalars(
+        text(
+            "SELECT customer_id FROM customer_erasures "
+            "WHERE customer_id = ANY(CAST(:ids AS text[])) AND started_at > :since"
+        ),
+        {"ids": list(set(customer_ids)), "since": utcnow() - ERASURE_MARKER_TTL},
+    )
+    return set(erasing)
 
 
-async def hold_for_erasure(session: AsyncSession, customer_id: str) -> None:
-    """Take the customer's bucket exclusively until the transaction ends. Asked for and
-    waiting, it would queue every new accept of the bucket behind it (PostgreSQL grants in
-    order), and a group of a few hundred customers covers most buckets: so it is tried
-    until accepts leave a gap, and waited for only after ``ERASURE_LOCK_PATIENCE``."""
+async def mark_erasure(session: AsyncSession, customer_id: str) -> None:
+    """Once the sends of the customer being accepted have committed (PostgreSQL; nothing on
+    SQLite), mark the customer as being erased: commit it before erasing. The customer's
+    bucket is held exclusively until then. Asked for and waiting, it would queue every new
+    accept of the bucket behind it (PostgreSQL grants in order), and a group of a few
+    hundred customers covers most buckets: so it is tried until accepts leave a gap, and
+    waited for only after ``ERASURE_LOCK_PATIENCE``."""
     if dialect_name(session) != "postgresql":
         return
     params = {"namespace": ERASURE_LOCK_NAMESPACE, "bucket": _bucket(customer_id)}
@@ -305,6 +324,17 @@ async def hold_for_erasure(session: AsyncSession, customer_id: str) -> None:
     deadline = time.monotonic() + ERASURE_LOCK_PATIENCE
     while time.monotonic() < deadline:
         if await session.scalar(tried, params):
-            return
+            break
         await asyncio.sleep(ERASURE_LOCK_POLL)
-    await session.execute(text("SELECT pg_advisory_xact_lock(:namespace, :bucket)"), params)
+    else:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:namespace, :bucket)"), params)
+    now = utcnow()
+    marked = pg_insert(ERASURES).values(customer_id=customer_id, started_at=now)
+    await session.execute(
+        marked.on_conflict_do_update(index_elements=["customer_id"], set_={"started_at": now})
+    )
+
+
+async def unmark_erasure(session: AsyncSession, customer_id: str) -> None:
+    """The erasure is done (with this transaction)."""
+    await session.execute(delete(ERASURES).where(ERASURES.c.customer_id == customer_id))

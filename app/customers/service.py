@@ -254,17 +254,25 @@ def summary(customer: Customer) -> CustomerSummary:
     )
 
 
+async def begin_erasure(session: AsyncSession, customer_id: str) -> None:
+    """The first of an erasure's two transactions: commit it, then :func:`erase`. Once the
+    customer's sends being accepted have committed, the customer is marked as being erased:
+    later sends are refused until the erasure is done (PostgreSQL; on SQLite the erasure's
+    one transaction keeps them out)."""
+    await repository.mark_erasure(session, customer_id)
+
+
 async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
-    """Erase a customer's personal data: the profile (contacts, name, attributes, tags,
-    consent), what their messages carry (recipient, variables, rendered content, event
-    details, sandbox copies, receipts waiting for a send that will not happen) and, when no
+    """Erase a customer's personal data (after :func:`begin_erasure`): the profile
+    (contacts, name, attributes, tags, consent), what their messages carry (recipient,
+    variables, rendered content, event details, sandbox copies, receipts waiting for a send
+    that will not happen) and, when no
     other customer has that phone, their SMS replies; an opt-out reply stays, reduced to
     the number and its time, so that the number stays opted out of marketing (a
     suppression record). Message statistics stay, under an
     anonymous customer id, and so do their conversions and experiment assignments (tracked
     links go). Works without a profile too (messages may name customers the platform never
     stored)."""
-    await repository.hold_for_erasure(session, customer_id)  # first: see the repository
     customer = await repository.get(session, customer_id)
     phone = customer.phone if customer else None
     await sandbox_repository.erase_for_customer(session, customer_id)
@@ -275,6 +283,7 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     )
     await callbacks_repository.erase_early_receipts(session, cancelled)
     erased = await repository.delete_customer(session, customer_id)
+    await repository.unmark_erasure(session, customer_id)
     replies = kept = 0
     # each spelling the replies may be kept under, unless another customer has that number
     # (14155550100 is the mainland number of those digits as well as +1 415 555 0100)

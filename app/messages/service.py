@@ -18,6 +18,7 @@ from app.customers.models import Customer
 from app.db import after_commit
 from app.errors import (
     AppError,
+    Conflict,
     IdempotencyConflict,
     ValidationFailed,
     field_errors_from_pydantic,
@@ -110,11 +111,13 @@ class _Plan:
         self.fresh: dict[int, Prepared] = {}
         self.first_of_key: dict[tuple[str, str], int] = {}
         self.repeats: dict[int, int] = {}  # index -> index of the first request with its key
+        self.erasing: set[str] = set()  # customers whose erasure is under way
 
     async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
         customer_ids = [r.item.customer_id for r in requests]
-        # before reading them: an erasure of one of these customers waits for this group
-        await customers.hold_customers(session, customer_ids)
+        # before reading them: an erasure of one of these customers waits for this group,
+        # and the customers being erased now get nothing
+        self.erasing = await customers.hold_customers(session, customer_ids)
         for key in {r.spec_key for r in requests}:
             try:
                 self.specs[key] = Composer(await load_spec(session, key[0], overrides=dict(key[1])))
@@ -164,6 +167,13 @@ class _Plan:
         if request.idempotency_key and key in self.first_of_key:
             self.repeats[index] = self.first_of_key[key]
             return None
+        if request.item.customer_id in self.erasing:
+            if request.idempotency_key:
+                self.first_of_key[key] = index
+            return Conflict(
+                f"customer {request.item.customer_id!r} is being erased; send again once "
+                "the erasure is done"
+            )
         try:
             self.fresh[index] = composer.prepare(
                 request.item,

@@ -383,6 +383,8 @@ async def test_a_member_erased_during_a_chunk_gets_nothing(
         found = await original(*args, **kwargs)
         if any(m.id == erased for m in found):
             async with platform.runtime.sessionmaker() as session:
+                await customers_service.begin_erasure(session, erased)
+                await session.commit()
                 await customers_service.erase(session, erased)
                 await session.commit()
         return found
