@@ -92,7 +92,11 @@ _SEND_OPENAPI: dict[str, Any] = {
     summary="Send one message",
     responses={
         404: {"model": ErrorBody, "description": "unknown scenario"},
-        409: {"model": ErrorBody, "description": "idempotency key reused with another body"},
+        409: {
+            "model": ErrorBody,
+            "description": "idempotency key reused with another body, or the customer is being "
+            "erased",
+        },
         413: {"model": ErrorBody, "description": "body too large"},
     },
     openapi_extra=_SEND_OPENAPI,
