@@ -36,6 +36,8 @@ from app.ids import first_id_at
 from app.messages.schemas import MessageItem
 from app.messages.service import AcceptOutcome, AcceptRequest, Origin, accept_many
 from app.queue.base import MessageQueue
+from app.scenarios import repository as scenarios
+from app.scenarios.models import Scenario
 from app.scenarios.schemas import Channel
 from app.settings import Settings
 from app.strategies import patching
@@ -177,15 +179,17 @@ class CampaignRunner:
         experiment = None
         if campaign.experiment is not None:
             experiment = await experiments.by_key(session, campaign.experiment)
-        problem = _unrunnable(campaign, experiment)
+        scenario = await scenarios.by_key(session, campaign.scenario)
+        problem = _unrunnable(campaign, experiment, scenario)
         if problem is not None:
             await self._halt(session, campaign, problem)
             return None
         size = await self._allowance(session, campaign)
         if size == 0:  # other runners used this second's messages
+            # read before the rollback, which expires the row (a read after it is a query)
+            campaign_id, rate = campaign.id, campaign.rate_per_second or 1.0
             await session.rollback()
-            rate = campaign.rate_per_second or 1.0
-            self._next_at[campaign.id] = time.monotonic() + max(0.05, min(1.0, 1.0 / rate))
+            self._next_at[campaign_id] = time.monotonic() + max(0.05, min(1.0, 1.0 / rate))
             return None
         setup = await self._setup(session, campaign, experiment)
         rule = await strategies.segment_rule(session, campaign.segment)
@@ -359,7 +363,18 @@ class CampaignRunner:
         )
 
 
-def _unrunnable(campaign: Campaign, experiment: Experiment | None) -> str | None:
+def _unrunnable(
+    campaign: Campaign, experiment: Experiment | None, scenario: Scenario | None
+) -> str | None:
+    # marketing consent is what a campaign's sends are checked against: a scenario made
+    # transactional since the start would reach customers who opted out of marketing
+    if scenario is None:
+        return f"scenario {campaign.scenario!r} no longer exists"
+    if scenario.message_class != "marketing":
+        return (
+            f"scenario {scenario.key!r} is {scenario.message_class} now; campaigns send "
+            "marketing scenarios"
+        )
     if campaign.experiment is None:
         return None
     if experiment is None:

@@ -221,9 +221,13 @@ async def pause(session: AsyncSession, key: str) -> Campaign:
 
 
 async def resume(session: AsyncSession, key: str) -> Campaign:
+    """Back to running; a campaign paused before its start waits for it again."""
     campaign = await get(session, key)
     _require(campaign, {CampaignStatus.paused}, "resumed")
-    values = {} if campaign.started_at else {"started_at": utcnow()}
+    now = utcnow()
+    if campaign.started_at is None and campaign.starts_at is not None and campaign.starts_at > now:
+        return await _move(session, campaign, CampaignStatus.scheduled, "resumed", {})
+    values = {} if campaign.started_at else {"started_at": now}
     return await _move(session, campaign, CampaignStatus.running, "resumed", values)
 
 
