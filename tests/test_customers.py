@@ -165,6 +165,7 @@ async def test_profile_validation_errors_name_the_field(platform: Platform) -> N
         ("C1", {"timezone": "Mars/Olympus"}, "timezone"),
         ("C1", {"locale": "Chinese"}, "locale"),
         ("C1", {"tags": ["a|b"]}, "tags"),
+        ("C1", {"locale": "zh-Hans12-CN123456"}, "locale"),  # longer than the column
         ("C1", {"unknown_field": 1}, "unknown_field"),
         ("bad id!", {}, "customer_id"),
     ]
@@ -174,6 +175,14 @@ async def test_profile_validation_errors_name_the_field(platform: Platform) -> N
         error = response.json()
         assert error["error"] == "ValidationError"
         assert field in [f["field"] for f in error["fields"]], (body, error)
+    async with platform.client("marketer") as client:  # a lone surrogate: not UTF-8
+        raw = await client.put(
+            "/v1/customers/C1",
+            content=b'{"tags": ["\\udc00x"]}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert raw.status_code == 422, raw.text
+    assert raw.json()["fields"][0]["field"] == "tags"
     both = await put(platform, "C1", {"attributes": {"aum": "x", "branch": "y"}})
     assert {f["field"] for f in both.json()["fields"]} == {"attributes.aum", "attributes.branch"}
     assert "branch" in both.json()["detail"]

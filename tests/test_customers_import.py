@@ -238,3 +238,10 @@ def test_cli_import_of_50000_rows_in_bounded_memory(cli_db: Path) -> None:
     assert "rows 50000: inserted 50000" in result.output
     assert peak - before < 20 * 1024 * 1024, f"peak growth {(peak - before) / 1e6:.1f} MB"
     assert after - before < 4 * 1024 * 1024, f"retained {(after - before) / 1e6:.1f} MB"
+
+
+async def test_a_locale_too_long_fails_its_row_not_the_chunk(platform: Platform) -> None:
+    body = "id,name,locale\nL1,张伟,zh-Hans12-CN123456\nL2,李娜,zh-CN\n"
+    summary = (await post_csv(platform, body)).json()
+    assert (summary["inserted"], summary["failed"]) == (1, 1)
+    assert summary["errors"][0]["field"] == "locale"

@@ -11,9 +11,10 @@ from app.messages.schemas import EMAIL_PATTERN, OPENID_PATTERN, PHONE_PATTERN
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
-TAG_PATTERN = r"^[^|\x00-\x1f]{1,64}$"
+TAG_PATTERN = r"^[^|\x00-\x1f\ud800-\udfff]{1,64}$"  # no lone surrogates: not UTF-8
 DEFAULT_LOCALE = "zh-CN"
 MAX_NAME = 200
+MAX_LOCALE = 16  # customers.locale
 MAX_TAGS = 100
 TAG_SEPARATOR = "|"
 
@@ -65,8 +66,10 @@ def wechat_openid(value: str) -> str:
 
 
 def locale(value: str) -> str:
-    if not _LOCALE.match(value):
-        raise InvalidField("a language tag such as zh-CN or en-US")
+    if len(value) > MAX_LOCALE or not _LOCALE.match(value):
+        raise InvalidField(
+            f"a language tag such as zh-CN or en-US, at most {MAX_LOCALE} characters"
+        )
     return value
 
 
