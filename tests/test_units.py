@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from app.callbacks.service import is_opt_out
 from app.db import passing_db_error
 from app.ids import new_id
 from app.logging import MaskingJsonFormatter
@@ -238,3 +239,19 @@ def test_provider_texts_are_masked_where_they_are_kept() -> None:
     receipt = DeliveryReceipt(delivered=False, detail="号码13800001234停机")
     assert receipt.detail == "号码138****1234停机"
     assert DeliveryReceipt(delivered=True).detail is None
+
+
+OPT_OUTS = ("TD", "ＴＤ", "Ｔ Ｄ", " td ", "退订。", "退订！", "TD。", "Stop!", "退订🙏", "t")
+INSTRUCTIONS = ("回复TD退订", "回复退订", "拒收请回复R", "TD退订")
+
+
+@pytest.mark.parametrize("text", [*OPT_OUTS, *INSTRUCTIONS])
+def test_opt_out_replies_however_typed(text: str) -> None:
+    assert is_opt_out(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["不要退订", "TDK", "TNT", "NO", "R2", "", "请问退订后还能收到账户通知吗", "谢谢"]
+)
+def test_replies_that_are_not_opt_outs(text: str) -> None:
+    assert not is_opt_out(text)

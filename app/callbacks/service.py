@@ -13,6 +13,8 @@ the timeline as ``earlier_attempt_receipt`` and changes nothing else."""
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,8 +50,20 @@ class Applied:
     requeue: list[str] = field(default_factory=list)  # messages falling back to a next channel
 
 
+# The instruction itself sent back ("回复TD退订", "拒收请回复R"), as customers do.
+_INSTRUCTION = re.compile(r"(?:拒收请)?回复(?:TD|T|N|R|退订)(?:退订)?|(?:TD|T|N|R)退订")
+
+
 def is_opt_out(text: str) -> bool:
-    return text.strip().upper() in OPT_OUT_KEYWORDS
+    """A reply that asks to stop: a keyword, however typed (full-width letters from a
+    Chinese input method, punctuation, spaces, any case), or the instruction sent back.
+    Not a keyword inside other words ("不要退订" is not one)."""
+    words = "".join(
+        c
+        for c in unicodedata.normalize("NFKC", text).upper()
+        if unicodedata.category(c)[0] not in "PZSC"  # punctuation, spaces, symbols, controls
+    )
+    return words in OPT_OUT_KEYWORDS or _INSTRUCTION.fullmatch(words) is not None
 
 
 async def apply(
