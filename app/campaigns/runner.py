@@ -299,9 +299,19 @@ class CampaignRunner:
                 session, experiment.id, [m.id for m in members]
             )
         variants = {v["key"]: v for v in experiment.variants}
+        # Rolled out: the winner for everyone in the coverage, outside the experiment's
+        # counts (its report compares the arms as assigned before)
+        rollout = experiment.winner is not None
         for member in members:
             key = variant_for(experiment, assigned, member.id)
-            if key is None or not self._admit(setup, member.id, known):
+            if key is None or not (rollout or self._admit(setup, member.id, known)):
+                continue
+            variant = variants.get(key, {"key": key})
+            if variant.get("holdout"):
+                tally.held_out += 1
+            else:
+                tally.requests.append(self._request(setup, member, variant, counted=not rollout))
+            if rollout:
                 continue
             tally.assignments.append(
                 {
@@ -311,11 +321,6 @@ class CampaignRunner:
                     "assigned_at": setup.now,
                 }
             )
-            variant = variants.get(key, {"key": key})
-            if variant.get("holdout"):
-                tally.held_out += 1
-            else:
-                tally.requests.append(self._request(setup, member, variant))
         return tally
 
     @staticmethod
@@ -330,8 +335,14 @@ class CampaignRunner:
         return True
 
     def _request(
-        self, setup: _Setup, member: Member, variant: dict[str, Any] | None
+        self,
+        setup: _Setup,
+        member: Member,
+        variant: dict[str, Any] | None,
+        *,
+        counted: bool = True,
     ) -> AcceptRequest:
+        """``counted``: the message belongs to the experiment's arm (not a rollout's)."""
         campaign = setup.campaign
         overrides = dict(setup.templates)
         channels = None
@@ -348,10 +359,11 @@ class CampaignRunner:
             channels=channels,
             send_at=send_at,
         )
+        tagged = counted and setup.experiment is not None and variant is not None
         origin = Origin(
             campaign_id=campaign.id,
-            experiment_id=setup.experiment.id if setup.experiment and variant else None,
-            variant=variant["key"] if variant else None,
+            experiment_id=setup.experiment.id if tagged and setup.experiment else None,
+            variant=variant["key"] if tagged and variant else None,
         )
         return AcceptRequest(
             scenario=campaign.scenario,

@@ -183,6 +183,11 @@ class Experiments:
 
     def _place(self, experiment: LiveExperiment, customer_id: str, joined: int = 0) -> Peek:
         row = experiment.row
+        if row.winner is not None:  # rolled out: the winner for all, no one joins any more
+            key = variant_for(row, experiment.assigner, customer_id)
+            if key is None:
+                return Peek(experiment, None, "outside the sample (coverage)")
+            return Peek(experiment, experiment.variants[key], None)
         recorded = self.recorded.get(row.id)
         known = recorded is None or customer_id in recorded
         size = row.sample_size
@@ -207,8 +212,13 @@ class Experiments:
             self.recorded[row.id].add(customer_id)  # counted once, whatever its later messages
             experiment.taken += 1
         key = place.variant.key
-        message["experiment_id"], message["variant"] = row.id, key
         message["decision"]["experiment"], message["decision"]["variant"] = row.key, key
+        if row.winner is not None:
+            # The winner's treatment, outside the experiment's counts: its report compares
+            # the arms as assigned, and these customers were assigned (or not) before.
+            message["decision"]["rollout"] = True
+        else:
+            message["experiment_id"], message["variant"] = row.id, key
         return place.variant
 
 

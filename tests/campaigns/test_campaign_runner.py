@@ -349,11 +349,17 @@ async def test_a_winner_takes_the_rest_of_the_audience(manual: Platform) -> None
         assert row is not None
         row.status, row.winner = "completed", "email_b"
         await session.commit()
+    assigned = await _assignments(platform)
     await _drive(runner, platform)
     later = [m for m in await helpers.messages(platform.runtime) if m.customer_id in ids[50:]]
     assert len(later) == 30
-    assert {(m.variant, m.channel) for m in later} == {("email_b", "email")}
+    # the winner's channel, outside the experiment's counts: no arm, no new assignment
+    assert {(m.channel, m.experiment_id, m.variant) for m in later} == {("email", None, None)}
+    assert await _assignments(platform) == assigned
     assert (await helpers.campaign(platform.runtime)).status == "completed"
+    async with platform.client("analyst") as client:
+        report = (await client.get("/v1/experiments/channels/report")).json()
+    assert report["srm"]["mismatch"] is False
 
 
 # an erasure can land between the audience's read and the chunk's commit only beside

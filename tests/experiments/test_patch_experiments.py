@@ -178,6 +178,27 @@ async def test_stopped_and_completed_experiments(platform: Platform) -> None:
         message = await _send(platform, cid)
         _check_content(message, "long")
         assert message["decision"]["variant"] == "long"
+        assert message["decision"]["rollout"] is True
+    await client.aclose()
+
+
+async def test_a_rolled_out_winner_leaves_the_report_as_assigned(platform: Platform) -> None:
+    """After the winner is chosen, every customer gets its patch, but the messages count in
+    no arm: the report still compares the arms as assigned (rollout messages credited to the
+    winner made it larger than its assigned count, and the report was refused for good)."""
+    client = await _prepare(platform)
+    for cid in RICH:
+        await _send(platform, cid)
+    assigned = await _assignments(platform)
+    done = await client.post("/v1/experiments/wealth_copy/complete", json={"winner": "long"})
+    assert done.status_code == 200
+    for cid in RICH:
+        _check_content(await _send(platform, cid), "long")
+    assert await _assignments(platform) == assigned
+    rows = await _rows(platform)
+    assert all(rows[cid][-1] == (None, None) for cid in RICH)  # the rollout's messages
+    report = await client.get("/v1/experiments/wealth_copy/report")
+    assert report.status_code == 200, report.text
     await client.aclose()
 
 
