@@ -302,3 +302,22 @@ async def test_erasure_tells_a_mainland_number_from_a_plus_1_number(platform: Pl
         assert erased["inbound_replies_erased"] == 1
     async with platform.runtime.sessionmaker() as session:
         assert (await session.scalars(select(InboundMessage))).all() == []
+
+
+async def test_a_number_stored_without_plus_is_opted_out_by_a_reply_with_it(
+    platform: Platform,
+) -> None:
+    """Stored as Aliyun writes international numbers (85291234567), replied to as Tencent
+    reports them (+85291234567): the customer is opted out, and a send to the bare number
+    finds the reply too."""
+    reporting_sms(platform)
+    await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
+    assert (await put(platform, "HK1", {"phone": "85291234567"})).status_code == 201
+    await sms_reply(platform, "+85291234567", "TD")
+    assert (await _consent(platform, "HK1"))["sms"]["marketing"]["granted"] is False
+    marketing = {"scenario": "wealth_offer", "variables": VARIABLES, "channels": ["sms"]}
+    async with platform.client("system") as client:
+        stored = await client.post("/v1/messages", json={**marketing, "customer_id": "HK1"})
+        assert stored.status_code == 422, stored.text
+        inline = {**marketing, "customer_id": "X1", "recipient": {"phone": "85291234567"}}
+        assert (await client.post("/v1/messages", json=inline)).status_code == 422

@@ -118,7 +118,9 @@ def test_profile_fields() -> None:
         "+1 415 555 0100",
         "+14155550100",
         "0014155550100",
+        "14155550100",  # as stored without "+"
     ]
+    assert "14155550100" not in fields.phone_variants("+1 415 555 0100", exact=True)
     # a sender reported without "+": also the number with that country code
     assert set(fields.phone_variants("14155550100")) == {
         "14155550100",
@@ -138,6 +140,9 @@ def test_reply_keys_cover_a_sender_reported_without_plus() -> None:
     assert fields.reply_keys("+86 138 0000 0001") == ["13800000001"]
     assert fields.reply_keys("13800000001") == ["13800000001"]
     assert fields.reply_keys("95555") == ["95555"]
+    # digits stored without "+" (Aliyun's international form) meet replies reported with it
+    assert fields.reply_keys("85291234567") == ["+85291234567", "85291234567"]
+    assert fields.reply_keys("447911123456") == ["+447911123456", "447911123456"]
 
 
 def test_phone_key_is_one_spelling_per_number() -> None:

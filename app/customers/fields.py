@@ -121,12 +121,23 @@ def phone_key(phone: str) -> str:
 def reply_keys(phone: str) -> list[str]:
     """The keys (``phone_key``) that SMS replies from ``phone`` may be stored under: its own
     and, for a number with a country code, that of its digits without the "+", which some
-    providers report (14155550100 for +14155550100). Over-matching a mainland number of the
-    same digits only suppresses; missing an opt-out would not be lawful."""
+    providers report (14155550100 for +14155550100); for digits that may be a country code
+    and number stored without "+" (85291234567, Aliyun's international form), that of the
+    same digits with it, as other providers report them. Over-matching a number of the same
+    digits only suppresses; missing an opt-out would not be lawful."""
     key = phone_key(phone)
     if key.startswith("+"):
         return sorted({key, phone_key(key[1:])})
+    if _maybe_international(key):
+        return sorted({key, f"+{key}"})
     return [key]
+
+
+def _maybe_international(key: str) -> bool:
+    """Bare digits of an E.164 length that are not a mainland mobile number (11 digits
+    from 1)."""
+    mainland = len(key) == 11 and key.startswith("1")
+    return key.isdigit() and _E164_DIGITS[0] <= len(key) <= _E164_DIGITS[1] and not mainland
 
 
 def phone_variants(sender: str, *, exact: bool = False) -> list[str]:
@@ -134,7 +145,8 @@ def phone_variants(sender: str, *, exact: bool = False) -> list[str]:
     are digits with an optional "+"): 13800000000, 8613800000000 and +8613800000000 name the
     same mainland number; +14155550100 and 0014155550100 another one. A sender reported
     without "+" or "00" may be either (see ``reply_keys``): 14155550100 is also looked up
-    as +14155550100, unless ``exact`` (an erasure must not take one number for another)."""
+    as +14155550100, and +85291234567 as 85291234567 (stored without "+"), unless ``exact``
+    (an erasure must not take one number for another)."""
     key = phone_key(sender)
     found = {sender.strip(), key}
     text = sender.strip().translate(_PHONE_SEPARATORS)
@@ -142,6 +154,8 @@ def phone_variants(sender: str, *, exact: bool = False) -> list[str]:
         found |= {f"+{text}", f"00{text}"}
     if key.startswith("+"):
         found.add(f"00{key[1:]}")
+        if not exact:
+            found.add(key[1:])
     elif key.isdigit() and len(key) == 11:
         found |= {f"{_MAINLAND}{key}", f"+{_MAINLAND}{key}", f"00{_MAINLAND}{key}"}
     return sorted(found)
