@@ -63,6 +63,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# None is SQL NULL here (in JSONType, JSON's null): for columns tested with IS NULL
+NullableJSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Money(TypeDecorator[Decimal]):

@@ -213,6 +213,7 @@ class Composer:
             "attempts": 0,
             "channel_attempts": 0,
             "content": content,
+            "unpatched": None,  # the content of patched channels without their patch
             "decision": decision,
             "patch": None,  # the strategy whose patch it carries (app/strategies/patching.py)
             "experiment_id": None,  # and its experiment variant (app/experiments/patching.py)

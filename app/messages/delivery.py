@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from app.messages import repository
-from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, Outcome, decide
+from app.messages import consent_check, repository
+from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, Outcome, decide, event
 from app.timeutil import utcnow
 from channels.base import CONTACT_FIELD
 from channels.errors import (
@@ -103,7 +103,7 @@ class _Claims:
 
     async def _claim(self, ids: list[str]) -> tuple[list[Claimed], float]:
         try:
-            messages = await self._runtime.claim(ids)
+            messages = await consent_check.recheck(self._runtime, await self._runtime.claim(ids))
         except Exception:
             # Leases expire and the sweeper hands these messages out again.
             log.exception("claim failed", extra={"messages": len(ids)})
@@ -133,7 +133,15 @@ async def _send(runtime: Runtime, message: Claimed, deadline: float) -> Outcome:
     except Exception:
         log.exception("attempt failed unexpectedly", extra={"message_id": message.id})
         attempts = [_failed(message, "internal error while sending", "internal_error")]
-    return decide(message, attempts, runtime.settings.retry, utcnow())
+    now = utcnow()
+    outcome = decide(message, attempts, runtime.settings.retry, now)
+    if message.patch_dropped:
+        channel = message.channels[message.channel_index]
+        reason = f"the customer opted out of marketing on {channel} after it was accepted"
+        outcome.events.insert(
+            0, event(message.id, "patch_dropped", now, channel=channel, reason=reason)
+        )
+    return outcome
 
 
 def _failed(message: Claimed, detail: str, code: str) -> Attempt:
@@ -158,6 +166,9 @@ async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
     """Try the channel's providers in routing order: on a transient error or an open
     circuit, fail over to the next one. Returns every attempt; the last one decides."""
     channel = message.channels[message.channel_index]
+    if message.refusal is not None:
+        refused = PermanentChannelError(message.refusal, code=consent_check.OPTED_OUT)
+        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=refused)]
     contact = message.recipient.get(CONTACT_FIELD[channel])
     error: ChannelError | None = None
     if not contact:

@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, JSONType, Money, UTCDateTime
+from app.db import Base, JSONType, Money, NullableJSONType, UTCDateTime
 
 
 class Message(Base):
@@ -88,6 +88,11 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     channel_attempts: Mapped[int] = mapped_column(Integer, default=0)
     content: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSONType)
+    # a patched message's content without its patch, by channel: sent instead when the
+    # customer opts out of marketing before the message goes (NULL: no patch)
+    unpatched: Mapped[dict[str, dict[str, Any]] | None] = mapped_column(
+        NullableJSONType, default=None
+    )
     decision: Mapped[dict[str, Any]] = mapped_column(JSONType)
     # the strategy whose marketing patch the message carries (frequency caps count these)
     patch: Mapped[str | None] = mapped_column(String(100), default=None)

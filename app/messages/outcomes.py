@@ -26,6 +26,12 @@ class Claimed:
     content: dict[str, dict[str, Any]]
     attempts: int  # after the claim's increment: the claim's fencing token
     channel_attempts: int
+    customer_id: str = ""
+    marketing: bool = False  # a marketing scenario's message
+    patched: bool = False  # carries a marketing patch on some channel (messages.unpatched)
+    # set by app/messages/consent_check.py when marketing consent was withdrawn since:
+    refusal: str | None = None  # why this marketing message does not go on its channel
+    patch_dropped: bool = False  # the content goes without its patch
 
 
 @dataclass(frozen=True)

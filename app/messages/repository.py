@@ -147,6 +147,10 @@ _CLAIMED = (
     MESSAGES.c.content,
     MESSAGES.c.attempts,
     MESSAGES.c.channel_attempts,
+    MESSAGES.c.customer_id,
+    # what must be checked against the customer's marketing consent again when it goes
+    MESSAGES.c.decision["scenario_class"].as_string() == "marketing",
+    MESSAGES.c.unpatched.is_not(None),
 )
 
 
@@ -371,6 +375,7 @@ async def erase_customer_messages(
         update(MESSAGES)
         .where(m.customer_id == customer_id)
         .values(customer_id=anonymous_id, recipient={}, variables={}, content={}, updated_at=now)
+        .values(unpatched=None)
         .values(request_hash=None)  # a digest of the request, personal data included
     )
     return int(erased.rowcount), cancelled  # type: ignore[attr-defined]

@@ -271,6 +271,9 @@ class Patcher:
             self.composing,
         )
         if composed.applied:
+            # kept to send instead if the customer opts out of marketing before it goes
+            unpatched = message["unpatched"] = message.get("unpatched") or {}
+            unpatched[channel] = message["content"][channel]
             message["content"][channel] = composed.content
         return {"template": {"key": template.key, "version": template.version}} | composed.record()
 

@@ -1,0 +1,91 @@
+"""Marketing consent checked again when a message goes.
+
+A send is decided at acceptance, with the consent of that moment. A customer may opt out of
+marketing before it goes: a scheduled message, a retry, a fallback to the next channel, a
+campaign message waiting for quiet hours to end. So, when a worker has claimed messages, those
+that carry marketing (a marketing scenario's, or a transactional one with a marketing patch)
+are checked again on the channel they go by, as acceptance checks them (recorded decisions,
+and the opt-out replies from the number an SMS goes to):
+
+- a marketing message is not sent on that channel (it falls back to the next one, or fails);
+- a patched message goes without its patch (``messages.unpatched``).
+
+Transactional messages without a patch, the common case, cost nothing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from app.customers import repository as customers
+from app.customers.consent import Purpose, allows
+from app.messages.models import Message
+from app.messages.outcomes import Claimed
+from app.strategies import patching
+from app.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+OPTED_OUT = "opted_out"  # the code of the refusal, on the timeline
+
+
+async def recheck(runtime: Runtime, messages: Sequence[Claimed]) -> list[Claimed]:
+    """``messages``, those whose channel lost marketing consent since acceptance changed:
+    a marketing one refused (``refusal``), a patched one with its content unpatched."""
+    checked = [m for m in messages if m.marketing or m.patched]
+    if not checked:
+        return list(messages)
+    async with runtime.read_sessionmaker() as session:
+        ids = [m.customer_id for m in checked]
+        stored = await customers.get_many(session, ids)
+        patcher = await patching.load(
+            session,
+            scenarios=[],
+            customer_ids=ids,
+            settings=runtime.settings,
+            now=utcnow(),
+            phones={p for m in checked if (p := m.recipient.get("phone"))},
+        )
+        lost = [
+            m
+            for m in checked
+            if not allows(
+                patcher.consent(
+                    m.customer_id,
+                    phone=m.recipient.get("phone"),
+                    customer=stored.get(m.customer_id),
+                ),
+                _channel(m),
+                Purpose.marketing,
+            )
+        ]
+        unpatched = await _unpatched(session, [m.id for m in lost if not m.marketing])
+    changed = {m.id: _without_marketing(m, unpatched.get(m.id)) for m in lost}
+    return [changed.get(m.id, m) for m in messages]
+
+
+def _channel(message: Claimed) -> str:
+    return message.channels[message.channel_index]
+
+
+def _without_marketing(message: Claimed, unpatched: dict[str, Any] | None) -> Claimed:
+    channel = _channel(message)
+    if message.marketing:
+        reason = f"the customer opted out of marketing on {channel} after it was accepted"
+        return replace(message, refusal=reason)
+    if unpatched is None or channel not in unpatched:
+        return message  # no patch on this channel
+    content = {**message.content, channel: unpatched[channel]}
+    return replace(message, content=content, patch_dropped=True)
+
+
+async def _unpatched(session: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(Message.id, Message.unpatched).where(Message.id.in_(ids)))
+    return {message_id: content for message_id, content in rows if content}
