@@ -201,7 +201,7 @@ def _compare(control: ArmCounts, treatments: list[ArmCounts], rule: DecisionRule
         "adjustment": "holm" if len(treatments) > 1 else "none",
         "comparisons": list(rows),
     }
-    return _decide(control, rows, numbers, rule)
+    return _decide(control, rows, numbers, rule, {a.variant: a for a in treatments})
 
 
 def _decide(
@@ -209,6 +209,7 @@ def _decide(
     rows: list[dict[str, JsonValue]],
     numbers: dict[str, JsonValue],
     rule: DecisionRule,
+    arms: dict[str, ArmCounts],
 ) -> Recommendation:
     better = [r for r in rows if r["significant"] and _positive(r["difference"])]
     worse = [r for r in rows if r["significant"] and not _positive(r["difference"])]
@@ -217,6 +218,16 @@ def _decide(
     if better:
         best = max(better, key=lambda r: r["rate"] if isinstance(r["rate"], float) else 0.0)
         name = str(best["variant"])
+        rivals = [str(r["variant"]) for r in rows if r is not best]
+        if rivals and not _beats_rivals(arms[name], [arms[v] for v in rivals], numbers, rule):
+            return Recommendation(
+                "no_significant_difference",
+                None,
+                f"{name} beats the control on {rule.metric}, but not yet {' and '.join(rivals)} "
+                f"by the peek-safe {level} confidence sequence: keep the experiment running "
+                "to tell them apart.",
+                numbers,
+            )
         return Recommendation(
             "winner",
             name,
@@ -241,6 +252,43 @@ def _decide(
         f"is smaller than it can detect. Significantly worse: {len(worse)} of {len(rows)}.",
         numbers,
     )
+
+
+def _beats_rivals(
+    best: ArmCounts,
+    rivals: list[ArmCounts],
+    numbers: dict[str, JsonValue],
+    rule: DecisionRule,
+) -> bool:
+    """Whether ``best`` beats every other variant too, by the same peek-safe sequences (Holm
+    across them): against a holdout control several variants often beat the control, and
+    the highest raw rate among them is no evidence by itself."""
+    rows: list[dict[str, JsonValue]] = []
+    raw: list[float | None] = []
+    for rival in rivals:
+        cs = sequential_diff(
+            rival.stage(rule.metric),
+            rival.assigned,
+            best.stage(rule.metric),
+            best.assigned,
+            rule.confidence,
+            rule.tuning,
+        )
+        raw.append(None if cs is None else cs.p_value)
+        rows.append(
+            {
+                "variant": rival.variant,
+                "difference": None if cs is None else cs.estimate,
+                "cs_low": None if cs is None else cs.low,
+                "cs_high": None if cs is None else cs.high,
+            }
+        )
+    adjusted = holm(raw) if len(rivals) > 1 else raw
+    for row, p in zip(rows, adjusted, strict=True):
+        row["p_value_adjusted"] = p
+        row["significant"] = p is not None and p < rule.alpha and _positive(row["difference"])
+    numbers["best_against_rivals"] = {"variant": best.variant, "comparisons": list(rows)}
+    return all(row["significant"] for row in rows)
 
 
 def _positive(value: JsonValue) -> bool:

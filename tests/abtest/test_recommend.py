@@ -4,6 +4,7 @@ two arms."""
 from __future__ import annotations
 
 import json
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -81,18 +82,50 @@ def test_best_significant_variant_wins_with_holm() -> None:
     arms = [
         arm("control", 5000, 500),
         arm("b", 5000, 620),
-        arm("c", 5000, 700),
+        arm("c", 5000, 800),
         arm("d", 5000, 510),
     ]
     result = recommend(arms, weights("control", "b", "c", "d"), RULE)
     assert result.kind == "winner"
     assert result.variant == "c"
+    against = result.numbers["best_against_rivals"]
+    assert isinstance(against, dict)
+    comparisons = against["comparisons"]
+    assert isinstance(comparisons, list)
+    assert [c["variant"] for c in comparisons if isinstance(c, dict)] == ["b", "d"]
     assert result.numbers["adjustment"] == "holm"
     rows = result.numbers["comparisons"]
     assert isinstance(rows, list)
     raw = [row["p_value"] for row in rows if isinstance(row, dict)]
     adjusted = [row["p_value_adjusted"] for row in rows if isinstance(row, dict)]
     assert adjusted == holm([p for p in raw if isinstance(p, float)])
+
+
+HOLDOUT_RULE = DecisionRule(control="holdout", min_sample=100, target_lift=0.2)
+HOLDOUT_WEIGHTS = {"holdout": 1000.0, "sms": 4500.0, "email": 4500.0}
+
+
+def test_variants_that_beat_a_holdout_alike_are_not_told_apart_by_their_raw_rates() -> None:
+    """Both beat the holdout; email's one conversion more is no evidence against sms: no
+    winner (auto_winner used to complete such an experiment on a coin flip)."""
+    arms = [arm("holdout", 1000, 20), arm("sms", 4500, 180), arm("email", 4500, 181)]
+    result = recommend(arms, HOLDOUT_WEIGHTS, HOLDOUT_RULE)
+    assert result.kind == "no_significant_difference"
+    assert result.variant is None
+    assert "email beats the control on converted, but not yet sms" in result.reason
+
+
+def test_false_winners_between_equal_variants_are_rare() -> None:
+    """400 simulated experiments with two variants of the same true rate (4%) and a holdout
+    (2%): a winner is declared in few of them (78% before the variants were compared)."""
+    rng = random.Random(20261206)
+    winners = 0
+    for _ in range(400):
+        holdout = sum(rng.random() < 0.02 for _ in range(1000))
+        sms, email = (sum(rng.random() < 0.04 for _ in range(4500)) for _ in range(2))
+        arms = [arm("holdout", 1000, holdout), arm("sms", 4500, sms), arm("email", 4500, email)]
+        winners += recommend(arms, HOLDOUT_WEIGHTS, HOLDOUT_RULE).kind == "winner"
+    assert winners <= 20  # 5%
 
 
 def test_degenerate_experiments_get_a_defined_answer() -> None:

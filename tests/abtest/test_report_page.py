@@ -83,7 +83,7 @@ def daily_for(names: list[str]) -> list[DailyCounts]:
 
 def test_page_has_every_chart_and_is_well_formed() -> None:
     names = ["holdout", "sms_short", "wechat_card"]
-    arms = [arm("holdout", 2500, 200), arm("sms_short", 2500, 260), arm("wechat_card", 2500, 320)]
+    arms = [arm("holdout", 2500, 200), arm("sms_short", 2500, 260), arm("wechat_card", 2500, 400)]
     page = page_for(names, arms, daily_for(names))
     parser = parse(page)
     assert page.startswith("<!DOCTYPE html>")
