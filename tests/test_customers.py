@@ -6,9 +6,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.callbacks import service as callbacks
 from app.messages.models import InboundMessage, Message, MessageEvent
 from app.sandbox.models import SandboxDelivery
-from channels.base import ProviderContext
+from channels.base import CallbackResult, InboundReply, ProviderContext
 from tests.conftest import VARIABLES, Platform
 from tests.providers import ReportingProvider
 
@@ -296,3 +297,46 @@ async def test_erasure_cancels_unfinished_messages(platform: Platform) -> None:
     assert message["status"] == "failed"
     assert "erased" in message["status_reason"]
     assert message["recipient"] == {}
+
+
+OPENID = "oAbCdEfGhIjKlMnOpQrStUvWxYz1"
+
+
+async def _reply(platform: Platform, channel: str, sender: str, text: str) -> None:
+    async with platform.runtime.sessionmaker() as session:
+        result = CallbackResult(response_body=b"", media_type="text/plain")
+        result.replies.append(InboundReply(sender=sender, text=text))
+        await callbacks.apply(session, provider=f"{channel}-x", channel=channel, result=result)
+        await session.commit()
+
+
+async def _replies(platform: Platform) -> list[tuple[str, str, str]]:
+    async with platform.runtime.sessionmaker() as session:
+        rows = (await session.scalars(select(InboundMessage))).all()
+    return sorted((r.channel, r.sender, r.text) for r in rows)
+
+
+async def test_erasure_takes_the_replies_from_the_customers_openid_and_recipients(
+    platform: Platform,
+) -> None:
+    """Replies from the customer's WeChat openid (even "退订": it changes no consent there),
+    and from a number their messages went to inline, go with the erasure; those of another
+    customer stay."""
+    await platform.create_scenario()
+    body = {"name": "张伟", "phone": "13800000001", "wechat_openid": OPENID}
+    assert (await put(platform, "C1", body)).status_code == 201
+    assert (await put(platform, "C2", {"phone": "13900000009"})).status_code == 201
+    send = {"scenario": "account_movement", "variables": VARIABLES, "channels": ["sms"]}
+    inline = {**send, "customer_id": "P9001", "recipient": {"phone": "13900000002"}}
+    async with platform.client("system") as client:
+        assert (await client.post("/v1/messages", json=inline)).status_code == 202
+    await _reply(platform, "wechat", OPENID, "我是张伟，身份证110101199001011234")
+    await _reply(platform, "wechat", OPENID, "退订")
+    await _reply(platform, "sms", "+8613900000002", "这笔1200元不是我花的，我是李娜")
+    await _reply(platform, "sms", "13900000009", "谢谢")
+    async with platform.client("system") as client:
+        first = (await client.delete("/v1/customers/C1")).json()
+        second = (await client.delete("/v1/customers/P9001")).json()
+    assert first["inbound_replies_erased"] == 2
+    assert second["inbound_replies_erased"] == 1
+    assert await _replies(platform) == [("sms", "13900000009", "谢谢")]

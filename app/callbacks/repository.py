@@ -157,14 +157,19 @@ async def erase_early_receipts(session: AsyncSession, message_ids: Sequence[str]
     return int(dropped.rowcount)  # type: ignore[attr-defined]
 
 
-async def erase_inbound(session: AsyncSession, keys: Collection[str]) -> tuple[int, int]:
-    """Erase the replies from these numbers (``fields.phone_key``; erasure of a customer):
-    (erased, kept). An opt-out reply is kept as a suppression record, reduced to the
-    number's key, the channel and the time (its text and the number as typed go): erasing it
-    would make the number marketable again, for whoever sends to it inline or records it
-    next."""
+async def erase_inbound(
+    session: AsyncSession, keys: Collection[str], *, keep: bool = True
+) -> tuple[int, int]:
+    """Erase the replies from these senders (``fields.phone_key``, an openid; erasure of a
+    customer): (erased, kept). With ``keep``, an opt-out reply is kept as a suppression
+    record, reduced to the number's key, the channel and the time (its text and the number as
+    typed go): erasing it would make the number marketable again, for whoever sends to it
+    inline or records it next."""
     m = InboundMessage
     mine = m.sender_key.in_(sorted(set(keys)))
+    if not keep:
+        erased = await session.execute(delete(m).where(mine))
+        return int(erased.rowcount), 0  # type: ignore[attr-defined]
     kept = await session.execute(
         update(m)
         .where(mine, m.opt_out)

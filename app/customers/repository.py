@@ -181,6 +181,13 @@ async def ids_by_phones(session: AsyncSession, phones: Collection[str]) -> list[
     return list(rows)
 
 
+async def openids_in_use(session: AsyncSession, openids: Collection[str]) -> set[str]:
+    if not openids:
+        return set()
+    stmt = select(Customer.wechat_openid).where(Customer.wechat_openid.in_(list(openids)))
+    return {o for o in await session.scalars(stmt) if o}
+
+
 async def phones_in_use(session: AsyncSession, phones: Collection[str]) -> bool:
     if not phones:
         return False

@@ -266,15 +266,18 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     """Erase a customer's personal data (after :func:`begin_erasure`): the profile
     (contacts, name, attributes, tags, consent), what their messages carry (recipient,
     variables, rendered content, event details, sandbox copies, receipts waiting for a send
-    that will not happen) and, when no
-    other customer has that phone, their SMS replies; an opt-out reply stays, reduced to
-    the number and its time, so that the number stays opted out of marketing (a
-    suppression record). Message statistics stay, under an
-    anonymous customer id, and so do their conversions and experiment assignments (tracked
-    links go). Works without a profile too (messages may name customers the platform never
-    stored)."""
+    that will not happen) and their replies: from their phone and WeChat openid and from
+    those their messages went to (an earlier number, one given inline), unless another
+    customer has it now. An SMS opt-out reply stays, reduced to the number and its time, so
+    that the number stays opted out of marketing (a suppression record). Message statistics
+    stay, under an anonymous customer id, and so do their conversions and experiment
+    assignments (tracked links go). Works without a profile too (messages may name customers
+    the platform never stored)."""
     customer = await repository.get(session, customer_id)
-    phone = customer.phone if customer else None
+    phones, openids = await messages_repository.contacts_of(session, customer_id)
+    if customer is not None:
+        phones |= {customer.phone} if customer.phone else set()
+        openids |= {customer.wechat_openid} if customer.wechat_openid else set()
     await sandbox_repository.erase_for_customer(session, customer_id)
     anonymous_id = new_id("anon")
     await tracking_repository.erase_customer(session, customer_id, anonymous_id=anonymous_id)
@@ -284,13 +287,7 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     await callbacks_repository.erase_early_receipts(session, cancelled)
     erased = await repository.delete_customer(session, customer_id)
     await repository.unmark_erasure(session, customer_id)
-    replies = kept = 0
-    # each spelling the replies may be kept under, unless another customer has that number
-    # (14155550100 is the mainland number of those digits as well as +1 415 555 0100)
-    for key in fields.reply_keys(phone) if phone else []:
-        if not await repository.phones_in_use(session, fields.phone_variants(key, exact=True)):
-            erased_now, kept_now = await callbacks_repository.erase_inbound(session, [key])
-            replies, kept = replies + erased_now, kept + kept_now
+    replies, kept = await _erase_replies(session, phones, openids)
     return ErasureResult(
         customer_id=customer_id,
         profile_erased=erased,
@@ -299,6 +296,24 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
         inbound_replies_erased=replies,
         opt_outs_kept=kept,
     )
+
+
+async def _erase_replies(
+    session: AsyncSession, phones: set[str], openids: set[str]
+) -> tuple[int, int]:
+    """(erased, kept) replies from the erased customer's numbers and openids."""
+    replies = kept = 0
+    # each spelling the replies may be kept under, unless another customer has that number
+    # (14155550100 is the mainland number of those digits as well as +1 415 555 0100)
+    for key in sorted({key for phone in phones for key in fields.reply_keys(phone)}):
+        if not await repository.phones_in_use(session, fields.phone_variants(key, exact=True)):
+            erased_now, kept_now = await callbacks_repository.erase_inbound(session, [key])
+            replies, kept = replies + erased_now, kept + kept_now
+    theirs = openids - await repository.openids_in_use(session, openids)
+    if theirs:  # a WeChat reply changes no consent: nothing to keep
+        erased_now, _ = await callbacks_repository.erase_inbound(session, theirs, keep=False)
+        replies += erased_now
+    return replies, kept
 
 
 # consent

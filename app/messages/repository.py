@@ -339,6 +339,21 @@ async def unfinished_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(Outbox)) or 0)
 
 
+async def contacts_of(session: AsyncSession, customer_id: str) -> tuple[set[str], set[str]]:
+    """The phones and WeChat openids the customer's messages went (or were to go) to."""
+    recipient = MESSAGES.c.recipient
+    rows = await session.execute(
+        select(recipient["phone"].as_string(), recipient["wechat_openid"].as_string())
+        .where(MESSAGES.c.customer_id == customer_id)
+        .distinct()
+    )
+    phones, openids = set(), set()
+    for phone, openid in rows:
+        phones |= {phone} if phone else set()
+        openids |= {openid} if openid else set()
+    return phones, openids
+
+
 async def erase_customer_messages(
     session: AsyncSession, customer_id: str, *, anonymous_id: str, now: datetime
 ) -> tuple[int, list[str]]:
