@@ -245,3 +245,16 @@ async def test_a_locale_too_long_fails_its_row_not_the_chunk(platform: Platform)
     summary = (await post_csv(platform, body)).json()
     assert (summary["inserted"], summary["failed"]) == (1, 1)
     assert summary["errors"][0]["field"] == "locale"
+
+
+async def test_a_stray_quote_in_a_cell_is_a_character(platform: Platform) -> None:
+    """12" and O"Neil are read as the csv module reads them; no row is swallowed into the
+    next (two such cells took three rows with them, and the answer blamed the encoding)."""
+    body = (
+        'id,name,phone\nC1,12" 显示器用户,13800000001\nC2,李娜,13800000002\n'
+        'C3,O"Neil,13800000003\nC4,5" 屏,13800000004\nC5,钱七,13800000005\n'
+    )
+    summary = (await post_csv(platform, body)).json()
+    assert (summary["rows"], summary["inserted"], summary["failed"]) == (5, 5, 0)
+    async with platform.client("system") as client:
+        assert (await client.get("/v1/customers/C3")).json()["name"] == 'O"Neil'

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.customers import fields
 from app.customers.attributes import (
@@ -212,3 +216,39 @@ def test_splitter_bounds_a_record() -> None:
         unclosed.close()
     with pytest.raises(ValueError, match="utf-8"):
         parse_record("李四".encode("gbk"))
+
+
+_CELL = st.text(alphabet='ab 中文,"\n\r\t|', max_size=6)
+_LOOSE = st.text(alphabet='ab 中文"|', max_size=6).filter(lambda c: not c.startswith('"'))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(
+            st.one_of(_CELL.map(lambda c: ("quoted", c)), _LOOSE.map(lambda c: ("bare", c))),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    chunk=st.integers(1, 64),
+)
+def test_records_are_cut_where_the_csv_module_ends_them(
+    rows: list[list[tuple[str, str]]], chunk: int
+) -> None:
+    """Quoted fields with line breaks, commas and doubled quotes, and unquoted ones with a
+    stray quote inside (12" 显示器): each record the splitter cuts reads as the csv module
+    reads the whole file, whatever the chunks the stream arrives in."""
+
+    def cell(kind: str, text: str) -> str:
+        return '"' + text.replace('"', '""') + '"' if kind == "quoted" else text
+
+    body = "".join(",".join(cell(k, t) for k, t in row) + "\n" for row in rows).encode()
+    splitter = RecordSplitter()
+    records: list[list[str]] = []
+    for start in range(0, len(body), chunk):
+        records += [parse_record(r) for _, r in splitter.feed(body[start : start + chunk])]
+    records += [parse_record(r) for _, r in splitter.close()]
+    assert records == list(csv.reader(io.StringIO(body.decode(), newline="")))

@@ -57,7 +57,9 @@ class InvalidCsv(AppError):
 
 class RecordSplitter:
     """Cuts a byte stream into CSV records: lines, except that a quoted field may hold line
-    breaks (a record ends where its count of ``"`` is even). Holds at most one record."""
+    breaks. A field is quoted when it starts with ``"``, as Python's csv module reads it: a
+    quote inside an unquoted field (``12" 显示器``, ``O"Neil``) is a character, not the start
+    of a field running on over the next lines. Holds at most one record."""
 
     def __init__(self, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         self.max = max_record_bytes
@@ -66,7 +68,7 @@ class RecordSplitter:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._start = 0
-        self._odd = False
+        self._quoted = False  # the record's last line ended inside a quoted field
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """The records completed by ``data``: (line where each starts, its bytes)."""
@@ -83,9 +85,9 @@ class RecordSplitter:
                 self._start = self.line
             self._pending.append(line)
             self._pending_size += len(line)
-            if line.count(b'"') % 2:
-                self._odd = not self._odd
-            if not self._odd:
+            if self._quoted or b'"' in line:
+                self._quoted = _ends_quoted(line, quoted=self._quoted)
+            if not self._quoted:
                 records.append((self._start, b"\n".join(self._pending)))
                 self._pending, self._pending_size = [], 0
             elif self._pending_size > self.max:
@@ -95,7 +97,7 @@ class RecordSplitter:
     def close(self) -> list[tuple[int, bytes]]:
         """The last record (a file need not end with a line break)."""
         records = self.feed(b"\n") if self._rest or self._pending else []
-        if self._odd:
+        if self._quoted:
             raise InvalidCsv(
                 f'line {self._start}: a quoted field is never closed (a missing ")',
                 fields=[FieldError(field=f"line {self._start}", message="unclosed quote")],
@@ -108,6 +110,24 @@ class RecordSplitter:
             "breaks (or a quote left open)?",
             fields=[FieldError(field=f"line {line}", message="record too long")],
         )
+
+
+_COMMA, _QUOTE = ord(","), ord('"')
+
+
+def _ends_quoted(line: bytes, *, quoted: bool) -> bool:
+    """Whether ``line`` ends inside a quoted field (``quoted``: it starts inside one)."""
+    state = "quoted" if quoted else "start"  # start of a field, unquoted, quoted, closing
+    for byte in line:
+        if state == "quoted":
+            state = "closing" if byte == _QUOTE else "quoted"
+        elif state == "closing":  # "" is a quote; anything else ends the quoting
+            state = "quoted" if byte == _QUOTE else "start" if byte == _COMMA else "unquoted"
+        elif byte == _COMMA:
+            state = "start"
+        elif state == "start":
+            state = "quoted" if byte == _QUOTE else "unquoted"
+    return state == "quoted"
 
 
 def parse_record(raw: bytes) -> list[str]:
