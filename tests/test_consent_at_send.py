@@ -7,13 +7,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from app.messages import consent_check
 from app.messages.models import Message
 from app.sandbox.models import SandboxDelivery
 from tests.conftest import VARIABLES, Platform
 from tests.test_customers import put, reporting_sms, sms_reply
 from tests.test_strategies_api import _outside_quiet_hours, _setup
+
+
+@pytest.fixture(autouse=True)
+def recheck_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These messages go within seconds of acceptance: check them again all the same."""
+    monkeypatch.setattr(consent_check, "RECHECK_AFTER", 0.0)
 
 
 def _soon() -> str:
@@ -104,3 +112,17 @@ async def test_a_notice_keeps_its_patch_while_consent_holds(platform: Platform) 
         assert (await client.delete("/v1/customers/R1")).status_code == 200
     async with platform.runtime.sessionmaker() as session:  # ...is personal data too
         assert (await session.get(Message, message_id)).unpatched is None  # type: ignore[union-attr]
+
+
+async def test_a_message_accepted_moments_ago_is_not_checked_again(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided on consent seconds old: it goes as decided (and costs no lookup)."""
+    monkeypatch.setattr(consent_check, "RECHECK_AFTER", 60.0)
+    await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
+    body = {"scenario": "wealth_offer", "customer_id": "C1", "variables": VARIABLES}
+    message_id = await _accept(platform, {**body, "channels": ["sms"], "send_at": _soon()})
+    async with platform.client("system") as client:
+        assert (await client.post("/v1/customers/C1/opt-out", json={"channel": "sms"})).is_success
+    assert (await platform.wait_terminal(message_id))["status"] in ("sent", "delivered")
