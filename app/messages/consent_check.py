@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import select
 
@@ -30,7 +31,9 @@ from app.customers.consent import Purpose, allows
 from app.ids import first_id_at
 from app.messages.models import Message
 from app.messages.outcomes import Claimed
+from app.scenarios.models import Scenario
 from app.strategies import patching
+from app.strategies.patching import CACHE_SECONDS
 from app.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -45,10 +48,14 @@ async def recheck(runtime: Runtime, messages: Sequence[Claimed]) -> list[Claimed
     a marketing one refused (``refusal``), a patched one with its content unpatched."""
     # ids are time-sortable: those from before this bound were accepted longer ago
     bound = first_id_at("msg", int((time.time() - RECHECK_AFTER) * 1000))
-    checked = [m for m in messages if (m.marketing or m.patched) and m.id < bound]
-    if not checked:
+    waited = [m for m in messages if m.id < bound]
+    if not waited:
         return list(messages)
     async with runtime.read_sessionmaker() as session:
+        marketing = await _marketing_scenarios(runtime, session, {m.scenario for m in waited})
+        checked = [m for m in waited if m.scenario in marketing or m.patched]
+        if not checked:
+            return list(messages)
         ids = [m.customer_id for m in checked]
         stored = await customers.get_many(session, ids)
         patcher = await patching.load(
@@ -72,8 +79,10 @@ async def recheck(runtime: Runtime, messages: Sequence[Claimed]) -> list[Claimed
                 Purpose.marketing,
             )
         ]
-        unpatched = await _unpatched(session, [m.id for m in lost if not m.marketing])
-    changed = {m.id: _without_marketing(m, unpatched.get(m.id)) for m in lost}
+        unpatched = await _unpatched(session, [m.id for m in lost if m.scenario not in marketing])
+    changed = {
+        m.id: _without_marketing(m, m.scenario in marketing, unpatched.get(m.id)) for m in lost
+    }
     return [changed.get(m.id, m) for m in messages]
 
 
@@ -81,15 +90,37 @@ def _channel(message: Claimed) -> str:
     return message.channels[message.channel_index]
 
 
-def _without_marketing(message: Claimed, unpatched: dict[str, Any] | None) -> Claimed:
+def _without_marketing(
+    message: Claimed, marketing: bool, unpatched: dict[str, Any] | None
+) -> Claimed:
     channel = _channel(message)
-    if message.marketing:
+    if marketing:
         reason = f"the customer opted out of marketing on {channel} after it was accepted"
         return replace(message, refusal=reason)
     if unpatched is None or channel not in unpatched:
         return message  # no patch on this channel
     content = {**message.content, channel: unpatched[channel]}
     return replace(message, content=content, patch_dropped=True)
+
+
+# runtime -> scenario -> (until, is marketing)
+_classes: WeakKeyDictionary[Runtime, dict[str, tuple[float, bool]]] = WeakKeyDictionary()
+
+
+async def _marketing_scenarios(runtime: Runtime, session: Any, keys: set[str]) -> set[str]:
+    """Those of the scenarios that are marketing ones, known for ``CACHE_SECONDS`` (a slice
+    of sends asks every time; a class changes rarely, and is seen that soon)."""
+    now = time.monotonic()
+    known = _classes.setdefault(runtime, {})
+    unknown = sorted(k for k in keys if known.get(k, (0.0, False))[0] <= now)
+    if unknown:
+        rows = await session.execute(
+            select(Scenario.key, Scenario.message_class).where(Scenario.key.in_(unknown))
+        )
+        found = dict(rows.all())
+        for key in unknown:
+            known[key] = (now + CACHE_SECONDS, found.get(key) == "marketing")
+    return {k for k in keys if known[k][1]}
 
 
 async def _unpatched(session: Any, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,7 @@ class Claimed:
     attempts: int  # after the claim's increment: the claim's fencing token
     channel_attempts: int
     customer_id: str = ""
-    marketing: bool = False  # a marketing scenario's message
+    scenario: str = ""
     patched: bool = False  # carries a marketing patch on some channel (messages.unpatched)
     # set by app/messages/consent_check.py when marketing consent was withdrawn since:
     refusal: str | None = None  # why this marketing message does not go on its channel

@@ -43,7 +43,7 @@ WITH claimed AS (
       AND (lease_until IS NULL OR lease_until < $4)
       AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
     RETURNING id, channels, channel_index, recipient, content, attempts, channel_attempts,
-        customer_id, (decision ->> 'scenario_class') = 'marketing', unpatched IS NOT NULL
+        customer_id, scenario, unpatched IS NOT NULL
 ), sending AS (
     -- outcomes.sending_event, written here: no round trip and no arrays to encode for it
     INSERT INTO message_events (message_id, type, at, detail)

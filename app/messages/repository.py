@@ -147,9 +147,10 @@ _CLAIMED = (
     MESSAGES.c.content,
     MESSAGES.c.attempts,
     MESSAGES.c.channel_attempts,
+    # what app/messages/consent_check.py looks at (not the decision's scenario class: the
+    # decision is large, and parsing it for every claim cost more than the rest of it)
     MESSAGES.c.customer_id,
-    # what must be checked against the customer's marketing consent again when it goes
-    MESSAGES.c.decision["scenario_class"].as_string() == "marketing",
+    MESSAGES.c.scenario,
     MESSAGES.c.unpatched.is_not(None),
 )
 
