@@ -167,35 +167,9 @@ def _not_enough(
 
 
 def _compare(control: ArmCounts, treatments: list[ArmCounts], rule: DecisionRule) -> Recommendation:
-    alpha = rule.alpha
-    rows: list[dict[str, JsonValue]] = []
-    raw: list[float | None] = []
-    for arm in treatments:
-        cs = sequential_diff(
-            control.stage(rule.metric),
-            control.assigned,
-            arm.stage(rule.metric),
-            arm.assigned,
-            rule.confidence,
-            rule.tuning,
-        )
-        raw.append(None if cs is None else cs.p_value)
-        rows.append(
-            {
-                "variant": arm.variant,
-                "rate": _rate(arm, rule.metric),
-                "difference": None if cs is None else cs.estimate,
-                "cs_low": None if cs is None else cs.low,
-                "cs_high": None if cs is None else cs.high,
-                "p_value": None if cs is None else cs.p_value,
-            }
-        )
-    adjusted = holm(raw) if len(treatments) > 1 else raw
-    for row, p in zip(rows, adjusted, strict=True):
-        row["p_value_adjusted"] = p
-        row["significant"] = p is not None and p < alpha
+    rows = _sequences([(arm.variant, control, arm) for arm in treatments], rule)
     numbers: dict[str, JsonValue] = {
-        "alpha": alpha,
+        "alpha": rule.alpha,
         "metric": rule.metric,
         "control_rate": _rate(control, rule.metric),
         "adjustment": "holm" if len(treatments) > 1 else "none",
@@ -263,32 +237,46 @@ def _beats_rivals(
     """Whether ``best`` beats every other variant too, by the same peek-safe sequences (Holm
     across them): against a holdout control several variants often beat the control, and
     the highest raw rate among them is no evidence by itself."""
+    rows = _sequences([(rival.variant, rival, best) for rival in rivals], rule)
+    for row, rival in zip(rows, rivals, strict=True):
+        row["rate"] = _rate(rival, rule.metric)  # the rival's; the difference is best - rival
+        row["significant"] = row["significant"] and _positive(row["difference"])
+    numbers["best_against_rivals"] = {"variant": best.variant, "comparisons": list(rows)}
+    return all(row["significant"] for row in rows)
+
+
+def _sequences(
+    pairs: list[tuple[str, ArmCounts, ArmCounts]], rule: DecisionRule
+) -> list[dict[str, JsonValue]]:
+    """For each (name, base, arm): the peek-safe sequence for the difference arm - base, its
+    always-valid p-value, Holm-adjusted across the pairs when there are several."""
     rows: list[dict[str, JsonValue]] = []
     raw: list[float | None] = []
-    for rival in rivals:
+    for name, base, arm in pairs:
         cs = sequential_diff(
-            rival.stage(rule.metric),
-            rival.assigned,
-            best.stage(rule.metric),
-            best.assigned,
+            base.stage(rule.metric),
+            base.assigned,
+            arm.stage(rule.metric),
+            arm.assigned,
             rule.confidence,
             rule.tuning,
         )
         raw.append(None if cs is None else cs.p_value)
         rows.append(
             {
-                "variant": rival.variant,
+                "variant": name,
+                "rate": _rate(arm, rule.metric),
                 "difference": None if cs is None else cs.estimate,
                 "cs_low": None if cs is None else cs.low,
                 "cs_high": None if cs is None else cs.high,
+                "p_value": None if cs is None else cs.p_value,
             }
         )
-    adjusted = holm(raw) if len(rivals) > 1 else raw
+    adjusted = holm(raw) if len(pairs) > 1 else raw
     for row, p in zip(rows, adjusted, strict=True):
         row["p_value_adjusted"] = p
-        row["significant"] = p is not None and p < rule.alpha and _positive(row["difference"])
-    numbers["best_against_rivals"] = {"variant": best.variant, "comparisons": list(rows)}
-    return all(row["significant"] for row in rows)
+        row["significant"] = p is not None and p < rule.alpha
+    return rows
 
 
 def _positive(value: JsonValue) -> bool:
