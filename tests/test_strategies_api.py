@@ -363,6 +363,20 @@ async def test_explain_counts_an_opt_out_reply_sent_before_the_customer_was_reco
         assert email["no_patch"] != "opted_out"
 
 
+async def _sms_strategy(client: httpx.AsyncClient, key: str, segment: str, patch: str) -> None:
+    """An active strategy of account_movement adding ``patch`` to the SMS of ``segment``."""
+    await _template(client, f"{key}_patch.sms", patch)
+    strategy = {
+        "key": key,
+        "scenario": "account_movement",
+        "segment": segment,
+        "patch_templates": {"sms": f"{key}_patch.sms"},
+        "priority": 1,
+        "status": "active",
+    }
+    assert (await client.post("/v1/strategies", json=strategy)).status_code == 201
+
+
 async def test_segments_with_relative_dates(platform: Platform) -> None:
     """ "Opened in the last 90 days" counted by SQL today, and explained at another time."""
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
@@ -403,16 +417,7 @@ async def test_segments_with_relative_dates(platform: Platform) -> None:
         assert refused.status_code == 422
         assert refused.json()["fields"][0]["field"] == "rule.value"
 
-        await _template(client, "welcome_patch.sms", "新客专享理财")
-        strategy = {
-            "key": "welcome",
-            "scenario": "account_movement",
-            "segment": "new_customers",
-            "patch_templates": {"sms": "welcome_patch.sms"},
-            "priority": 1,
-            "status": "active",
-        }
-        assert (await client.post("/v1/strategies", json=strategy)).status_code == 201
+        await _sms_strategy(client, "welcome", "new_customers", "新客专享理财")
 
         async def strategy_at(at: datetime) -> str | None:
             body = {"scenario": "account_movement", "customer_id": "N2", "at": at.isoformat()}
@@ -445,16 +450,7 @@ async def test_a_scheduled_send_decides_relative_segments_for_its_send_time(
         today = {"field": "birthday", "op": "anniversary", "value": [{"days": 0}] * 2}
         segment = {"key": "birthday_today", "rule": today}
         assert (await client.post("/v1/segments", json=segment)).status_code == 201
-        await _template(client, "birthday_patch.sms", "生日快乐！生日月理财加息0.5%")
-        strategy = {
-            "key": "birthday",
-            "scenario": "account_movement",
-            "segment": "birthday_today",
-            "patch_templates": {"sms": "birthday_patch.sms"},
-            "priority": 1,
-            "status": "active",
-        }
-        assert (await client.post("/v1/strategies", json=strategy)).status_code == 201
+        await _sms_strategy(client, "birthday", "birthday_today", "生日快乐！生日月理财加息0.5%")
         explained = await client.post(
             "/v1/strategies/explain",
             json={"scenario": "account_movement", "customer_id": "B1", "at": later.isoformat()},
