@@ -340,3 +340,16 @@ async def test_erasure_takes_the_replies_from_the_customers_openid_and_recipient
     assert first["inbound_replies_erased"] == 2
     assert second["inbound_replies_erased"] == 1
     assert await _replies(platform) == [("sms", "13900000009", "谢谢")]
+
+
+async def test_an_opt_out_reply_on_wechat_revokes_wechat_marketing(platform: Platform) -> None:
+    """ "退订" sent to the Official Account opts the openid's customer out of WeChat
+    marketing (it used to be stored as an opt-out and change nothing); SMS stays granted."""
+    body = {"phone": "13800000001", "wechat_openid": OPENID}
+    assert (await put(platform, "C1", body)).status_code == 201
+    await _reply(platform, "wechat", OPENID, "退订。")
+    async with platform.client("system") as client:
+        consent = (await client.get("/v1/customers/C1")).json()["consent"]
+    assert consent["wechat"]["marketing"]["granted"] is False
+    assert consent["wechat"]["marketing"]["source"] == "wechat_reply:wechat-x"
+    assert consent["sms"]["marketing"]["granted"] is True

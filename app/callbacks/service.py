@@ -287,3 +287,7 @@ async def _store_replies(
     opt_outs = [(r["sender"], r["received_at"]) for r in rows if r["opt_out"]]
     if channel == "sms" and opt_outs:  # "TD" revokes the sender's SMS marketing consent
         await customers.opt_out_by_sms_reply(session, opt_outs, source=f"sms_reply:{provider}")
+    elif channel == "wechat" and opt_outs:  # "退订" to the Official Account: its WeChat one
+        await customers.opt_out_by_wechat_reply(
+            session, opt_outs, source=f"wechat_reply:{provider}"
+        )

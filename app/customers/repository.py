@@ -181,6 +181,10 @@ async def ids_by_phones(session: AsyncSession, phones: Collection[str]) -> list[
     return list(rows)
 
 
+async def ids_by_openid(session: AsyncSession, openid: str) -> list[str]:
+    return list(await session.scalars(select(Customer.id).where(Customer.wechat_openid == openid)))
+
+
 async def openids_in_use(session: AsyncSession, openids: Collection[str]) -> set[str]:
     if not openids:
         return set()

@@ -368,10 +368,29 @@ async def opt_out_by_sms_reply(
         for customer_id in await repository.ids_by_phones(session, fields.phone_variants(sender)):
             at = as_utc(at)
             latest[customer_id] = max(at, latest.get(customer_id, at))
+    return await _opted_out(session, "sms", latest, source=source)
+
+
+async def opt_out_by_wechat_reply(
+    session: AsyncSession, replies: Sequence[tuple[str, datetime]], *, source: str
+) -> int:
+    """Revoke WeChat marketing consent of the customers whose openid sent an opt-out reply
+    ("退订" to the Official Account); the number of customers."""
+    latest: dict[str, datetime] = {}
+    for sender, at in replies:
+        for customer_id in await repository.ids_by_openid(session, sender):
+            at = as_utc(at)
+            latest[customer_id] = max(at, latest.get(customer_id, at))
+    return await _opted_out(session, "wechat", latest, source=source)
+
+
+async def _opted_out(
+    session: AsyncSession, channel: str, latest: dict[str, datetime], *, source: str
+) -> int:
     rows = [
         {
             "customer_id": customer_id,
-            "channel": "sms",
+            "channel": channel,
             "purpose": Purpose.marketing.value,
             "granted": False,
             "source": source[:120],
