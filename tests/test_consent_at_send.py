@@ -119,6 +119,11 @@ async def test_a_message_accepted_moments_ago_is_not_checked_again(
 ) -> None:
     """Decided on consent seconds old: it goes as decided (and costs no lookup)."""
     monkeypatch.setattr(consent_check, "RECHECK_AFTER", 60.0)
+
+    async def no_lookup(*_: Any, **__: Any) -> None:
+        raise AssertionError("a fresh message is not checked again")
+
+    monkeypatch.setattr(consent_check, "_changed", no_lookup)
     await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
     assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
     body = {"scenario": "wealth_offer", "customer_id": "C1", "variables": VARIABLES}
@@ -126,3 +131,31 @@ async def test_a_message_accepted_moments_ago_is_not_checked_again(
     async with platform.client("system") as client:
         assert (await client.post("/v1/customers/C1/opt-out", json={"channel": "sms"})).is_success
     assert (await platform.wait_terminal(message_id))["status"] in ("sent", "delivered")
+
+
+async def test_a_check_that_fails_puts_the_send_off(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consent cannot be read: the marketing message waits and tries again (it is not sent
+    unchecked), and the next check finds the opt-out."""
+    await platform.create_scenario(key="wealth_offer", **{"class": "marketing"})
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
+    changed = consent_check._changed
+    calls = []
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the read database went away")
+        return await changed(*args, **kwargs)
+
+    monkeypatch.setattr(consent_check, "_changed", fails_once)
+    body = {"scenario": "wealth_offer", "customer_id": "C1", "variables": VARIABLES}
+    message_id = await _accept(platform, {**body, "channels": ["sms"], "send_at": _soon()})
+    async with platform.client("system") as client:
+        assert (await client.post("/v1/customers/C1/opt-out", json={"channel": "sms"})).is_success
+    final = await platform.wait_terminal(message_id)
+    codes = [e["detail"]["code"] for e in final["events"] if e["type"] == "attempt_failed"]
+    assert codes == ["consent_check", "opted_out"]
+    assert final["status"] == "failed"
+    assert await _sandboxed(platform, message_id) == []

@@ -22,6 +22,7 @@ from app.messages.models import Message
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest, accept_many
 from app.runtime import Runtime
+from app.sandbox import repository as sandbox_repository
 from app.timeutil import utcnow
 from tests.conftest import VARIABLES, Platform
 from tests.test_early_receipts import (
@@ -307,3 +308,46 @@ async def test_the_marker_of_an_erasure_that_died_expires(platform: Platform) ->
         (accepted,) = await _accept(session, runtime, [_request("C3", "13800003333")])
         await session.commit()
     assert accepted.message.id
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_send_waiting_for_the_erasures_lock_sees_its_marker(platform: Platform) -> None:
+    """The marker is read by a statement of its own after the locks: a send that waited for
+    the erasure's bucket sees the marker committed meanwhile, and is refused."""
+    await platform.create_scenario()
+    runtime = platform.runtime
+    async with runtime.sessionmaker() as eraser:
+        await customers_service.begin_erasure(eraser, "C5")  # holds the bucket
+
+        async def accept() -> Any:
+            async with runtime.sessionmaker() as session:
+                outcomes = await _accept(session, runtime, [_request("C5", "13800005555")])
+                await session.commit()
+                return outcomes
+
+        accepting = asyncio.create_task(accept())
+        await asyncio.sleep(0.5)
+        assert not accepting.done()
+        await eraser.commit()
+        (outcome,) = await asyncio.wait_for(accepting, 5)
+    assert "being erased" in str(outcome)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_that_fails_serves_its_customer_again(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await platform.create_scenario()
+
+    async def fails(*_: Any, **__: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(sandbox_repository, "erase_for_customer", fails)
+    body = {"scenario": "account_movement", "customer_id": "C5", "variables": VARIABLES}
+    body["recipient"] = {"phone": "13800005555"}
+    async with platform.client("system") as client:
+        with contextlib.suppress(RuntimeError):  # raised through the test transport
+            await client.delete("/v1/customers/C5")
+        monkeypatch.undo()
+        assert (await client.post("/v1/messages", json=body)).status_code == 202
+        assert (await client.delete("/v1/customers/" + "C" * 65)).status_code == 422

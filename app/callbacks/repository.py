@@ -167,8 +167,8 @@ async def erase_inbound(
     inline or records it next."""
     m = InboundMessage
     mine = m.sender_key.in_(sorted(set(keys)))
-    if not keep:
-        erased = await session.execute(delete(m).where(mine))
+    if not keep:  # openids: WeChat's replies only (an openid may look like a number)
+        erased = await session.execute(delete(m).where(mine, m.channel == "wechat"))
         return int(erased.rowcount), 0  # type: ignore[attr-defined]
     kept = await session.execute(
         update(m)

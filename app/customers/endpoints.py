@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
@@ -104,14 +104,22 @@ async def list_customers(
     response_model=ErasureResult,
     summary="Erase a customer's personal data (keeps anonymous message statistics)",
 )
-async def erase_customer(customer_id: str, session: SessionDep, _: Eraser) -> ErasureResult:
+async def erase_customer(
+    customer_id: Annotated[str, Path(max_length=64)], session: SessionDep, _: Eraser
+) -> ErasureResult:
     """Removes the profile (contacts, name, attributes, tags, consent), the recipient,
     variables and content of the customer's messages, and their SMS replies; unfinished
     messages are cancelled. Message status, channel, cost and times stay, under an anonymous
     customer id. Safe to repeat. Sends to the customer meanwhile get a 409."""
     await service.begin_erasure(session, customer_id)
     await commit(session)
-    return await service.erase(session, customer_id)
+    try:
+        return await service.erase(session, customer_id)
+    except Exception:  # the customer is served again; the erasure may be asked for again
+        await session.rollback()
+        await service.abandon_erasure(session, customer_id)
+        await commit(session)
+        raise
 
 
 async def _consent(

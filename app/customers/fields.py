@@ -154,7 +154,7 @@ def phone_variants(sender: str, *, exact: bool = False) -> list[str]:
         found |= {f"+{text}", f"00{text}"}
     if key.startswith("+"):
         found.add(f"00{key[1:]}")
-        if not exact:
+        if not exact and _maybe_international(key[1:]):  # not a mainland number's digits
             found.add(key[1:])
     elif key.isdigit() and len(key) == 11:
         found |= {f"{_MAINLAND}{key}", f"+{_MAINLAND}{key}", f"00{_MAINLAND}{key}"}

@@ -181,6 +181,21 @@ async def ids_by_phones(session: AsyncSession, phones: Collection[str]) -> list[
     return list(rows)
 
 
+async def phones_of(session: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
+    """customer id -> phone, of those with one."""
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), CHUNK):
+        chunk = unique[start : start + CHUNK]
+        rows = await session.execute(
+            select(Customer.id, Customer.phone).where(
+                Customer.id.in_(chunk), Customer.phone.is_not(None)
+            )
+        )
+        found.update((customer_id, phone) for customer_id, phone in rows if phone)
+    return found
+
+
 async def ids_by_openid(session: AsyncSession, openid: str) -> list[str]:
     return list(await session.scalars(select(Customer.id).where(Customer.wechat_openid == openid)))
 
@@ -337,6 +352,8 @@ async def mark_erasure(session: AsyncSession, customer_id: str) -> None:
     else:
         await session.execute(text("SELECT pg_advisory_xact_lock(:namespace, :bucket)"), params)
     now = utcnow()
+    # markers of erasures that died are ignored already; clear them out
+    await session.execute(delete(ERASURES).where(ERASURES.c.started_at <= now - ERASURE_MARKER_TTL))
     marked = pg_insert(ERASURES).values(customer_id=customer_id, started_at=now)
     await session.execute(
         marked.on_conflict_do_update(index_elements=["customer_id"], set_={"started_at": now})

@@ -262,6 +262,11 @@ async def begin_erasure(session: AsyncSession, customer_id: str) -> None:
     await repository.mark_erasure(session, customer_id)
 
 
+async def abandon_erasure(session: AsyncSession, customer_id: str) -> None:
+    """After an erasure that failed: its customer's sends are taken again."""
+    await repository.unmark_erasure(session, customer_id)
+
+
 async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     """Erase a customer's personal data (after :func:`begin_erasure`): the profile
     (contacts, name, attributes, tags, consent), what their messages carry (recipient,

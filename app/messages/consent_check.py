@@ -18,6 +18,7 @@ without a patch.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -39,25 +40,39 @@ from app.timeutil import utcnow
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
+log = logging.getLogger("icc.delivery")
+
 OPTED_OUT = "opted_out"  # the code of the refusal, on the timeline
+UNCHECKED = "consent_check"  # the code of a send put off because consent could not be read
 RECHECK_AFTER = 10.0  # seconds since acceptance
 
 
 async def recheck(runtime: Runtime, messages: Sequence[Claimed]) -> list[Claimed]:
     """``messages``, those whose channel lost marketing consent since acceptance changed:
-    a marketing one refused (``refusal``), a patched one with its content unpatched."""
+    a marketing one refused (``refusal``), a patched one with its content unpatched. If the
+    check itself fails, the messages it had to check wait and try again (``unchecked``):
+    better late than marketing sent against an opt-out; the others go."""
     # ids are time-sortable: those from before this bound were accepted longer ago
     bound = first_id_at("msg", int((time.time() - RECHECK_AFTER) * 1000))
-    waited = [m for m in messages if m.id < bound]
+    waited = [m for m in messages if m.id < bound and (m.scenario or m.patched)]
     if not waited:
         return list(messages)
+    try:
+        changed = await _changed(runtime, waited)
+    except Exception:
+        log.exception("consent could not be checked again", extra={"messages": len(waited)})
+        changed = {m.id: replace(m, unchecked=True) for m in waited}
+    return [changed.get(m.id, m) for m in messages]
+
+
+async def _changed(runtime: Runtime, waited: list[Claimed]) -> dict[str, Claimed]:
+    """The messages among ``waited`` that lost marketing consent, changed (by id)."""
     async with runtime.read_sessionmaker() as session:
         marketing = await _marketing_scenarios(runtime, session, {m.scenario for m in waited})
         checked = [m for m in waited if m.scenario in marketing or m.patched]
         if not checked:
-            return list(messages)
+            return {}
         ids = [m.customer_id for m in checked]
-        stored = await customers.get_many(session, ids)
         patcher = await patching.load(
             session,
             scenarios=[],
@@ -66,24 +81,21 @@ async def recheck(runtime: Runtime, messages: Sequence[Claimed]) -> list[Claimed
             now=utcnow(),
             phones={p for m in checked if (p := m.recipient.get("phone"))},
         )
+        # their own numbers, whose later opt-in outweighs a reply: only if there are replies
+        own = await customers.phones_of(session, ids) if patcher.sms_opt_outs else {}
         lost = [
             m
             for m in checked
             if not allows(
                 patcher.consent(
-                    m.customer_id,
-                    phone=m.recipient.get("phone"),
-                    customer=stored.get(m.customer_id),
+                    m.customer_id, phone=m.recipient.get("phone"), own_phone=own.get(m.customer_id)
                 ),
                 _channel(m),
                 Purpose.marketing,
             )
         ]
         unpatched = await _unpatched(session, [m.id for m in lost if m.scenario not in marketing])
-    changed = {
-        m.id: _without_marketing(m, m.scenario in marketing, unpatched.get(m.id)) for m in lost
-    }
-    return [changed.get(m.id, m) for m in messages]
+    return {m.id: _without_marketing(m, m.scenario in marketing, unpatched.get(m.id)) for m in lost}
 
 
 def _channel(message: Claimed) -> str:

@@ -169,6 +169,11 @@ async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
     if message.refusal is not None:
         refused = PermanentChannelError(message.refusal, code=consent_check.OPTED_OUT)
         return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=refused)]
+    if message.unchecked:
+        later = TransientChannelError(
+            "marketing consent could not be checked again", code=consent_check.UNCHECKED
+        )
+        return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=later)]
     contact = message.recipient.get(CONTACT_FIELD[channel])
     error: ChannelError | None = None
     if not contact:

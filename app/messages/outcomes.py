@@ -32,6 +32,7 @@ class Claimed:
     # set by app/messages/consent_check.py when marketing consent was withdrawn since:
     refusal: str | None = None  # why this marketing message does not go on its channel
     patch_dropped: bool = False  # the content goes without its patch
+    unchecked: bool = False  # consent could not be read again: try later
 
 
 @dataclass(frozen=True)

@@ -216,11 +216,16 @@ class Patcher:
         )
 
     def consent(
-        self, customer_id: str, *, phone: str | None = None, customer: Customer | None = None
+        self,
+        customer_id: str,
+        *,
+        phone: str | None = None,
+        customer: Customer | None = None,
+        own_phone: str | None = None,
     ) -> Consent:
         """The customer's consent: recorded decisions over the defaults; with the ``phone``
         their SMS goes to, the opt-out replies from that number too (``customer``: the
-        stored one, whose own number their later opt-in speaks for)."""
+        stored one, or ``own_phone``: its number, which their later opt-in speaks for)."""
         state = self.consents.get(customer_id, self._default)
         if phone is None or not self.sms_opt_outs:
             return state
@@ -228,7 +233,7 @@ class Patcher:
         if not replies:
             return state
         replied = max(replies)
-        own_phone = customer.phone if customer is not None else None
+        own_phone = customer.phone if customer is not None else own_phone
         own = own_phone is not None and phone_key(own_phone) == phone_key(phone)
         return customers.with_sms_opt_out(state, replied, own_number=own)
 
