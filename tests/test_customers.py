@@ -353,3 +353,39 @@ async def test_an_opt_out_reply_on_wechat_revokes_wechat_marketing(platform: Pla
     assert consent["wechat"]["marketing"]["granted"] is False
     assert consent["wechat"]["marketing"]["source"] == "wechat_reply:wechat-x"
     assert consent["sms"]["marketing"]["granted"] is True
+
+
+async def test_erasure_masks_the_customers_number_in_kept_reasons(platform: Platform) -> None:
+    """A provider's text kept as the reason of a failed message names the customer's number
+    in a form that masking free text cannot tell from other digits: the erasure masks it."""
+    reporting_sms(platform)
+    await platform.create_scenario()
+    assert (await put(platform, "C1", {"phone": "85291234567"})).status_code == 201
+    send = {"scenario": "account_movement", "customer_id": "C1", "variables": VARIABLES}
+    async with platform.client("system") as client:
+        message_id = (await client.post("/v1/messages", json={**send, "channels": ["sms"]})).json()[
+            "id"
+        ]
+    sent = await platform.wait_terminal(message_id)
+    receipt = {
+        "message_id": message_id,
+        "provider_message_id": sent["provider_message_id"],
+        "delivered": False,
+        "code": "UNDELIV",
+        "detail": "MT to 85291234567 rejected",
+    }
+    async with platform.client(None) as client:
+        reported = await client.post(
+            "/v1/callbacks/reporting-sms",
+            params={"token": ReportingProvider.TOKEN},
+            json={"receipts": [receipt]},
+        )
+        assert reported.status_code == 200, reported.text
+    async with platform.client("system") as client:
+        assert "85291234567" in (await client.get(f"/v1/messages/{message_id}")).text
+        assert (await client.delete("/v1/customers/C1")).status_code == 200
+    async with platform.client("analyst") as client:
+        kept = (await client.get(f"/v1/messages/{message_id}")).json()
+    assert kept["status"] == "failed"
+    assert "852****4567" in kept["status_reason"]
+    assert "85291234567" not in kept["status_reason"]

@@ -290,6 +290,9 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
         session, customer_id, anonymous_id=anonymous_id, now=utcnow()
     )
     await callbacks_repository.erase_early_receipts(session, cancelled)
+    masks = {s: mask_phone(s) for p in phones for s in fields.phone_variants(p, exact=True)}
+    masks |= {openid: mask_openid(openid) for openid in openids}
+    await messages_repository.scrub_reasons(session, anonymous_id, masks)
     erased = await repository.delete_customer(session, customer_id)
     await repository.unmark_erasure(session, customer_id)
     replies, kept = await _erase_replies(session, phones, openids)

@@ -355,6 +355,37 @@ async def contacts_of(session: AsyncSession, customer_id: str) -> tuple[set[str]
     return phones, openids
 
 
+async def scrub_reasons(session: AsyncSession, customer_id: str, masks: dict[str, str]) -> None:
+    """Replace each of ``masks`` (the erased customer's numbers and openids, by their masked
+    form) in the kept reasons of their messages (now under ``customer_id``, their anonymous
+    id): a provider's text may carry a number that masking free text cannot tell from other
+    digits (85291234567)."""
+    if not masks:
+        return
+    m = MESSAGES.c
+    rows = await session.execute(
+        select(m.id, m.status_reason).where(
+            m.customer_id == customer_id, m.status_reason.is_not(None)
+        )
+    )
+    longest_first = sorted(masks, key=len, reverse=True)  # +85291234567 before 85291234567
+    changed = []
+    for message_id, reason in rows:
+        scrubbed = reason
+        for secret in longest_first:
+            scrubbed = scrubbed.replace(secret, masks[secret])
+        if scrubbed != reason:
+            changed.append({"b_id": message_id, "b_reason": scrubbed})
+    if changed:
+        await session.execute(
+            update(MESSAGES)
+            .where(m.id == bindparam("b_id"))
+            .values(status_reason=bindparam("b_reason"))
+            .execution_options(synchronize_session=False),
+            changed,
+        )
+
+
 async def erase_customer_messages(
     session: AsyncSession, customer_id: str, *, anonymous_id: str, now: datetime
 ) -> tuple[int, list[str]]:
