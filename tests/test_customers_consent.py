@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from app.customers.consent import Purpose, allows
-from app.customers.service import consent_of, opt_out_by_sms_reply
+from app.customers.service import consent_of, opt_out_by_reply
 from app.messages.models import InboundMessage
 from tests.conftest import VARIABLES, Platform
 from tests.test_customers import put, reporting_sms, sms_reply
@@ -129,8 +129,8 @@ async def test_late_reply_does_not_undo_a_newer_opt_in(platform: Platform) -> No
         await client.post("/v1/customers/C1/opt-in", json={"channel": "sms"})
     earlier = datetime.now(UTC) - timedelta(hours=1)  # a reply reported an hour late
     async with platform.runtime.sessionmaker() as session:
-        changed = await opt_out_by_sms_reply(
-            session, [("13800000001", earlier)], source="sms_reply:late"
+        changed = await opt_out_by_reply(
+            session, [("13800000001", earlier)], channel="sms", source="sms_reply:late"
         )
         await session.commit()
     assert changed == 1

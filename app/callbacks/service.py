@@ -285,9 +285,6 @@ async def _store_replies(
     ]
     await repository.add_inbound(session, rows)
     opt_outs = [(r["sender"], r["received_at"]) for r in rows if r["opt_out"]]
-    if channel == "sms" and opt_outs:  # "TD" revokes the sender's SMS marketing consent
-        await customers.opt_out_by_sms_reply(session, opt_outs, source=f"sms_reply:{provider}")
-    elif channel == "wechat" and opt_outs:  # "退订" to the Official Account: its WeChat one
-        await customers.opt_out_by_wechat_reply(
-            session, opt_outs, source=f"wechat_reply:{provider}"
-        )
+    if channel in customers.REPLY_CHANNELS and opt_outs:  # that channel's marketing consent
+        source = f"{channel}_reply:{provider}"
+        await customers.opt_out_by_reply(session, opt_outs, channel=channel, source=source)

@@ -366,35 +366,28 @@ async def change_consent(
     return _consent_out(state)
 
 
-async def opt_out_by_sms_reply(
-    session: AsyncSession, replies: Sequence[tuple[str, datetime]], *, source: str
+REPLY_CHANNELS = ("sms", "wechat")  # where a reply names its sender's customers
+
+
+async def opt_out_by_reply(
+    session: AsyncSession,
+    replies: Sequence[tuple[str, datetime]],
+    *,
+    channel: str,
+    source: str,
 ) -> int:
-    """Revoke SMS marketing consent of the customers whose phone sent an opt-out reply
-    (``replies``: sender, time); the number of customers."""
+    """Revoke ``channel``'s marketing consent of the customers who sent an opt-out reply
+    there (``replies``: sender, time): by their phone for SMS ("TD"), by their openid for
+    WeChat ("退订" to the Official Account); the number of customers."""
     latest: dict[str, datetime] = {}
     for sender, at in replies:
-        for customer_id in await repository.ids_by_phones(session, fields.phone_variants(sender)):
+        if channel == "sms":
+            found = await repository.ids_by_phones(session, fields.phone_variants(sender))
+        else:
+            found = await repository.ids_by_openid(session, sender)
+        for customer_id in found:
             at = as_utc(at)
             latest[customer_id] = max(at, latest.get(customer_id, at))
-    return await _opted_out(session, "sms", latest, source=source)
-
-
-async def opt_out_by_wechat_reply(
-    session: AsyncSession, replies: Sequence[tuple[str, datetime]], *, source: str
-) -> int:
-    """Revoke WeChat marketing consent of the customers whose openid sent an opt-out reply
-    ("退订" to the Official Account); the number of customers."""
-    latest: dict[str, datetime] = {}
-    for sender, at in replies:
-        for customer_id in await repository.ids_by_openid(session, sender):
-            at = as_utc(at)
-            latest[customer_id] = max(at, latest.get(customer_id, at))
-    return await _opted_out(session, "wechat", latest, source=source)
-
-
-async def _opted_out(
-    session: AsyncSession, channel: str, latest: dict[str, datetime], *, source: str
-) -> int:
     rows = [
         {
             "customer_id": customer_id,
