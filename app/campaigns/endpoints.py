@@ -99,7 +99,7 @@ async def resume_campaign(key: str, session: SessionDep, _: MarketerPrincipal) -
 @router.post(
     "/{key}/cancel",
     response_model=CampaignOut,
-    summary="Cancel a campaign for good (messages already created still go out)",
+    summary="Cancel a campaign for good, with its messages that have not gone",
     responses=_TRANSITION,
 )
 async def cancel_campaign(key: str, session: SessionDep, _: MarketerPrincipal) -> CampaignOut:

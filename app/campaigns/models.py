@@ -37,6 +37,12 @@ class Campaign(Base):
     sent: Mapped[int] = mapped_column(Integer, default=0)  # messages created
     held_out: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # messages a cancel stopped before they went
+    cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # with a rate, the backlog of messages deferred by quiet hours (migration 0016): from when
+    # it is released, and when its next message may go
+    release_from: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    release_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

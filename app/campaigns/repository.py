@@ -107,6 +107,8 @@ class Advance:
     skipped: int
     error: str | None
     finished: bool
+    # the backlog of messages deferred by quiet hours: (release_from, release_at) (runner)
+    release: tuple[datetime | None, datetime | None] = (None, None)
 
 
 async def advance(
@@ -121,6 +123,8 @@ async def advance(
         "sent": Campaign.sent + step.sent,
         "held_out": Campaign.held_out + step.held_out,
         "skipped": Campaign.skipped + step.skipped,
+        "release_from": step.release[0],
+        "release_at": step.release[1],
         "updated_at": now,
     }
     if step.error is not None:

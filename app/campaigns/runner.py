@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("icc.campaigns")
 
+# A release time this close to now is no backlog: the message goes at once.
+BACKLOG_SLACK = timedelta(seconds=1)
+
 
 def quiet_until(now: datetime, window: HourWindow, timezone: str | None) -> datetime | None:
     """When the customer's quiet hours end, if ``now`` is within them; else None."""
@@ -100,6 +103,10 @@ class _Setup:
     remaining: int | None  # of the experiment's sample_size
     quiet: HourWindow | None
     now: datetime
+    # with a rate, the backlog of messages deferred by quiet hours: from when it is released,
+    # and when its next message may go (moved on by each one scheduled)
+    release_from: datetime | None = None
+    release_at: datetime | None = None
 
 
 class CampaignRunner:
@@ -217,6 +224,7 @@ class CampaignRunner:
             skipped=tally.skipped,
             error=tally.error,
             finished=len(members) < size,
+            release=(setup.release_from, setup.release_at),
         )
         if not await repository.advance(session, campaign.id, campaign.cursor, step, setup.now):
             await session.rollback()  # paused, cancelled, or another runner took this chunk
@@ -280,6 +288,8 @@ class CampaignRunner:
             if campaign.respect_quiet_hours
             else None,
             now=utcnow(),
+            release_from=campaign.release_from,
+            release_at=campaign.release_at,
         )
 
     async def _decide(
@@ -350,14 +360,11 @@ class CampaignRunner:
             channels = [Channel(variant["channel"])]
             if variant.get("template"):
                 overrides[variant["channel"]] = variant["template"]
-        send_at = None
-        if setup.quiet is not None:
-            send_at = quiet_until(setup.now, setup.quiet, member.timezone)
         item = MessageItem(
             customer_id=member.id,
             variables=campaign.variables,
             channels=channels,
-            send_at=send_at,
+            send_at=_send_at(setup, member),
         )
         tagged = counted and setup.experiment is not None and variant is not None
         origin = Origin(
@@ -373,6 +380,29 @@ class CampaignRunner:
             templates=tuple(sorted(overrides.items())),
             origin=origin,
         )
+
+
+def _send_at(setup: _Setup, member: Member) -> datetime | None:
+    """When the member's message goes: now (None), or at the end of their quiet hours. With
+    a rate, messages deferred to a window's end are spaced by the rate from there, and while
+    such a backlog lasts, later messages queue behind it: released all at once, a night's
+    messages would take the provider's capacity from account notices at 08:00."""
+    due = None
+    if setup.quiet is not None:
+        due = quiet_until(setup.now, setup.quiet, member.timezone)
+    rate = setup.campaign.rate_per_second
+    if not rate:
+        return due
+    pending = setup.release_at is not None and setup.release_at > setup.now + BACKLOG_SLACK
+    if not pending:
+        setup.release_from = None
+    releasing = pending and setup.release_from is not None and setup.release_from <= setup.now
+    if due is None and not releasing:
+        return None  # (a customer outside the window goes while the backlog waits)
+    at = max(due or setup.now, setup.release_at or setup.now) if pending else (due or setup.now)
+    setup.release_from = min(setup.release_from or at, at)
+    setup.release_at = at + timedelta(seconds=1 / rate)
+    return at
 
 
 def _unrunnable(

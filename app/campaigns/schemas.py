@@ -116,6 +116,11 @@ class CampaignOut(BaseModel):
     sent: int = Field(description="messages created")
     held_out: int = Field(description="customers in a holdout variant: assigned, no message")
     skipped: int = Field(description="customers refused (no consent, contact or variables)")
+    cancelled: int = Field(
+        default=0,
+        description="messages a cancel stopped before they went (e.g. waiting for the end of "
+        "quiet hours)",
+    )
     percent: float = Field(description="processed / audience, 0-100")
     last_error: str | None = Field(description="the first reason a customer was skipped")
     started_at: datetime | None

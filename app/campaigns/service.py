@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.campaigns import repository
 from app.campaigns.models import Campaign
 from app.campaigns.schemas import (
-    FINAL_STATUSES,
     CampaignIn,
     CampaignOut,
     CampaignStatus,
@@ -20,6 +19,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.experiments import repository as experiments
 from app.experiments.models import Experiment
 from app.ids import new_id
+from app.messages import repository as messages
 from app.messages.variables import check_variables
 from app.scenarios import repository as scenarios
 from app.scenarios.models import Scenario
@@ -232,11 +232,26 @@ async def resume(session: AsyncSession, key: str) -> Campaign:
 
 
 async def cancel(session: AsyncSession, key: str) -> Campaign:
+    """Stop the campaign and the messages it made that have not gone. A completed campaign
+    (every customer gone through) can still be cancelled while messages it deferred to the
+    end of quiet hours wait."""
     campaign = await get(session, key)
-    if campaign.status in FINAL_STATUSES:
-        raise Conflict(f"campaign {key!r} is {campaign.status} already; it cannot be cancelled")
-    values = {"finished_at": utcnow()}
-    return await _move(session, campaign, CampaignStatus.cancelled, "cancelled", values)
+    if campaign.status == CampaignStatus.cancelled:
+        raise Conflict(f"campaign {key!r} is cancelled already")
+    now = utcnow()
+    completed = campaign.status == CampaignStatus.completed
+    values = {} if completed else {"finished_at": now}
+    # the status first: a chunk in progress then fails its compare-and-set and makes nothing
+    await _move(session, campaign, CampaignStatus.cancelled, "cancelled", values)
+    stopped = await messages.cancel_campaign_messages(session, campaign.id, now=now)
+    if completed and not stopped:
+        raise Conflict(f"campaign {key!r} is completed already; all its messages have gone")
+    await repository.set_status(
+        session, campaign.id, "cancelled", "cancelled", cancelled=len(stopped)
+    )
+    fresh = await repository.by_id(session, campaign.id)
+    assert fresh is not None
+    return fresh
 
 
 async def _move(
@@ -283,6 +298,7 @@ def to_out(campaign: Campaign) -> CampaignOut:
         sent=campaign.sent,
         held_out=campaign.held_out,
         skipped=campaign.skipped,
+        cancelled=campaign.cancelled,
         percent=percent,
         last_error=campaign.last_error,
         started_at=campaign.started_at,

@@ -7,7 +7,19 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, insert, not_, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_name, insert_ignoring_conflicts
@@ -400,24 +412,10 @@ async def erase_customer_messages(
     m = MESSAGES.c
     mine = select(m.id).where(m.customer_id == customer_id)
     if dialect_name(session) == "postgresql":
-        # all locked first, in id order, as workers and receipt appliers lock messages: the
-        # statements below would lock them in the table's order and could deadlock with them
-        await session.execute(mine.order_by(m.id).with_for_update())
-    in_flight = and_(m.status == "sending", m.lease_until.is_not(None), m.lease_until >= now)
+        await session.execute(mine.order_by(m.id).with_for_update())  # see _fail_unsent
     reason = "cancelled: the customer's personal data was erased"
-    cancel = (
-        update(MESSAGES)
-        .where(m.customer_id == customer_id, m.status.in_(CLAIMABLE), not_(in_flight))
-        .values(status="failed", status_reason=reason, lease_owner=None, lease_until=None)
-        .values(next_attempt_at=None, updated_at=now)
-        .returning(m.id)
-    )
-    cancelled = list((await session.execute(cancel)).scalars())
-    settled = select(m.id).where(m.customer_id == customer_id, not_(in_flight))
-    await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(settled)))
+    cancelled = await _fail_unsent(session, m.customer_id == customer_id, reason, now=now)
     await session.execute(update(EVENTS).where(EVENTS.c.message_id.in_(mine)).values(detail={}))
-    failed = {"type": "failed", "at": now, "detail": {"reason": reason}}
-    await add_events(session, [{"message_id": i, **failed} for i in cancelled])
     erased = await session.execute(
         update(MESSAGES)
         .where(m.customer_id == customer_id)
@@ -426,3 +424,41 @@ async def erase_customer_messages(
         .values(request_hash=None)  # a digest of the request, personal data included
     )
     return int(erased.rowcount), cancelled  # type: ignore[attr-defined]
+
+
+async def cancel_campaign_messages(
+    session: AsyncSession, campaign_id: str, *, now: datetime
+) -> list[str]:
+    """A cancelled campaign's messages that have not gone (scheduled for the end of quiet
+    hours, queued, waiting for a retry) fail instead of being sent; those a worker is
+    sending now (under a live lease) go. The ids of those cancelled."""
+    reason = "cancelled: the campaign was cancelled"
+    return await _fail_unsent(session, MESSAGES.c.campaign_id == campaign_id, reason, now=now)
+
+
+async def _fail_unsent(
+    session: AsyncSession, whose: ColumnElement[bool], reason: str, *, now: datetime
+) -> list[str]:
+    """Fail the unfinished messages ``whose`` selects, except those under a live lease (they
+    have gone to the provider: they keep the lease and outbox row, so that their outcome is
+    recorded), with a ``failed`` event saying why; drop the others' outbox rows."""
+    m = MESSAGES.c
+    if dialect_name(session) == "postgresql":
+        # all locked first, in id order, as workers and receipt appliers lock messages: the
+        # statements below would lock them in the table's order and could deadlock with them
+        unsent = select(m.id).where(whose, m.status.in_(CLAIMABLE))
+        await session.execute(unsent.order_by(m.id).with_for_update())
+    in_flight = and_(m.status == "sending", m.lease_until.is_not(None), m.lease_until >= now)
+    cancel = (
+        update(MESSAGES)
+        .where(whose, m.status.in_(CLAIMABLE), not_(in_flight))
+        .values(status="failed", status_reason=reason, lease_owner=None, lease_until=None)
+        .values(next_attempt_at=None, updated_at=now)
+        .returning(m.id)
+    )
+    cancelled = list((await session.execute(cancel)).scalars())
+    settled = select(m.id).where(whose, not_(in_flight))
+    await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(settled)))
+    failed = {"type": "failed", "at": now, "detail": {"reason": reason}}
+    await add_events(session, [{"message_id": i, **failed} for i in cancelled])
+    return cancelled
