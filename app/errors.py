@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -180,13 +181,25 @@ def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
     return table
 
 
+# Routes that authorize by a plain call in their body (the hot send route: no dependency
+# solving) register that call here, so that a bad body from a caller without the right key
+# gets the 401/403 a dependency would have given, not the body's validation errors.
+CHECKED_BEFORE_THE_BODY: dict[Any, Callable[[Request], Awaitable[object]]] = {}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        check = CHECKED_BEFORE_THE_BODY.get(request.scope.get("endpoint"))
+        if check is not None:
+            try:
+                await check(request)
+            except AppError as refused:  # the caller learns no more than 401 or 403
+                return JSONResponse(refused.body(), status_code=refused.status_code)
         fields = field_errors_from_pydantic(exc.errors(), skip_prefix=1)
         detail = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
         return JSONResponse(error_body("ValidationError", detail, fields), status_code=422)

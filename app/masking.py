@@ -9,7 +9,10 @@ _PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\
 # another country's number, written with "+" or "00", digits maybe grouped by spaces or
 # hyphens: masked as mask_phone masks it (+1415****0100)
 _INTERNATIONAL_PHONE = re.compile(r"(?<![\d+])(?:\+|00)\d(?:[ -]?\d){7,14}(?!\d)")
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# \w: internationalized addresses too (张三@例子.中国), which the API accepts
+_EMAIL = re.compile(r"([\w.%+-])[\w.%+-]*@([\w.-]+\.[^\W\d_]{2,})")
+# full-width digits and plus (a Chinese input method's): read as ASCII before matching
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
 _OPENID = re.compile(
     r"(?<![A-Za-z0-9_-])(o[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{20}([A-Za-z0-9_-]{4})(?![A-Za-z0-9_-])"
 )
@@ -38,6 +41,8 @@ def mask_name(name: str) -> str:
 
 def mask_text(text: str) -> str:
     """Mask every phone number, email address and openid found in free text."""
+    if not text.isascii():
+        text = text.translate(_FULL_WIDTH)
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
     text = _INTERNATIONAL_PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group())), text)
     text = _EMAIL.sub(r"\1***@\2", text)

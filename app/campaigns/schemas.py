@@ -6,10 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.messages.schemas import _unstorable
 from app.scenarios.schemas import KEY_PATTERN, TEMPLATE_KEY_PATTERN
+from app.timeutil import ApiTime
 
 
 class CampaignStatus(StrEnum):
@@ -61,7 +62,7 @@ class _Fields(BaseModel):
         le=1,
         description="send to this random fraction of the segment (ignored with an experiment)",
     )
-    starts_at: AwareDatetime | None = Field(default=None, description="RFC 3339; default: now")
+    starts_at: ApiTime | None = Field(default=None, description="RFC 3339; default: now")
     rate_per_second: float | None = Field(
         default=None, gt=0, le=100_000, description="messages created per second at most"
     )

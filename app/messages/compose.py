@@ -37,9 +37,15 @@ class Prepared(NamedTuple):  # a tuple: a batch makes 10,000 of them
 _NOT_HASHED = {"idempotency_key", "scenario"}
 
 
-def request_hash(scenario: str, item: MessageItem) -> str:
+def request_hash(scenario: str, item: MessageItem, *, as_sent: bool = False) -> str:
     """Fingerprint of a request, to tell a replay from a reuse of its idempotency key. Stored
-    with the message: its definition must not change, or earlier messages stop replaying."""
+    with the message: its definition must not change, or earlier messages stop replaying.
+    ``send_at`` counts as the instant, in UTC, however the caller wrote its offset (a retry
+    formatting times in UTC is a replay); ``as_sent``: with the offset written, as hashes
+    were made before (messages stored then replay when retried with the same text)."""
+    send_at = item.send_at
+    if not as_sent and send_at is not None and send_at.utcoffset():
+        item = item.model_copy(update={"send_at": as_utc(send_at)})
     # item.model_dump(mode="json", exclude=..., exclude_none=True) without its Python layer
     body = item.__pydantic_serializer__.to_python(
         item, mode="json", exclude=_NOT_HASHED, exclude_none=True

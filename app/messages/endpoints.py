@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import AwareDatetime
 
 from app.auth.schemas import Role
 from app.deps import (
@@ -17,6 +16,7 @@ from app.deps import (
     roles,
 )
 from app.errors import (
+    CHECKED_BEFORE_THE_BODY,
     ERROR_RESPONSES,
     ErrorBody,
     PayloadTooLarge,
@@ -35,6 +35,7 @@ from app.messages.schemas import (
     MessageStatus,
 )
 from app.pagination import Cursor, Limit, decode_cursor, paginate
+from app.timeutil import ApiTime
 
 MAX_KEY_LENGTH = 200
 IdempotencyHeader = Annotated[
@@ -122,13 +123,31 @@ async def send_message(body: MessageCreate, request: Request) -> Response:
     )
 
 
+async def _authorize_sender(request: Request) -> object:
+    return await authorize(request, SEND_ROLES)
+
+
+CHECKED_BEFORE_THE_BODY[send_message] = _authorize_sender
+
+
 def _header_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    key = _utf8(request.headers.get("idempotency-key"))
     if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
         raise ValidationFailed.field(
             "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters long"
         )
     return key
+
+
+def _utf8(header: str | None) -> str | None:
+    """A header's value as its sender wrote it: Starlette decodes header bytes as Latin-1,
+    and a key such as 订单-0001 sent in UTF-8 would be another key than the same in a body."""
+    if header is None or header.isascii():
+        return header
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed.field("Idempotency-Key", "must be ASCII or UTF-8") from None
 
 
 @router.post(
@@ -157,7 +176,7 @@ async def send_batch(
         body.items,
         principal=principal,
         queue=runtime.queue,
-        batch_key=idempotency_key,
+        batch_key=_utf8(idempotency_key),
         settings=runtime.settings,
     )
     # serialized here: FastAPI's response_model path would first build 10,000 BatchItemResult
@@ -185,7 +204,7 @@ async def list_messages(
     customer_id: str | None = None,
     scenario: str | None = None,
     status: MessageStatus | None = None,
-    since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
+    since: Annotated[ApiTime | None, Query(description="created at or after")] = None,
     experiment_id: Annotated[
         str | None, Query(max_length=40, description="the messages of this experiment")
     ] = None,

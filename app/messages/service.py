@@ -89,12 +89,21 @@ def resolve_idempotency_key(body_key: str | None, header_key: str | None) -> str
 
 
 def _replay(existing: Message, request: AcceptRequest) -> AcceptOutcome:
-    if existing.request_hash != request_hash(request.scenario, request.item):
+    if existing.request_hash not in _hashes(request):
         return IdempotencyConflict(
             f"idempotency key {existing.idempotency_key!r} was already used for another request "
             f"(message {existing.id}); use a new key for a new message"
         )
     return Accepted(message=existing, replayed=True)
+
+
+def _hashes(request: AcceptRequest) -> tuple[str, ...]:
+    """The request's fingerprints: as made now, and as made before send_at was hashed in UTC."""
+    current = request_hash(request.scenario, request.item)
+    send_at = request.item.send_at
+    if send_at is None or not send_at.utcoffset():
+        return (current,)
+    return current, request_hash(request.scenario, request.item, as_sent=True)
 
 
 class _Plan:

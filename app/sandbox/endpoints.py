@@ -4,13 +4,14 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from app.deps import AnalystPrincipal, ReadSessionDep
 from app.errors import ERROR_RESPONSES
 from app.masking import mask_contact
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.sandbox import repository
+from app.timeutil import ApiTime
 from channels.base import CONTACT_FIELD
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"], responses=ERROR_RESPONSES)
@@ -41,7 +42,7 @@ async def list_deliveries(
     _: AnalystPrincipal,
     channel: str | None = None,
     message_id: str | None = None,
-    since: AwareDatetime | None = None,
+    since: ApiTime | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> SandboxDeliveryList:

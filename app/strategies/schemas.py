@@ -5,10 +5,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.messages.schemas import SendTime
 from app.scenarios.schemas import KEY_PATTERN, Channel
+from app.timeutil import ApiTime
 
 HOUR_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
 _EXAMPLE_RULE: dict[str, Any] = {
@@ -126,8 +127,8 @@ class StrategyBase(BaseModel):
     )
     priority: int = Field(default=100, ge=0, le=1_000_000, description="lower wins first")
     status: StrategyStatus = StrategyStatus.draft
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: ApiTime | None = None
+    ends_at: ApiTime | None = None
     hours: HoursIn | None = None
     channels: list[Channel] | None = Field(
         default=None, min_length=1, description="allowed channels; unset: every channel"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.timeutil import ApiTime
 
 MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"  # fits the Money column: NUMERIC(18, 6)
 
@@ -33,7 +35,7 @@ class ConversionIn(BaseModel):
     value: str | None = Field(
         default=None, pattern=MONEY_PATTERN, description="decimal string", examples=["50000.00"]
     )
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: ApiTime | None = Field(
         default=None, description="RFC 3339 with an offset; default now; not in the future"
     )
     message_id: str | None = Field(
