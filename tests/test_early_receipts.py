@@ -291,3 +291,23 @@ async def test_a_receipt_for_an_attempt_that_failed_over_goes_on_the_timeline(
     ]
     assert notes[0]["detail"]["code"] == "DELIVRD"
     assert "failover" in [e["type"] for e in final["events"]]
+
+
+async def test_an_early_report_on_a_retried_attempt_goes_on_the_timeline(
+    platform: Platform,
+) -> None:
+    """A report naming our message with another id than the send's, come before the send
+    was recorded, is about a retried attempt: once sent, it is noted and fails nothing."""
+    held, ours, _ = await _held_send(platform)
+    stale = {
+        "delivered": False,
+        "message_id": ours,
+        "provider_message_id": "first-try",
+        "code": "MK:0001",
+    }
+    await _callback(platform, [stale])
+    held.release.set()
+    after = await _wait_status(platform, ours, "sent", "delivered", "failed")
+    assert (after["status"], after["channel"]) == ("sent", "wechat")
+    notes = [e for e in after["events"] if e["type"] == "earlier_attempt_receipt"]
+    assert [n["detail"]["provider_message_id"] for n in notes] == ["first-try"]

@@ -5,10 +5,11 @@ A receipt may come before the worker has recorded the send (a fast gateway repor
 milliseconds): it is kept as an early receipt and applied by the sweeper once the message is
 sent (``apply_early``), so the worker's path pays nothing for it.
 
-A receipt naming our message from a provider that is not the one the message was sent by
-reports an earlier attempt: one that timed out here and failed over, yet reached the
-provider (the customer may have the message twice, and the provider bills it). It goes on
-the timeline as ``earlier_attempt_receipt`` and changes nothing else."""
+A receipt naming our message from a provider that is not the one the message was sent by,
+or from that provider but with another id than the send recorded, reports an earlier
+attempt: one that timed out here and failed over or was retried, yet reached the provider
+(the customer may have the message twice, and the provider bills it). It goes on the
+timeline as ``earlier_attempt_receipt`` and changes nothing else."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ async def apply(
         )
         if _is_early(message, receipt, channel):
             early.append(_early_row(provider, receipt, now))
-        elif message is not None and message.provider != provider:
+        elif message is not None and _of_earlier_attempt(message, receipt, provider):
             await _note_earlier_attempt(session, message, receipt, provider, now, applied)
         elif message is None:
             applied.unknown += 1
@@ -178,12 +179,23 @@ async def _apply_early_of(
             detail=row.detail,
             occurred_at=row.occurred_at or row.received_at,
         )
-        if message.provider == provider:
-            await _apply_receipt(session, message, receipt, provider, now, applied)
-        else:
+        if _of_earlier_attempt(message, receipt, provider):
             await _note_earlier_attempt(session, message, receipt, provider, now, applied)
+        else:
+            await _apply_receipt(session, message, receipt, provider, now, applied)
         done.append(row.id)
     return done
+
+
+def _of_earlier_attempt(message: Message, receipt: DeliveryReceipt, provider: str) -> bool:
+    """Whether the receipt reports an attempt other than the send recorded on the message.
+    Matched by our id (Aliyun echoes it for every attempt), a report on a retry's timed-out
+    predecessor on the same provider differs only in the provider's id: applied, its
+    failure would fail a delivered message and drop the real receipt as a duplicate."""
+    if message.provider != provider:
+        return True
+    theirs, recorded = receipt.provider_message_id, message.provider_message_id
+    return bool(theirs and recorded and theirs != recorded)
 
 
 async def _note_earlier_attempt(
@@ -194,9 +206,10 @@ async def _note_earlier_attempt(
     now: datetime,
     applied: Applied,
 ) -> None:
-    """Put a report on an earlier attempt on the timeline, once per provider and outcome."""
+    """Put a report on an earlier attempt on the timeline, once per provider, id and outcome."""
     detail = {
         "provider": provider,
+        "provider_message_id": receipt.provider_message_id,
         "delivered": receipt.delivered,
         "code": receipt.code,
         "detail": receipt.detail,
