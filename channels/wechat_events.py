@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from xml.etree import ElementTree
@@ -19,6 +20,7 @@ from channels.errors import CallbackAuthError, CallbackRejected
 
 MAX_CALLBACK_BYTES = 64 * 1024
 TEMPLATE_SEND_JOB_FINISH = "TEMPLATESENDJOBFINISH"
+_SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
 
 
 def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
@@ -33,6 +35,9 @@ def verify_signature(token: str, query: Mapping[str, str]) -> None:
     nonce = query.get("nonce", "")
     if not (signature and timestamp and nonce):
         raise CallbackAuthError("signature, timestamp and nonce are required")
+    # compare_digest refuses non-ASCII str (a TypeError): anything but hex is no signature
+    if not _SHA1_HEX.fullmatch(signature):
+        raise CallbackAuthError("the signature is not a SHA-1 in hex")
     expected = wechat_signature(token, timestamp, nonce)
     if not hmac.compare_digest(expected, signature.lower()):
         raise CallbackAuthError("WeChat signature mismatch")

@@ -156,6 +156,13 @@ class Platform:
             transport=httpx.ASGITransport(app=self.app), base_url="http://icc.test", headers=headers
         )
 
+    def served_client(self, role: str | None = None) -> httpx.AsyncClient:
+        """Like ``client``, but an unhandled exception comes back as the 500 a real server
+        would answer instead of being raised into the test: for asserting it is not one."""
+        headers = {} if role is None else {"Authorization": f"Bearer {self.keys[role]}"}
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        return httpx.AsyncClient(transport=transport, base_url="http://icc.test", headers=headers)
+
     async def create_keys(self) -> None:
         async with self.runtime.sessionmaker() as session:
             for role_name, (role, owner) in ROLES.items():
