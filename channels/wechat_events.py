@@ -21,6 +21,7 @@ from channels.errors import CallbackAuthError, CallbackRejected
 MAX_CALLBACK_BYTES = 64 * 1024
 TEMPLATE_SEND_JOB_FINISH = "TEMPLATESENDJOBFINISH"
 _SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
 
 
 def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
@@ -70,7 +71,15 @@ def parse_xml(body: bytes) -> dict[str, str]:
 
 def _created_at(fields: Mapping[str, str]) -> datetime | None:
     created = fields.get("CreateTime", "")
-    return datetime.fromtimestamp(int(created), UTC) if created.isdigit() else None
+    if not created:
+        return None
+    # ASCII digits only (isdigit() takes "²", which int() refuses), and a year the calendar has
+    if _UNIX_TIME.fullmatch(created):
+        try:
+            return datetime.fromtimestamp(int(created), UTC)
+        except (ValueError, OverflowError, OSError):
+            pass
+    raise CallbackRejected(f"CreateTime {created[:40]!r} is not a Unix time")
 
 
 def _callback_result(fields: Mapping[str, str]) -> CallbackResult:

@@ -31,7 +31,7 @@ from app.messages import repository as messages
 from app.messages.models import Message
 from app.messages.outcomes import event
 from app.messages.repository import CLAIMABLE
-from app.timeutil import utcnow
+from app.timeutil import as_utc, utcnow
 from channels.base import CallbackResult, DeliveryReceipt, InboundReply
 
 log = logging.getLogger("icc.callbacks")
@@ -218,7 +218,7 @@ async def _note_earlier_attempt(
         if noted.type == "earlier_attempt_receipt" and noted.detail == detail:
             applied.duplicates += 1
             return
-    at = receipt.occurred_at or now
+    at = _reported(receipt.occurred_at, now)
     await messages.add_events(session, [event(message.id, "earlier_attempt_receipt", at, **detail)])
     applied.earlier += 1
     log.warning(
@@ -235,7 +235,7 @@ async def _apply_receipt(
     now: datetime,
     applied: Applied,
 ) -> None:
-    at = receipt.occurred_at or now
+    at = _reported(receipt.occurred_at, now)
     detail = {"provider": provider, "code": receipt.code, "detail": receipt.detail}
     if message.status != "sent":  # already delivered or failed: a duplicate or a late report
         applied.duplicates += 1
@@ -280,6 +280,12 @@ async def _fall_back(
     )
 
 
+def _reported(at: datetime | None, now: datetime) -> datetime:
+    """A provider's time, never after ``now``: a reply dated in the future would win every
+    later consent decision ("the later one wins") until that date."""
+    return now if at is None else min(as_utc(at), now)
+
+
 async def _store_replies(
     session: AsyncSession, provider: str, channel: str, replies: list[InboundReply], now: datetime
 ) -> None:
@@ -292,7 +298,7 @@ async def _store_replies(
             "sender_key": phone_key(r.sender),
             "text": r.text,
             "opt_out": is_opt_out(r.text),
-            "received_at": r.received_at or now,
+            "received_at": _reported(r.received_at, now),
         }
         for r in replies
     ]

@@ -326,5 +326,5 @@ def _unix(item: Mapping[str, Any]) -> datetime | None:
         return None
     try:
         return datetime.fromtimestamp(int(value), UTC)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, OSError):  # OSError: past the C library (1e18)
         raise CallbackRejected(f"time {value!r} is not a Unix timestamp") from None
