@@ -231,10 +231,19 @@ _REFUSED_TEXT_SQLSTATES = {"22021", "22P05"}
 def refused_text(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL refusing a character of a value (app.nul_guard keeps
     NUL out of requests; this is for any that gets past it)."""
+    return _sqlstate(exc) in _REFUSED_TEXT_SQLSTATES
+
+
+def too_long(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a value longer than its column (SQLite stores
+    it): inputs are checked against the columns; this is for any that gets past them."""
+    return _sqlstate(exc) == "22001"  # string_data_right_truncation
+
+
+def _sqlstate(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError):
         exc = exc.orig if exc.orig is not None else exc
-    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
-    return str(code) in _REFUSED_TEXT_SQLSTATES
+    return str(getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None))
 
 
 def passing_db_error(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db import refused_text
+from app.db import refused_text, too_long
 
 log = logging.getLogger("icc.errors")
 
@@ -234,6 +234,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if refused_text(exc):  # PostgreSQL refusing a NUL that app.nul_guard let through
             detail = "a value holds a character the database cannot store (NUL, \\u0000)"
+            return JSONResponse(error_body("ValidationError", detail), status_code=422)
+        if too_long(exc):  # a length nothing checked: the input's fault, and a check to add
+            log.warning("a value longer than its column", exc_info=exc)
+            detail = "a value is longer than the database stores; shorten it"
             return JSONResponse(error_body("ValidationError", detail), status_code=422)
         return await _unexpected(request, exc)
 

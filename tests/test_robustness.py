@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.db import refused_text
+from app.db import refused_text, too_long
 from app.messages.bulk_pg import driver_connection
 from app.messages.models import InboundMessage
 from channels.base import ProviderContext, SendResult
@@ -194,6 +194,29 @@ async def test_postgresql_refusing_a_nul_is_told_apart(platform: Platform) -> No
         refusals.append(raw.value)
     assert all(refused_text(exc) for exc in refusals if exc is not None)
     assert not refused_text(ValueError("a\x00b"))
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_postgresql_refusing_a_value_longer_than_its_column_is_a_422(
+    platform: Platform,
+) -> None:
+    """The backstop behind the length checks: PostgreSQL's refusal (22001) is a 422."""
+    async with platform.runtime.sessionmaker() as session:
+        await session.execute(text("CREATE TEMP TABLE short (v varchar(3))"))
+        with pytest.raises(DBAPIError) as caught:
+            await session.execute(text("INSERT INTO short VALUES (:v)"), {"v": "abcd"})
+    assert too_long(caught.value)
+    assert not too_long(ValueError("abcd"))
+    app = platform.app
+
+    @app.get("/too-long")
+    async def _raise() -> None:
+        raise caught.value
+
+    async with platform.served_client() as client:
+        response = await client.get("/too-long")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "ValidationError"
 
 
 async def test_a_callback_with_a_nul_is_taken_without_it(platform: Platform) -> None:

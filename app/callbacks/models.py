@@ -6,6 +6,7 @@ from sqlalchemy import BigInteger, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
+from app.messages.models import CODE_LENGTH, ID_LENGTH, PROVIDER_ID_LENGTH
 
 
 class EarlyReceipt(Base):
@@ -35,10 +36,10 @@ class EarlyReceipt(Base):
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
     provider: Mapped[str] = mapped_column(String(100))
-    message_id: Mapped[str | None] = mapped_column(String(40))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    provider_message_id: Mapped[str | None] = mapped_column(String(PROVIDER_ID_LENGTH))
     delivered: Mapped[bool] = mapped_column()
-    code: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(CODE_LENGTH))
     detail: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -28,7 +28,13 @@ from app.customers import service as customers
 from app.customers.fields import phone_key
 from app.ids import new_id
 from app.messages import repository as messages
-from app.messages.models import Message
+from app.messages.models import (
+    CODE_LENGTH,
+    ID_LENGTH,
+    PROVIDER_ID_LENGTH,
+    SENDER_LENGTH,
+    Message,
+)
 from app.messages.outcomes import event
 from app.messages.repository import CLAIMABLE
 from app.timeutil import as_utc, utcnow
@@ -71,17 +77,19 @@ async def apply(
     session: AsyncSession, *, provider: str, channel: str, result: CallbackResult
 ) -> Applied:
     applied = Applied()
+    receipts = [r for r in result.receipts if _ids_fit(r, provider)]
+    applied.unknown = len(result.receipts) - len(receipts)
     found = await repository.messages_for_receipts(
         session,
         provider=provider,
-        message_ids=[r.message_id for r in result.receipts if r.message_id],
-        provider_ids=[r.provider_message_id for r in result.receipts if r.provider_message_id],
+        message_ids=[r.message_id for r in receipts if r.message_id],
+        provider_ids=[r.provider_message_id for r in receipts if r.provider_message_id],
     )
     by_ours = {m.id: m for m in found}
     by_theirs = {m.provider_message_id: m for m in found if m.provider == provider}
     now = utcnow()
     early: list[dict[str, Any]] = []
-    for receipt in result.receipts:
+    for receipt in receipts:
         message = by_ours.get(receipt.message_id or "") or by_theirs.get(
             receipt.provider_message_id or ""
         )
@@ -99,9 +107,37 @@ async def apply(
             await _apply_receipt(session, message, receipt, provider, now, applied)
     await repository.add_early(session, early)
     applied.pending = len(early)
-    await _store_replies(session, provider, channel, result.replies, now)
-    applied.replies = len(result.replies)
+    replies = [r for r in result.replies if _sender_fits(r, provider)]
+    await _store_replies(session, provider, channel, replies, now)
+    applied.replies = len(replies)
     return applied
+
+
+def _ids_fit(receipt: DeliveryReceipt, provider: str) -> bool:
+    """Whether the receipt's ids fit their columns. A longer one is none of ours (we could
+    not have stored it): the receipt is ignored rather than refusing the whole batch."""
+    ours, theirs = receipt.message_id or "", receipt.provider_message_id or ""
+    if len(ours) <= ID_LENGTH and len(theirs) <= PROVIDER_ID_LENGTH:
+        return True
+    log.warning(
+        "receipt with an over-long id ignored",
+        extra={"provider": provider, "provider_message_id": theirs[:PROVIDER_ID_LENGTH]},
+    )
+    return False
+
+
+def _sender_fits(reply: InboundReply, provider: str) -> bool:
+    """Whether the reply's sender fits its column: a longer one is no phone number, openid
+    or address, so no customer of ours; ignored rather than refusing the whole batch."""
+    if len(reply.sender) <= SENDER_LENGTH:
+        return True
+    log.warning("reply from an over-long sender ignored", extra={"provider": provider})
+    return False
+
+
+def _code(receipt: DeliveryReceipt) -> str | None:
+    """The provider's code as its column holds it (the timeline keeps it whole)."""
+    return None if receipt.code is None else receipt.code[:CODE_LENGTH]
 
 
 def _is_early(message: Message | None, receipt: DeliveryReceipt, channel: str) -> bool:
@@ -118,7 +154,7 @@ def _early_row(provider: str, receipt: DeliveryReceipt, now: datetime) -> dict[s
         "message_id": receipt.message_id,
         "provider_message_id": receipt.provider_message_id,
         "delivered": receipt.delivered,
-        "code": receipt.code,
+        "code": _code(receipt),
         "detail": receipt.detail,
         "occurred_at": receipt.occurred_at,
         "received_at": now,
@@ -242,7 +278,7 @@ async def _apply_receipt(
         return
     if receipt.delivered:
         message.status, message.delivered_at = "delivered", at
-        message.delivery_code, message.updated_at = receipt.code, now
+        message.delivery_code, message.updated_at = _code(receipt), now
         await messages.add_events(session, [event(message.id, "delivered", at, **detail)])
         applied.delivered += 1
         return
@@ -251,7 +287,7 @@ async def _apply_receipt(
     if receipt.detail:
         reason += f" ({receipt.detail})"
     events = [event(message.id, "delivery_failed", at, **detail)]
-    message.delivery_code, message.status_reason, message.updated_at = receipt.code, reason, now
+    message.delivery_code, message.status_reason, message.updated_at = _code(receipt), reason, now
     next_index = message.channel_index + 1
     if next_index < len(message.channels):
         await _fall_back(session, message, next_index, reason, now, events)

@@ -18,6 +18,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JSONType, Money, NullableJSONType, UTCDateTime
 
+# What providers report is checked against these before it is stored: PostgreSQL refuses a
+# longer value (SQLite keeps it), and with it the rest of the callback's batch.
+ID_LENGTH = 40
+PROVIDER_ID_LENGTH = 128
+CODE_LENGTH = 64
+SENDER_LENGTH = 320
+
 
 class Message(Base):
     """One notification to one customer; the database row is the source of truth."""
@@ -67,7 +74,7 @@ class Message(Base):
         ),
     )
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     owner: Mapped[str] = mapped_column(String(100))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -79,9 +86,9 @@ class Message(Base):
     channel_index: Mapped[int] = mapped_column(Integer, default=0)
     channel: Mapped[str | None] = mapped_column(String(16))
     provider: Mapped[str | None] = mapped_column(String(100))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    provider_message_id: Mapped[str | None] = mapped_column(String(PROVIDER_ID_LENGTH))
     # the provider's delivery-report code (DELIVRD, success, 550...), kept as reported
-    delivery_code: Mapped[str | None] = mapped_column(String(64))
+    delivery_code: Mapped[str | None] = mapped_column(String(CODE_LENGTH))
     cost: Mapped[Decimal | None] = mapped_column(Money())
     status: Mapped[str] = mapped_column(String(16))
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -154,9 +161,9 @@ class InboundMessage(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     provider: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(16))
-    sender: Mapped[str] = mapped_column(String(320), index=True)
+    sender: Mapped[str] = mapped_column(String(SENDER_LENGTH), index=True)
     # fields.phone_key(sender): opt-outs are looked up by it (migration 0012)
-    sender_key: Mapped[str | None] = mapped_column(String(320), index=True, default=None)
+    sender_key: Mapped[str | None] = mapped_column(String(SENDER_LENGTH), index=True, default=None)
     text: Mapped[str] = mapped_column(Text)
     opt_out: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
