@@ -20,7 +20,8 @@ a refresh (another worker may have force-refreshed in between).
 
 Callbacks (``handle_callback``): a signed GET with ``echostr`` is WeChat's URL check and is
 answered with the echostr; a signed POST carries XML, read by ``channels.wechat_events``
-(plaintext mode only; the encrypted AES mode is out of scope).
+(plaintext mode only; the encrypted AES mode is out of scope). A signature older or newer than
+5 minutes is refused, and so is a signed query that came before with another body.
 
 Settings: ``app_id``, ``app_secret``, ``callback_token`` (the Token set in the WeChat console),
 ``endpoint`` (default https://api.weixin.qq.com), ``token_mode`` (``stable_token`` or
@@ -56,6 +57,7 @@ from channels.errors import (
 )
 from channels.http import make_http_client
 from channels.wechat_events import read_push, verify_signature
+from channels.wechat_pushes import PushLedger
 from channels.wechat_token import AccessToken, AccessTokenCache
 
 log = logging.getLogger("icc.channels.wechat")
@@ -142,6 +144,7 @@ class WeChatTemplateProvider(ChannelProvider):
         self._tokens = AccessTokenCache(
             self._fetch_token, app_id=self.app_id, redis_url=context.redis_url
         )
+        self._pushes = PushLedger(app_id=self.app_id, redis_url=context.redis_url)
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -310,17 +313,21 @@ class WeChatTemplateProvider(ChannelProvider):
     # -- callbacks --------------------------------------------------------------------------
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
-        """Check WeChat's signature, then answer the URL check or read the pushed XML."""
+        """Check WeChat's signature and its age, then answer the URL check or read the pushed
+        XML, unless its signed query came before with another body."""
         verify_signature(self._callback_token, request.query)
         if request.method.upper() == "GET":
             echostr = request.query.get("echostr")
             if not echostr:
                 raise CallbackRejected("a GET from WeChat carries echostr (URL verification)")
             return CallbackResult(response_body=echostr.encode(), media_type="text/plain")
+        query = request.query
+        await self._pushes.check(query["timestamp"], query["nonce"], request.body)
         return read_push(request.body)
 
     async def close(self) -> None:
         await self._tokens.close()
+        await self._pushes.close()
         await self._http.aclose()
 
 

@@ -3,7 +3,10 @@ how their XML is read safely. Only the plaintext message mode is supported; the 
 (AES, ``encrypt_type=aes``) mode is out of scope.
 
 Signature: ``sha1("".join(sorted([token, timestamp, nonce])))``, hex, in the ``signature``
-query parameter, where token is the one configured in the WeChat console.
+query parameter, where token is the one configured in the WeChat console. It does not cover
+the body: a signed query seen once (a proxy's log, a Referer) would carry any XML forever, so
+its timestamp must be within ``MAX_PUSH_SKEW`` of now (WeChat retries a push within seconds),
+and within that window a signed query is taken with one body only (``channels.wechat_pushes``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from xml.etree import ElementTree
@@ -19,6 +23,7 @@ from channels.base import CallbackResult, DeliveryReceipt, InboundReply
 from channels.errors import CallbackAuthError, CallbackRejected
 
 MAX_CALLBACK_BYTES = 64 * 1024
+MAX_PUSH_SKEW = 300.0  # seconds either side of now
 TEMPLATE_SEND_JOB_FINISH = "TEMPLATESENDJOBFINISH"
 _SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
 _UNIX_TIME = re.compile(r"[0-9]{1,12}")
@@ -29,19 +34,30 @@ def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
     return hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()
 
 
-def verify_signature(token: str, query: Mapping[str, str]) -> None:
-    """Raise CallbackAuthError unless the query carries WeChat's signature for ``token``."""
+def verify_signature(token: str, query: Mapping[str, str], *, now: float | None = None) -> None:
+    """Raise CallbackAuthError unless the query carries WeChat's signature for ``token``,
+    made within ``MAX_PUSH_SKEW`` of ``now`` (a Unix time; default: the clock's)."""
     signature = query.get("signature", "")
     timestamp = query.get("timestamp", "")
     nonce = query.get("nonce", "")
     if not (signature and timestamp and nonce):
         raise CallbackAuthError("signature, timestamp and nonce are required")
+    _check_fresh(timestamp, time.time() if now is None else now)
     # compare_digest refuses non-ASCII str (a TypeError): anything but hex is no signature
     if not _SHA1_HEX.fullmatch(signature):
         raise CallbackAuthError("the signature is not a SHA-1 in hex")
     expected = wechat_signature(token, timestamp, nonce)
     if not hmac.compare_digest(expected, signature.lower()):
         raise CallbackAuthError("WeChat signature mismatch")
+
+
+def _check_fresh(timestamp: str, now: float) -> None:
+    # the signature covers no body: only its age stops a captured one being used again
+    if not _UNIX_TIME.fullmatch(timestamp) or abs(int(timestamp) - now) > MAX_PUSH_SKEW:
+        raise CallbackAuthError(
+            f"timestamp not within {MAX_PUSH_SKEW:.0f}s of now: a replayed push, or a clock"
+            " that is wrong"
+        )
 
 
 def read_push(body: bytes) -> CallbackResult:

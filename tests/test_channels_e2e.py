@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,7 +95,7 @@ async def test_wechat_send_then_receipt_callback(
     xml = template_event_xml(
         openid=GOOD_OPENID, msgid=int(message["provider_message_id"]), status="success"
     )
-    timestamp, nonce = str(int(time.time())), "n0nce"
+    timestamp, nonce = str(int(time.time())), uuid.uuid4().hex  # pushes are remembered by nonce
     query = {
         "signature": wechat_signature(CALLBACK_TOKEN, timestamp, nonce),
         "timestamp": timestamp,
