@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 
@@ -105,6 +106,23 @@ class TrackingSettings(BaseModel):
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="where customers reach /t/{token} and /o/{token}; no trailing query",
     )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description=(
+            "domains (with their subdomains) whose links are tracked besides the hosts the"
+            " templates write out; a link to another host, which came in through a variable,"
+            " stays as it is"
+        ),
+    )
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _bare_domains(cls, domains: list[str]) -> list[str]:
+        cleaned = [d.strip().strip(".").lower() for d in domains]
+        for domain in cleaned:
+            if not re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", domain):
+                raise ValueError(f"{domain!r} is not a domain name (no scheme, port or path)")
+        return cleaned
 
     @field_validator("public_base_url")
     @classmethod

@@ -16,6 +16,7 @@ from app.messages.schemas import MessageItem
 from app.messages.variables import check_variables
 from app.scenarios.service import ScenarioSpec
 from app.timeutil import as_utc
+from app.tracking.links import written_hosts
 from channels.base import CONTACT_FIELD
 from templates.renderer import TemplateError, render_channel
 
@@ -160,6 +161,10 @@ class Composer:
     def __init__(self, spec: ScenarioSpec) -> None:
         self.spec = spec
         self._plans: dict[tuple[tuple[str, ...], frozenset[str]], ChannelPlan] = {}
+        # whose links tracking may rewrite (app/tracking/links.py)
+        self.link_hosts = written_hosts(
+            [t.subject, t.body, t.options] for t in spec.templates.values()
+        )
 
     def channel_plan(self, item: MessageItem, contacts: dict[str, str]) -> ChannelPlan:
         wanted = tuple(c.value for c in item.channels) if item.channels else self.spec.channels

@@ -37,6 +37,7 @@ from app.scenarios.service import load_spec
 from app.settings import Settings
 from app.strategies import patching
 from app.timeutil import utcnow
+from app.tracking.links import TrackedHosts
 from app.tracking.service import Tracker
 
 log = logging.getLogger("icc.messages")
@@ -145,6 +146,18 @@ class _Plan:
         self.patcher.experiments = await experiments.load(
             session, self.patcher.scenarios, customer_ids, sending=True
         )
+        self._track_only_written_hosts()
+
+    def _track_only_written_hosts(self) -> None:
+        """Track only links to hosts the group's templates write out (or configured): one
+        that came in through a variable would redirect from the bank's domain to anywhere."""
+        written = [c.link_hosts for c in self.specs.values() if not isinstance(c, AppError)]
+        hosts = TrackedHosts(
+            frozenset().union(*written, self.patcher.link_hosts()),
+            tuple(self.settings.tracking.allowed_domains),
+        )
+        self.tracker.hosts = hosts
+        self.patcher.track_only(hosts)
 
     def _sms_phone(self, item: MessageItem) -> str | None:
         """The number a request's SMS would go to: its recipient's, else the customer's."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as clock
 from functools import lru_cache, partial
@@ -28,7 +28,7 @@ from app.customers.fields import phone_key, reply_keys
 from app.customers.models import Customer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
-from app.tracking.links import as_tracked
+from app.tracking.links import TrackedHosts, as_tracked, written_hosts
 from strategies import decide
 from strategies.attributes import DEFAULT_TIMEZONE, profile_of
 from strategies.patch import Patch, PatchSettings, compose
@@ -133,6 +133,20 @@ class Patcher:
         self.quiet = quiet_hours(self.settings.marketing)
         self.composing = _patch_settings(self.settings)
         self._default = _default_consent(self.settings.customers.marketing_granted)
+
+    def link_hosts(self) -> frozenset[str]:
+        """The hosts the group's patch templates write out (strategies' and experiments')."""
+        templates = [t for p in self.scenarios.values() for t in p.templates.values()]
+        if self.experiments is not None:
+            templates += self.experiments.templates.values()
+        return written_hosts([t.body, t.html, t.url] for t in templates)
+
+    def track_only(self, hosts: TrackedHosts) -> None:
+        """Measure SMS length budgets with the links tracking will rewrite: ``hosts``' only."""
+        if self.composing.as_tracked is not None:
+            base = self.settings.tracking.public_base_url
+            measure = partial(as_tracked, base_url=base, hosts=hosts)
+            self.composing = replace(self.composing, as_tracked=measure)
 
     def apply(
         self,

@@ -8,7 +8,10 @@ templates/renderer.py makes them) and returns new content plus the links to stor
   a mail client loads without a click), plus an open pixel;
 - WeChat ``url``: the template message's jump.
 
-The input is never changed.
+Only links to hosts the templates themselves name (``written_hosts``) or configured domains
+(``TrackedHosts``) are tracked: a URL that came in through a variable (a transfer remark, a
+merchant's name) stays as it is, else ``/t/<token>`` on the bank's domain would redirect
+wherever that data pointed. The input is never changed.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import html
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 TOKEN_LENGTH = 8
@@ -38,6 +42,12 @@ _HREF = re.compile(
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HTTP = re.compile(r"https?://\S", re.IGNORECASE)
+# A host written out in a template's source: what follows it ends it, so "https://{{ host }}"
+# or "https://bank{{ x }}.cn" (a host a variable decides) names none.
+_WRITTEN_HOST = re.compile(
+    r"https?://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::[0-9]+)?(?![a-z0-9:{-]|\.[a-z0-9{])",
+    re.IGNORECASE,
+)
 
 
 def new_token() -> str:
@@ -55,10 +65,47 @@ def new_token() -> str:
     return "".join(out)
 
 
-def as_tracked(text: str, *, base_url: str) -> str:
+def written_hosts(sources: Iterable[Any]) -> frozenset[str]:
+    """The hosts of the http(s) URLs written in template sources (strings, or dicts and lists
+    of them, as template options are): those whose links are tracked."""
+    hosts: set[str] = set()
+    for source in sources:
+        if isinstance(source, str):
+            if "://" in source:
+                hosts.update(h.lower() for h in _WRITTEN_HOST.findall(source))
+        elif isinstance(source, Mapping):
+            hosts |= written_hosts(source.values())
+        elif isinstance(source, list | tuple):
+            hosts |= written_hosts(source)
+    return frozenset(hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedHosts:
+    """Whose links are tracked: the hosts written in the templates (exactly), and configured
+    domains (with their subdomains)."""
+
+    written: frozenset[str] = frozenset()
+    domains: tuple[str, ...] = ()
+
+    def allows(self, url: str) -> bool:
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").rstrip(".")
+        except ValueError:  # a bracketed host that is no IPv6 address
+            return False
+        if "@" in parts.netloc or "\\" in url:  # browsers read these hosts otherwise
+            return False
+        if host in self.written:
+            return True
+        return any(host == d or host.endswith(f".{d}") for d in self.domains)
+
+
+def as_tracked(text: str, *, base_url: str, hosts: TrackedHosts | None = None) -> str:
     """``text`` as it will read once its links are tracked (the tokens stand in as "x"s):
-    what a length budget (an SMS's segments) must measure, since composing comes first."""
-    return _text(text, _Rewriter(base_url, lambda: "x" * TOKEN_LENGTH))
+    what a length budget (an SMS's segments) must measure, since composing comes first.
+    ``hosts``: as for ``track_content``."""
+    return _text(text, _Rewriter(base_url, lambda: "x" * TOKEN_LENGTH, hosts))
 
 
 def is_token(text: str) -> bool:
@@ -78,15 +125,20 @@ class Link:
 class _Rewriter:
     """The tracked links of one message: one token per distinct URL."""
 
-    def __init__(self, base_url: str, token: Callable[[], str]) -> None:
+    def __init__(
+        self, base_url: str, token: Callable[[], str], hosts: TrackedHosts | None = None
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.token = token
+        self.hosts = hosts
         self.by_url: dict[str, str] = {}
         self.links: list[Link] = []
 
     def tracked(self, url: str) -> str:
         if url.startswith((f"{self.base}/t/", f"{self.base}/o/")):
             return url  # already ours (content tracked twice must not chain redirects)
+        if self.hosts is not None and not self.hosts.allows(url):
+            return url  # not a link the templates wrote: it came with the data
         token = self.by_url.get(url)
         if token is None:
             token = self.by_url[url] = self.token()
@@ -159,10 +211,12 @@ def track_content(
     *,
     base_url: str,
     token: Callable[[], str] = new_token,
+    hosts: TrackedHosts | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[Link]]:
     """New content with tracked links, and the links to store (none: nothing to track).
-    ``token`` makes each new token (tests pass a predictable one)."""
-    rewriter = _Rewriter(base_url, token)
+    ``token`` makes each new token (tests pass a predictable one); ``hosts``: whose links
+    are tracked (None: every link)."""
+    rewriter = _Rewriter(base_url, token, hosts)
     tracked = {channel: _part(channel, part, rewriter) for channel, part in content.items()}
     return tracked, rewriter.links
 

@@ -40,6 +40,8 @@ class Tracker:
 
     def __init__(self, settings: TrackingSettings) -> None:
         self.settings = settings
+        # whose links are tracked: the accept path adds the hosts its templates write out
+        self.hosts = links.TrackedHosts(domains=tuple(settings.allowed_domains))
         self.pending: dict[str, tuple[dict[str, Any], list[links.Link]]] = {}
         self.issued: set[str] = set()
 
@@ -50,7 +52,10 @@ class Tracker:
             return
         try:
             content, found = links.track_content(
-                message["content"], base_url=self.settings.public_base_url, token=self._token
+                message["content"],
+                base_url=self.settings.public_base_url,
+                token=self._token,
+                hosts=self.hosts,
             )
         except Exception:
             log.exception("tracking links failed; message %s goes untracked", message.get("id"))
