@@ -1,4 +1,5 @@
-"""JSON logs in which personal data is masked before anything is written."""
+"""JSON logs in which personal data is masked, and providers' secrets blanked, before anything is
+written."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from app.masking import mask_text, mask_value
+from app.masking import mask_text, mask_value, redact_secrets
 
 # uvicorn adds a "color_message" copy with terminal colours: not for JSON
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
@@ -20,25 +21,31 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
 }
 
 
+def _clean(text: str) -> str:
+    # Secrets too: a library's error text can repeat a URL holding a provider's credentials,
+    # and a traceback logged from anywhere would write it out.
+    return mask_text(redact_secrets(text))
+
+
 class MaskingJsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": mask_text(record.getMessage()),
+            "message": _clean(record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = mask_value(value)
         if record.exc_info:
-            entry["exc"] = mask_text(self.formatException(record.exc_info))
+            entry["exc"] = _clean(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 
 
 class MaskingTextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
+        return _clean(super().format(record))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:

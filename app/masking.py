@@ -18,6 +18,16 @@ _OPENID = re.compile(
 )
 
 
+# Credentials some providers take in the query string (WeChat: access_token, and the
+# AppSecret at /cgi-bin/token), which an HTTP library's error text repeats with the URL.
+_SECRET_PARAM = re.compile(r"((?:access_token|secret)=)[^&\s\"'>]+")
+
+
+def redact_secrets(text: str) -> str:
+    """Blank the values of ``access_token=`` and ``secret=`` (``app_secret=`` too)."""
+    return _SECRET_PARAM.sub(r"\1***", text)
+
+
 def mask_phone(phone: str) -> str:
     digits = phone.strip()
     if len(digits) < 7:

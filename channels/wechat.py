@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
-from app.masking import mask_openid
+from app.masking import mask_openid, redact_secrets
 from channels.base import (
     CallbackRequest,
     CallbackResult,
@@ -94,16 +94,19 @@ MAX_CLIENT_MSG_ID = 64
 
 # httpx logs every request URL at INFO, and WeChat wants the access_token (and, for
 # /cgi-bin/token, the AppSecret) in the query string: blank them before any handler sees them.
-_SECRET_QUERY = re.compile(r"((?:access_token|secret)=)[^&\s\"'>]+")
 
 
 class _RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _SECRET_QUERY.sub(r"\1***", message)
+        redacted = redact_secrets(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
+
+
+def _without_secrets(exc: BaseException) -> str:
+    return redact_secrets(f"{type(exc).__name__}: {exc}")
 
 
 def _install_redaction() -> None:
@@ -303,10 +306,12 @@ class WeChatTemplateProvider(ChannelProvider):
             )
         except httpx.TimeoutException as exc:
             raise TransientChannelError("WeChat API timed out", code="timeout") from exc
-        except httpx.HTTPError as exc:
-            detail = _SECRET_QUERY.sub(r"\1***", f"{type(exc).__name__}: {exc}")
+        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
+            # The aiohttp transport passes some of aiohttp's errors through unmapped (an
+            # answer that is not HTTP, an oversized header), and their text holds the URL
+            # with the AppSecret or access_token: every one becomes a redacted channel error.
             raise TransientChannelError(
-                f"WeChat API unreachable ({detail})", code="network"
+                f"WeChat API unreachable ({_without_secrets(exc)})", code="network"
             ) from exc
         return _json_answer(response)
 
