@@ -11,12 +11,14 @@ response: about a third of aiohttp's CPU per request on the same server
 What it does: HTTP/1.1 with keep-alive, a limit on open connections shared by all origins
 (waiters are served in order; a freed connection goes straight to the next waiter of its
 origin), idle connections dropped after ``keepalive`` seconds, TLS through the given
-context (certificates and host names verified), chunked and gzip/deflate bodies, and
-httpx's timeouts: ``timeout`` to get a connection from the pool, to connect, and between
-reads of the answer. A request is sent once: a connection that dies before its answer
-raises ``ConnectionError``, and the caller decides whether to try again (a provider's
-idempotency key makes that safe). Proxies are not handled here (channels.http sends
-proxied requests through aiohttp).
+context (certificates and host names verified), chunked and gzip/deflate bodies, interim
+1xx answers skipped (the final answer follows them), and httpx's timeouts: ``timeout`` to
+get a connection from the pool, to connect, and between reads of the answer. A request is
+sent once: a connection that dies before its answer raises ``ConnectionError``, and the
+caller decides whether to try again (a provider's idempotency key makes that safe). Data
+arriving when no request waits for it closes the connection: read as the next request's
+answer, it would give that request another's verdict. Proxies are not handled here
+(channels.http sends proxied requests through aiohttp).
 """
 
 from __future__ import annotations
@@ -124,6 +126,11 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            # Nothing was asked: an answer to no request (a late one, after its request gave
+            # up) would be read as the next request's.
+            self.close()
+            return
         self._last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
@@ -147,6 +154,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # a second answer in the data of the first: to no request
         self._headers, self._body, self._headers_done = [], [], False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -161,6 +170,11 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if _is_interim(self._parser.get_status_code()):
+            # 100 Continue, 103 Early Hints (sent unasked by some gateways and CDNs): the
+            # final answer follows on the connection, and the parser reads it next.
+            self._headers, self._body, self._headers_done = [], [], False
+            return
         self.reusable = self._parser.should_keep_alive()
         self._complete()
 
@@ -210,6 +224,11 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self._transport is not None:
             self._transport.close()
+
+
+def _is_interim(status: int) -> bool:
+    """A 1xx answer other than 101 (which the parser reports as an upgrade)."""
+    return 100 <= status < 200 and status != 101
 
 
 def _decoded(body: bytes, encoding: str) -> bytes:
