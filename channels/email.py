@@ -15,8 +15,11 @@ Content: ``subject``, ``body`` (text), optional ``html`` (then multipart/alterna
 ``list_unsubscribe_url`` setting; it also gets the RFC 8058 one-click header).
 
 Errors: 4xx replies, connection failures and timeouts are transient; 5xx replies are permanent;
-the reply code is the error's ``code``. A send returns the Message-ID as provider message id;
-delivery is not known at send time (``delivered=False``).
+the reply code is the error's ``code``. A 5xx before any recipient is named (the greeting, EHLO,
+AUTH, MAIL FROM) and a server lacking what the account needs (AUTH, STARTTLS) are about this
+account, not the recipient (``ProviderFault``): the next account of the channel is tried. A
+send returns the Message-ID as provider message id; delivery is not known at send time
+(``delivered=False``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from channels.errors import (
     ChannelError,
     PermanentChannelError,
     ProviderConfigError,
+    ProviderFault,
     RecipientUnreachable,
     TransientChannelError,
 )
@@ -197,17 +201,27 @@ def classify_smtp_error(exc: BaseException) -> ChannelError:
         exc = exc.recipients[0]
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         detail = f"SMTP server replied {exc.code} {exc.message}"  # ChannelError masks it
-        if 500 <= exc.code < 600:
-            return PermanentChannelError(detail, code=str(exc.code))
-        return TransientChannelError(detail, code=str(exc.code))
+        if not 500 <= exc.code < 600:
+            return TransientChannelError(detail, code=str(exc.code))
+        if isinstance(exc, _ACCOUNT_REFUSALS):
+            return ProviderFault(detail, code=str(exc.code))
+        return PermanentChannelError(detail, code=str(exc.code))
     if isinstance(exc, TimeoutError):
         return TransientChannelError(f"SMTP server timed out: {exc}", code="timeout")
     if isinstance(exc, OSError):  # refused, reset, closed (aiosmtplib's are ConnectionErrors)
         return TransientChannelError(f"SMTP connection failed: {exc}", code="connection")
     # The rest are mismatches between this account and the server (no AUTH, no STARTTLS...).
-    return PermanentChannelError(
-        f"SMTP server cannot serve this account: {exc}", code="unsupported"
-    )
+    return ProviderFault(f"SMTP server cannot serve this account: {exc}", code="unsupported")
+
+
+# Refused before any recipient is named (the greeting, EHLO, AUTH: 530/534/535, MAIL FROM):
+# about this account or relay, not the recipient, so another relay may still send.
+_ACCOUNT_REFUSALS = (
+    aiosmtplib.SMTPConnectResponseError,
+    aiosmtplib.SMTPHeloError,
+    aiosmtplib.SMTPAuthenticationError,
+    aiosmtplib.SMTPSenderRefused,
+)
 
 
 class _StaleConnection(Exception):

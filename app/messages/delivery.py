@@ -187,7 +187,7 @@ async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
     for slot in slots:
         attempt = await _attempt_with(runtime, slot, message, channel, contact)
         attempts.append(attempt)
-        if attempt.error is None or not _next_provider_may_help(attempt.error):
+        if attempt.error is None or not _is_provider_failure(attempt.error):
             break
     return attempts
 
@@ -212,7 +212,7 @@ async def _attempt_with(
         )
         failed = False
     except ChannelError as exc:
-        failed = exc.transient
+        failed = _is_provider_failure(exc)  # a refusal of the account counts against it too
         return Attempt(channel, slot.name, _ms_since(started), error=exc)
     except Exception as exc:  # a provider's bug must not take the job down with it
         log.exception("provider raised unexpectedly", extra={"provider": slot.name})
@@ -240,7 +240,10 @@ async def _wait_for_rate(runtime: Runtime, slot: ProviderSlot) -> ChannelError |
     return None
 
 
-def _next_provider_may_help(error: ChannelError) -> bool:
+def _is_provider_failure(error: ChannelError) -> bool:
+    """A transient error or a refusal of the account (no balance, credentials rejected): not
+    about the recipient, so the next provider may help, and it counts against this one's
+    circuit."""
     return error.transient or isinstance(error, ProviderFault)
 
 

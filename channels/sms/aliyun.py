@@ -42,10 +42,14 @@ SignatureNonceUsed                                 transient: the retry carries 
 SignatureDoesNotMatch, IncompleteSignature,        permanent, ``CredentialsRejected``: the same
 InvalidAccessKeyId.*, InvalidTimeStamp.Expired,    request can never pass
 isp.RAM_PERMISSION_DENY, Forbidden.RAM
-isv.MOBILE_NUMBER_ILLEGAL, isv.INVALID_PARAMETERS,  permanent: number, template, signature,
-isv.SMS_TEMPLATE_ILLEGAL, isv.SMS_SIGNATURE_ILLEGAL balance or content rejected
-isv.AMOUNT_NOT_ENOUGH, isv.BLACK_KEY_CONTROL_LIMIT,
-isv.OUT_OF_SERVICE, isv.TEMPLATE_MISSING_PARAMETERS
+isv.AMOUNT_NOT_ENOUGH, isv.OUT_OF_SERVICE,         permanent, ``ProviderFault``: this account
+isv.PRODUCT_UN_SUBSCRIPT, isv.PRODUCT_UNSUBSCRIBE, cannot send (balance, suspended, SMS not
+isv.ACCOUNT_*, isv.SMS_SIGNATURE_ILLEGAL,          enabled, signature or template not
+isv.SMS_SIGN_ILLEGAL, isv.SMS_TEMPLATE_ILLEGAL,    approved here, source IP refused): the
+isv.SMS_SIGNATURE_SCENE_ILLEGAL, isv.DENY_IP_RANGE next account of the channel is tried
+isv.MOBILE_NUMBER_ILLEGAL, isv.INVALID_PARAMETERS, permanent: number, parameters or content
+isv.BLACK_KEY_CONTROL_LIMIT,                       rejected
+isv.TEMPLATE_MISSING_PARAMETERS
 ... and any other code                             permanent (transient if HTTP 5xx)
 timeouts, network errors, non-JSON answers         transient
 =================================================  ===========================================
@@ -83,6 +87,7 @@ from channels.errors import (
     CallbackRejected,
     ChannelError,
     PermanentChannelError,
+    ProviderFault,
     TransientChannelError,
 )
 from channels.http import HttpRequest, HttpResponse, encoded_url, host_header, raw_path
@@ -124,6 +129,22 @@ CREDENTIAL_CODES = frozenset(
         "InvalidTimeStamp.Expired",
         "isp.RAM_PERMISSION_DENY",
         "Forbidden.RAM",
+    }
+)
+# Refusals of this account, not of the recipient (balance, suspension, the product not
+# enabled, a signature or template not approved here): another account may still send.
+# isv.ACCOUNT_* (ACCOUNT_NOT_EXISTS, ACCOUNT_ABNORMAL) are matched by prefix.
+ACCOUNT_CODES = frozenset(
+    {
+        "isv.AMOUNT_NOT_ENOUGH",
+        "isv.OUT_OF_SERVICE",
+        "isv.PRODUCT_UN_SUBSCRIPT",
+        "isv.PRODUCT_UNSUBSCRIBE",
+        "isv.SMS_SIGNATURE_ILLEGAL",
+        "isv.SMS_SIGN_ILLEGAL",
+        "isv.SMS_SIGNATURE_SCENE_ILLEGAL",
+        "isv.SMS_TEMPLATE_ILLEGAL",
+        "isv.DENY_IP_RANGE",
     }
 )
 
@@ -286,6 +307,8 @@ def classify(code: str, message: str, status: int) -> ChannelError:
         return TransientChannelError(detail, code=code)
     if code in CREDENTIAL_CODES:
         return CredentialsRejected(detail, code=code)
+    if code in ACCOUNT_CODES or code.startswith("isv.ACCOUNT_"):
+        return ProviderFault(detail, code=code)
     if status >= 500:
         return TransientChannelError(detail, code=code)
     return PermanentChannelError(detail, code=code)

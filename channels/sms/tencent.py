@@ -36,9 +36,19 @@ the whole request, else ``SendStatusSet[0].Code`` for the number:
 ``Ok``                                                      sent; ``SerialNo`` is the id
 LimitExceeded.*, RequestLimitExceeded*, InternalError*      transient
 AuthFailure.*, UnauthorizedOperation.*                      permanent, ``CredentialsRejected``
+FailedOperation.InsufficientBalanceInSmsPackage,            permanent, ``ProviderFault``: this
+FailedOperation.SignatureIncorrectOrUnapproved,             account cannot send (no balance,
+FailedOperation.TemplateIncorrectOrUnapproved,              signature or template not approved
+FailedOperation.MissingSignatureList,                       here): the next account of the
+FailedOperation.MissingTemplateList,                        channel is tried
+FailedOperation.NotEnterpriseCertification,
+InvalidParameterValue.SdkAppIdNotExist
 InvalidParameterValue.*, FailedOperation.* (blacklist,      permanent
-template, signature, balance), MissingParameter, other
+content), MissingParameter, other
 HTTP 5xx/429, timeouts, network errors, non-JSON answers    transient
+HTTP 4xx and other statuses but 200 (Tencent Cloud API      permanent, ``ProviderFault``
+answers 200 even for errors: something in between, such
+as an egress proxy, refused)
 ==========================================================  ==================================
 
 Callbacks (``POST /v1/callbacks/{account}?token=...``): the status callback (JSON array of
@@ -76,6 +86,7 @@ from channels.errors import (
     CallbackRejected,
     ChannelError,
     PermanentChannelError,
+    ProviderFault,
     RecipientUnreachable,
     TransientChannelError,
 )
@@ -99,6 +110,20 @@ API_VERSION = "2021-01-11"
 ALGORITHM = "TC3-HMAC-SHA256"
 CONTENT_TYPE = "application/json"
 REQUEST_CLIENT = "icc-tencent-sms/1.0"
+# Refusals of this account, not of the recipient (no balance in the SMS package, the
+# signature or template not approved here, the app not this account's): another account may
+# still send.
+ACCOUNT_CODES = frozenset(
+    {
+        "FailedOperation.InsufficientBalanceInSmsPackage",
+        "FailedOperation.SignatureIncorrectOrUnapproved",
+        "FailedOperation.TemplateIncorrectOrUnapproved",
+        "FailedOperation.MissingSignatureList",
+        "FailedOperation.MissingTemplateList",
+        "FailedOperation.NotEnterpriseCertification",
+        "InvalidParameterValue.SdkAppIdNotExist",
+    }
+)
 CALLBACK_ACK = {"result": 0, "errmsg": "OK"}
 
 _CN_MOBILE = re.compile(r"1[3-9]\d{9}")
@@ -258,7 +283,9 @@ class TencentSmsProvider(SmsProvider):
 def _outcome(response: HttpResponse) -> SendResult:
     status = response.status_code
     if status != 200:
-        kind = TransientChannelError if status >= 500 or status == 429 else PermanentChannelError
+        # Tencent Cloud API answers 200 even for errors: another status comes from something
+        # in between (a bank's egress proxy refusing us: 407), about this account's route.
+        kind = TransientChannelError if status >= 500 or status == 429 else ProviderFault
         raise kind(f"Tencent SMS answered HTTP {status}", code=f"http_{status}")
     answer = _response_object(response)
     error = answer.get("Error")
@@ -297,6 +324,8 @@ def classify(code: str, message: str) -> ChannelError:
         return TransientChannelError(detail, code=code)
     if family in ("AuthFailure", "UnauthorizedOperation"):
         return CredentialsRejected(detail, code=code)
+    if code in ACCOUNT_CODES:
+        return ProviderFault(detail, code=code)
     return PermanentChannelError(detail, code=code)
 
 
