@@ -36,6 +36,13 @@ class CircuitBreaker:
             return CircuitState.open
         return CircuitState.half_open
 
+    def refuses(self) -> bool:
+        """Would ``allow()`` refuse now (open, or half-open with its probe out)? Takes no
+        probe: a send asks this before it waits for the provider's rate limit, so messages
+        fail over at once instead of queueing for a provider they will not use."""
+        state = self.state
+        return state is CircuitState.open or (state is CircuitState.half_open and self._probing)
+
     def allow(self) -> bool:
         """May a request go to the provider now? In half-open state, one probe at a time."""
         state = self.state

@@ -195,12 +195,13 @@ async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
 async def _attempt_with(
     runtime: Runtime, slot: ProviderSlot, message: Claimed, channel: str, contact: str
 ) -> Attempt:
+    if slot.circuit.refuses():  # before the rate wait: a skipped provider costs no slot
+        return _circuit_open(channel, slot)
     waited = await _wait_for_rate(runtime, slot)
     if waited is not None:
         return Attempt(channel, slot.name, 0.0, error=waited)
-    if not slot.circuit.allow():
-        error = TransientChannelError("circuit open: provider failing", code="circuit_open")
-        return Attempt(channel, slot.name, 0.0, error=error)
+    if not slot.circuit.allow():  # the half-open probe went to another send meanwhile
+        return _circuit_open(channel, slot)
     started = time.perf_counter()
     failed = True  # recorded in `finally`, so a half-open probe is always released
     try:
@@ -223,6 +224,11 @@ async def _attempt_with(
     finally:
         slot.circuit.record(failed=failed)
     return Attempt(channel, slot.name, _ms_since(started), result=result, cost=slot.account.cost)
+
+
+def _circuit_open(channel: str, slot: ProviderSlot) -> Attempt:
+    error = TransientChannelError("circuit open: provider failing", code="circuit_open")
+    return Attempt(channel, slot.name, 0.0, error=error)
 
 
 async def _wait_for_rate(runtime: Runtime, slot: ProviderSlot) -> ChannelError | None:
