@@ -11,6 +11,7 @@ from app.messages import delivery
 from app.messages.outcomes import Attempt, Claimed
 from channels.accounts import ProviderAccount
 from channels.base import ChannelProvider, ProviderContext, SendResult
+from channels.circuit import CircuitBreaker
 from channels.ratelimit import LocalRateLimiter
 from channels.registry import ProviderRegistry, ProviderSlot
 
@@ -64,3 +65,12 @@ def claimed(
 async def attempt(providers: ProviderRegistry, message: Claimed) -> list[Attempt]:
     runtime: Any = SimpleNamespace(providers=providers)
     return await delivery._attempt(runtime, message)
+
+
+def open_circuit(breaker: CircuitBreaker, sends: int = 20) -> None:
+    """Fail ``sends`` sends let through at once (20: the default min_requests)."""
+    tickets = [breaker.allow() for _ in range(sends)]
+    for ticket in tickets:
+        assert ticket is not None
+        breaker.record(ticket, failed=True)
+    assert breaker.refuses()

@@ -14,7 +14,7 @@ from channels.accounts import CircuitSettings
 from channels.base import SendResult
 from channels.circuit import CircuitState
 from channels.errors import TransientChannelError
-from tests.delivery_attempts import Recording, attempt, claimed, registry
+from tests.delivery_attempts import Recording, attempt, claimed, open_circuit, registry
 
 
 class Down(Recording):
@@ -31,9 +31,7 @@ async def test_an_open_circuit_is_skipped_without_waiting_for_its_rate_limit() -
     providers = registry((primary, {"rate_per_second": 2, "burst": 1}), (backup, {}))
     slot = providers.slot("primary")
     assert slot is not None
-    for _ in range(20):
-        slot.circuit.record(failed=True)  # the primary is down: circuit open
-    assert not slot.circuit.allow()
+    open_circuit(slot.circuit)  # the primary is down
 
     started = time.monotonic()
     results = await asyncio.gather(
@@ -58,8 +56,7 @@ async def test_the_half_open_probe_goes_to_the_provider_after_its_rate_wait() ->
     )
     slot = providers.slot("primary")
     assert slot is not None
-    slot.circuit.record(failed=True)
-    assert slot.circuit.refuses()  # open
+    open_circuit(slot.circuit, sends=1)
     await asyncio.sleep(0.06)  # due for a probe
     message = claimed("m1", "sms", {"phone": "13800138000"}, {"body": "x"})
     attempts = await attempt(providers, message)

@@ -20,6 +20,7 @@ from channels.errors import ProviderConfigError, ProviderFault, TransientChannel
 from channels.ratelimit import LocalRateLimiter, RateLimitExceeded
 from channels.registry import ProviderRegistry
 from tests.conftest import VARIABLES, Platform
+from tests.delivery_attempts import open_circuit
 from tests.providers import AlwaysFailing, ScriptedProvider
 
 TOML = """
@@ -97,25 +98,32 @@ def test_circuit_opens_on_error_rate_and_closes_after_a_good_probe() -> None:
         CircuitSettings(error_rate=0.5, min_requests=4, window_seconds=10, open_seconds=5),
         clock=lambda: now[0],
     )
+
+    def send(*, failed: bool) -> None:
+        ticket = breaker.allow()
+        assert ticket is not None
+        breaker.record(ticket, failed=failed)
+
     for failed in (False, True, True):
-        breaker.record(failed=failed)
+        send(failed=failed)
     assert state(breaker) is CircuitState.closed  # below min_requests
-    breaker.record(failed=True)
+    send(failed=True)
     assert state(breaker) is CircuitState.open
-    assert not breaker.allow()
+    assert breaker.allow() is None
     now[0] = 6.0
     assert state(breaker) is CircuitState.half_open
-    assert breaker.allow()
-    assert not breaker.allow()  # one probe at a time
-    breaker.record(failed=True)
+    probe = breaker.allow()
+    assert probe is not None
+    assert probe.probe
+    assert breaker.allow() is None  # one probe at a time
+    breaker.record(probe, failed=True)
     assert state(breaker) is CircuitState.open
     now[0] = 12.0
-    assert breaker.allow()
-    breaker.record(failed=False)
+    send(failed=False)  # the probe
     assert state(breaker) is CircuitState.closed
     now[0] = 30.0
     for failed in (True, False, False, False):
-        breaker.record(failed=failed)
+        send(failed=failed)
     assert state(breaker) is CircuitState.closed  # 25% < 50%
 
 
@@ -186,8 +194,7 @@ async def test_open_circuit_is_skipped(platform: Platform) -> None:
     platform.runtime.providers.replace("sms", [down, backup])
     slot = platform.runtime.providers.slot("failing-sms")
     assert slot is not None
-    for _ in range(20):
-        slot.circuit.record(failed=True)
+    open_circuit(slot.circuit)
     message = await _send(platform)
     assert message["provider"] == "scripted-sms"
     assert down.calls == 0

@@ -200,7 +200,8 @@ async def _attempt_with(
     waited = await _wait_for_rate(runtime, slot)
     if waited is not None:
         return Attempt(channel, slot.name, 0.0, error=waited)
-    if not slot.circuit.allow():  # the half-open probe went to another send meanwhile
+    ticket = slot.circuit.allow()
+    if ticket is None:  # the half-open probe went to another send meanwhile
         return _circuit_open(channel, slot)
     started = time.perf_counter()
     failed = True  # recorded in `finally`, so a half-open probe is always released
@@ -222,7 +223,7 @@ async def _attempt_with(
         )
         return Attempt(channel, slot.name, _ms_since(started), error=error)
     finally:
-        slot.circuit.record(failed=failed)
+        slot.circuit.record(ticket, failed=failed)
     return Attempt(channel, slot.name, _ms_since(started), result=result, cost=slot.account.cost)
 
 
