@@ -99,6 +99,10 @@ class ChannelProvider(ABC):
     channels: ClassVar[tuple[str, ...]]
     max_length: ClassVar[int | None] = None
     default_rate: ClassVar[float | None] = None
+    # The longest one send may take (its transport timeout; plugins with a timeout setting
+    # set it): the worker waits for a rate-limit slot only while this much time is left
+    # before the send's deadline.
+    send_timeout: float = 10.0
 
     def __init__(
         self,

@@ -250,6 +250,7 @@ class SmtpEmailProvider(ChannelProvider):
     ) -> None:
         super().__init__(account=account, channel=channel, settings=settings, context=context)
         self.config = parse_settings(account, self.settings)
+        self.send_timeout = self.config.timeout  # per command, but most take a fraction
         if self.config.username and self.config.security == "none":
             log.warning("smtp provider %r sends AUTH without TLS", account)
         self.pool = SmtpPool(self._open, self.config.pool_size)

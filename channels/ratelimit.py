@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
 
-# KEYS[1] = schedule key; ARGV = interval_us, burst, max_wait_us, wanted. Reserves up to
-# `wanted` consecutive slots, those whose wait is within max_wait, and returns {granted,
-# wait of the first in microseconds}; slot i (from 0) is due interval_us * i later. Nothing
-# is reserved when granted is 0.
+# KEYS[1] = schedule key; ARGV = interval_us, burst, max_wait_us, wanted, then each caller's
+# own max wait in microseconds (at most max_wait_us; missing: max_wait_us). Callers take the
+# next free slot in turn, each only if its wait is within the caller's max wait (a caller
+# refused takes none); slot i (from 0) is due interval_us * i later. Returns {granted, wait
+# of the first slot in microseconds, then 1 or 0 per caller}. Nothing is reserved when
+# granted is 0.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -25,11 +27,22 @@ local wanted = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local base = math.max(tat, now)
 local first_wait = base + interval - interval * burst - now
-local granted = math.min(wanted, math.floor((max_wait - first_wait) / interval) + 1)
-if granted < 1 then return {0, first_wait} end
+local granted = 0
+local answer = {0, first_wait}
+for i = 1, wanted do
+  local cap = math.min(tonumber(ARGV[4 + i] or max_wait), max_wait)
+  if first_wait + interval * granted <= cap then
+    granted = granted + 1
+    answer[2 + i] = 1
+  else
+    answer[2 + i] = 0
+  end
+end
+answer[1] = granted
+if granted < 1 then return answer end
 local new_tat = base + interval * granted
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {granted, first_wait}
+return answer
 """
 
 MAX_BATCH = 512  # slots reserved by one call at most
@@ -40,7 +53,12 @@ class RateLimitExceeded(Exception):
 
 
 class RateLimiter(Protocol):
-    async def acquire(self, key: str, *, rate: float, burst: int) -> None: ...
+    async def acquire(
+        self, key: str, *, rate: float, burst: int, max_wait: float | None = None
+    ) -> None:
+        """Wait for the next slot of ``key``; RateLimitExceeded (reserving nothing) when it
+        is further away than the limiter's longest wait or the caller's ``max_wait``."""
+        ...
 
 
 class LocalRateLimiter:
@@ -50,16 +68,32 @@ class LocalRateLimiter:
         self._tat: dict[str, float] = {}
         self._max_wait = max_wait
 
-    async def acquire(self, key: str, *, rate: float, burst: int) -> None:
+    async def acquire(
+        self, key: str, *, rate: float, burst: int, max_wait: float | None = None
+    ) -> None:
         interval = 1.0 / rate
         now = time.monotonic()
         new_tat = max(self._tat.get(key, 0.0), now) + interval
         wait = new_tat - interval * burst - now
-        if wait > self._max_wait:
-            raise RateLimitExceeded(f"{key}: over {rate}/s for more than {self._max_wait:.0f} s")
+        longest = _longest(self._max_wait, max_wait)
+        if wait > longest:
+            raise _exceeded(key, rate, longest)
         self._tat[key] = new_tat
         if wait > 0:
             await asyncio.sleep(wait)
+
+
+def _longest(limiter_wait: float, caller_wait: float | None) -> float:
+    return limiter_wait if caller_wait is None else max(0.0, min(limiter_wait, caller_wait))
+
+
+def _exceeded(key: str, rate: float, longest: float) -> RateLimitExceeded:
+    return RateLimitExceeded(f"{key}: over {rate}/s for more than {longest:.1f} s")
+
+
+class _Waiter(NamedTuple):
+    future: asyncio.Future[float]
+    max_wait_us: int
 
 
 @dataclass
@@ -67,7 +101,7 @@ class _Queue:
     """Callers of one key (and rate) waiting for a reservation; the task making it."""
 
     loop: asyncio.AbstractEventLoop
-    waiters: list[asyncio.Future[float]] = field(default_factory=list)
+    waiters: list[_Waiter] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
 
@@ -96,13 +130,16 @@ class RedisRateLimiter:
         self._script = redis.register_script(_GCRA)
         self._queues: dict[tuple[str, float, int], _Queue] = {}
 
-    async def acquire(self, key: str, *, rate: float, burst: int) -> None:
+    async def acquire(
+        self, key: str, *, rate: float, burst: int, max_wait: float | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queues.get((key, rate, burst))
         if queue is None or queue.loop is not loop:
             queue = self._queues[key, rate, burst] = _Queue(loop)
         waiter: asyncio.Future[float] = loop.create_future()
-        queue.waiters.append(waiter)
+        longest = _longest(self._max_wait, max_wait)
+        queue.waiters.append(_Waiter(waiter, round(longest * 1_000_000)))
         if queue.task is None:
             queue.task = loop.create_task(self._reserve(queue, key, rate, burst))
         due = await waiter
@@ -114,40 +151,38 @@ class RedisRateLimiter:
         """Reserve slots for the waiting callers, a batch per call, until none is left."""
         try:
             while queue.waiters:
-                batch = [w for w in queue.waiters[: self._max_batch] if not w.done()]
+                batch = [w for w in queue.waiters[: self._max_batch] if not w.future.done()]
                 del queue.waiters[: self._max_batch]
                 if batch:
                     await self._reserve_batch(batch, key, rate, burst)
         finally:
             queue.task = None
 
-    async def _reserve_batch(
-        self, batch: list[asyncio.Future[float]], key: str, rate: float, burst: int
-    ) -> None:
+    async def _reserve_batch(self, batch: list[_Waiter], key: str, rate: float, burst: int) -> None:
         interval_us = max(1, round(1_000_000 / rate))
+        caps = [waiter.max_wait_us for waiter in batch]
         try:
-            granted, first_wait_us = await self._script(
+            answer = await self._script(
                 keys=[self._prefix + key],
-                args=[interval_us, burst, round(self._max_wait * 1_000_000), len(batch)],
+                args=[interval_us, burst, round(self._max_wait * 1_000_000), len(batch), *caps],
             )
         except asyncio.CancelledError:
             for waiter in batch:
-                waiter.cancel()
+                waiter.future.cancel()
             raise
         except Exception as exc:  # e.g. Redis unreachable: every caller hears of it
             for waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+                if not waiter.future.done():
+                    waiter.future.set_exception(exc)
             return
         # Slots are reckoned from the answer's arrival: never before Redis's own time.
         now = asyncio.get_running_loop().time()
-        for index, waiter in enumerate(batch):
-            if waiter.done():  # the caller gave up (its slot stays unused)
-                continue
-            if index < int(granted):
-                wait_us = int(first_wait_us) + index * interval_us
-                waiter.set_result(now + max(0, wait_us) / 1_000_000)
-            else:
-                waiter.set_exception(
-                    RateLimitExceeded(f"{key}: over {rate}/s for more than {self._max_wait:.0f} s")
-                )
+        first_wait_us, slot = int(answer[1]), 0
+        for waiter, granted in zip(batch, answer[2:], strict=True):
+            if int(granted):
+                due = now + max(0, first_wait_us + slot * interval_us) / 1_000_000
+                slot += 1
+                if not waiter.future.done():  # else the caller gave up: its slot stays unused
+                    waiter.future.set_result(due)
+            elif not waiter.future.done():
+                waiter.future.set_exception(_exceeded(key, rate, waiter.max_wait_us / 1e6))

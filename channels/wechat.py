@@ -142,8 +142,8 @@ class WeChatTemplateProvider(ChannelProvider):
         if self.token_mode not in TOKEN_MODES:
             raise self._config_error("token_mode", f"must be one of {', '.join(TOKEN_MODES)}")
         self.miniprogram_appid = self._text("miniprogram_appid", default="") or None
-        timeout = self._timeout()
-        self._http = make_http_client(timeout=timeout, base_url=self.endpoint)
+        self.send_timeout = self._timeout()
+        self._http = make_http_client(timeout=self.send_timeout, base_url=self.endpoint)
         self._tokens = AccessTokenCache(
             self._fetch_token, app_id=self.app_id, redis_url=context.redis_url
         )

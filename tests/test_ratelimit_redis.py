@@ -186,3 +186,32 @@ async def test_a_caller_that_gives_up_does_not_stall_the_others(
     quitter.cancel()
     await asyncio.wait_for(asyncio.gather(*others), timeout=5)
     assert quitter.cancelled()
+
+
+async def test_each_caller_s_max_wait_caps_its_own_wait(
+    limiter: tuple[RedisRateLimiter, str],
+) -> None:
+    """Callers with their own max_wait (the time left before their send's deadline) share a
+    reservation: one whose slot would come too late is refused and takes no slot."""
+    rate_limiter, key = limiter
+    script = CountingScript(rate_limiter)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    done: dict[str, float] = {}
+
+    async def one(name: str, max_wait: float | None) -> None:
+        await rate_limiter.acquire(key, rate=10, burst=1, max_wait=max_wait)
+        done[name] = loop.time() - started
+
+    results = await asyncio.gather(
+        one("first", None),  # the burst: at once
+        one("hurried", 0.05),  # the next slot is 0.1 s away: refused
+        one("patient", 0.15),  # takes that slot
+        one("last", None),  # 0.2 s
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RateLimitExceeded)
+    assert len(script.calls) == 1, script.calls  # one reservation for the four
+    assert done["first"] < 0.05
+    assert 0.09 < done["patient"] < 0.19
+    assert 0.19 < done["last"] < 0.29

@@ -127,7 +127,7 @@ async def _settle(
 async def _send(runtime: Runtime, message: Claimed, deadline: float) -> Outcome:
     try:
         async with asyncio.timeout_at(deadline):
-            attempts = await _attempt(runtime, message)
+            attempts = await _attempt(runtime, message, deadline)
     except TimeoutError:
         attempts = [_failed(message, "no answer within the lease", "lease_timeout")]
     except Exception:
@@ -162,9 +162,12 @@ async def claim(runtime: Runtime, ids: list[str]) -> list[Claimed]:
     return messages
 
 
-async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
+async def _attempt(
+    runtime: Runtime, message: Claimed, deadline: float | None = None
+) -> list[Attempt]:
     """Try the channel's providers in routing order: on a transient error or an open
-    circuit, fail over to the next one. Returns every attempt; the last one decides."""
+    circuit, fail over to the next one. Returns every attempt; the last one decides.
+    ``deadline`` (the event loop's time) is when the send must be over (its lease)."""
     channel = message.channels[message.channel_index]
     if message.refusal is not None:
         refused = PermanentChannelError(message.refusal, code=consent_check.OPTED_OUT)
@@ -185,7 +188,7 @@ async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
         return [Attempt(channel=channel, provider=None, latency_ms=0.0, error=error)]
     attempts: list[Attempt] = []
     for slot in slots:
-        attempt = await _attempt_with(runtime, slot, message, channel, contact)
+        attempt = await _attempt_with(runtime, slot, message, channel, contact, deadline)
         attempts.append(attempt)
         if attempt.error is None or not _is_provider_failure(attempt.error):
             break
@@ -193,11 +196,16 @@ async def _attempt(runtime: Runtime, message: Claimed) -> list[Attempt]:
 
 
 async def _attempt_with(
-    runtime: Runtime, slot: ProviderSlot, message: Claimed, channel: str, contact: str
+    runtime: Runtime,
+    slot: ProviderSlot,
+    message: Claimed,
+    channel: str,
+    contact: str,
+    deadline: float | None,
 ) -> Attempt:
     if slot.circuit.refuses():  # before the rate wait: a skipped provider costs no slot
         return _circuit_open(channel, slot)
-    waited = await _wait_for_rate(runtime, slot)
+    waited = await _wait_for_rate(runtime, slot, deadline)
     if waited is not None:
         return Attempt(channel, slot.name, 0.0, error=waited)
     ticket = slot.circuit.allow()
@@ -232,13 +240,24 @@ def _circuit_open(channel: str, slot: ProviderSlot) -> Attempt:
     return Attempt(channel, slot.name, 0.0, error=error)
 
 
-async def _wait_for_rate(runtime: Runtime, slot: ProviderSlot) -> ChannelError | None:
-    """Wait for the provider's rate limit; an error when the slot is too far away."""
+async def _wait_for_rate(
+    runtime: Runtime, slot: ProviderSlot, deadline: float | None
+) -> ChannelError | None:
+    """Wait for the provider's rate limit; an error when the slot is too far away: beyond
+    the limiter's longest wait, or too late to send before the deadline. Such a message is
+    retried later without using up an attempt; had it waited, its lease would have lapsed
+    mid-wait and counted as a failed attempt."""
     rate = slot.rate
     if rate is None:
         return None
+    max_wait = None
+    if deadline is not None:
+        left = deadline - asyncio.get_running_loop().time()
+        max_wait = left - slot.provider.send_timeout
     try:
-        await runtime.providers.limiter.acquire(slot.name, rate=rate[0], burst=rate[1])
+        await runtime.providers.limiter.acquire(
+            slot.name, rate=rate[0], burst=rate[1], max_wait=max_wait
+        )
     except RateLimitExceeded as exc:
         return TransientChannelError(str(exc), code=RATE_LIMITED)
     except Exception:  # e.g. Redis unreachable: better retry later than overrun the provider

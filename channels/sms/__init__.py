@@ -123,7 +123,7 @@ class SmsProvider(ChannelProvider):
     ) -> None:
         super().__init__(account=account, channel=channel, settings=settings, context=context)
         self.config = SmsSettings(self.type_name, account, self.settings)
-        self.timeout = self.config.number("timeout", 10.0)
+        self.timeout = self.send_timeout = self.config.number("timeout", 10.0)
         self.max_connections = self.config.integer("max_connections", 100)
         self._client: HttpClient | None = None
 
