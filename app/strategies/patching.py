@@ -185,6 +185,10 @@ class Patcher:
         message["decision"]["patch"] = records
         message["decision"]["strategy"] = winner
         message["patch"] = winner
+        if winner is not None:
+            # the group's later messages to the customer count it against their caps: the
+            # patches loaded before the group do not include the group's own
+            self.recent.setdefault(message["customer_id"], []).append(at)
 
     def decisions(
         self,
@@ -226,7 +230,7 @@ class Patcher:
         return decide.Customer(
             {**base, **inline} if inline else base,
             timezone,
-            recent_patches=self.recent.get(customer_id, []),
+            recent_patches=tuple(self.recent.get(customer_id, ())),
         )
 
     def consent(

@@ -138,6 +138,9 @@ async def sample_matching(
 
 SEEK_CUSTOMERS = 48  # up to this many customers: one index seek each; more: one scan
 _SEEK_SIZES = (1, 4, 16, SEEK_CUSTOMERS)
+# pads the seeks' id list: no customer has it (ids have at least one character), so a pad
+# finds nothing rather than repeating a customer's patches
+_NO_CUSTOMER = ""
 
 
 async def recent_patches(
@@ -151,14 +154,15 @@ async def recent_patches(
         return found
     if len(unique) <= SEEK_CUSTOMERS:
         # a few customers (single sends): a seek per customer, however many patches they had;
-        # the statement is built once per size (ids padded by repeating the last one)
+        # the statement is built once per size (ids padded with one no customer has)
         size = next(n for n in _SEEK_SIZES if n >= len(unique))
-        padded = unique + [unique[-1]] * (size - len(unique))
+        padded = unique + [_NO_CUSTOMER] * (size - len(unique))
         params: dict[str, Any] = {f"c{i}": c for i, c in enumerate(padded)}
         sqlite = dialect_name(session) == "sqlite"
         params |= {"since": _sqlite_time(since) if sqlite else since, "most": most}
+        # every row is a patch of its own: a batch's patches share their created_at
         _collect(found, await session.execute(_seeks(size, sqlite), params))
-        return {c: sorted(set(ats), reverse=True) for c, ats in found.items()}
+        return found
     for start in range(0, len(unique), 500):  # a batch: one cached statement per 500
         stmt = _latest_many(unique[start : start + 500], since, most)
         _collect(found, await session.execute(stmt))

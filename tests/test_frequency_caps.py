@@ -1,0 +1,75 @@
+"""Frequency caps on the send path: every patch a customer receives counts, those of the
+same group of sends (a batch, single sends accepted together) and those sharing a time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.conftest import Platform
+from tests.test_strategies_api import _outside_quiet_hours, _send, _setup
+
+VARS = {"account_tail": "1234", "amount": "1200.00"}
+
+
+async def _cap_wealth(platform: Platform, max_patches: int) -> None:
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        current = (await client.get("/v1/strategies/wealth")).json()
+        body = {
+            k: v for k, v in current.items() if k not in ("id", "key", "created_at", "updated_at")
+        }
+        body["frequency_cap"] = {"max_patches": max_patches, "days": 7}
+        assert (await client.put("/v1/strategies/wealth", json=body)).status_code == 200
+
+
+async def _messages(platform: Platform, ids: list[str]) -> list[dict[str, Any]]:
+    async with platform.client("system") as client:
+        return [(await client.get(f"/v1/messages/{i}")).json() for i in ids]
+
+
+async def test_a_batch_to_one_customer_respects_the_frequency_cap(platform: Platform) -> None:
+    """Cap 1 patch a week: of a batch of 3 account movements of R1, one carries the patch."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 1)
+    items = [{"customer_id": "R1", "variables": VARS} for _ in range(3)]
+    async with platform.client("system") as client:
+        answer = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+    assert answer.status_code == 202, answer.text
+    ids = [item["id"] for item in answer.json()["items"]]
+    patched = [m for m in await _messages(platform, ids) if m["decision"]["strategy"]]
+    assert len(patched) <= 1, f"{len(patched)} patches in one batch despite a cap of 1"
+
+
+async def test_concurrent_single_sends_respect_the_frequency_cap(platform: Platform) -> None:
+    """Concurrent single sends (accepted together in one group): one of them gets the patch."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 1)
+    body = {"scenario": "account_movement", "customer_id": "R1", "variables": VARS}
+    async with platform.client("system") as client:
+        answers = await asyncio.gather(*(client.post("/v1/messages", json=body) for _ in range(3)))
+    assert all(a.status_code == 202 for a in answers)
+    ids = [a.json()["id"] for a in answers]
+    patched = [m for m in await _messages(platform, ids) if m["decision"]["strategy"]]
+    assert len(patched) <= 1, f"{len(patched)} patches from concurrent sends despite a cap of 1"
+
+
+async def test_patches_sharing_a_timestamp_each_count_toward_the_cap(
+    platform: Platform,
+) -> None:
+    """Cap 2 a week: a batch of 2 carries 2 patches, created at the same time (as every
+    message of a batch is); both count, so a later single send gets none."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 2)
+    items = [{"customer_id": "R1", "variables": VARS} for _ in range(2)]
+    async with platform.client("system") as client:
+        answer = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+    ids = [item["id"] for item in answer.json()["items"]]
+    first = await _messages(platform, ids)
+    assert [m["decision"]["strategy"] for m in first] == ["wealth", "wealth"]
+    third = await _send(platform, "R1")
+    assert third["decision"]["strategy"] is None, "a third patch within a cap of 2 a week"
