@@ -61,7 +61,11 @@ class Composed:
 def compose(
     channel: str, content: Mapping[str, Any], patch: Patch, settings: PatchSettings
 ) -> Composed:
-    """``content`` with ``patch`` added for ``channel`` (``content`` itself is not changed)."""
+    """``content`` with ``patch`` added for ``channel`` (``content`` itself is not changed).
+    A patch that renders to nothing (a condition that does not hold for this message) is no
+    patch: the content stays as it is."""
+    if _empty(channel, content, patch):
+        return Composed(dict(content), False, "patch rendered empty")
     if channel == "sms":
         return _sms(content, patch, settings)
     if channel == "email":
@@ -69,6 +73,13 @@ def compose(
     if channel == "wechat":
         return _wechat(content, patch, settings)
     return Composed(dict(content), False, f"no patch for channel {channel!r}")
+
+
+def _empty(channel: str, content: Mapping[str, Any], patch: Patch) -> bool:
+    if patch.text.strip():
+        return False
+    # an HTML block may be all there is to an email's patch, when the email has HTML
+    return channel != "email" or not ((patch.html or "").strip() and content.get("html"))
 
 
 def sms_patch_text(patch: Patch, hint: str) -> str:
@@ -117,8 +128,9 @@ def _fill_slots(
 
 def _email(content: Mapping[str, Any], patch: Patch) -> Composed:
     out = dict(content)
-    text = patch.text.strip() + (f"\n{patch.url}" if patch.url else "")
-    out["body"] = f"{str(content.get('body', '')).rstrip()}\n\n{text}\n"
+    text = "\n".join(t for t in (patch.text.strip(), patch.url) if t)
+    if text:  # none when the patch is an HTML block alone
+        out["body"] = f"{str(content.get('body', '')).rstrip()}\n\n{text}\n"
     if content.get("html"):
         out["html"] = _insert_html(str(content["html"]), _html_block(patch))
     return Composed(out, True)
