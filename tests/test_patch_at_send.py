@@ -55,3 +55,87 @@ async def test_a_conditional_patch_that_renders_empty_leaves_the_notice_as_is(
     body = message["content"]["sms"]["body"]
     assert body == "【示例银行】您尾号1234的账户支出1200.00元", body
     assert message["decision"]["strategy"] is None
+
+
+async def test_the_patch_shows_times_in_the_customers_time_zone(platform: Platform) -> None:
+    """The patch shows `|datetime` in the customer's time zone, as the notice does: New York
+    time to a New York customer, not Shanghai's."""
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        moved = await client.put(
+            "/v1/customers/R1",
+            json={
+                "name": "张伟",
+                "phone": "13800001200",
+                "timezone": "America/New_York",
+                "attributes": {"aum": "800000"},
+                "tags": ["payroll"],
+            },
+        )
+        assert moved.status_code in (200, 201), moved.text
+        await _use_patch(
+            client,
+            "deadline.sms",
+            "理财专享额度{{ until|datetime('%m-%d %H:%M') }}前有效",
+            [{"name": "until", "type": "datetime"}],
+        )
+    # 2026-01-10 12:00 UTC is 07:00 in New York (20:00 in Shanghai)
+    message = await _send(
+        platform,
+        "R1",
+        variables={"account_tail": "1234", "amount": "1200.00", "until": "2026-01-10T12:00:00Z"},
+    )
+    body = message["content"]["sms"]["body"]
+    assert message["decision"]["strategy"] == "wealth", message["decision"]
+    assert "01-10 07:00前有效" in body, body
+
+
+async def test_a_wechat_patch_jump_url_is_rendered(platform: Platform) -> None:
+    """A WeChat patch template's jump `url` is Jinja2, rendered with the message's variables
+    as a notice's url is."""
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        wechat = {
+            "body": "稳健理财年化3.2%",
+            "wechat": {
+                "template_id": "TPL_WEALTH",
+                "fields": {"remark": "稳健理财年化3.2%"},
+                "url": "https://bank.example/wealth?tail={{ account_tail }}",
+            },
+        }
+        created = await client.post(
+            "/v1/templates",
+            json={
+                "key": "wealth_patch.wechat",
+                "channel": "wechat",
+                "variables": [{"name": "account_tail", "type": "string"}],
+                "content": wechat,
+            },
+        )
+        assert created.status_code == 201, created.text
+        published = await client.post("/v1/templates/wealth_patch.wechat/versions/1/publish")
+        assert published.status_code == 200, published.text
+        current = (await client.get("/v1/strategies/wealth")).json()
+        strategy = {
+            k: v for k, v in current.items() if k not in ("id", "key", "created_at", "updated_at")
+        }
+        strategy["patch_templates"] = {"wechat": "wealth_patch.wechat"}
+        assert (await client.put("/v1/strategies/wealth", json=strategy)).status_code == 200
+        customer = await client.put(
+            "/v1/customers/R1",
+            json={
+                "name": "张伟",
+                "phone": "13800001200",
+                "wechat_openid": "oR1-openid",
+                "attributes": {"aum": "800000"},
+                "tags": ["payroll"],
+            },
+        )
+        assert customer.status_code in (200, 201), customer.text
+    platform.runtime.settings.tracking.enabled = False  # look at the URL itself
+    message = await _send(platform, "R1", channels=["wechat"])
+    assert message["decision"]["strategy"] == "wealth", message["decision"]
+    url = message["content"]["wechat"].get("url")
+    assert url == "https://bank.example/wealth?tail=1234", url

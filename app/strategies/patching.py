@@ -178,7 +178,9 @@ class Patcher:
             channel = decision.channel
             record = decision.record()
             if decision.winner is not None:
-                record["composition"] = self._composition(message, channel, decision, patches)
+                record["composition"] = self._composition(
+                    message, channel, decision, patches, timezone=who.timezone
+                )
                 if record["composition"]["applied"] and winner is None:
                     winner = decision.winner.key
             records[channel] = record
@@ -261,14 +263,18 @@ class Patcher:
         channel: str,
         decision: decide.Decision,
         patches: ScenarioPatches,
+        *,
+        timezone: str,
     ) -> dict[str, Any]:
-        """The winning strategy's patch, or that of the customer's experiment variant."""
+        """The winning strategy's patch, or that of the customer's experiment variant, its
+        times shown in the customer's ``timezone``."""
         arm = None
         if self.experiments is not None and decision.winner is not None:
             arm = self.experiments.choose(message, channel, decision.winner.key)
         if arm is not None and arm.holdout:
             return {"applied": False, "reason": "holdout"}
-        return self._compose(message, channel, decision, patches, arm.template if arm else None)
+        variant = arm.template if arm else None
+        return self._compose(message, channel, decision, patches, variant, timezone=timezone)
 
     def _compose(
         self,
@@ -277,28 +283,37 @@ class Patcher:
         decision: decide.Decision,
         patches: ScenarioPatches,
         variant: PatchTemplate | None = None,
+        *,
+        timezone: str,
     ) -> dict[str, Any]:
         key = decision.patch_template
         template = variant or patches.templates.get(key or "")
         if template is None:
             return {"applied": False, "reason": f"patch template {key!r} has no published version"}
         try:
-            text = render(template.body, message["variables"])
-            html = render(template.html, message["variables"], html=True) if template.html else None
+            patch = _rendered(template, message["variables"], timezone)
         except TemplateError as exc:
             return {"applied": False, "reason": f"patch does not render: {exc}"}
-        composed = compose(
-            channel,
-            message["content"][channel],
-            Patch(text=text, html=html, url=template.url),
-            self.composing,
-        )
+        composed = compose(channel, message["content"][channel], patch, self.composing)
         if composed.applied:
             # kept to send instead if the customer opts out of marketing before it goes
             unpatched = message["unpatched"] = message.get("unpatched") or {}
             unpatched[channel] = message["content"][channel]
             message["content"][channel] = composed.content
         return {"template": {"key": template.key, "version": template.version}} | composed.record()
+
+
+def _rendered(template: PatchTemplate, variables: Mapping[str, Any], timezone: str) -> Patch:
+    """Every part of the patch rendered as the notice is (its jump URL is Jinja2 too)."""
+
+    def text(source: str | None, *, html: bool = False) -> str | None:
+        return None if not source else render(source, variables, html=html, timezone=timezone)
+
+    return Patch(
+        text=text(template.body) or "",
+        html=text(template.html, html=True),
+        url=text(template.url),
+    )
 
 
 def _patch_settings(settings: Settings) -> PatchSettings:
