@@ -13,6 +13,8 @@ from jinja2 import TemplateSyntaxError, meta, nodes
 
 from templates.renderer import (
     MAX_REPEAT,
+    TOO_DEEP,
+    TOO_DEEP_ERRORS,
     TemplateError,
     compile_template,
     environment,
@@ -148,6 +150,13 @@ def _node_problem(node: nodes.Node, html: bool) -> str | None:
 
 def check_source(source: str, *, html: bool, declared: Collection[str]) -> list[str]:
     """What is wrong with one Jinja2 source, in order; empty when it may be published."""
+    try:
+        return _check(source, html=html, declared=declared)
+    except TOO_DEEP_ERRORS:  # parsing, walking the tree or compiling it
+        return [TOO_DEEP]
+
+
+def _check(source: str, *, html: bool, declared: Collection[str]) -> list[str]:
     try:
         ast = environment(html=html).parse(source)
     except TemplateSyntaxError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -126,16 +127,28 @@ async def list_versions(
     key: str, session: ReadSessionDep, _: TemplateReader, limit: Limit = 50, cursor: Cursor = None
 ) -> VersionList:
     template = await service.get(session, key)
-    before = decode_cursor(cursor)
-    if before is not None and not before.isdigit():
-        raise ValidationFailed.field("cursor", "not a cursor from a previous page")
     rows = await repository.versions_page(
-        session, template.id, before=int(before) if before else None, limit=limit + 1
+        session, template.id, before=_version_cursor(cursor), limit=limit + 1
     )
     rows, cursor_out = paginate(rows, limit, lambda v: str(v.version))
     return VersionList(
         items=[service.version_out(template, v) for v in rows], next_cursor=cursor_out
     )
+
+
+_VERSION = re.compile(r"[1-9][0-9]{0,9}")
+_MAX_VERSION = 2_147_483_647  # the column's range on PostgreSQL
+
+
+def _version_cursor(cursor: str | None) -> int | None:
+    """The version a page starts before; a cursor no page made is a 422 (not a 500 from
+    int() or the database: "²" is a digit to str.isdigit, 20 digits overflow the column)."""
+    before = decode_cursor(cursor)
+    if before is None:
+        return None
+    if not _VERSION.fullmatch(before) or int(before) > _MAX_VERSION:
+        raise ValidationFailed.field("cursor", "not a cursor from a previous page")
+    return int(before)
 
 
 @router.get(

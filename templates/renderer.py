@@ -42,6 +42,13 @@ class TemplateError(Exception):
     """A template does not compile or cannot be rendered with the given variables."""
 
 
+# Jinja2's parser and code generator recurse per level of nesting, and Python's compiler
+# bounds the nesting of the code generated: a few hundred levels (well within a body's
+# length) raise these, which are the template's fault, not the server's
+TOO_DEEP_ERRORS = (RecursionError, MemoryError, SyntaxError)
+TOO_DEEP = "nests too deeply (parentheses, filters, conditions or operators); flatten it"
+
+
 def _bounded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)  # keeps Jinja2's pass_context marker
     def bounded(*args: Any, **kwargs: Any) -> Any:
@@ -107,6 +114,8 @@ def compile_template(source: str, *, html: bool = False) -> JinjaTemplate:
         raise TemplateError(
             f"template does not compile: {exc.message} (line {exc.lineno})"
         ) from exc
+    except TOO_DEEP_ERRORS as exc:
+        raise TemplateError(f"template {TOO_DEEP}") from exc
 
 
 _NAME = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -156,8 +165,8 @@ def render(
     parts = None if html else _plain_parts(source)
     if parts is not None:
         return _substitute(parts, variables)
-    template = compile_template(source, html=html)
     try:
+        template = compile_template(source, html=html)
         return _collect(
             template.generate(variables, **{TIMEZONE_KEY: timezone or DEFAULT_TIMEZONE})
         )
