@@ -5,11 +5,11 @@ message templates need. Known template-injection payloads fail here, before anyt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateSyntaxError, nodes
 
 from templates.renderer import (
     MAX_REPEAT,
@@ -75,6 +75,10 @@ _REFUSED = {
     nodes.EvalContextModifier: "{% autoescape %} is not allowed",
 }
 _RESERVED_NAMES = frozenset({"self", "loop", "caller", "varargs", "kwargs"})
+# Levels of nesting (conditions, operators, filters inside one another): message templates
+# need a handful; Jinja2's compiler takes time quadratic in it (it folds constants level by
+# level), and Python's parser and compiler give up at a few hundred
+MAX_DEPTH = 50
 
 
 @dataclass(frozen=True)
@@ -162,21 +166,35 @@ def _check(source: str, *, html: bool, declared: Collection[str]) -> list[str]:
     except TemplateSyntaxError as exc:
         return [f"does not compile: {exc.message} (line {exc.lineno})"]
     problems: list[str] = []
-    for node in ast.find_all(nodes.Node):
+    used: set[str] = set()
+    for node, depth in _walk(ast):
+        if depth > MAX_DEPTH:
+            return [TOO_DEEP]
         problem = _node_problem(node, html)
         if problem is not None and problem not in problems:
             problems.append(problem)
+        if isinstance(node, nodes.Name):
+            used.add(node.name)  # nothing assigns names (refused above): all are variables
     if problems:
         return problems
     try:
         compile_template(source, html=html)
     except TemplateError as exc:
         return [str(exc).removeprefix("template ")]
-    undeclared = sorted(meta.find_undeclared_variables(ast) - set(declared))
+    undeclared = sorted(used - set(declared))
     if undeclared:
         names = ", ".join(repr(n) for n in undeclared)
         return [f"uses undeclared variable(s) {names}; declare them in the template's variables"]
     return []
+
+
+def _walk(ast: nodes.Node) -> Iterator[tuple[nodes.Node, int]]:
+    """Every node under ``ast`` with its depth, without recursion (the tree may be deep)."""
+    stack = [(child, 1) for child in ast.iter_child_nodes()]
+    while stack:
+        node, depth = stack.pop()
+        yield node, depth
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
 def check_content(

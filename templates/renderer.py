@@ -3,14 +3,16 @@ internals nor silently print nothing for a missing variable (StrictUndefined).
 
 Beyond Jinja2's SandboxedEnvironment, the environment here has no globals (no ``range``,
 ``cycler``, ``lipsum``...), only an allow-list of filters (each with its output bounded), no
-method or function calls, no callable attributes, no ``**``, no ``%`` string formatting, and
-string repetition bounded; a render stops once its output passes ``MAX_OUTPUT``. Publishing
-refuses more still, before anything runs (templates/checks.py).
+method or function calls, no callable attributes, no ``**``, no ``%`` string formatting,
+string repetition and numbers (products, filters' results) bounded; a render stops once its
+output passes ``MAX_OUTPUT``. Publishing refuses more still, before anything runs
+(templates/checks.py).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
@@ -27,6 +29,10 @@ from templates.filters import BANKING_FILTERS, DEFAULT_TIMEZONE, TIMEZONE_KEY, F
 
 MAX_OUTPUT = 1_000_000  # characters of one rendered part, and of one filter's result
 MAX_REPEAT = 10_000  # characters of a string repeated with *
+# bits of an integer a template multiplies or a filter makes (77 digits: any amount or
+# number a notice shows): products of big integers cost quadratic time, and a chain of
+# them an unbounded one, with nothing printed to stop it
+MAX_INT_BITS = 256
 
 # Jinja2's filters that only shrink or transform linearly what they are given; the others
 # (format, center, indent, join, replace, wordwrap, map, attr...) can build huge strings or
@@ -55,6 +61,8 @@ def _bounded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         result = function(*args, **kwargs)
         if isinstance(result, str) and len(result) > MAX_OUTPUT:
             raise SecurityError(f"filter {name!r} made more than {MAX_OUTPUT} characters")
+        if _out_of_bounds(result):
+            raise SecurityError(f"filter {name!r} made a number out of bounds")
         return result
 
     return bounded
@@ -66,7 +74,10 @@ class BankEnvironment(SandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, *, html: bool) -> None:
-        super().__init__(undefined=StrictUndefined, autoescape=html)
+        # not optimized: Jinja2's constant folding revisits each expression's whole subtree
+        # at every level of it (compiling takes time quadratic in nesting), for little gain
+        # in message templates
+        super().__init__(undefined=StrictUndefined, autoescape=html, optimized=False)
         self.globals.clear()
         filters = {n: JINJA_FILTERS[n] for n in SAFE_JINJA_FILTERS} | BANKING_FILTERS
         self.filters = {n: _bounded(n, f) for n, f in filters.items()}
@@ -76,9 +87,14 @@ class BankEnvironment(SandboxedEnvironment):
             raise SecurityError("the ** operator is not allowed")
         if operator == "%" and isinstance(left, str):
             raise SecurityError("% string formatting is not allowed; use filters")
-        if operator == "*":
-            _check_repetition(left, right)
-        return super().call_binop(context, operator, left, right)
+        if operator != "*":
+            return super().call_binop(context, operator, left, right)
+        _check_repetition(left, right)
+        _check_product(left, right)
+        result = super().call_binop(context, operator, left, right)
+        if _out_of_bounds(result):  # a float product overflowing to infinity
+            raise SecurityError("a product out of bounds")
+        return result
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         # no methods: str.ljust(10**9), str.format(...) and the like stay out of reach
@@ -96,6 +112,20 @@ def _check_repetition(left: Any, right: Any) -> None:
             raise SecurityError("repeating a sequence with * is not allowed")
         if isinstance(seq, str) and isinstance(times, int) and len(seq) * times > MAX_REPEAT:
             raise SecurityError(f"a string repeated to more than {MAX_REPEAT} characters")
+
+
+def _out_of_bounds(value: Any) -> bool:
+    if isinstance(value, int):
+        return value.bit_length() > MAX_INT_BITS
+    return isinstance(value, float) and math.isinf(value)
+
+
+def _check_product(left: Any, right: Any) -> None:
+    """Refuse a product of integers past ``MAX_INT_BITS``, before computing it."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return
+    if left.bit_length() + right.bit_length() > MAX_INT_BITS + 1:  # the product has more
+        raise SecurityError(f"a product of integers of more than {MAX_INT_BITS} bits")
 
 
 TEXT_ENV = BankEnvironment(html=False)
