@@ -91,6 +91,45 @@ async def test_the_patch_shows_times_in_the_customers_time_zone(platform: Platfo
     assert "01-10 07:00前有效" in body, body
 
 
+async def test_an_inline_profile_reads_values_as_the_customer_api_stores_them(
+    platform: Platform,
+) -> None:
+    """A send's inline `profile` (and explain's) reads aum "900000.00" (a decimal string,
+    the platform's convention for money) as a number, as PUT /v1/customers stores it: the
+    high-net-worth patch applies."""
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        explained = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "profile": {"aum": "900000.00"}},
+        )
+        assert explained.status_code == 200, explained.text
+        sms = next(c for c in explained.json()["channels"] if c["channel"] == "sms")
+    inline = await _send(
+        platform, "X9", recipient={"phone": "13900000009"}, profile={"aum": "900000.00"}
+    )
+    assert inline["decision"]["strategy"] == "wealth", inline["decision"]["patch"]
+    assert sms["strategy"] == "wealth", sms
+
+
+async def test_an_inline_profile_value_of_the_wrong_type_is_named(platform: Platform) -> None:
+    """Explain refuses it with a 422 naming profile.<name>; a send goes (the notice is never
+    refused for its patch), decides without it and says so in decision.patch."""
+    _outside_quiet_hours(platform)
+    async with platform.client("marketer") as client:
+        await _setup(platform, client)
+        explained = await client.post(
+            "/v1/strategies/explain",
+            json={"scenario": "account_movement", "profile": {"aum": "lots"}},
+        )
+    assert explained.status_code == 422, explained.text
+    assert [f["field"] for f in explained.json()["fields"]] == ["profile.aum"]
+    sent = await _send(platform, "X9", recipient={"phone": "13900000009"}, profile={"aum": "lots"})
+    assert sent["decision"]["strategy"] is None
+    assert set(sent["decision"]["patch"]["profile_ignored"]) == {"aum"}
+
+
 async def test_a_wechat_patch_jump_url_is_rendered(platform: Platform) -> None:
     """A WeChat patch template's jump `url` is Jinja2, rendered with the message's variables
     as a notice's url is."""

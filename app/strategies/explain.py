@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers import repository as customer_rows
-from app.errors import NotFound
+from app.customers import service as customers
+from app.errors import FieldError, NotFound, ValidationFailed
 from app.experiments import patching as experiments
 from app.experiments.patching import Experiments, Peek
 from app.scenarios import service as scenarios
@@ -143,7 +145,7 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
     found = await experiments.load(session, patcher.scenarios, assigned)
     base = patching.profile(stored) if stored is not None else {}
     who = decide.Customer(
-        dict(data.profile) if data.profile is not None else base,
+        await _inline_profile(session, data.profile) if data.profile is not None else base,
         stored.timezone if stored is not None else DEFAULT_TIMEZONE,
         recent_patches=patcher.recent.get(stored.id, []) if stored is not None else [],
     )
@@ -168,6 +170,17 @@ async def explain(session: AsyncSession, data: ExplainIn, *, settings: Settings)
             for d, arm in zip(decisions, _arms(found, data.customer_id, decisions), strict=True)
         ],
     )
+
+
+async def _inline_profile(session: AsyncSession, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile given, read as a send reads it; a value that cannot be is a 422 here
+    (a send decides without it: the notice goes)."""
+    schema = await customers.attribute_schema(session)
+    profile, refused = patching.coerced_profile(schema, values)
+    if refused:
+        found = [FieldError(field=f"profile.{n}", message=m) for n, m in refused.items()]
+        raise ValidationFailed("; ".join(f"{f.field}: {f.message}" for f in found), fields=found)
+    return profile
 
 
 def _arms(

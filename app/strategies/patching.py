@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks import repository as callbacks
 from app.customers import service as customers
+from app.customers.attributes import AttributeType, InvalidValue, coerce
 from app.customers.consent import Consent, Purpose, allows, consent_state
 from app.customers.fields import phone_key, reply_keys
 from app.customers.models import Customer
@@ -60,6 +61,8 @@ class ScenarioPatches:
     # worked out once per load rather than per group of messages:
     rule_keys: frozenset[str] = frozenset()  # of the active ones
     caps: service.CapSpan | None = None  # how far back frequency caps look, and how many
+    # the declared attributes' types, which an inline profile's values are read as
+    attributes: Mapping[str, AttributeType] = field(default_factory=dict)
 
 
 def quiet_hours(marketing: MarketingSettings) -> decide.HourWindow:
@@ -76,6 +79,27 @@ def profile(customer: Customer) -> dict[str, Any]:
     """The profile rules see: attributes, tags and the built-in fields."""
     attributes = {**(customer.attributes or {}), service.TAGS: list(customer.tags or [])}
     return profile_of(attributes, locale=customer.locale, timezone=customer.timezone)
+
+
+def coerced_profile(
+    schema: Mapping[str, AttributeType], values: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A send's (or explain's) inline profile in the form stored profiles have, which is
+    what rules compare ("900000.00" is the number a customer's PUT stores), and why each
+    value that has no such form was left out. Undeclared names (tags, built-in fields) and
+    None (no value) are kept as given."""
+    out: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for name, value in values.items():
+        type_ = schema.get(name)
+        if type_ is None or value is None:
+            out[name] = value
+            continue
+        try:
+            out[name] = coerce(type_, value)
+        except InvalidValue as exc:
+            refused[name] = f"{exc} ({type_.value})"
+    return out, refused
 
 
 _cache: dict[str, tuple[float, ScenarioPatches]] = {}
@@ -112,6 +136,8 @@ async def scenario_patches(session: AsyncSession, scenario: str) -> ScenarioPatc
         ruleset=decide.Ruleset(every),
         rule_keys=frozenset(r.key for r in rules),
         caps=service.cap_span(rules),
+        # only inline profiles need it, and only when something is decided
+        attributes=await customers.attribute_schema(session) if rules else {},
     )
     _cache[scenario] = (now + CACHE_SECONDS, found)
     return found
@@ -160,7 +186,8 @@ class Patcher:
         patches = self.scenarios.get(message["scenario"])
         if patches is None or not patches.rules:
             return
-        who = self._who(message["customer_id"], customer, inline_profile)
+        inline, refused = coerced_profile(patches.attributes, inline_profile or {})
+        who = self._who(message["customer_id"], customer, inline)
         # decided for when it goes out: a scheduled message by its send time
         send_at = message.get("send_at")
         at = send_at if send_at is not None and send_at > now else now
@@ -184,6 +211,8 @@ class Patcher:
                 if record["composition"]["applied"] and winner is None:
                     winner = decision.winner.key
             records[channel] = record
+        if refused:  # the message goes; the decision did without these values
+            records["profile_ignored"] = refused
         message["decision"]["patch"] = records
         message["decision"]["strategy"] = winner
         message["patch"] = winner
