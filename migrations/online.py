@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from alembic import op
+from sqlalchemy import TextClause
 
 
 def _postgres() -> bool:
     return bool(op.get_bind().dialect.name == "postgresql")
 
 
-def create_index(name: str, table: str, columns: Sequence[str], **kw: Any) -> None:
+def create_index(name: str, table: str, columns: Sequence[str | TextClause], **kw: Any) -> None:
     if not _postgres():
         op.create_index(name, table, list(columns), **kw)
         return

@@ -103,7 +103,8 @@ class Customer:
     profile: Mapping[str, Any]
     timezone: str = DEFAULT_TIMEZONE
     marketing_allowed: bool = True  # consent for marketing on this message's channel
-    recent_patches: Sequence[datetime] = ()  # when the customer last received patches
+    # when the customer receives patches around the decision (a scheduled one: when it goes)
+    recent_patches: Sequence[datetime] = ()
 
 
 @dataclass(frozen=True)
@@ -337,9 +338,11 @@ def _held_back(s: Strategy, customer: Customer, now: datetime, local: list[time]
 
 
 def _received(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> int:
-    """Patches received within the cap's period."""
-    since = now - timedelta(days=cap.days)
-    return sum(1 for at in recent if at > since)
+    """Patches the customer receives within the cap's period of ``now``, before or after it
+    (a patch scheduled for a later day counts then)."""
+    period = timedelta(days=cap.days)
+    since, until = now - period, now + period
+    return sum(1 for at in recent if since < at < until)
 
 
 def _capped(cap: FrequencyCap, recent: Sequence[datetime], now: datetime) -> bool:

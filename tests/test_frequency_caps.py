@@ -73,3 +73,20 @@ async def test_patches_sharing_a_timestamp_each_count_toward_the_cap(
     assert [m["decision"]["strategy"] for m in first] == ["wealth", "wealth"]
     third = await _send(platform, "R1")
     assert third["decision"]["strategy"] is None, "a third patch within a cap of 2 a week"
+
+
+async def test_scheduled_patches_count_when_they_go_out(platform: Platform) -> None:
+    """Cap 1 patch a week. Two account notices scheduled ten days ahead, 30 minutes apart:
+    patches count by when they reach the customer, so the second one gets none."""
+    from datetime import UTC, datetime, timedelta
+
+    _outside_quiet_hours(platform)  # same time of day ten days ahead: outside quiet hours
+    await _cap_wealth(platform, 1)
+    first_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    first = await _send(platform, "R1", send_at=first_at.isoformat())
+    assert first["status"] == "scheduled"
+    assert first["decision"]["strategy"] == "wealth"
+    second = await _send(platform, "R1", send_at=(first_at + timedelta(minutes=30)).isoformat())
+    assert second["decision"]["strategy"] is None, (
+        "two patches 30 minutes apart despite a cap of 1 a week"
+    )

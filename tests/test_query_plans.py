@@ -22,6 +22,7 @@ from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest
 from app.messages.tasks import sweep_once
 from app.runtime import Runtime
+from app.strategies import repository as strategies_repository
 from app.timeutil import utcnow
 from tests.conftest import VARIABLES
 
@@ -138,3 +139,33 @@ async def test_the_list_since_and_receipts_by_provider_id_use_indexes(
     listed, receipts = (plan(tmp_path / "icc.db", *s) for s in seen)
     assert "sqlite_autoindex_messages_1 (id>?)" in listed, listed
     assert "ix_messages_sent_provider_id (provider_message_id=?)" in receipts, receipts
+
+
+async def test_frequency_caps_seek_patched_messages_by_when_they_reach_the_customer(
+    idle_runtime: Runtime, tmp_path: Path
+) -> None:
+    """Both lookups of a customer's patches (a seek each side of the decision time, and a
+    batch's scan) go through the partial index on coalesce(send_at, created_at)."""
+    runtime = idle_runtime
+    await accept(runtime, 1)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "coalesce(messages.send_at, messages.created_at)" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with runtime.sessionmaker() as session:
+            many = [f"C{i}" for i in range(strategies_repository.SEEK_CUSTOMERS + 1)]
+            for customers in (["C0"], many):
+                await strategies_repository.recent_patches(
+                    session, customers, at=utcnow(), span=timedelta(days=7), most=2
+                )
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", capture)
+    assert len(seen) == 2, [s[0][:60] for s in seen]
+    for statement, parameters in seen:
+        shown = plan(tmp_path / "icc.db", statement, parameters)
+        assert "SCAN messages" not in shown, shown
+        assert "USING INDEX ix_messages_patched_reach (customer_id=? AND <expr>" in shown, shown

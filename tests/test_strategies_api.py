@@ -308,13 +308,18 @@ async def _both_lookups_agree(platform: Platform) -> None:
 
     from app.strategies import repository
 
-    since = datetime.now(UTC) - timedelta(days=7)
+    now = datetime.now(UTC)
     many = ["R1", *(f"Z{i}" for i in range(repository.SEEK_CUSTOMERS + 10))]
+    week = timedelta(days=7)
+    later = now + timedelta(days=8)  # the patch sent now is more than a week before
     async with platform.runtime.read_sessionmaker() as session:
-        few = await repository.recent_patches(session, ["R1", "L1"], since, 5)
-        lots = await repository.recent_patches(session, many, since, 5)
+        few = await repository.recent_patches(session, ["R1", "L1"], at=now, span=week, most=5)
+        lots = await repository.recent_patches(session, many, at=now, span=week, most=5)
+        none = await repository.recent_patches(session, ["R1"], at=later, span=week, most=5)
+        none_either = await repository.recent_patches(session, many, at=later, span=week, most=5)
     assert len(few["R1"]) == 1
     assert few == lots
+    assert none == none_either == {}
 
 
 async def test_an_sms_patch_over_the_length_budget_is_dropped_and_the_notice_sent(

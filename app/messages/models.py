@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -36,14 +37,7 @@ class Message(Base):
         Index("ix_messages_customer_id_id", "customer_id", "id"),
         # the message list's status filter, newest first (migration 0011)
         Index("ix_messages_status_id", "status", "id"),
-        # frequency caps read the patched messages of a customer, newest first
-        Index(
-            "ix_messages_patched",
-            "customer_id",
-            "created_at",
-            sqlite_where=text("patch IS NOT NULL"),
-            postgresql_where=text("patch IS NOT NULL"),
-        ),
+        # ix_messages_patched_reach: below, on an expression of the columns
         # experiment reports reduce a variant's messages to one row per customer: on
         # PostgreSQL an index-only scan in that order (migration 0007)
         Index(
@@ -120,6 +114,20 @@ class Message(Base):
     # first open (email pixel) and first click of a tracked link: counted once per message
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+# When a message reaches its customer: a scheduled one at its send time. Frequency caps count
+# patches by it (a patch scheduled for next week counts next week); the index has the same
+# expression, which is how SQLite and PostgreSQL match a query to it.
+reaches_at = func.coalesce(Message.send_at, Message.created_at)
+# frequency caps read a customer's patched messages around a time (migration 0017)
+Index(
+    "ix_messages_patched_reach",
+    Message.customer_id,
+    reaches_at,
+    sqlite_where=text("patch IS NOT NULL"),
+    postgresql_where=text("patch IS NOT NULL"),
+)
 
 
 class MessageEvent(Base):

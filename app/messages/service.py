@@ -135,13 +135,15 @@ class _Plan:
                 self.specs[key] = exc
         self.customers = await customers.get_many(session, customer_ids)
         ready = list({k[0] for k, c in self.specs.items() if not isinstance(c, AppError)})
+        now = utcnow()
         self.patcher = await patching.load(
             session,
             scenarios=ready,
             customer_ids=customer_ids,
             settings=self.settings,
-            now=utcnow(),
+            now=now,
             phones={p for r in requests if (p := self._sms_phone(r.item)) is not None},
+            latest=max([now, *(r.item.send_at for r in requests if r.item.send_at)]),
         )
         self.patcher.experiments = await experiments.load(
             session, self.patcher.scenarios, customer_ids, sending=True

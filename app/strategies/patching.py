@@ -372,9 +372,12 @@ async def load(
     settings: Settings,
     now: datetime,
     phones: Collection[str] = (),
+    latest: datetime | None = None,
 ) -> Patcher:
     """Everything the group's patch decisions need. ``phones``: the numbers the group's SMS
-    would go to, whose opt-out replies count (see ``Patcher.consent``)."""
+    would go to, whose opt-out replies count (see ``Patcher.consent``); ``latest``: the
+    latest time the group's messages are decided for (scheduled ones: their send time),
+    default ``now``: the patches that frequency caps count are those around these times."""
     patcher = Patcher(settings)
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
@@ -387,7 +390,12 @@ async def load(
         patcher.sms_opt_outs = await callbacks.sms_opt_outs(session, keys)
     spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
     if spans:
-        since = now - timedelta(days=max(s.days for s in spans))
-        most = max(s.max_patches for s in spans)
-        patcher.recent = await repository.recent_patches(session, customer_ids, since, most)
+        patcher.recent = await repository.recent_patches(
+            session,
+            customer_ids,
+            at=now,
+            span=timedelta(days=max(s.days for s in spans)),
+            most=max(s.max_patches for s in spans),
+            latest=latest,
+        )
     return patcher

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +25,7 @@ from app.campaigns.schemas import FINAL_STATUSES
 from app.customers.models import Customer
 from app.db import dialect_name
 from app.experiments.models import Experiment
-from app.messages.models import Message
+from app.messages.models import Message, reaches_at
 from app.strategies.models import Segment, Strategy
 from app.timeutil import as_utc, utcnow
 from strategies.rules import Rule
@@ -144,27 +144,37 @@ _NO_CUSTOMER = ""
 
 
 async def recent_patches(
-    session: AsyncSession, customer_ids: Sequence[str], since: datetime, most: int
+    session: AsyncSession,
+    customer_ids: Sequence[str],
+    *,
+    at: datetime,
+    span: timedelta,
+    most: int,
+    latest: datetime | None = None,
 ) -> dict[str, list[datetime]]:
-    """When each customer last received patches since ``since``: the latest ``most`` of them
-    (a cap of N needs no more than N), from the partial index of patched messages."""
+    """When each customer receives patches around ``at`` (a scheduled one: at its send
+    time): the latest ``most`` within ``span`` before ``at`` and the earliest ``most`` after
+    it, up to ``span`` after ``latest`` (default ``at``), the last decision time to serve (a
+    cap of N needs no more than N on either side), from the partial index of patched
+    messages."""
     unique = list(dict.fromkeys(customer_ids))
     found: dict[str, list[datetime]] = {}
     if not unique:
         return found
+    window = {"since": at - span, "at": at, "until": (latest or at) + span}
     if len(unique) <= SEEK_CUSTOMERS:
-        # a few customers (single sends): a seek per customer, however many patches they had;
-        # the statement is built once per size (ids padded with one no customer has)
+        # a few customers (single sends): two seeks per customer, however many patches they
+        # had; the statement is built once per size (ids padded with one no customer has)
         size = next(n for n in _SEEK_SIZES if n >= len(unique))
         padded = unique + [_NO_CUSTOMER] * (size - len(unique))
         params: dict[str, Any] = {f"c{i}": c for i, c in enumerate(padded)}
         sqlite = dialect_name(session) == "sqlite"
-        params |= {"since": _sqlite_time(since) if sqlite else since, "most": most}
+        params |= {k: _sqlite_time(v) if sqlite else v for k, v in window.items()}
         # every row is a patch of its own: a batch's patches share their created_at
-        _collect(found, await session.execute(_seeks(size, sqlite), params))
+        _collect(found, await session.execute(_seeks(size, sqlite), params | {"most": most}))
         return found
     for start in range(0, len(unique), 500):  # a batch: one cached statement per 500
-        stmt = _latest_many(unique[start : start + 500], since, most)
+        stmt = _around_many(unique[start : start + 500], window, most)
         _collect(found, await session.execute(stmt))
     return found
 
@@ -176,41 +186,42 @@ def _sqlite_time(at: datetime) -> str:
 
 @lru_cache(maxsize=2 * len(_SEEK_SIZES))
 def _seeks(size: int, sqlite: bool) -> Any:
-    # The union repeats "since" once per customer; on SQLite it is bound as the stored text,
-    # formatted once, rather than through the DATETIME processor at every position.
-    since = bindparam("since", type_=String) if sqlite else bindparam("since")
-    parts = [
-        select(Message.customer_id, Message.created_at)
-        .where(
-            Message.customer_id == bindparam(f"c{i}"),
-            Message.patch.is_not(None),
-            Message.created_at >= since,
-        )
-        .order_by(Message.created_at.desc())
-        .limit(bindparam("most"))
-        .subquery()
-        .select()
-        for i in range(size)
-    ]
-    return parts[0] if size == 1 else union_all(*parts)
+    # The union repeats the times once per customer; on SQLite they are bound as the stored
+    # text, formatted once, rather than through the DATETIME processor at every position.
+    since, at, until = (
+        bindparam(name, type_=String) if sqlite else bindparam(name)
+        for name in ("since", "at", "until")
+    )
+    parts = []
+    for i in range(size):
+        mine = (Message.customer_id == bindparam(f"c{i}"), Message.patch.is_not(None))
+        before = (reaches_at >= since, reaches_at <= at, reaches_at.desc())
+        after = (reaches_at > at, reaches_at < until, reaches_at.asc())
+        parts += [
+            select(Message.customer_id, reaches_at)
+            .where(*mine, low, high)
+            .order_by(order)
+            .limit(bindparam("most"))
+            .subquery()
+            .select()
+            for low, high, order in (before, after)
+        ]
+    return union_all(*parts)
 
 
-def _latest_many(customer_ids: list[str], since: datetime, most: int) -> Any:
-    latest = (
-        func.row_number()
-        .over(partition_by=Message.customer_id, order_by=Message.created_at.desc())
-        .label("latest")
-    )
-    inner = (
-        select(Message.customer_id, Message.created_at, latest)
-        .where(
-            Message.customer_id.in_(customer_ids),
-            Message.patch.is_not(None),
-            Message.created_at >= since,
+def _around_many(customer_ids: list[str], window: dict[str, datetime], most: int) -> Any:
+    mine = (Message.customer_id.in_(customer_ids), Message.patch.is_not(None))
+    before = (reaches_at >= window["since"], reaches_at <= window["at"], reaches_at.desc())
+    after = (reaches_at > window["at"], reaches_at < window["until"], reaches_at.asc())
+    sides = []
+    for low, high, order in (before, after):
+        nearest = (
+            func.row_number().over(partition_by=Message.customer_id, order_by=order).label("n")
         )
-        .subquery()
-    )
-    return select(inner.c.customer_id, inner.c.created_at).where(inner.c.latest <= most)
+        columns = (Message.customer_id, reaches_at.label("at"), nearest)
+        inner = select(*columns).where(*mine, low, high).subquery()
+        sides.append(select(inner.c.customer_id, inner.c.at).where(inner.c.n <= most))
+    return union_all(*sides)
 
 
 def _collect(found: dict[str, list[datetime]], rows: Any) -> None:
