@@ -90,3 +90,21 @@ async def test_scheduled_patches_count_when_they_go_out(platform: Platform) -> N
     assert second["decision"]["strategy"] is None, (
         "two patches 30 minutes apart despite a cap of 1 a week"
     )
+
+
+async def test_a_scheduled_send_counts_the_patches_nearest_its_own_time(
+    platform: Platform,
+) -> None:
+    """Cap 1 a week; patches scheduled 2 and 9 days ahead (a week apart, both allowed). A
+    notice scheduled 10 days ahead is a day after the second: it gets none, though the
+    lookup keeps one patch a side (the cap's size) and the first is nearer to now."""
+    from datetime import UTC, datetime, timedelta
+
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 1)
+    today = datetime.now(UTC).replace(microsecond=0)
+    strategies = []
+    for days in (2, 9, 10):
+        sent = await _send(platform, "R1", send_at=(today + timedelta(days=days)).isoformat())
+        strategies.append(sent["decision"]["strategy"])
+    assert strategies == ["wealth", "wealth", None]

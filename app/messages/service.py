@@ -143,7 +143,7 @@ class _Plan:
             settings=self.settings,
             now=now,
             phones={p for r in requests if (p := self._sms_phone(r.item)) is not None},
-            latest=max([now, *(r.item.send_at for r in requests if r.item.send_at)]),
+            times={max(now, r.item.send_at or now) for r in requests},
         )
         self.patcher.experiments = await experiments.load(
             session, self.patcher.scenarios, customer_ids, sending=True

@@ -372,12 +372,12 @@ async def load(
     settings: Settings,
     now: datetime,
     phones: Collection[str] = (),
-    latest: datetime | None = None,
+    times: Collection[datetime] = (),
 ) -> Patcher:
     """Everything the group's patch decisions need. ``phones``: the numbers the group's SMS
-    would go to, whose opt-out replies count (see ``Patcher.consent``); ``latest``: the
-    latest time the group's messages are decided for (scheduled ones: their send time),
-    default ``now``: the patches that frequency caps count are those around these times."""
+    would go to, whose opt-out replies count (see ``Patcher.consent``); ``times``: when the
+    group's messages go (scheduled ones: their send time; default: ``now``), around which
+    frequency caps count patches."""
     patcher = Patcher(settings)
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
@@ -393,9 +393,9 @@ async def load(
         patcher.recent = await repository.recent_patches(
             session,
             customer_ids,
-            at=now,
+            at=min(times, default=now),
             span=timedelta(days=max(s.days for s in spans)),
             most=max(s.max_patches for s in spans),
-            latest=latest,
+            latest=max(times, default=now),
         )
     return patcher
