@@ -1,5 +1,6 @@
 """Frequency caps on the send path: every patch a customer receives counts, those of the
-same group of sends (a batch, single sends accepted together) and those sharing a time."""
+same group of sends (a batch, single sends accepted together) and those sharing a time, each
+by when it reaches the customer (a scheduled one: at its send time)."""
 
 from __future__ import annotations
 
