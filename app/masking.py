@@ -10,7 +10,9 @@ _PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\
 # hyphens: masked as mask_phone masks it (+1415****0100)
 _INTERNATIONAL_PHONE = re.compile(r"(?<![\d+])(?:\+|00)\d(?:[ -]?\d){7,14}(?!\d)")
 # \w: internationalized addresses too (张三@例子.中国), which the API accepts
-_EMAIL = re.compile(r"([\w.%+-])[\w.%+-]*@([\w.-]+\.[^\W\d_]{2,})")
+# (the local part bounded, as RFC 5321 bounds it: unbounded, a long run of CJK text made the
+# search quadratic)
+_EMAIL = re.compile(r"([\w.%+-])[\w.%+-]{0,63}@([\w.-]+\.[^\W\d_]{2,})")
 # full-width digits and plus (a Chinese input method's): read as ASCII before matching
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
 _OPENID = re.compile(
@@ -55,7 +57,8 @@ def mask_text(text: str) -> str:
         text = text.translate(_FULL_WIDTH)
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
     text = _INTERNATIONAL_PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group())), text)
-    text = _EMAIL.sub(r"\1***@\2", text)
+    if "@" in text:
+        text = _EMAIL.sub(r"\1***@\2", text)
     return _OPENID.sub(r"\1****\2", text)
 
 

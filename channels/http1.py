@@ -175,7 +175,9 @@ class _Connection(asyncio.Protocol):
             # final answer follows on the connection, and the parser reads it next.
             self._headers, self._body, self._headers_done = [], [], False
             return
-        self.reusable = self._parser.should_keep_alive()
+        # not a connection closed meanwhile (a second answer in the same read closes it)
+        closing = self._transport is None or self._transport.is_closing()
+        self.reusable = self._parser.should_keep_alive() and not closing
         self._complete()
 
     # -- requests -----------------------------------------------------------------------

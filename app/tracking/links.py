@@ -43,9 +43,11 @@ _HREF = re.compile(
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _HTTP = re.compile(r"https?://\S", re.IGNORECASE)
 # A host written out in a template's source: what follows it ends it, so "https://{{ host }}"
-# or "https://bank{{ x }}.cn" (a host a variable decides) names none.
+# names none. A host followed by a variable ("https://m.bank.cn{{ path }}") is written: a
+# variable extending it ("https://bank{{ x }}.cn") renders another host, which the exact
+# comparison of TrackedHosts refuses.
 _WRITTEN_HOST = re.compile(
-    r"https?://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::[0-9]+)?(?![a-z0-9:{-]|\.[a-z0-9{])",
+    r"https?://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::[0-9]+)?(?![a-z0-9:-]|\.[a-z0-9{])",
     re.IGNORECASE,
 )
 

@@ -197,3 +197,36 @@ async def test_an_answer_to_no_request_closes_its_connection() -> None:
     assert (first.status, first.body) == (200, b"first")
     assert (second.status, second.body) == (200, b"first")
     assert len(connections) == 2
+
+
+async def test_two_answers_in_one_read_leave_no_closed_connection_in_the_pool() -> None:
+    """The second answer closes the connection; the first request's answer must not put it
+    back as reusable, or the next request would be written to a closed socket and wait its
+    whole timeout."""
+    count = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                count += 1
+                ok = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n"
+                writer.write(ok + b"A" + (ok + b"B" if count == 1 else b""))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = ConnectionPool(limit=1, timeout=2.0, keepalive=5.0)
+    origin = Origin("http", "127.0.0.1", port)
+    head = request_head("GET", "/", [("host", f"127.0.0.1:{port}")], None)
+    try:
+        first, second = await asyncio.gather(pool.request(origin, head), pool.request(origin, head))
+    finally:
+        pool.close()
+        server.close()
+    assert (first.status, first.body, second.status, second.body) == (200, b"A", 200, b"A")

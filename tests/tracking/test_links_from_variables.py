@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from app.tracking.links import TrackedHosts, track_content, written_hosts
+from templates.renderer import render
 from tests.conftest import Platform
 from tests.tracking.common import MARKETING, links_of, send
 
@@ -41,7 +42,8 @@ def test_the_hosts_a_template_writes_out() -> None:
         "https://{{ host }}/x https://bank{{ x }}.cn/ {{ url }}",
         None,
     ]
-    assert written_hosts(sources) == {"bank.cn", "wx.bank.cn", "m.bank.cn"}
+    # "bank" from https://bank{{ x }}.cn: what renders there is another host, never "bank"
+    assert written_hosts(sources) == {"bank.cn", "wx.bank.cn", "m.bank.cn", "bank"}
 
 
 @pytest.mark.parametrize(
@@ -64,3 +66,31 @@ def test_which_links_are_tracked(url: str, tracked: bool) -> None:
     )
     assert bool(found) is tracked
     assert (url in content["sms"]["body"]) is not tracked
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "详情 https://m.bank.cn{{ path }}",
+        "详情 https://m.bank.cn{% if vip %}/vip{% else %}/std{% endif %}",
+        "详情 https://m.bank.cn/{{ path }}",
+    ],
+)
+def test_a_host_followed_by_a_variable_is_written(source: str) -> None:
+    hosts = TrackedHosts(written_hosts([source]))
+    assert hosts.written == frozenset({"m.bank.cn"})
+    text = render(source, {"path": "/loan/1", "vip": True})
+    content, links = track_content(
+        {"sms": {"body": text}}, base_url="https://t.bank.cn", hosts=hosts
+    )
+    assert len(links) == 1
+    assert "https://t.bank.cn/t/" in content["sms"]["body"]
+
+
+def test_a_variable_extending_a_written_host_is_not_tracked() -> None:
+    source = "详情 https://m.bank.cn{{ rest }}"
+    hosts = TrackedHosts(written_hosts([source]))
+    for rest in (".evil.com/x", "@evil.com/x", "evil.com"):
+        text = render(source, {"rest": rest})
+        _, links = track_content({"sms": {"body": text}}, base_url="https://t.bank.cn", hosts=hosts)
+        assert links == [], rest
