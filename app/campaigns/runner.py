@@ -54,6 +54,9 @@ log = logging.getLogger("icc.campaigns")
 
 # A release time this close to now is no backlog: the message goes at once.
 BACKLOG_SLACK = timedelta(seconds=1)
+# While a backlog is released, how often a runner looks at the campaign again (a pause or a
+# cancel meanwhile needs nothing of it; this only bounds the sleep).
+BACKLOG_RECHECK = 60.0
 
 
 def quiet_until(now: datetime, window: HourWindow, timezone: str | None) -> datetime | None:
@@ -103,8 +106,8 @@ class _Setup:
     remaining: int | None  # of the experiment's sample_size
     quiet: HourWindow | None
     now: datetime
-    # with a rate, the backlog of messages deferred by quiet hours: from when it is released,
-    # and when its next message may go (moved on by each one scheduled)
+    # with a rate, the backlog of messages deferred by quiet hours: the window's end it is
+    # released from, and when its next message may go (moved on by each one scheduled)
     release_from: datetime | None = None
     release_at: datetime | None = None
 
@@ -190,6 +193,12 @@ class CampaignRunner:
         problem = _unrunnable(campaign, experiment, scenario)
         if problem is not None:
             await self._halt(session, campaign, problem)
+            return None
+        hold = backlog_wait(campaign, utcnow())
+        if hold > 0:
+            campaign_id = campaign.id
+            await session.rollback()
+            self._next_at[campaign_id] = time.monotonic() + min(hold, BACKLOG_RECHECK)
             return None
         size = await self._allowance(session, campaign)
         if size == 0:  # other runners used this second's messages
@@ -384,25 +393,39 @@ class CampaignRunner:
 
 def _send_at(setup: _Setup, member: Member) -> datetime | None:
     """When the member's message goes: now (None), or at the end of their quiet hours. With
-    a rate, messages deferred to a window's end are spaced by the rate from there, and while
-    such a backlog lasts, later messages queue behind it: released all at once, a night's
-    messages would take the provider's capacity from account notices at 08:00."""
-    due = None
-    if setup.quiet is not None:
-        due = quiet_until(setup.now, setup.quiet, member.timezone)
+    a rate, the messages deferred to a window's end are spaced by the rate from there
+    (released all at once, a night's messages would take the provider's capacity from
+    account notices at 08:00), and the runner makes no more while they go (``backlog_wait``).
+    A customer of another time zone, whose window ends at another time, is not spaced."""
+    if setup.quiet is None:
+        return None
+    due = quiet_until(setup.now, setup.quiet, member.timezone)
     rate = setup.campaign.rate_per_second
-    if not rate:
+    if due is None or not rate:
         return due
-    pending = setup.release_at is not None and setup.release_at > setup.now + BACKLOG_SLACK
-    if not pending:
-        setup.release_from = None
-    releasing = pending and setup.release_from is not None and setup.release_from <= setup.now
-    if due is None and not releasing:
-        return None  # (a customer outside the window goes while the backlog waits)
-    at = max(due or setup.now, setup.release_at or setup.now) if pending else (due or setup.now)
-    setup.release_from = min(setup.release_from or at, at)
+    if _backlog_pending(setup.release_at, setup.now):
+        if due != setup.release_from:
+            return due
+    else:
+        setup.release_from, setup.release_at = due, due
+    at = max(due, setup.release_at or due)
     setup.release_at = at + timedelta(seconds=1 / rate)
-    return at
+    # a backlog longer than the day runs into the next night: that night's end, unspaced
+    return quiet_until(at, setup.quiet, member.timezone) or at
+
+
+def _backlog_pending(release_at: datetime | None, now: datetime) -> bool:
+    return release_at is not None and release_at > now + BACKLOG_SLACK
+
+
+def backlog_wait(campaign: Campaign, now: datetime) -> float:
+    """Seconds until the campaign's quiet-hours backlog has gone, while it is being released
+    (0 otherwise): the runner makes nothing meanwhile, so that the backlog and the messages
+    made after it keep to the rate together."""
+    start, end = campaign.release_from, campaign.release_at
+    if not campaign.rate_per_second or start is None or end is None or not start <= now < end:
+        return 0.0
+    return (end - now).total_seconds()
 
 
 def _unrunnable(

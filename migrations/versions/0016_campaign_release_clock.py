@@ -7,7 +7,7 @@ Create Date: 2026-12-06 22:40:00.000000
 A throttled campaign running in its customers' quiet hours schedules their messages for the
 end of the window. ``release_from`` and ``release_at`` say from when that backlog is released
 and when its next message may go, so that it goes at the campaign's rate instead of all at
-once when the window ends (and sends made while it is released queue behind it).
+once when the window ends (and the runner makes no new messages while it is released).
 ``cancelled`` counts the messages a cancel stopped before they went.
 """
 

@@ -4,16 +4,18 @@ cancel stops the messages that have not gone, on both databases."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
 
 from app.campaigns.models import Campaign
 from app.campaigns.repository import Member
-from app.campaigns.runner import CampaignRunner, _send_at, _Setup
+from app.campaigns.runner import CampaignRunner, _send_at, _Setup, backlog_wait
 from app.messages.models import MessageEvent, Outbox
 from app.settings import MarketingSettings
 from app.timeutil import utcnow
@@ -25,6 +27,7 @@ NOW = datetime.fromisoformat("2026-11-23T23:30:00+08:00")
 NIGHT = HourWindow(*(datetime.strptime(t, "%H:%M").time() for t in ("21:00", "08:00")))
 MORNING = datetime.fromisoformat("2026-11-24T08:00:00+08:00")
 SHANGHAI = Member("C1", "Asia/Shanghai")
+SHANGHAI_ZONE = ZoneInfo("Asia/Shanghai")
 LONDON = Member("C2", "Europe/London")  # 15:30 there at NOW: outside the window
 
 
@@ -48,20 +51,53 @@ def test_deferred_messages_are_spaced_by_the_rate() -> None:
     step = timedelta(seconds=2)
     assert times == [MORNING, MORNING + step, MORNING + 2 * step]
     assert (setup.release_from, setup.release_at) == (MORNING, MORNING + 3 * step)
-    # a customer outside the window goes now while the backlog waits for the morning...
+    # a customer outside the window goes now while the backlog waits for the morning
     assert _send_at(setup, LONDON) is None
-    # ...and a released backlog (08:00 passed) holds later messages behind it
-    setup.now = MORNING + timedelta(seconds=0.1)
-    assert _send_at(setup, SHANGHAI) == MORNING + 3 * step
-    assert (setup.release_from, setup.release_at) == (MORNING, MORNING + 4 * step)
 
 
-def test_a_backlog_that_has_gone_holds_nothing() -> None:
-    setup = _setup(4, quiet=None, release_at=NOW - timedelta(minutes=5))
-    assert _send_at(setup, SHANGHAI) is None
-    setup = _setup(4, quiet=None, release_at=NOW + timedelta(seconds=0.5))  # within the slack
-    assert _send_at(setup, SHANGHAI) is None
-    assert setup.release_at == NOW + timedelta(seconds=0.5)
+def test_a_customer_whose_window_ends_at_another_time_is_not_held_behind_the_backlog() -> None:
+    setup = _setup(0.5)
+    _send_at(setup, SHANGHAI)
+    new_york = Member("C3", "America/New_York")  # 10:30 there: outside the window
+    tokyo = Member("C4", "Asia/Tokyo")  # 00:30 there: quiet until 08:00 Tokyo
+    assert _send_at(setup, new_york) is None
+    assert _send_at(setup, tokyo) == datetime.fromisoformat("2026-11-24T08:00:00+09:00")
+    assert setup.release_at == MORNING + timedelta(seconds=2)
+
+
+def test_the_runner_makes_nothing_while_a_backlog_is_released() -> None:
+    campaign = Campaign(rate_per_second=0.5)
+    campaign.release_from, campaign.release_at = MORNING, MORNING + timedelta(seconds=6)
+    assert backlog_wait(campaign, NOW) == 0.0  # the night: customers are still gone through
+    assert backlog_wait(campaign, MORNING + timedelta(seconds=0.5)) == 5.5
+    assert backlog_wait(campaign, MORNING + timedelta(seconds=6)) == 0.0
+    assert backlog_wait(Campaign(rate_per_second=0.5), MORNING) == 0.0
+
+
+def test_a_night_and_a_day_of_a_throttled_campaign_keep_the_rate_and_the_night() -> None:
+    """The runner as it goes (a chunk a message, its pause while a backlog is released) for
+    30 hours from 21:00: no message goes in quiet hours, and no two closer than the rate."""
+    rate, quiet = 0.01, NIGHT
+    campaign = Campaign(rate_per_second=rate)
+    now = datetime.fromisoformat("2026-11-23T21:00:00+08:00")
+    sent = []
+    while now < datetime.fromisoformat("2026-11-25T03:00:00+08:00"):
+        wait = backlog_wait(campaign, now)
+        if wait > 0:
+            now += timedelta(seconds=wait)
+            continue
+        setup = _Setup(
+            campaign, {}, None, None, None, None, quiet, now,
+            release_from=campaign.release_from, release_at=campaign.release_at,
+        )  # fmt: skip
+        sent.append(_send_at(setup, SHANGHAI) or now)
+        campaign.release_from, campaign.release_at = setup.release_from, setup.release_at
+        now += timedelta(seconds=1 / rate)
+    sent.sort()
+    assert len(sent) > 600
+    assert not any(quiet.contains(t.astimezone(SHANGHAI_ZONE).time()) for t in sent)
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert min(gaps) >= timedelta(seconds=1 / rate) - timedelta(microseconds=1)
 
 
 @pytest.fixture
