@@ -35,6 +35,13 @@ class ProviderFault(PermanentChannelError):
     before falling back to the next channel."""
 
 
+class ContentRefused(ProviderFault):
+    """This account does not carry this content (its signature or template is not approved
+    here): the next account is tried, but the account still serves other content, so the
+    refusal does not count against its circuit (one scenario's unapproved template would
+    otherwise take the account from every other, account notices included)."""
+
+
 class RecipientUnreachable(PermanentChannelError):
     """The customer has no usable contact point on this channel."""
 

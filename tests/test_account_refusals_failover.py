@@ -1,7 +1,9 @@
 """Refusals of a provider account rather than of the recipient (no balance left, a signature
 or template not approved on this account, SMTP credentials rejected, an egress proxy refusing
 us) are ``ProviderFault``: the next account of the channel is tried before the message falls
-back to the next channel, and they count against the account's circuit breaker."""
+back to the next channel, and they count against the account's circuit breaker, except a
+signature or template not approved there (``ContentRefused``): the account serves other
+content."""
 
 from __future__ import annotations
 
@@ -17,12 +19,19 @@ from channels.accounts import CircuitSettings
 from channels.base import ProviderContext, SendResult
 from channels.circuit import CircuitState
 from channels.email import SmtpEmailProvider, classify_smtp_error
-from channels.errors import PermanentChannelError, ProviderFault, TransientChannelError
+from channels.errors import (
+    ContentRefused,
+    PermanentChannelError,
+    ProviderFault,
+    TransientChannelError,
+)
 from channels.simulator.aliyun import AliyunSmsSimulator
 from channels.simulator.smtp import SmtpSimulator
 from channels.simulator.tencent import TencentSmsSimulator
 from channels.sms.aliyun import AliyunSmsProvider
+from channels.sms.aliyun import classify as aliyun_classify
 from channels.sms.tencent import TencentSmsProvider
+from channels.sms.tencent import classify as tencent_classify
 from tests.delivery_attempts import Recording, attempt, claimed, registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -242,3 +251,41 @@ async def test_account_refusals_open_the_account_s_circuit() -> None:
     assert slot.name == "aliyun-main"
     assert slot.circuit.state is CircuitState.open
     assert backup.sent == ["m1", "m2", "m3"]
+
+
+class TemplateRefused(Recording):
+    """An account on which one template is not approved."""
+
+    async def send(
+        self, *, to: str, content: Mapping[str, Any], idempotency_key: str, message_id: str
+    ) -> SendResult:
+        raise ContentRefused("template not approved here", code="isv.SMS_TEMPLATE_ILLEGAL")
+
+
+async def test_a_template_not_approved_on_an_account_does_not_open_its_circuit() -> None:
+    """One scenario's unapproved template must not take the account from every other (account
+    notices included): the message still fails over, the circuit stays closed."""
+    refused, backup = TemplateRefused("aliyun-main"), Recording("tencent-backup")
+    circuit = CircuitSettings(min_requests=2, error_rate=0.5)
+    providers = registry((refused, {"circuit": circuit}), (backup, {}))
+    for message_id in ("m1", "m2", "m3"):
+        await attempt(providers, claimed(message_id, "sms", {"phone": "13800138000"}, {}))
+    slot = providers.route("sms")[0]
+    assert slot.name == "aliyun-main"
+    assert slot.circuit.state is CircuitState.closed
+    assert backup.sent == ["m1", "m2", "m3"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("aliyun", "isv.SMS_TEMPLATE_ILLEGAL"),
+        ("aliyun", "isv.SMS_SIGNATURE_ILLEGAL"),
+        ("tencent", "FailedOperation.TemplateIncorrectOrUnapproved"),
+        ("tencent", "FailedOperation.SignatureIncorrectOrUnapproved"),
+    ],
+)
+def test_unapproved_content_is_content_refused(kind: str, code: str) -> None:
+    error = aliyun_classify(code, "", 200) if kind == "aliyun" else tencent_classify(code, "")
+    assert isinstance(error, ContentRefused)
+    assert not isinstance(aliyun_classify("isv.AMOUNT_NOT_ENOUGH", "", 200), ContentRefused)

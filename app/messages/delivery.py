@@ -18,6 +18,7 @@ from app.timeutil import utcnow
 from channels.base import CONTACT_FIELD
 from channels.errors import (
     ChannelError,
+    ContentRefused,
     PermanentChannelError,
     ProviderFault,
     RecipientUnreachable,
@@ -190,7 +191,7 @@ async def _attempt(
     for slot in slots:
         attempt = await _attempt_with(runtime, slot, message, channel, contact, deadline)
         attempts.append(attempt)
-        if attempt.error is None or not _is_provider_failure(attempt.error):
+        if attempt.error is None or not _fails_over(attempt.error):
             break
     return attempts
 
@@ -266,11 +267,16 @@ async def _wait_for_rate(
     return None
 
 
-def _is_provider_failure(error: ChannelError) -> bool:
-    """A transient error or a refusal of the account (no balance, credentials rejected): not
-    about the recipient, so the next provider may help, and it counts against this one's
-    circuit."""
+def _fails_over(error: ChannelError) -> bool:
+    """A transient error or a refusal of the account (no balance, credentials rejected, the
+    template not approved there): not about the recipient, so the next provider may help."""
     return error.transient or isinstance(error, ProviderFault)
+
+
+def _is_provider_failure(error: ChannelError) -> bool:
+    """What counts against the account's circuit: what fails over, but a refusal of one
+    content (ContentRefused), as the account still serves other content."""
+    return _fails_over(error) and not isinstance(error, ContentRefused)
 
 
 def _ms_since(started: float) -> float:

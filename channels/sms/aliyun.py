@@ -44,9 +44,12 @@ InvalidAccessKeyId.*, InvalidTimeStamp.Expired,    request can never pass
 isp.RAM_PERMISSION_DENY, Forbidden.RAM
 isv.AMOUNT_NOT_ENOUGH, isv.OUT_OF_SERVICE,         permanent, ``ProviderFault``: this account
 isv.PRODUCT_UN_SUBSCRIPT, isv.PRODUCT_UNSUBSCRIBE, cannot send (balance, suspended, SMS not
-isv.ACCOUNT_*, isv.SMS_SIGNATURE_ILLEGAL,          enabled, signature or template not
-isv.SMS_SIGN_ILLEGAL, isv.SMS_TEMPLATE_ILLEGAL,    approved here, source IP refused): the
-isv.SMS_SIGNATURE_SCENE_ILLEGAL, isv.DENY_IP_RANGE next account of the channel is tried
+isv.ACCOUNT_*, isv.DENY_IP_RANGE                   enabled, source IP refused): the next
+                                                   account of the channel is tried
+isv.SMS_SIGNATURE_ILLEGAL, isv.SMS_SIGN_ILLEGAL,   permanent, ``ContentRefused``: signature or
+isv.SMS_TEMPLATE_ILLEGAL,                          template not approved here; the next
+isv.SMS_SIGNATURE_SCENE_ILLEGAL                    account is tried, this one's circuit is not
+                                                   charged (it serves other content)
 isv.MOBILE_NUMBER_ILLEGAL, isv.INVALID_PARAMETERS, permanent: number, parameters or content
 isv.BLACK_KEY_CONTROL_LIMIT,                       rejected
 isv.TEMPLATE_MISSING_PARAMETERS
@@ -86,6 +89,7 @@ from channels.base import (
 from channels.errors import (
     CallbackRejected,
     ChannelError,
+    ContentRefused,
     PermanentChannelError,
     ProviderFault,
     TransientChannelError,
@@ -140,11 +144,17 @@ ACCOUNT_CODES = frozenset(
         "isv.OUT_OF_SERVICE",
         "isv.PRODUCT_UN_SUBSCRIPT",
         "isv.PRODUCT_UNSUBSCRIBE",
+        "isv.DENY_IP_RANGE",
+    }
+)
+# Refusals of this content on this account (ContentRefused): another account is tried, and
+# this one still serves other signatures and templates.
+CONTENT_CODES = frozenset(
+    {
         "isv.SMS_SIGNATURE_ILLEGAL",
         "isv.SMS_SIGN_ILLEGAL",
         "isv.SMS_SIGNATURE_SCENE_ILLEGAL",
         "isv.SMS_TEMPLATE_ILLEGAL",
-        "isv.DENY_IP_RANGE",
     }
 )
 
@@ -307,6 +317,8 @@ def classify(code: str, message: str, status: int) -> ChannelError:
         return TransientChannelError(detail, code=code)
     if code in CREDENTIAL_CODES:
         return CredentialsRejected(detail, code=code)
+    if code in CONTENT_CODES:
+        return ContentRefused(detail, code=code)
     if code in ACCOUNT_CODES or code.startswith("isv.ACCOUNT_"):
         return ProviderFault(detail, code=code)
     if status >= 500:

@@ -37,12 +37,13 @@ the whole request, else ``SendStatusSet[0].Code`` for the number:
 LimitExceeded.*, RequestLimitExceeded*, InternalError*      transient
 AuthFailure.*, UnauthorizedOperation.*                      permanent, ``CredentialsRejected``
 FailedOperation.InsufficientBalanceInSmsPackage,            permanent, ``ProviderFault``: this
-FailedOperation.SignatureIncorrectOrUnapproved,             account cannot send (no balance,
-FailedOperation.TemplateIncorrectOrUnapproved,              signature or template not approved
-FailedOperation.MissingSignatureList,                       here): the next account of the
-FailedOperation.MissingTemplateList,                        channel is tried
-FailedOperation.NotEnterpriseCertification,
-InvalidParameterValue.SdkAppIdNotExist
+FailedOperation.MissingSignatureList,                       account cannot send (no balance,
+FailedOperation.MissingTemplateList,                        nothing approved, the app not its
+FailedOperation.NotEnterpriseCertification,                 own): the next account of the
+InvalidParameterValue.SdkAppIdNotExist                      channel is tried
+FailedOperation.SignatureIncorrectOrUnapproved,             permanent, ``ContentRefused``: the
+FailedOperation.TemplateIncorrectOrUnapproved               next account is tried; this one's
+                                                            circuit is not charged
 InvalidParameterValue.*, FailedOperation.* (blacklist,      permanent
 content), MissingParameter, other
 HTTP 5xx/429, timeouts, network errors, non-JSON answers    transient
@@ -85,6 +86,7 @@ from channels.base import (
 from channels.errors import (
     CallbackRejected,
     ChannelError,
+    ContentRefused,
     PermanentChannelError,
     ProviderFault,
     RecipientUnreachable,
@@ -116,12 +118,18 @@ REQUEST_CLIENT = "icc-tencent-sms/1.0"
 ACCOUNT_CODES = frozenset(
     {
         "FailedOperation.InsufficientBalanceInSmsPackage",
-        "FailedOperation.SignatureIncorrectOrUnapproved",
-        "FailedOperation.TemplateIncorrectOrUnapproved",
         "FailedOperation.MissingSignatureList",
         "FailedOperation.MissingTemplateList",
         "FailedOperation.NotEnterpriseCertification",
         "InvalidParameterValue.SdkAppIdNotExist",
+    }
+)
+# Refusals of this content on this account (ContentRefused): another account is tried, and
+# this one still serves other signatures and templates.
+CONTENT_CODES = frozenset(
+    {
+        "FailedOperation.SignatureIncorrectOrUnapproved",
+        "FailedOperation.TemplateIncorrectOrUnapproved",
     }
 )
 CALLBACK_ACK = {"result": 0, "errmsg": "OK"}
@@ -324,6 +332,8 @@ def classify(code: str, message: str) -> ChannelError:
         return TransientChannelError(detail, code=code)
     if family in ("AuthFailure", "UnauthorizedOperation"):
         return CredentialsRejected(detail, code=code)
+    if code in CONTENT_CODES:
+        return ContentRefused(detail, code=code)
     if code in ACCOUNT_CODES:
         return ProviderFault(detail, code=code)
     return PermanentChannelError(detail, code=code)
