@@ -5,6 +5,7 @@ by when it reaches the customer (a scheduled one: at its send time)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.conftest import Platform
@@ -79,7 +80,6 @@ async def test_patches_sharing_a_timestamp_each_count_toward_the_cap(
 async def test_scheduled_patches_count_when_they_go_out(platform: Platform) -> None:
     """Cap 1 patch a week. Two account notices scheduled ten days ahead, 30 minutes apart:
     patches count by when they reach the customer, so the second one gets none."""
-    from datetime import UTC, datetime, timedelta
 
     _outside_quiet_hours(platform)  # same time of day ten days ahead: outside quiet hours
     await _cap_wealth(platform, 1)
@@ -99,7 +99,6 @@ async def test_a_scheduled_send_counts_the_patches_nearest_its_own_time(
     """Cap 1 a week; patches scheduled 2 and 9 days ahead (a week apart, both allowed). A
     notice scheduled 10 days ahead is a day after the second: it gets none, though the
     lookup keeps one patch a side (the cap's size) and the first is nearer to now."""
-    from datetime import UTC, datetime, timedelta
 
     _outside_quiet_hours(platform)
     await _cap_wealth(platform, 1)
@@ -109,3 +108,30 @@ async def test_a_scheduled_send_counts_the_patches_nearest_its_own_time(
         sent = await _send(platform, "R1", send_at=(today + timedelta(days=days)).isoformat())
         strategies.append(sent["decision"]["strategy"])
     assert strategies == ["wealth", "wealth", None]
+
+
+async def test_a_batch_with_send_times_far_apart_counts_each_customers_own_patches(
+    platform: Platform,
+) -> None:
+    """Cap 1 a week. R1 has patches scheduled on day 2 and day 20. A batch: a notice to R2
+    now and one to R1 on day 20 + 1 h: R1's is an hour from a patch and gets none (the
+    lookup is anchored at the batch's earliest time, and reached past its nearest patch)."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 1)
+    today = datetime.now(UTC).replace(microsecond=0)
+    for days in (2, 20):
+        sent = await _send(platform, "R1", send_at=(today + timedelta(days=days)).isoformat())
+        assert sent["decision"]["strategy"] == "wealth"
+    later = (today + timedelta(days=20, hours=1)).isoformat()
+    items = [
+        {"customer_id": "R2", "variables": VARS},
+        {"customer_id": "R1", "variables": VARS, "send_at": later},
+    ]
+    async with platform.client("system") as client:
+        answer = await client.post(
+            "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+        )
+    assert answer.status_code == 202, answer.text
+    r2, r1 = await _messages(platform, [item["id"] for item in answer.json()["items"]])
+    assert r2["decision"]["strategy"] == "wealth"
+    assert r1["decision"]["strategy"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -162,6 +163,11 @@ async def recent_patches(
     if not unique:
         return found
     window = {"since": at - span, "at": at, "until": (latest or at) + span}
+    # Sends far later than ``at`` (a batch of reminders for different days) need the patches
+    # around their own time, not only the ``most`` nearest ``at``: with caps kept, a span holds
+    # at most ``most`` of a customer's patches, so this many cover up to ``until``.
+    spread = ((latest or at) - at) / span if span else 0.0
+    most_after = most * (math.ceil(spread) + 1)
     if len(unique) <= SEEK_CUSTOMERS:
         # a few customers (single sends): two seeks per customer, however many patches they
         # had; the statement is built once per size (ids padded with one no customer has)
@@ -171,10 +177,11 @@ async def recent_patches(
         sqlite = dialect_name(session) == "sqlite"
         params |= {k: _sqlite_time(v) if sqlite else v for k, v in window.items()}
         # every row is a patch of its own: a batch's patches share their created_at
-        _collect(found, await session.execute(_seeks(size, sqlite), params | {"most": most}))
+        limits = {"most": most, "most_after": most_after}
+        _collect(found, await session.execute(_seeks(size, sqlite), params | limits))
         return found
     for start in range(0, len(unique), 500):  # a batch: one cached statement per 500
-        stmt = _around_many(unique[start : start + 500], window, most)
+        stmt = _around_many(unique[start : start + 500], window, most, most_after)
         _collect(found, await session.execute(stmt))
     return found
 
@@ -195,32 +202,34 @@ def _seeks(size: int, sqlite: bool) -> Any:
     parts = []
     for i in range(size):
         mine = (Message.customer_id == bindparam(f"c{i}"), Message.patch.is_not(None))
-        before = (reaches_at >= since, reaches_at <= at, reaches_at.desc())
-        after = (reaches_at > at, reaches_at < until, reaches_at.asc())
+        before = (reaches_at >= since, reaches_at <= at, reaches_at.desc(), "most")
+        after = (reaches_at > at, reaches_at < until, reaches_at.asc(), "most_after")
         parts += [
             select(Message.customer_id, reaches_at)
             .where(*mine, low, high)
             .order_by(order)
-            .limit(bindparam("most"))
+            .limit(bindparam(limit))
             .subquery()
             .select()
-            for low, high, order in (before, after)
+            for low, high, order, limit in (before, after)
         ]
     return union_all(*parts)
 
 
-def _around_many(customer_ids: list[str], window: dict[str, datetime], most: int) -> Any:
+def _around_many(
+    customer_ids: list[str], window: dict[str, datetime], most: int, most_after: int
+) -> Any:
     mine = (Message.customer_id.in_(customer_ids), Message.patch.is_not(None))
-    before = (reaches_at >= window["since"], reaches_at <= window["at"], reaches_at.desc())
-    after = (reaches_at > window["at"], reaches_at < window["until"], reaches_at.asc())
+    before = (reaches_at >= window["since"], reaches_at <= window["at"], reaches_at.desc(), most)
+    after = (reaches_at > window["at"], reaches_at < window["until"], reaches_at.asc(), most_after)
     sides = []
-    for low, high, order in (before, after):
+    for low, high, order, limit in (before, after):
         nearest = (
             func.row_number().over(partition_by=Message.customer_id, order_by=order).label("n")
         )
         columns = (Message.customer_id, reaches_at.label("at"), nearest)
         inner = select(*columns).where(*mine, low, high).subquery()
-        sides.append(select(inner.c.customer_id, inner.c.at).where(inner.c.n <= most))
+        sides.append(select(inner.c.customer_id, inner.c.at).where(inner.c.n <= limit))
     return union_all(*sides)
 
 
