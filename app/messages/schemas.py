@@ -14,10 +14,6 @@ EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
 OPENID_PATTERN = r"^[A-Za-z0-9_-]{6,64}$"
 
 
-SendTime = ApiTime
-"""A time that sends are decided for (send_at, explain's at)."""
-
-
 class MessageStatus(StrEnum):
     scheduled = "scheduled"
     queued = "queued"
@@ -93,7 +89,7 @@ class MessageItem(BaseModel):
         default=None, min_length=1, description="restrict and reorder the scenario's channels"
     )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    send_at: SendTime | None = Field(default=None, description="RFC 3339 with an offset")
+    send_at: ApiTime | None = Field(default=None, description="RFC 3339 with an offset")
     profile: dict[str, Any] | None = Field(
         default=None,
         description="attributes for the marketing patch decision, over the stored profile's; "

@@ -7,7 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.messages.schemas import SendTime
 from app.scenarios.schemas import KEY_PATTERN, Channel
 from app.timeutil import ApiTime
 
@@ -195,7 +194,7 @@ class ExplainIn(BaseModel):
     profile: dict[str, Any] | None = Field(
         default=None, description="attributes to decide with instead of a stored customer's"
     )
-    at: SendTime | None = Field(default=None, description="default: now")
+    at: ApiTime | None = Field(default=None, description="default: now")
 
     @model_validator(mode="after")
     def _someone(self) -> ExplainIn:
@@ -286,7 +285,7 @@ class DryRunIn(BaseModel):
         default=None, pattern=KEY_PATTERN, description="sample from this segment; unset: all"
     )
     sample_size: int = Field(default=1000, ge=1, le=10_000)
-    at: SendTime | None = None
+    at: ApiTime | None = None
 
 
 class DryRunOut(BaseModel):
