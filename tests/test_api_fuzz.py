@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 from tests.conftest import new_postgres_database
 
 ICC = Path(sys.executable).with_name("icc")
-EXAMPLES = int(os.environ.get("ICC_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("ICC_FUZZ_EXAMPLES", "3"))
 # revoking keys would revoke the run's own key (its operations are covered in test_auth)
 SKIPPED = "/v1/keys"
 CHECKS = [not_a_server_error, status_code_conformance]
