@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/icc serve
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
