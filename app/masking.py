@@ -15,6 +15,16 @@ _INTERNATIONAL_PHONE = re.compile(r"(?<![\d+])(?:\+|00)\d(?:[ -]?\d){7,14}(?!\d)
 _EMAIL = re.compile(r"([\w.%+-])[\w.%+-]{0,63}@([\w.-]+\.[^\W\d_]{2,})")
 # full-width digits and plus (a Chinese input method's): read as ASCII before matching
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
+# A number under a phone's label, whatever its form: Aliyun takes another country's number
+# without "+" or "00" (PhoneNumbers=85291234567,85291234568), which nothing else tells
+# apart from an account number in free text.
+_NUMBER = r"\+?\d(?:[ -]?\d){5,17}"
+_LABELLED_PHONES = re.compile(
+    r"((?:\b(?:phone_?numbers?|phonenumberset|phones?|mobiles?|msisdn|tel)\b|手机号码?|电话(?:号码)?)"
+    r"[\"']?\s*[=:：]?\s*\[?[\"']?)"
+    rf"({_NUMBER}(?:[\"']?\s*,\s*[\"']?{_NUMBER})*)",
+    re.IGNORECASE,
+)
 _OPENID = re.compile(
     r"(?<![A-Za-z0-9_-])(o[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{20}([A-Za-z0-9_-]{4})(?![A-Za-z0-9_-])"
 )
@@ -57,20 +67,59 @@ def mask_text(text: str) -> str:
         text = text.translate(_FULL_WIDTH)
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
     text = _INTERNATIONAL_PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group())), text)
+    text = _LABELLED_PHONES.sub(_mask_labelled, text)
     if "@" in text:
         text = _EMAIL.sub(r"\1***@\2", text)
     return _OPENID.sub(r"\1****\2", text)
 
 
-def mask_value(value: Any) -> Any:
-    """Mask strings inside nested JSON-like structures."""
+def _mask_labelled(match: re.Match[str]) -> str:
+    return match.group(1) + _mask_numbers(match.group(2))
+
+
+def _mask_numbers(text: str) -> str:
+    """Each number of a list (85291234567,85291234568)."""
+    return re.sub(_NUMBER, lambda m: _masked_number(m.group()), text)
+
+
+def _masked_number(number: str) -> str:
+    if "****" in number:  # masked already (a Chinese or "+"-written number)
+        return number
+    return mask_phone(re.sub(r"[ -]", "", number))
+
+
+# Keys whose values are contact points whatever they look like (a log's extras, a provider's
+# request or answer): lower case, without "_" and "-".
+_CONTACT_KEYS = frozenset(
+    {"phone", "phones", "phonenumber", "phonenumbers", "phonenumberset", "mobile", "msisdn"}
+    | {"email", "wechatopenid", "openid", "touser", "sender", "recipient", "to"}
+)
+
+
+def _contact(value: str) -> str:
+    """A contact point of unknown kind, masked by its look."""
+    masked = mask_text(value)
+    if masked != value:
+        return masked
+    if "@" in value:
+        return mask_email(value)
+    return _mask_numbers(value) if re.fullmatch(r"[+\d][\d ,+-]*", value) else masked
+
+
+def mask_value(value: Any, *, contact: bool = False) -> Any:
+    """Mask strings inside nested JSON-like structures; the values of contact keys (phone,
+    email, openid...) whatever their form."""
     if isinstance(value, str):
-        return mask_text(value)
+        return _contact(value) if contact else mask_text(value)
     if isinstance(value, dict):
-        return {k: mask_value(v) for k, v in value.items()}
+        return {k: mask_value(v, contact=_is_contact_key(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [mask_value(v) for v in value]
+        return [mask_value(v, contact=contact) for v in value]
     return value
+
+
+def _is_contact_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in _CONTACT_KEYS
 
 
 _CONTACT_MASKS = {"phone": mask_phone, "email": mask_email, "wechat_openid": mask_openid}

@@ -20,7 +20,7 @@ from app.callbacks.service import is_opt_out
 from app.db import passing_db_error
 from app.ids import new_id
 from app.logging import MaskingJsonFormatter
-from app.masking import mask_contact, mask_name, mask_text
+from app.masking import mask_contact, mask_name, mask_text, mask_value
 from app.messages.outcomes import backoff_delay
 from app.messages.variables import check_variables
 from app.scenarios.schemas import VariableSpec, VariableType
@@ -53,6 +53,13 @@ def test_ids_are_prefixed_unique_and_time_sortable() -> None:
         ("mail zhang.wei@example.com", "mail z***@example.com"),
         ("openid oAbcd1234567890123456789wxyz", "openid oAbc****wxyz"),
         ("账号6222021234567890123不是手机", "账号6222021234567890123不是手机"),
+        # another country's number without "+" (as Aliyun takes it), under a phone's label
+        ("PhoneNumbers=85291234567,85291234568&x=1", "PhoneNumbers=852****4567,852****4568&x=1"),
+        ('{"PhoneNumbers": "447911123456"}', '{"PhoneNumbers": "4479****3456"}'),
+        ('PhoneNumberSet=["85291234567"]', 'PhoneNumberSet=["852****4567"]'),
+        ("手机号：85291234567，电话 85291234567", "手机号：852****4567，电话 852****4567"),
+        ("phone +86 138 0000 1234", "phone +86 138****1234"),
+        ("订单号码：12345678, order 85291234567", "订单号码：12345678, order 85291234567"),
     ],
 )
 def test_mask_text(text: str, masked: str) -> None:
@@ -64,6 +71,31 @@ def test_mask_contacts_and_names() -> None:
     assert mask_contact("email", "a@b.cn") == "a***@b.cn"
     assert mask_contact("wechat_openid", "oDemo0000000000000000000001") == "oDem****0001"
     assert mask_name("欧阳娜娜") == "欧***"
+
+
+def test_contact_keys_are_masked_whatever_the_number_looks_like() -> None:
+    """A log's extras, or a provider's request or answer: a contact key's value is masked
+    even when nothing in the text says it is a phone number."""
+    masked = mask_value(
+        {
+            "PhoneNumbers": "85291234567,85291234568",
+            "to": "447911123456",
+            "sender": "+85291234567",
+            "request": {"phone_numbers": ["85291234567"], "touser": "oAbcd1234567890123456789wxyz"},
+            "email": "ops@localhost",
+            "amount": "12345678901",
+            "reference": "85291234567",
+        }
+    )
+    assert masked == {
+        "PhoneNumbers": "852****4567,852****4568",
+        "to": "4479****3456",
+        "sender": "+852****4567",
+        "request": {"phone_numbers": ["852****4567"], "touser": "oAbc****wxyz"},
+        "email": "o***@localhost",
+        "amount": "12345678901",
+        "reference": "85291234567",
+    }
 
 
 def test_json_logs_mask_personal_data_in_message_and_extras() -> None:
