@@ -5,23 +5,35 @@ by when it reaches the customer (a scheduled one: at its send time)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.main import create_app
+from app.runtime import Runtime
+from app.strategies import repository as strategies_repository
 from tests.conftest import Platform
 from tests.test_strategies_api import _outside_quiet_hours, _send, _setup
 
 VARS = {"account_tail": "1234", "amount": "1200.00"}
 
 
-async def _cap_wealth(platform: Platform, max_patches: int) -> None:
+async def _cap_wealth(platform: Platform, max_patches: int | None, *, setup: bool = True) -> None:
     async with platform.client("marketer") as client:
-        await _setup(platform, client)
+        if setup:
+            await _setup(platform, client)
         current = (await client.get("/v1/strategies/wealth")).json()
         body = {
             k: v for k, v in current.items() if k not in ("id", "key", "created_at", "updated_at")
         }
-        body["frequency_cap"] = {"max_patches": max_patches, "days": 7}
+        cap = None if max_patches is None else {"max_patches": max_patches, "days": 7}
+        body["frequency_cap"] = cap
         assert (await client.put("/v1/strategies/wealth", json=body)).status_code == 200
 
 
@@ -135,3 +147,194 @@ async def test_a_batch_with_send_times_far_apart_counts_each_customers_own_patch
     r2, r1 = await _messages(platform, [item["id"] for item in answer.json()["items"]])
     assert r2["decision"]["strategy"] == "wealth"
     assert r1["decision"]["strategy"] is None
+
+
+@asynccontextmanager
+async def _replicas(platform: Platform, count: int) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """System clients of ``count`` API replicas on the platform's database: the platform's
+    own and others with a runtime each (engine, pool, group commit), as processes have."""
+    runtimes = [platform.runtime]
+    apps = [platform.app]
+    try:
+        for _ in range(count - 1):
+            runtimes.append(Runtime(platform.runtime.settings, run_workers=False))
+            await runtimes[-1].start()
+            apps.append(create_app(platform.runtime.settings, runtime=runtimes[-1]))
+        headers = {"Authorization": f"Bearer {platform.keys['system']}"}
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://icc.test", headers=headers
+            )
+            for app in apps
+        ]
+        yield clients
+        for client in clients:
+            await client.aclose()
+    finally:
+        for runtime in runtimes[1:]:
+            await runtime.close()
+
+
+class _ReadTogether:
+    """In place of ``recent_patches``: holds each transaction that has just read recent
+    patches until all ``sends`` have read theirs, the race between replicas made certain.
+    It waits no longer for a send that cannot read yet because it waits for a lock: on
+    PostgreSQL one seen waiting in pg_stat_activity; on SQLite any after half a second (a
+    writer's transaction holds the database from its first statement)."""
+
+    def __init__(self, platform: Platform, sends: int) -> None:
+        self.platform = platform
+        self.sends = sends
+        self.read = 0
+        self.original = strategies_repository.recent_patches
+
+    async def __call__(self, session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        found = await self.original(session, *args, **kwargs)
+        self.read += 1
+        loop = asyncio.get_running_loop()
+        postgres = self.platform.backend == "postgres"
+        deadline = loop.time() + (10.0 if postgres else 0.5)
+        while self.read < self.sends and loop.time() < deadline:
+            if postgres and self.read + await self._waiting_for_locks() >= self.sends:
+                break
+            await asyncio.sleep(0.02)
+        return found
+
+    async def _waiting_for_locks(self) -> int:
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        async with self.platform.runtime.engine.connect() as conn:
+            return int(await conn.scalar(waiting) or 0)
+
+
+async def _patched(platform: Platform, ids: list[str]) -> list[str]:
+    return [m["id"] for m in await _messages(platform, ids) if m["decision"]["strategy"]]
+
+
+async def test_replicas_sending_at_once_respect_the_frequency_cap(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cap 1 patch a week; three API replicas accept a notice to R1 at the same moment,
+    each transaction reading R1's recent patches before any has committed its own. Exactly
+    one carries the patch: on PostgreSQL the later ones wait for the customer (an advisory
+    lock) and read the patch once it is committed; on SQLite a writer holds the database
+    from its first statement (BEGIN IMMEDIATE), so the sends take turns anyway."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 1)
+    monkeypatch.setattr(strategies_repository, "recent_patches", _ReadTogether(platform, 3))
+    body = {"scenario": "account_movement", "customer_id": "R1", "variables": VARS}
+    async with _replicas(platform, 3) as clients:
+        answers = await asyncio.gather(*(c.post("/v1/messages", json=body) for c in clients))
+    assert [a.status_code for a in answers] == [202] * 3, [a.text for a in answers]
+    patched = await _patched(platform, [a.json()["id"] for a in answers])
+    assert len(patched) == 1, f"{len(patched)} patches from 3 replicas despite a cap of 1"
+
+
+async def test_a_batch_and_a_single_send_at_once_respect_the_frequency_cap(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cap 1 a week; one replica accepts a batch to R1 and 300 other customers (more than
+    are held one by one: it holds their buckets), another a single send to R1 (which holds
+    R1), both reading before either commits: R1 gets one patch."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 1)
+    monkeypatch.setattr(strategies_repository, "recent_patches", _ReadTogether(platform, 2))
+    others = [
+        {"customer_id": f"U{i:04d}", "recipient": {"phone": f"1390000{i:04d}"}, "variables": VARS}
+        for i in range(300)
+    ]
+    batch = {
+        "scenario": "account_movement",
+        "items": [*others, {"customer_id": "R1", "variables": VARS}],
+    }
+    single = {"scenario": "account_movement", "customer_id": "R1", "variables": VARS}
+    async with _replicas(platform, 2) as (one, other):
+        batched, sent = await asyncio.gather(
+            one.post("/v1/messages/batch", json=batch), other.post("/v1/messages", json=single)
+        )
+    assert batched.status_code == 202, batched.text
+    assert sent.status_code == 202, sent.text
+    ids = [batched.json()["items"][-1]["id"], sent.json()["id"]]
+    patched = await _patched(platform, ids)
+    assert len(patched) == 1, f"R1 got {len(patched)} patches despite a cap of 1"
+
+
+def test_cap_lock_keys_are_sorted_int4_and_bounded() -> None:
+    few = [f"C{i}" for i in range(strategies_repository.CAP_CUSTOMERS_EACH)]
+    buckets, customers = strategies_repository.cap_lock_keys(few)
+    assert buckets == sorted(buckets)
+    assert customers == sorted(customers)
+    assert len(customers) == len(few)
+    assert all(-(2**31) <= k < 2**31 for k in customers)
+    many = [f"C{i}" for i in range(10_000)]
+    assert strategies_repository.cap_lock_keys(many) == (
+        list(range(strategies_repository.CAP_BUCKETS)),
+        [],
+    )
+
+
+async def test_cap_locks_are_few_and_taken_in_one_statement(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a send under a capped strategy holds its customer and bucket; a batch
+    to 301 customers holds their buckets only, not a lock each; each group takes its locks
+    in one statement. A scenario without caps takes none."""
+    if platform.backend != "postgres":
+        pytest.skip("SQLite takes no locks: its writer's transaction holds the database")
+    statements: list[str] = []
+    held: list[dict[int, int]] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        values = params.values() if isinstance(params, dict) else params or ()
+        if "pg_advisory" in statement and strategies_repository.CAP_BUCKET_LOCKS in values:
+            statements.append(statement)
+
+    original = strategies_repository.hold_for_caps
+
+    async def holding(session: AsyncSession, customer_ids: Any) -> None:
+        await original(session, customer_ids)
+        mine = text(
+            "SELECT classid, count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND locktype = 'advisory' AND classid IN (:buckets, :customers) GROUP BY classid"
+        )
+        namespaces = {
+            "buckets": strategies_repository.CAP_BUCKET_LOCKS,
+            "customers": strategies_repository.CAP_CUSTOMER_LOCKS,
+        }
+        held.append({int(k): int(n) for k, n in await session.execute(mine, namespaces)})
+
+    monkeypatch.setattr(strategies_repository, "hold_for_caps", holding)
+    event.listen(platform.runtime.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        _outside_quiet_hours(platform)
+        await _cap_wealth(platform, 1)
+        await _send(platform, "R1")
+        items = [
+            {"customer_id": f"U{i:04d}", "recipient": {"phone": f"1390000{i:04d}"}}
+            for i in range(300)
+        ]
+        items.append({"customer_id": "R1"})
+        async with platform.client("system") as client:
+            answer = await client.post(
+                "/v1/messages/batch",
+                json={
+                    "scenario": "account_movement",
+                    "items": [{**item, "variables": VARS} for item in items],
+                },
+            )
+        assert answer.status_code == 202, answer.text
+        await _cap_wealth(platform, None, setup=False)
+        await _send(platform, "R1")  # no strategy of the scenario has a cap now
+    finally:
+        event.remove(platform.runtime.engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) == 2
+    buckets, customers = (
+        strategies_repository.CAP_BUCKET_LOCKS,
+        strategies_repository.CAP_CUSTOMER_LOCKS,
+    )
+    single, batch = held
+    assert single == {buckets: 1, customers: 1}
+    assert 0 < batch[buckets] <= strategies_repository.CAP_BUCKETS
+    assert customers not in batch

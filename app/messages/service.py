@@ -144,6 +144,8 @@ class _Plan:
             now=now,
             phones={p for r in requests if (p := self._sms_phone(r.item)) is not None},
             times={max(now, r.item.send_at or now) for r in requests},
+            # read only when the group's scenarios have caps: no list made otherwise
+            sending=((r.scenario, r.item.customer_id) for r in requests),
         )
         self.patcher.experiments = await experiments.load(
             session, self.patcher.scenarios, customer_ids, sending=True

@@ -3,16 +3,17 @@ per channel of its plan, render the winning patch template and put it into that 
 content (strategies/patch.py); record why on the message.
 
 Loaded once per group in a few queries (strategies of the scenario, cached briefly like the
-scenario itself; the customers' consent; their recent patches when a strategy has a cap). A
-scenario without strategies costs nothing. A patch that cannot be rendered is dropped and
-the reason recorded: the transactional message always goes out.
+scenario itself; the customers' consent; their recent patches when a strategy has a cap,
+the customers held until the group commits: repository.hold_for_caps). A scenario without
+strategies costs nothing. A patch that cannot be rendered is dropped and the reason
+recorded: the transactional message always goes out.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as clock
@@ -364,6 +365,10 @@ def _default_consent(granted: bool) -> Consent:
     return consent_state([], marketing_granted=granted)
 
 
+def _capped(patches: ScenarioPatches | None) -> bool:
+    return patches is not None and patches.caps is not None
+
+
 async def load(
     session: AsyncSession,
     *,
@@ -373,11 +378,15 @@ async def load(
     now: datetime,
     phones: Collection[str] = (),
     times: Collection[datetime] = (),
+    sending: Iterable[tuple[str, str]] = (),
 ) -> Patcher:
     """Everything the group's patch decisions need. ``phones``: the numbers the group's SMS
     would go to, whose opt-out replies count (see ``Patcher.consent``); ``times``: when the
     group's messages go (scheduled ones: their send time; default: ``now``), around which
-    frequency caps count patches."""
+    frequency caps count patches; ``sending``: (scenario, customer id) of each of the
+    group's sends, when its patches are for good (not for explain): the customers a capped
+    strategy may decide for are held until the transaction ends, their patches counted by
+    one group at a time (repository.hold_for_caps)."""
     patcher = Patcher(settings)
     for key in set(scenarios):
         patcher.scenarios[key] = await scenario_patches(session, key)
@@ -390,6 +399,8 @@ async def load(
         patcher.sms_opt_outs = await callbacks.sms_opt_outs(session, keys)
     spans = [p.caps for p in patcher.scenarios.values() if p.caps is not None]
     if spans:
+        capped = {c for key, c in sending if _capped(patcher.scenarios.get(key))}
+        await repository.hold_for_caps(session, capped)
         patcher.recent = await repository.recent_patches(
             session,
             customer_ids,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import zlib
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,6 +137,59 @@ async def sample_matching(
     if rule is not None:
         stmt = stmt.where(matches(session, rule, now=now))
     return list((await session.scalars(stmt)).all())
+
+
+# Frequency caps across transactions, on PostgreSQL. A cap counts the patches committed
+# before the group's read of recent patches: two groups deciding for one customer at once
+# (API replicas, a campaign beside them) would each miss the other's. So a group holds the
+# customers it decides for under capped strategies from before that read until it commits,
+# and a concurrent one reads after it. A group of up to CAP_CUSTOMERS_EACH customers holds
+# each of them, and their buckets shared; a larger one holds their buckets exclusively: a
+# batch of 10,000 must not take a lock per customer (the lock table, shared by every session,
+# has room for some max_locks_per_transaction x max_connections = 6,400 by default). One
+# statement, buckets first, each kind sorted (UNION ALL runs its parts in order, unnest
+# follows its array): groups wait for each other, never in a cycle. Keys are crc32s: two
+# customers sharing one only wait for each other. Nothing on SQLite: a writer's transaction
+# (BEGIN IMMEDIATE, app/db.py) holds the database from its first statement until it
+# commits, so groups take turns there anyway.
+CAP_BUCKET_LOCKS = 0x1CC0004  # namespaces of the two-key form, beside 0x1CC0002 and 0x1CC0003
+CAP_CUSTOMER_LOCKS = 0x1CC0005
+CAP_BUCKETS = 64
+CAP_CUSTOMERS_EACH = 256
+_BUCKETS = "SELECT {lock}(:bucket_locks, b) FROM unnest(CAST(:buckets AS int[])) AS b"
+_HOLD_EACH = text(
+    _BUCKETS.format(lock="pg_advisory_xact_lock_shared")
+    + " UNION ALL SELECT pg_advisory_xact_lock(:customer_locks, c)"
+    " FROM unnest(CAST(:customers AS int[])) AS c"
+)
+_HOLD_BUCKETS = text(_BUCKETS.format(lock="pg_advisory_xact_lock"))
+
+
+def cap_lock_keys(customer_ids: Collection[str]) -> tuple[list[int], list[int]]:
+    """The sorted keys a group deciding for these customers under caps holds: (buckets,
+    customers), no customers for a group of more than CAP_CUSTOMERS_EACH."""
+    hashes = {zlib.crc32(c.encode()) for c in customer_ids}
+    buckets = sorted({h % CAP_BUCKETS for h in hashes})
+    if len(hashes) > CAP_CUSTOMERS_EACH:
+        return buckets, []
+    return buckets, sorted(h - 2**31 for h in hashes)  # int4, as the lock takes it
+
+
+async def hold_for_caps(session: AsyncSession, customer_ids: Collection[str]) -> None:
+    """Hold the customers' frequency caps (see above) until the transaction ends. Before
+    reading their recent patches, in a statement of its own: a statement's snapshot is
+    taken when it starts, so the read then sees what the groups waited for committed.
+    Every group takes it at the same step (after the erasure buckets, before experiment
+    samples), so these locks add no cycle with the others."""
+    if dialect_name(session) != "postgresql" or not customer_ids:
+        return
+    buckets, customers = cap_lock_keys(customer_ids)
+    params: dict[str, Any] = {"bucket_locks": CAP_BUCKET_LOCKS, "buckets": buckets}
+    if not customers:
+        await session.execute(_HOLD_BUCKETS, params)
+        return
+    params |= {"customer_locks": CAP_CUSTOMER_LOCKS, "customers": customers}
+    await session.execute(_HOLD_EACH, params)
 
 
 SEEK_CUSTOMERS = 48  # up to this many customers: one index seek each; more: one scan
