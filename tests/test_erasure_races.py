@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks import repository as callbacks_repository
 from app.callbacks import service as callbacks_service
+from app.customers import erasure
 from app.customers import repository as customers_repository
-from app.customers import service as customers_service
 from app.customers.models import CustomerErasure
 from app.messages.models import Message
 from app.messages.schemas import MessageCreate
@@ -116,9 +116,9 @@ async def _accept(session: AsyncSession, runtime: Runtime, requests: list[Accept
 async def _erase(runtime: Runtime, customer_id: str) -> int:
     """Erase as the API does (its marker committed first); how many messages it anonymized."""
     async with runtime.sessionmaker() as session:
-        await customers_service.begin_erasure(session, customer_id)
+        await erasure.begin(session, customer_id)
         await session.commit()
-        result = await customers_service.erase(session, customer_id)
+        result = await erasure.erase(session, customer_id)
         await session.commit()
     return result.messages_anonymized
 
@@ -213,9 +213,9 @@ async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platfo
         assert [r.message_id for r in ready] == [sent]
 
         async def erase() -> None:
-            await customers_service.begin_erasure(eraser, "C1")
+            await erasure.begin(eraser, "C1")
             await eraser.commit()
-            await customers_service.erase(eraser, "C1")
+            await erasure.erase(eraser, "C1")
             await eraser.commit()
 
         erasing = asyncio.create_task(erase())
@@ -245,7 +245,7 @@ async def test_sends_to_a_customer_being_erased_are_refused_until_it_is_done(
     runtime = platform.runtime
     body = {"customer_id": "C5", "variables": VARIABLES, "recipient": {"phone": "13800005555"}}
     async with runtime.sessionmaker() as eraser:
-        await customers_service.begin_erasure(eraser, "C5")
+        await erasure.begin(eraser, "C5")
         await eraser.commit()
         async with platform.client("system") as client:
             refused = await client.post(
@@ -262,7 +262,7 @@ async def test_sends_to_a_customer_being_erased_are_refused_until_it_is_done(
             assert first["error"] == "Conflict"
             assert first["id"] is None
             assert second["id"] is not None
-        await customers_service.erase(eraser, "C5")
+        await erasure.erase(eraser, "C5")
         await eraser.commit()
     async with platform.client("system") as client:
         again = await client.post("/v1/messages", json={"scenario": "account_movement", **body})
@@ -279,9 +279,9 @@ async def test_an_erasure_under_way_holds_up_no_other_sends(platform: Platform) 
         await _accept(session, runtime, [_request("C4", "13800004444")])
         await session.commit()
     async with runtime.sessionmaker() as eraser:
-        await customers_service.begin_erasure(eraser, "C4")
+        await erasure.begin(eraser, "C4")
         await eraser.commit()
-        assert (await customers_service.erase(eraser, "C4")).messages_anonymized == 1
+        assert (await erasure.erase(eraser, "C4")).messages_anonymized == 1
         async with runtime.sessionmaker() as session:  # the erasure not committed yet
             requests = [_request(f"Y{i}", f"139{i:08d}") for i in range(300)]
             outcomes = await asyncio.wait_for(_accept(session, runtime, requests), 5)
@@ -295,7 +295,7 @@ async def test_the_marker_of_an_erasure_that_died_expires(platform: Platform) ->
     await platform.create_scenario()
     runtime = platform.runtime
     async with runtime.sessionmaker() as eraser:
-        await customers_service.begin_erasure(eraser, "C3")
+        await erasure.begin(eraser, "C3")
         await eraser.commit()
     async with runtime.sessionmaker() as session:
         (refused,) = await _accept(session, runtime, [_request("C3", "13800003333")])
@@ -317,7 +317,7 @@ async def test_a_send_waiting_for_the_erasures_lock_sees_its_marker(platform: Pl
     await platform.create_scenario()
     runtime = platform.runtime
     async with runtime.sessionmaker() as eraser:
-        await customers_service.begin_erasure(eraser, "C5")  # holds the bucket
+        await erasure.begin(eraser, "C5")  # holds the bucket
 
         async def accept() -> Any:
             async with runtime.sessionmaker() as session:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
-from app.customers import repository, service
+from app.customers import erasure, repository, service
 from app.customers.csv_import import import_csv
 from app.customers.schemas import (
     AttributeIn,
@@ -111,13 +111,13 @@ async def erase_customer(
     variables and content of the customer's messages, and their SMS replies; unfinished
     messages are cancelled. Message status, channel, cost and times stay, under an anonymous
     customer id. Safe to repeat. Sends to the customer meanwhile get a 409."""
-    await service.begin_erasure(session, customer_id)
+    await erasure.begin(session, customer_id)
     await commit(session)
     try:
-        return await service.erase(session, customer_id)
+        return await erasure.erase(session, customer_id)
     except Exception:  # the customer is served again; the erasure may be asked for again
         await session.rollback()
-        await service.abandon_erasure(session, customer_id)
+        await erasure.abandon(session, customer_id)
         await commit(session)
         raise
 

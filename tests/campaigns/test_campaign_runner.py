@@ -15,7 +15,7 @@ from sqlalchemy import select
 from abtest.assignment import Variant, assign
 from app.campaigns import repository
 from app.campaigns.runner import CampaignRunner, quiet_until
-from app.customers import service as customers_service
+from app.customers import erasure
 from app.experiments.models import Assignment, Experiment
 from app.settings import MarketingSettings
 from app.timeutil import utcnow
@@ -389,9 +389,9 @@ async def test_a_member_erased_during_a_chunk_gets_nothing(
         found = await original(*args, **kwargs)
         if any(m.id == erased for m in found):
             async with platform.runtime.sessionmaker() as session:
-                await customers_service.begin_erasure(session, erased)
+                await erasure.begin(session, erased)
                 await session.commit()
-                await customers_service.erase(session, erased)
+                await erasure.erase(session, erased)
                 await session.commit()
         return found
 
