@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks import repository as callbacks_repository
@@ -18,6 +18,7 @@ from app.callbacks import service as callbacks_service
 from app.customers import erasure
 from app.customers import repository as customers_repository
 from app.customers.models import CustomerErasure
+from app.messages import repository as messages_repository
 from app.messages.models import Message
 from app.messages.schemas import MessageCreate
 from app.messages.service import AcceptRequest, accept_many
@@ -308,6 +309,37 @@ async def test_the_marker_of_an_erasure_that_died_expires(platform: Platform) ->
         (accepted,) = await _accept(session, runtime, [_request("C3", "13800003333")])
         await session.commit()
     assert accepted.message.id
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_outlasting_its_markers_lifetime_still_refuses_sends(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure that runs longer than its marker's lifetime (a huge history, a slow
+    database) keeps the marker alive: a send of the customer after its messages were erased
+    is refused. (The marker used to lapse: the send was accepted, and its message, with the
+    customer's number, outlived the erasure.)"""
+    await platform.create_scenario()
+    monkeypatch.setattr(customers_repository, "ERASURE_MARKER_TTL", timedelta(seconds=1))
+    scrub = messages_repository.scrub_reasons
+
+    async def slowly(*args: Any, **kwargs: Any) -> None:  # after the messages are erased
+        await asyncio.sleep(3)
+        await scrub(*args, **kwargs)
+
+    monkeypatch.setattr(messages_repository, "scrub_reasons", slowly)
+    body = {"scenario": "account_movement", "customer_id": "C5", "variables": VARIABLES}
+    body["recipient"] = {"phone": "13800005555"}
+    async with platform.client("system") as client:
+        erasing = asyncio.create_task(client.delete("/v1/customers/C5"))
+        await asyncio.sleep(2)  # the marker's lifetime is over, the erasure still runs
+        during = await client.post("/v1/messages", json=body)
+        erased = await erasing
+    assert erased.status_code == 200, erased.text
+    async with platform.runtime.sessionmaker() as session:
+        kept = (await session.scalars(select(Message).where(Message.customer_id == "C5"))).all()
+        markers = (await session.scalars(select(CustomerErasure))).all()
+    assert (during.status_code, kept, markers) == (409, [], []), during.text
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

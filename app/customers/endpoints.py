@@ -105,7 +105,10 @@ async def list_customers(
     summary="Erase a customer's personal data (keeps anonymous message statistics)",
 )
 async def erase_customer(
-    customer_id: Annotated[str, Path(max_length=64)], session: SessionDep, _: Eraser
+    customer_id: Annotated[str, Path(max_length=64)],
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: Eraser,
 ) -> ErasureResult:
     """Removes the profile (contacts, name, attributes, tags, consent), the recipient,
     variables and content of the customer's messages, and their SMS replies; unfinished
@@ -114,7 +117,10 @@ async def erase_customer(
     await erasure.begin(session, customer_id)
     await commit(session)
     try:
-        return await erasure.erase(session, customer_id)
+        async with erasure.marker_renewed(runtime.sessionmaker, session, customer_id):
+            result = await erasure.erase(session, customer_id)
+            await commit(session)  # its marker deleted with it, renewed until then
+        return result
     except Exception:  # the customer is served again; the erasure may be asked for again
         await session.rollback()
         await erasure.abandon(session, customer_id)

@@ -3,17 +3,25 @@ messages carry and their replies; anonymous statistics stay."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.callbacks import repository as callbacks_repository
 from app.customers import fields, repository
 from app.customers.schemas import ErasureResult
+from app.db import dialect_name
 from app.ids import new_id
 from app.masking import mask_openid, mask_phone
 from app.messages import repository as messages_repository
 from app.sandbox import repository as sandbox_repository
 from app.timeutil import utcnow
 from app.tracking import repository as tracking_repository
+
+log = logging.getLogger("icc.customers")
 
 
 async def begin(session: AsyncSession, customer_id: str) -> None:
@@ -22,6 +30,44 @@ async def begin(session: AsyncSession, customer_id: str) -> None:
     later sends are refused until the erasure is done (PostgreSQL; on SQLite the erasure's
     one transaction keeps them out)."""
     await repository.mark_erasure(session, customer_id)
+
+
+@asynccontextmanager
+async def marker_renewed(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession, customer_id: str
+) -> AsyncIterator[None]:
+    """Renew the customer's marker while the erasure in ``session`` runs (PostgreSQL), in
+    transactions of its own, every quarter of its lifetime: however long the erasure takes
+    (a huge history, a slow database), its sends stay refused until it ends. An erasure
+    that dies renews nothing, and its customer is served again a lifetime later."""
+    if dialect_name(session) != "postgresql":  # no marker; SQLite has one writer connection
+        yield
+        return
+    stop = asyncio.Event()
+    renewing = asyncio.create_task(_renew(sessionmaker, customer_id, stop))
+    try:
+        yield
+    finally:
+        stop.set()  # not cancelled: a renewal under way ends its transaction first
+        await renewing
+
+
+async def _renew(
+    sessionmaker: async_sessionmaker[AsyncSession], customer_id: str, stop: asyncio.Event
+) -> None:
+    interval = repository.ERASURE_MARKER_TTL.total_seconds() / 4
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        except TimeoutError:
+            pass
+        try:
+            async with sessionmaker() as session:
+                await repository.renew_erasure(session, customer_id)
+                await session.commit()
+        except Exception:  # the next renewal may do; the erasure goes on either way
+            log.exception("renewing an erasure's marker failed", extra={"customer_id": customer_id})
 
 
 async def abandon(session: AsyncSession, customer_id: str) -> None:

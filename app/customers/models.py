@@ -68,4 +68,6 @@ class CustomerErasure(Base):
 
     # no foreign key: the profile goes in the erasure, and customers need not have one
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # when the erasure started, then its last renewal: one not renewed for
+    # repository.ERASURE_MARKER_TTL died
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     text,
     type_coerce,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -300,7 +301,8 @@ ERASURE_LOCK_NAMESPACE = 0x1CC0003
 ERASURE_BUCKETS = 64
 ERASURE_LOCK_PATIENCE = 10.0  # seconds of trying before queueing for the bucket
 ERASURE_LOCK_POLL = 0.02
-# a marker older than this is of an erasure that died: its customer is served again
+# a marker not renewed for this long is of an erasure that died: its customer is served
+# again (a running erasure renews it every quarter of this, app/customers/erasure.py)
 ERASURE_MARKER_TTL = timedelta(hours=1)
 ERASURES: Table = CustomerErasure.__table__  # type: ignore[assignment]
 
@@ -358,6 +360,20 @@ async def mark_erasure(session: AsyncSession, customer_id: str) -> None:
     await session.execute(
         marked.on_conflict_do_update(index_elements=["customer_id"], set_={"started_at": now})
     )
+
+
+async def renew_erasure(session: AsyncSession, customer_id: str) -> bool:
+    """Renew the marker of an erasure still running; whether there was one to renew. One
+    that its erasure's transaction is deleting (locked) is skipped rather than waited for:
+    the erasure is ending. A deleted one is not written again."""
+    mine = ERASURES.c.customer_id == customer_id
+    unlocked = select(ERASURES.c.customer_id).where(mine).with_for_update(skip_locked=True)
+    renewed = await session.execute(
+        update(ERASURES)
+        .where(mine, ERASURES.c.customer_id.in_(unlocked))
+        .values(started_at=utcnow())
+    )
+    return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
 
 async def unmark_erasure(session: AsyncSession, customer_id: str) -> None:
