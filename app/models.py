@@ -7,7 +7,7 @@ from app.customers.models import Customer, CustomerAttribute, CustomerConsent
 from app.db import Base
 from app.experiments.models import Assignment, Experiment
 from app.idempotency.models import IdempotentRequest
-from app.messages.models import InboundMessage, Message, MessageEvent, Outbox
+from app.messages.models import InboundCustomer, InboundMessage, Message, MessageEvent, Outbox
 from app.sandbox.models import SandboxDelivery
 from app.scenarios.models import Scenario
 from app.strategies.models import Segment, Strategy
@@ -26,6 +26,7 @@ __all__ = [
     "EarlyReceipt",
     "Experiment",
     "IdempotentRequest",
+    "InboundCustomer",
     "InboundMessage",
     "Message",
     "MessageEvent",

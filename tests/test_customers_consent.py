@@ -130,7 +130,7 @@ async def test_late_reply_does_not_undo_a_newer_opt_in(platform: Platform) -> No
     earlier = datetime.now(UTC) - timedelta(hours=1)  # a reply reported an hour late
     async with platform.runtime.sessionmaker() as session:
         changed = await opt_out_by_reply(
-            session, [("13800000001", earlier)], channel="sms", source="sms_reply:late"
+            session, [(["C1"], earlier)], channel="sms", source="sms_reply:late"
         )
         await session.commit()
     assert changed == 1

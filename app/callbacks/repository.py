@@ -4,12 +4,25 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
+from app.customers.models import Customer
 from app.db import dialect_name
-from app.messages.models import InboundMessage, Message
+from app.messages.models import InboundCustomer, InboundMessage, Message
 from app.messages.repository import CHUNK, CLAIMABLE
 
 
@@ -113,9 +126,14 @@ async def expire_early(
     return [(r[0], r[1], r[2]) for r in await session.execute(stmt)]
 
 
-async def add_inbound(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+async def add_inbound(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], links: Sequence[dict[str, str]]
+) -> None:
+    """Store replies and their links to the customers they came from (``InboundCustomer``)."""
     if rows:
         await session.execute(insert(InboundMessage), list(rows))
+    if links:
+        await session.execute(insert(InboundCustomer), list(links))
 
 
 async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str, datetime]:
@@ -158,23 +176,47 @@ async def erase_early_receipts(session: AsyncSession, message_ids: Sequence[str]
 
 
 async def erase_inbound(
-    session: AsyncSession, keys: Collection[str], *, keep: bool = True
+    session: AsyncSession,
+    customer_id: str,
+    *,
+    phone_keys: Collection[str],
+    openids: Collection[str],
 ) -> tuple[int, int]:
-    """Erase the replies from these senders (``fields.phone_key``, an openid; erasure of a
-    customer): (erased, kept). With ``keep``, an opt-out reply is kept as a suppression
-    record, reduced to the number's key, the channel and the time (its text and the number as
-    typed go): erasing it would make the number marketable again, for whoever sends to it
-    inline or records it next."""
-    m = InboundMessage
-    mine = m.sender_key.in_(sorted(set(keys)))
-    if not keep:  # openids: WeChat's replies only (an openid may look like a number)
-        erased = await session.execute(delete(m).where(mine, m.channel == "wechat"))
-        return int(erased.rowcount), 0  # type: ignore[attr-defined]
-    kept = await session.execute(
-        update(m)
-        .where(mine, m.opt_out)
-        .values(sender=m.sender_key, text="")
-        .execution_options(synchronize_session=False)
+    """Erase the replies of a customer being erased (their profile deleted already): those
+    linked to them, and those from these numbers (``fields.phone_key``) and openids of
+    theirs that no other customer has now: (erased, kept). A reply also linked to another
+    customer, still there, stays whole: it may be theirs (a shared number), and goes with
+    the last of them. An SMS opt-out is kept as a suppression record, reduced to the
+    number's key, the channel and the time (its text and the number as typed go): erasing
+    it would make the number marketable again, for whoever sends to it inline or records it
+    next. A WeChat reply changes no consent but its openid's customer's: nothing to keep."""
+    m, link = InboundMessage, InboundCustomer
+    # a union of index lookups (PostgreSQL scanned every reply for them OR-ed together)
+    mine = [select(link.inbound_id.label("id")).where(link.customer_id == customer_id)]
+    if phone_keys:
+        mine.append(select(m.id).where(m.sender_key.in_(sorted(phone_keys)), m.channel != "wechat"))
+    if openids:
+        mine.append(select(m.id).where(m.sender_key.in_(sorted(openids)), m.channel == "wechat"))
+    candidates = union(*mine).subquery()
+    theirs_too = exists().where(
+        link.inbound_id == m.id, link.customer_id != customer_id, link.customer_id == Customer.id
     )
-    erased = await session.execute(delete(m).where(mine, m.opt_out.is_(False)))
-    return int(erased.rowcount), int(kept.rowcount)  # type: ignore[attr-defined]
+    suppression = and_(m.opt_out, m.channel != "wechat")
+    found = await session.execute(
+        select(m.id, suppression).join(candidates, candidates.c.id == m.id).where(~theirs_too)
+    )
+    kept: list[str] = []
+    erased: list[str] = []
+    for reply_id, suppresses in found:
+        (kept if suppresses else erased).append(reply_id)
+    await session.execute(delete(link).where(link.customer_id == customer_id))
+    for start in range(0, len(kept), CHUNK):
+        await session.execute(
+            update(m)
+            .where(m.id.in_(kept[start : start + CHUNK]))
+            .values(sender=m.sender_key, text="")
+            .execution_options(synchronize_session=False)
+        )
+    for start in range(0, len(erased), CHUNK):  # their links go with them (ON DELETE CASCADE)
+        await session.execute(delete(m).where(m.id.in_(erased[start : start + CHUNK])))
+    return len(erased), len(kept)

@@ -325,21 +325,43 @@ def _reported(at: datetime | None, now: datetime) -> datetime:
 async def _store_replies(
     session: AsyncSession, provider: str, channel: str, replies: list[InboundReply], now: datetime
 ) -> None:
-    rows: list[dict[str, Any]] = [
-        {
-            "id": new_id("inb"),
-            "provider": provider,
-            "channel": channel,
-            "sender": r.sender,
-            "sender_key": phone_key(r.sender),
-            "text": r.text,
-            "opt_out": is_opt_out(r.text),
-            "received_at": _reported(r.received_at, now),
-        }
-        for r in replies
-    ]
-    await repository.add_inbound(session, rows)
-    opt_outs = [(r["sender"], r["received_at"]) for r in rows if r["opt_out"]]
-    if channel in customers.REPLY_CHANNELS and opt_outs:  # that channel's marketing consent
+    """Store the replies, linked to the customers they came from; those of customers being
+    erased as the erasure leaves replies (it has taken theirs already)."""
+    owners = await customers.reply_owners(session, {r.sender for r in replies}, channel=channel)
+    rows: list[dict[str, Any]] = []
+    links: list[dict[str, str]] = []
+    opt_outs: list[tuple[list[str], datetime]] = []
+    for reply in replies:
+        row = _reply_row(reply, provider, channel, now)
+        found = owners.customers.get(reply.sender, [])
+        if found and row["opt_out"]:
+            opt_outs.append((found, row["received_at"]))
+        stored = _as_erased(row) if reply.sender in owners.erased else row
+        if stored is not None:
+            rows.append(stored)
+            links += [{"inbound_id": row["id"], "customer_id": c} for c in found]
+    await repository.add_inbound(session, rows, links)
+    if opt_outs:  # that channel's marketing consent
         source = f"{channel}_reply:{provider}"
         await customers.opt_out_by_reply(session, opt_outs, channel=channel, source=source)
+
+
+def _reply_row(reply: InboundReply, provider: str, channel: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": new_id("inb"),
+        "provider": provider,
+        "channel": channel,
+        "sender": reply.sender,
+        "sender_key": phone_key(reply.sender),
+        "text": reply.text,
+        "opt_out": is_opt_out(reply.text),
+        "received_at": _reported(reply.received_at, now),
+    }
+
+
+def _as_erased(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A reply as an erasure leaves it (``erase_inbound``): an SMS opt-out reduced to a
+    suppression record (the number's key and the time), anything else not at all."""
+    if not row["opt_out"] or row["channel"] == "wechat":
+        return None
+    return row | {"sender": row["sender_key"], "text": ""}

@@ -76,16 +76,17 @@ async def abandon(session: AsyncSession, customer_id: str) -> None:
 
 
 async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
-    """Erase a customer's personal data (after :func:`begin`): the profile
-    (contacts, name, attributes, tags, consent), what their messages carry (recipient,
-    variables, rendered content, event details, sandbox copies, receipts waiting for a send
-    that will not happen) and their replies: from their phone and WeChat openid and from
-    those their messages went to (an earlier number, one given inline), unless another
-    customer has it now. An SMS opt-out reply stays, reduced to the number and its time, so
-    that the number stays opted out of marketing (a suppression record). Message statistics
-    stay, under an anonymous customer id, and so do their conversions and experiment
-    assignments (tracked links go). Works without a profile too (messages may name customers
-    the platform never stored)."""
+    """Erase a customer's personal data (after :func:`begin`): the profile (contacts, name,
+    attributes, tags, consent), what their messages carry (recipient, variables, rendered
+    content, event details, sandbox copies, receipts waiting for a send that will not
+    happen) and their replies: those that came while they had the sender's number or
+    openid, and those from their phone and openid and from the numbers their messages went
+    to (an earlier number, one given inline) that no other customer has now; a reply that
+    may be another customer's too (a shared number) stays while they do. An SMS opt-out
+    reply stays, reduced to the number and its time, so that the number stays opted out of
+    marketing (a suppression record). Message statistics stay, under an anonymous customer
+    id, and so do their conversions and experiment assignments (tracked links go). Works
+    without a profile too (messages may name customers the platform never stored)."""
     customer = await repository.get(session, customer_id)
     phones, openids = await messages_repository.contacts_of(session, customer_id)
     if customer is not None:
@@ -103,7 +104,7 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     await messages_repository.scrub_reasons(session, anonymous_id, masks)
     erased = await repository.delete_customer(session, customer_id)
     await repository.unmark_erasure(session, customer_id)
-    replies, kept = await _erase_replies(session, phones, openids)
+    replies, kept = await _erase_replies(session, customer_id, phones, openids)
     return ErasureResult(
         customer_id=customer_id,
         profile_erased=erased,
@@ -115,18 +116,17 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
 
 
 async def _erase_replies(
-    session: AsyncSession, phones: set[str], openids: set[str]
+    session: AsyncSession, customer_id: str, phones: set[str], openids: set[str]
 ) -> tuple[int, int]:
-    """(erased, kept) replies from the erased customer's numbers and openids."""
-    replies = kept = 0
+    """(erased, kept) replies of the erased customer (see ``erase_inbound``)."""
     # each spelling the replies may be kept under, unless another customer has that number
     # (14155550100 is the mainland number of those digits as well as +1 415 555 0100)
-    for key in sorted({key for phone in phones for key in fields.reply_keys(phone)}):
-        if not await repository.phones_in_use(session, fields.phone_variants(key, exact=True)):
-            erased_now, kept_now = await callbacks_repository.erase_inbound(session, [key])
-            replies, kept = replies + erased_now, kept + kept_now
+    keys = [
+        key
+        for key in sorted({key for phone in phones for key in fields.reply_keys(phone)})
+        if not await repository.phones_in_use(session, fields.phone_variants(key, exact=True))
+    ]
     theirs = openids - await repository.openids_in_use(session, openids)
-    if theirs:  # a WeChat reply changes no consent: nothing to keep
-        erased_now, _ = await callbacks_repository.erase_inbound(session, theirs, keep=False)
-        replies += erased_now
-    return replies, kept
+    return await callbacks_repository.erase_inbound(
+        session, customer_id, phone_keys=keys, openids=theirs
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -294,22 +295,52 @@ async def change_consent(
 REPLY_CHANNELS = ("sms", "wechat")  # where a reply names its sender's customers
 
 
+@dataclass
+class ReplyOwners:
+    """Whom the replies of a callback came from (:func:`reply_owners`)."""
+
+    customers: dict[str, list[str]]  # sender -> its customers, none of them being erased
+    erased: set[str]  # senders whose customers are being erased, none remaining
+
+
+async def reply_owners(
+    session: AsyncSession, senders: Collection[str], *, channel: str
+) -> ReplyOwners:
+    """The customers each sender's replies on ``channel`` come from: those with its number
+    (SMS, in any spelling) or openid (WeChat) now. Their erasure buckets are held until the
+    transaction ends (PostgreSQL), so that an erasure starting later finds the replies
+    stored and linked. Customers being erased are left out (their erasure has taken their
+    replies already): a sender of theirs with no other customer is in ``erased``, and its
+    replies are stored as the erasure leaves replies."""
+    found: dict[str, list[str]] = {}
+    for sender in senders if channel in REPLY_CHANNELS else ():
+        if channel == "sms":
+            found[sender] = await repository.ids_by_phones(session, fields.phone_variants(sender))
+        else:
+            found[sender] = await repository.ids_by_openid(session, sender)
+    named = {c for ids in found.values() for c in ids}
+    erasing = await repository.hold_customers(session, named)
+    # read after the hold: a profile whose erasure committed meanwhile is gone
+    remaining = await repository.existing_ids(session, named - erasing)
+    return ReplyOwners(
+        customers={s: [c for c in ids if c in remaining] for s, ids in found.items()},
+        erased={s for s, ids in found.items() if erasing & set(ids) and not remaining & set(ids)},
+    )
+
+
 async def opt_out_by_reply(
     session: AsyncSession,
-    replies: Sequence[tuple[str, datetime]],
+    replies: Sequence[tuple[Collection[str], datetime]],
     *,
     channel: str,
     source: str,
 ) -> int:
     """Revoke ``channel``'s marketing consent of the customers who sent an opt-out reply
-    there (``replies``: sender, time): by their phone for SMS ("TD"), by their openid for
-    WeChat ("退订" to the Official Account); the number of customers."""
+    there (``replies``: its customers, by :func:`reply_owners`, and its time): by their
+    phone for SMS ("TD"), by their openid for WeChat ("退订" to the Official Account); the
+    number of customers."""
     latest: dict[str, datetime] = {}
-    for sender, at in replies:
-        if channel == "sms":
-            found = await repository.ids_by_phones(session, fields.phone_variants(sender))
-        else:
-            found = await repository.ids_by_openid(session, sender)
+    for found, at in replies:
         for customer_id in found:
             at = as_utc(at)
             latest[customer_id] = max(at, latest.get(customer_id, at))

@@ -175,3 +175,18 @@ class InboundMessage(Base):
     text: Mapped[str] = mapped_column(Text)
     opt_out: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InboundCustomer(Base):
+    """A customer a reply came from: one who had its sender's number (SMS) or openid
+    (WeChat) when it came. Their erasure takes the reply by it, also once the number has
+    changed or gone to someone else; the reply stays while another customer it names
+    remains (app/callbacks/repository.py, erase_inbound)."""
+
+    __tablename__ = "inbound_customers"
+
+    inbound_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("inbound_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    # no foreign key: a profile's erasure must not wait for (or fail) a reply being stored
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
