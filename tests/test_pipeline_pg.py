@@ -9,6 +9,7 @@ The tables must end up the same, and so must what the calls return.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import create_engine, create_sessionmaker
 from app.messages import pipeline_pg, repository
-from app.messages.bulk_pg import driver_connection
 from app.messages.outcomes import Attempt, Claimed, Outcome, decide, sending_event
 from app.messages.repository import EVENTS, MESSAGES, OUTBOX
 from app.settings import RetrySettings
@@ -440,28 +440,34 @@ async def test_outcomes_reach_messages_and_outbox_by_their_keys(
     waiting = [_message(f"wait-{i}") for i in range(3000)]
     held = _held_rows()
     await _insert(sessions, prefix, sent + waiting + held, outbox=[r["id"] for r in waiting + held])
-    statements: list[tuple[str, tuple[Any, ...]]] = []
+    plans: list[str] = []
+    planned = pipeline_pg.planned_by_keys
 
-    class Recording:
+    class Explaining:
+        """The driver, explaining each statement as it is planned there before running it."""
+
         def __init__(self, driver: Any) -> None:
             self.driver = driver
 
         async def fetch(self, sql: str, *args: Any) -> Any:
-            statements.append((sql, args))
+            explained = await self.driver.fetch("EXPLAIN " + sql, *args)
+            plans.append("\n".join(r[0] for r in explained))
             return await self.driver.fetch(sql, *args)
 
+    @contextlib.asynccontextmanager
+    async def explaining(session: AsyncSession) -> AsyncIterator[Explaining]:
+        async with planned(session) as driver:
+            yield Explaining(driver)
+
+    monkeypatch.setattr(pipeline_pg, "planned_by_keys", explaining)
     async with sessions() as session:
-        driver = await driver_connection(session)
-        await driver.execute("ANALYZE messages; ANALYZE outbox")
-
-        async def recording(session: AsyncSession) -> Any:
-            return Recording(driver)
-
-        monkeypatch.setattr(pipeline_pg, "driver_connection", recording)
+        await session.execute(text("ANALYZE messages"))
+        await session.execute(text("ANALYZE outbox"))
         assert await pipeline_pg.write_held_outcomes(session, _outcomes(prefix), worker=WORKER)
-        ((sql, args),) = statements
-        plan = "\n".join(r[0] for r in await driver.fetch("EXPLAIN " + sql, *args))
+        # set for the statement only, in a transaction it did not begin
+        assert (await session.execute(text("SHOW enable_seqscan"))).scalar() == "on"
         await session.rollback()
+    (plan,) = plans
     assert "ix_messages_status_id" not in plan, plan
     assert "Seq Scan" not in plan, plan
     assert "Index Scan using pk_messages" in plan, plan
@@ -474,9 +480,9 @@ async def test_outcomes_lock_in_id_order_as_receipts_do(sessions: Sessions) -> N
     earlier one that the applier holds while it waits for the later: PostgreSQL would abort
     one of them (the outcome is then written again, Runtime._record_group; the receipt
     comes again from the provider). The order comes from the plan, a nested loop over the
-    sorted array by the primary key, on a table of some thousands of rows as here. (Over a
-    table of a few rows the planner may hash the array and scan the table instead, which
-    locks in the table's order: a deadlock is then possible, and resolved that way.)"""
+    sorted array by the primary key: the only plan left to it, even over a table of a few
+    rows, where it used to hash the array and scan the table, in the table's order
+    (pipeline_pg._BY_KEYS)."""
     _, prefix = _prefixes()
     filler = [_message(f"done-{i}", status="sent") for i in range(3000)]
     await _insert(sessions, prefix, filler + _held_rows(), outbox=[r["id"] for r in _held_rows()])

@@ -15,9 +15,10 @@ these statements cannot express.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,13 +26,24 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.messages.bulk_pg import driver_connection
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome
 
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
+
+# Both statements run with sequential scans off (planned_by_keys). asyncpg prepares each
+# once per connection, and from its sixth run PostgreSQL may keep a generic plan for it, as it
+# does for the foreign-key check of each event inserted (message_events -> messages). Planned
+# while the tables were nearly empty (a new database, or statistics from before a burst),
+# those plans scan messages and outbox, and stay as the tables grow until they are analyzed:
+# 0.3-0.6 s a statement for 32 messages instead of 2-3 ms. With scans off, and the joins written
+# `= ANY(ARRAY[key])` (not an equality: no merge join to read a whole index in order for),
+# one lookup by primary key per element of the arrays is the only plan left, whatever the
+# tables' size and statistics.
+_BY_KEYS = "SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)"
+_RESTORE = "SELECT set_config('enable_seqscan', $1, true)"
 
 _CLAIM = """
 WITH claimed AS (
@@ -114,7 +126,7 @@ WITH changed AS (
         {assignments}
     FROM unnest($1::text[], ${claims}::int4[], $2::int4[], {arrays})
         AS v(id, claim, changed, {names})
-    WHERE m.id = v.id
+    WHERE m.id = ANY(ARRAY[v.id])  -- by key, whatever the statistics (_BY_KEYS)
       AND m.lease_owner = ${worker} AND m.attempts = v.claim
       -- not on ix_messages_status_id: every message ever sent left a dead entry under
       -- 'sending' there until vacuum, and a scan of them grew with the table
@@ -126,11 +138,12 @@ WITH changed AS (
     -- from the held messages by the primary key (planned on the array alone, it was a
     -- scan of the outbox, i.e. of the backlog)
     DELETE FROM outbox AS o USING changed AS c
-    WHERE o.message_id = c.id AND c.id = ANY(${finished}::text[])
+    WHERE o.message_id = ANY(ARRAY[c.id]) AND c.id = ANY(${finished}::text[])
 ), again AS (
     UPDATE outbox AS o SET due_at = a.due_at, enqueued_at = a.due_at
     FROM unnest(${again}::text[], ${again + 1}::timestamptz[]) AS a(message_id, due_at)
-    WHERE o.message_id = a.message_id AND a.message_id IN (SELECT id FROM changed)
+    WHERE o.message_id = ANY(ARRAY[a.message_id])
+      AND a.message_id IN (SELECT id FROM changed)
 )
 SELECT id FROM changed
 """
@@ -150,9 +163,9 @@ async def claim_for_sending(
 ) -> list[Claimed]:
     """repository.claim_for_sending in one statement, with the ids as one array: the
     claim's UPDATE ... RETURNING and the claimed messages' `sending` events."""
-    driver = await driver_connection(session)
     times = _bound(session.get_bind().dialect, MESSAGES, "updated_at", [lease_until, now])
-    rows = await driver.fetch(_CLAIM, list(ids), worker, *times, list(statuses))
+    async with planned_by_keys(session) as driver:
+        rows = await driver.fetch(_CLAIM, list(ids), worker, *times, list(statuses))
     return [Claimed(*row) for row in rows]
 
 
@@ -170,8 +183,9 @@ async def write_held_outcomes(
     way: a message twice, a column outside CHANGEABLE, an event of other fields."""
     events = [e for o in outcomes for e in o.events]  # in the given order: their ids follow it
     # The messages are locked in the order of the arrays (a nested loop over them, by the
-    # primary key): in id order, as receipts lock them (callbacks.repository), so that the two
-    # cannot deadlock and abort a group of sends whose outcome would then be lost.
+    # primary key: the only plan, see _BY_KEYS): in id order, as receipts lock them
+    # (callbacks.repository), so that the two cannot deadlock and abort a group of sends
+    # whose outcome would then be lost.
     outcomes = sorted(outcomes, key=lambda o: o.message_id)
     masks = _masks(outcomes)
     if masks is None or not can_add_events(events):
@@ -187,20 +201,36 @@ async def write_held_outcomes(
         for name, _ in CHANGEABLE
     ]
     again = [o for o in outcomes if not o.finished and o.due_at is not None]
-    driver = await driver_connection(session)
-    rows = await driver.fetch(
-        _OUTCOMES,
-        [o.message_id for o in outcomes],
-        masks,
-        *changes,
-        *_event_columns(dialect, events),
-        [o.message_id for o in outcomes if o.finished],
-        [o.message_id for o in again],
-        _bound(dialect, OUTBOX, "due_at", [o.due_at for o in again]),
-        [o.claim for o in outcomes],
-        worker,
-    )
+    async with planned_by_keys(session) as driver:
+        rows = await driver.fetch(
+            _OUTCOMES,
+            [o.message_id for o in outcomes],
+            masks,
+            *changes,
+            *_event_columns(dialect, events),
+            [o.message_id for o in outcomes if o.finished],
+            [o.message_id for o in again],
+            _bound(dialect, OUTBOX, "due_at", [o.due_at for o in again]),
+            [o.claim for o in outcomes],
+            worker,
+        )
     return {row[0] for row in rows}
+
+
+@contextlib.asynccontextmanager
+async def planned_by_keys(session: AsyncSession) -> AsyncIterator[Any]:
+    """The asyncpg connection under the session, inside its transaction, with sequential
+    scans off in the block (_BY_KEYS). When the block began the transaction they stay off
+    until its end (the worker commits right after: no round trip to restore them)."""
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    began = not driver.is_in_transaction()
+    # when it begins the transaction, it replaces the SELECT 1 that would open it (as in
+    # bulk_pg.driver_connection): no round trip added
+    previous = (await connection.exec_driver_sql(_BY_KEYS)).one()
+    yield driver
+    if not began:
+        await driver.execute(_RESTORE, previous[0])
 
 
 def _masks(outcomes: Sequence[Outcome]) -> list[int] | None:
