@@ -164,3 +164,32 @@ async def test_a_reply_arriving_while_the_erasure_runs_goes_with_it(platform: Pl
         ("13800000002", "我是王芳", False),
     ]
     assert await _linked(platform) == ["C2"]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_erasures_at_once_of_the_customers_of_a_shared_number_take_its_reply(
+    platform: Platform,
+) -> None:
+    """Joint holders both erased at once (or by a bulk erasure in parallel): each would see
+    the other's profile, deleted but not committed, and keep the reply for them; both would
+    commit and the reply outlive every customer it could be. The second decides after the
+    first commits, and takes it."""
+    reporting_sms(platform)
+    assert (await put(platform, "C1", {"phone": "13800000001"})).status_code == 201
+    assert (await put(platform, "C2", {"phone": "+8613800000001"})).status_code == 201
+    await sms_reply(platform, "13800000001", "我是张伟，请寄账单到新地址")
+    sessionmaker = platform.runtime.sessionmaker
+    async with sessionmaker() as one, sessionmaker() as two:
+        for session, customer in ((one, "C1"), (two, "C2")):
+            await erasure.begin(session, customer)
+            await session.commit()
+        first = await erasure.erase(one, "C1")
+        second = asyncio.ensure_future(erasure.erase(two, "C2"))
+        done, _ = await asyncio.wait({second}, timeout=1)
+        assert not done, "the second erasure decided before the first committed"
+        await one.commit()
+        result = await asyncio.wait_for(second, 10)
+        await two.commit()
+    assert (first.inbound_replies_erased, result.inbound_replies_erased) == (0, 1)
+    assert await _replies(platform) == []
+    assert await _linked(platform) == []

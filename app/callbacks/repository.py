@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     tuple_,
     union,
     update,
@@ -198,11 +200,12 @@ async def erase_inbound(
     if openids:
         mine.append(select(m.id).where(m.sender_key.in_(sorted(openids)), m.channel == "wechat"))
     candidates = union(*mine).subquery()
+    await _hold_senders(session, select(m.sender_key).join(candidates, candidates.c.id == m.id))
     theirs_too = exists().where(
         link.inbound_id == m.id, link.customer_id != customer_id, link.customer_id == Customer.id
     )
     suppression = and_(m.opt_out, m.channel != "wechat")
-    found = await session.execute(
+    found = await session.execute(  # a snapshot of its own: after what _hold_senders waited for
         select(m.id, suppression).join(candidates, candidates.c.id == m.id).where(~theirs_too)
     )
     kept: list[str] = []
@@ -220,3 +223,22 @@ async def erase_inbound(
     for start in range(0, len(erased), CHUNK):  # their links go with them (ON DELETE CASCADE)
         await session.execute(delete(m).where(m.id.in_(erased[start : start + CHUNK])))
     return len(erased), len(kept)
+
+
+# Two erasures of customers sharing a number at once (joint holders, a bulk erasure): each
+# would see the other's profile, deleted but not committed, keep the reply "for them", and
+# the reply would outlive both. So on PostgreSQL an erasure holds its replies' senders before
+# it decides: the second one decides after the first has committed, and takes the reply.
+REPLY_SENDER_LOCKS = 0x1CC0006  # beside the namespaces 0x1CC0002..0x1CC0005
+_HOLD_SENDERS = text(
+    "SELECT pg_advisory_xact_lock(:namespace, k) FROM unnest(CAST(:keys AS int[])) AS k"
+)
+
+
+async def _hold_senders(session: AsyncSession, senders: Select[str | None]) -> None:
+    if dialect_name(session) != "postgresql":
+        return  # SQLite's writer holds the whole database until it commits
+    found = {key for key in await session.scalars(senders) if key}
+    keys = sorted({zlib.crc32(key.encode()) - 2**31 for key in found})  # int4, sorted
+    if keys:
+        await session.execute(_HOLD_SENDERS, {"namespace": REPLY_SENDER_LOCKS, "keys": keys})

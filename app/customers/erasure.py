@@ -103,8 +103,9 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     masks |= {openid: mask_openid(openid) for openid in openids}
     await messages_repository.scrub_reasons(session, anonymous_id, masks)
     erased = await repository.delete_customer(session, customer_id)
-    await repository.unmark_erasure(session, customer_id)
     replies, kept = await _erase_replies(session, customer_id, phones, openids)
+    # last: deleting the marker locks it, and a locked marker is no longer renewed
+    await repository.unmark_erasure(session, customer_id)
     return ErasureResult(
         customer_id=customer_id,
         profile_erased=erased,
