@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from app.masking import mask_text, mask_value, redact_secrets
+from app.masking import mask_field, mask_text, redact_secrets
 
 # uvicorn adds a "color_message" copy with terminal colours: not for JSON
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {
@@ -37,7 +37,7 @@ class MaskingJsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = mask_value(value)
+                entry[key] = mask_field(key, value)
         if record.exc_info:
             entry["exc"] = _clean(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()

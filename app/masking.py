@@ -17,14 +17,18 @@ _EMAIL = re.compile(r"([\w.%+-])[\w.%+-]{0,63}@([\w.-]+\.[^\W\d_]{2,})")
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
 # A number under a phone's label, whatever its form: Aliyun takes another country's number
 # without "+" or "00" (PhoneNumbers=85291234567,85291234568), which nothing else tells
-# apart from an account number in free text.
-_NUMBER = r"\+?\d(?:[ -]?\d){5,17}"
+# apart from an account number in free text. At most 15 digits (E.164), so that two numbers
+# a space apart are two. Masked before the other patterns, which would leave a list's later
+# numbers behind a masked one. (No two adjacent optional runs of spaces: quadratic.)
+_NUMBER = r"\+?\d(?:[ -]?\d){5,14}(?!\d)"
 _LABELLED_PHONES = re.compile(
-    r"((?:\b(?:phone_?numbers?|phonenumberset|phones?|mobiles?|msisdn|tel)\b|手机号码?|电话(?:号码)?)"
-    r"[\"']?\s*[=:：]?\s*\[?[\"']?)"
-    rf"({_NUMBER}(?:[\"']?\s*,\s*[\"']?{_NUMBER})*)",
+    r"((?:\b(?:phone_?(?:numbers?|no)|phonenumberset|(?:mobile_?)?phones?|mobiles?|msisdn|tel)\b"
+    r"|手机号码?|电话(?:号码)?)"
+    r"[\"']?\s*(?:[=:：]\s*)?\[?[\"']?)"
+    rf"({_NUMBER}(?:[\"']?(?:\s*[,;，、])?\s*[\"']?{_NUMBER})*)",
     re.IGNORECASE,
 )
+_NUMBERS_ONLY = re.compile(r"[\d\s,;+-]+")
 _OPENID = re.compile(
     r"(?<![A-Za-z0-9_-])(o[A-Za-z0-9_-]{3})[A-Za-z0-9_-]{20}([A-Za-z0-9_-]{4})(?![A-Za-z0-9_-])"
 )
@@ -65,9 +69,9 @@ def mask_text(text: str) -> str:
     """Mask every phone number, email address and openid found in free text."""
     if not text.isascii():
         text = text.translate(_FULL_WIDTH)
+    text = _LABELLED_PHONES.sub(_mask_labelled, text)
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
     text = _INTERNATIONAL_PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group())), text)
-    text = _LABELLED_PHONES.sub(_mask_labelled, text)
     if "@" in text:
         text = _EMAIL.sub(r"\1***@\2", text)
     return _OPENID.sub(r"\1****\2", text)
@@ -83,27 +87,24 @@ def _mask_numbers(text: str) -> str:
 
 
 def _masked_number(number: str) -> str:
-    if "****" in number:  # masked already (a Chinese or "+"-written number)
-        return number
     return mask_phone(re.sub(r"[ -]", "", number))
 
 
 # Keys whose values are contact points whatever they look like (a log's extras, a provider's
 # request or answer): lower case, without "_" and "-".
 _CONTACT_KEYS = frozenset(
-    {"phone", "phones", "phonenumber", "phonenumbers", "phonenumberset", "mobile", "msisdn"}
+    {"phone", "phones", "phonenumber", "phonenumbers", "phonenumberset", "phoneno"}
+    | {"mobile", "mobilephone", "msisdn"}
     | {"email", "wechatopenid", "openid", "touser", "sender", "recipient", "to"}
 )
 
 
 def _contact(value: str) -> str:
-    """A contact point of unknown kind, masked by its look."""
+    """A contact point (or a list of them) of unknown kind, masked by its look."""
+    if _NUMBERS_ONLY.fullmatch(value):
+        return _mask_numbers(value)
     masked = mask_text(value)
-    if masked != value:
-        return masked
-    if "@" in value:
-        return mask_email(value)
-    return _mask_numbers(value) if re.fullmatch(r"[+\d][\d ,+-]*", value) else masked
+    return mask_email(value) if masked == value and "@" in value else masked
 
 
 def mask_value(value: Any, *, contact: bool = False) -> Any:
@@ -111,15 +112,21 @@ def mask_value(value: Any, *, contact: bool = False) -> Any:
     email, openid...) whatever their form."""
     if isinstance(value, str):
         return _contact(value) if contact else mask_text(value)
+    if contact and isinstance(value, int) and not isinstance(value, bool):
+        return _contact(str(value))  # {"phone": 13800001234}
     if isinstance(value, dict):
-        return {k: mask_value(v, contact=_is_contact_key(k)) for k, v in value.items()}
+        return {k: mask_field(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask_value(v, contact=contact) for v in value]
     return value
 
 
-def _is_contact_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in _CONTACT_KEYS
+def mask_field(key: object, value: Any) -> Any:
+    """A field's value masked (``mask_value``), as a contact point under a contact's key."""
+    contact = (
+        isinstance(key, str) and key.lower().replace("_", "").replace("-", "") in _CONTACT_KEYS
+    )
+    return mask_value(value, contact=contact)
 
 
 _CONTACT_MASKS = {"phone": mask_phone, "email": mask_email, "wechat_openid": mask_openid}
