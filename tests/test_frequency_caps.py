@@ -235,7 +235,7 @@ async def test_replicas_sending_at_once_respect_the_frequency_cap(
 async def test_a_batch_and_a_single_send_at_once_respect_the_frequency_cap(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cap 1 a week; one replica accepts a batch to R1 and 300 other customers (more than
+    """Cap 1 a week; one replica accepts a batch to R1 and 600 other customers (more than
     are held one by one: it holds their buckets), another a single send to R1 (which holds
     R1), both reading before either commits: R1 gets one patch."""
     _outside_quiet_hours(platform)
@@ -243,7 +243,7 @@ async def test_a_batch_and_a_single_send_at_once_respect_the_frequency_cap(
     monkeypatch.setattr(strategies_repository, "recent_patches", _ReadTogether(platform, 2))
     others = [
         {"customer_id": f"U{i:04d}", "recipient": {"phone": f"1390000{i:04d}"}, "variables": VARS}
-        for i in range(300)
+        for i in range(600)
     ]
     batch = {
         "scenario": "account_movement",
@@ -279,7 +279,7 @@ async def test_cap_locks_are_few_and_taken_in_one_statement(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: a send under a capped strategy holds its customer and bucket; a batch
-    to 301 customers holds their buckets only, not a lock each; each group takes its locks
+    to 601 customers holds their buckets only, not a lock each; each group takes its locks
     in one statement. A scenario without caps takes none."""
     if platform.backend != "postgres":
         pytest.skip("SQLite takes no locks: its writer's transaction holds the database")
@@ -313,7 +313,7 @@ async def test_cap_locks_are_few_and_taken_in_one_statement(
         await _send(platform, "R1")
         items = [
             {"customer_id": f"U{i:04d}", "recipient": {"phone": f"1390000{i:04d}"}}
-            for i in range(300)
+            for i in range(600)
         ]
         items.append({"customer_id": "R1"})
         async with platform.client("system") as client:
@@ -338,3 +338,17 @@ async def test_cap_locks_are_few_and_taken_in_one_statement(
     assert single == {buckets: 1, customers: 1}
     assert 0 < batch[buckets] <= strategies_repository.CAP_BUCKETS
     assert customers not in batch
+
+
+async def test_groups_of_other_customers_do_not_wait_for_each_other(platform: Platform) -> None:
+    """PostgreSQL: two groups of 500 (an accept group's most, a campaign chunk) with no
+    customer in common hold their caps at once: neither waits for the other's commit."""
+    if platform.backend != "postgres":
+        pytest.skip("SQLite takes no locks: its writer's transaction holds the database")
+    first, second = [f"A{i}" for i in range(500)], [f"B{i}" for i in range(500)]
+    async with platform.runtime.sessionmaker() as one, platform.runtime.sessionmaker() as two:
+        await strategies_repository.hold_for_caps(one, first)
+        await two.execute(text("SET LOCAL lock_timeout = '2s'"))
+        await strategies_repository.hold_for_caps(two, second)  # LockNotAvailable if it waited
+        await two.rollback()
+        await one.rollback()

@@ -144,7 +144,8 @@ async def sample_matching(
 # (API replicas, a campaign beside them) would each miss the other's. So a group holds the
 # customers it decides for under capped strategies from before that read until it commits,
 # and a concurrent one reads after it. A group of up to CAP_CUSTOMERS_EACH customers holds
-# each of them, and their buckets shared; a larger one holds their buckets exclusively: a
+# each of them, and their buckets shared, so that groups of other customers (API replicas'
+# groups, campaign chunks) go at once; a larger one holds their buckets exclusively: a
 # batch of 10,000 must not take a lock per customer (the lock table, shared by every session,
 # has room for some max_locks_per_transaction x max_connections = 6,400 by default). One
 # statement, buckets first, each kind sorted (UNION ALL runs its parts in order, unnest
@@ -155,7 +156,7 @@ async def sample_matching(
 CAP_BUCKET_LOCKS = 0x1CC0004  # namespaces of the two-key form, beside 0x1CC0002 and 0x1CC0003
 CAP_CUSTOMER_LOCKS = 0x1CC0005
 CAP_BUCKETS = 64
-CAP_CUSTOMERS_EACH = 256
+CAP_CUSTOMERS_EACH = 512  # an accept group's most (500), a campaign chunk's (500)
 _BUCKETS = "SELECT {lock}(:bucket_locks, b) FROM unnest(CAST(:buckets AS int[])) AS b"
 _HOLD_EACH = text(
     _BUCKETS.format(lock="pg_advisory_xact_lock_shared")
