@@ -352,3 +352,26 @@ async def test_groups_of_other_customers_do_not_wait_for_each_other(platform: Pl
         await strategies_repository.hold_for_caps(two, second)  # LockNotAvailable if it waited
         await two.rollback()
         await one.rollback()
+
+
+async def test_a_batch_reads_the_patches_a_single_send_reads(platform: Platform) -> None:
+    """recent_patches seeks a few customers one by one and reads a batch's in one statement
+    (on PostgreSQL with the ids as one array): both find the same patches on either side of
+    the decision time (two sent, one scheduled in two days)."""
+    _outside_quiet_hours(platform)
+    await _cap_wealth(platform, 5)
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    sent = [await _send(platform, "R1"), await _send(platform, "R1", send_at=later)]
+    sent.append(await _send(platform, "R1"))
+    assert all(m["decision"]["strategy"] for m in sent), "each of them is patched"
+    others = [f"X{i}" for i in range(strategies_repository.SEEK_CUSTOMERS + 12)]
+    found = []
+    async with platform.runtime.sessionmaker() as session:
+        for customers in (["R1"], ["R1", *others]):
+            patches = await strategies_repository.recent_patches(
+                session, customers, at=datetime.now(UTC), span=timedelta(days=7), most=5
+            )
+            found.append({c: sorted(at) for c, at in patches.items()})
+    assert found[0] == found[1]
+    assert list(found[0]) == ["R1"]
+    assert len(found[0]["R1"]) == 3
