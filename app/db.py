@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, Numeric, String, event
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    ColumnElement,
+    DateTime,
+    MetaData,
+    Numeric,
+    String,
+    any_,
+    bindparam,
+    event,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
 from sqlalchemy.engine import Dialect, make_url
@@ -204,6 +215,19 @@ def dialect_name(session: AsyncSession) -> str:
     bind = session.bind
     assert bind is not None, "sessions are always bound to the platform engine"
     return bind.dialect.name
+
+
+def one_of(session: AsyncSession, column: Any, values: Collection[str]) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``= ANY`` of one array parameter: an IN list is a
+    parameter per value, which SQLAlchemy processes at every call (a batch's lookups of 500
+    customers spent more time there than in the database)."""
+    if dialect_name(session) == "postgresql":
+        condition: ColumnElement[bool] = column == any_(
+            bindparam(None, list(values), type_=ARRAY(String))
+        )
+        return condition
+    within: ColumnElement[bool] = column.in_(values)
+    return within
 
 
 def insert_ignoring_conflicts(session: AsyncSession, table: Any, *conflict_columns: str) -> Any:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
 from app.customers.models import Customer
-from app.db import dialect_name
+from app.db import dialect_name, one_of
 from app.messages.models import InboundCustomer, InboundMessage, Message
 from app.messages.repository import CHUNK, CLAIMABLE
 
@@ -147,7 +147,11 @@ async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str
         m = InboundMessage
         rows = await session.execute(
             select(m.sender_key, func.max(m.received_at))
-            .where(m.sender_key.in_(unique[start : start + CHUNK]), m.channel == "sms", m.opt_out)
+            .where(
+                one_of(session, m.sender_key, unique[start : start + CHUNK]),
+                m.channel == "sms",
+                m.opt_out,
+            )
             .group_by(m.sender_key)
         )
         found.update((key, at) for key, at in rows if key is not None)

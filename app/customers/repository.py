@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.attributes import ATTRIBUTE_NAME_PATTERN
 from app.customers.models import Customer, CustomerAttribute, CustomerConsent, CustomerErasure
-from app.db import UTCDateTime, dialect_name
+from app.db import UTCDateTime, dialect_name, one_of
 from app.timeutil import as_utc, utcnow
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
@@ -50,7 +50,7 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> dict[str, Custo
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), CHUNK):
         rows = await session.scalars(
-            select(Customer).where(Customer.id.in_(unique[start : start + CHUNK]))
+            select(Customer).where(one_of(session, Customer.id, unique[start : start + CHUNK]))
         )
         found.update((c.id, c) for c in rows)
     return found
@@ -231,7 +231,7 @@ async def consents_of(
     for start in range(0, len(unique), 500):
         rows = await session.execute(
             select(c.customer_id, c.channel, c.purpose, c.granted, c.source, c.updated_at).where(
-                c.customer_id.in_(unique[start : start + 500])
+                one_of(session, c.customer_id, unique[start : start + 500])
             )
         )
         for r in rows:
