@@ -19,6 +19,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -149,6 +150,7 @@ def customer_zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(DEFAULT_TIMEZONE)
 
 
+@functools.lru_cache(maxsize=1024)  # a batch decides its customers for one time: one per zone
 def in_quiet_hours(now: datetime, quiet: HourWindow | None, timezone: str | None) -> bool:
     return quiet is not None and quiet.contains(now.astimezone(customer_zone(timezone)).time())
 
