@@ -275,14 +275,14 @@ def test_cap_lock_keys_are_sorted_int4_and_bounded() -> None:
     )
 
 
+# PostgreSQL only: SQLite takes no locks (its writer's transaction holds the database)
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_cap_locks_are_few_and_taken_in_one_statement(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: a send under a capped strategy holds its customer and bucket; a batch
     to 601 customers holds their buckets only, not a lock each; each group takes its locks
     in one statement. A scenario without caps takes none."""
-    if platform.backend != "postgres":
-        pytest.skip("SQLite takes no locks: its writer's transaction holds the database")
     statements: list[str] = []
     held: list[dict[int, int]] = []
 
@@ -340,11 +340,10 @@ async def test_cap_locks_are_few_and_taken_in_one_statement(
     assert customers not in batch
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_groups_of_other_customers_do_not_wait_for_each_other(platform: Platform) -> None:
     """PostgreSQL: two groups of 500 (an accept group's most, a campaign chunk) with no
     customer in common hold their caps at once: neither waits for the other's commit."""
-    if platform.backend != "postgres":
-        pytest.skip("SQLite takes no locks: its writer's transaction holds the database")
     first, second = [f"A{i}" for i in range(500)], [f"B{i}" for i in range(500)]
     async with platform.runtime.sessionmaker() as one, platform.runtime.sessionmaker() as two:
         await strategies_repository.hold_for_caps(one, first)
