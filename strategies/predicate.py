@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -48,16 +47,23 @@ _SECOND = timedelta(seconds=1)
 _EVALUATED_AT: ContextVar[int | None] = ContextVar("segments_evaluated_at", default=None)
 
 
-@contextmanager
-def evaluated_at(moment: datetime) -> Iterator[None]:
+class evaluated_at:
     """Predicates called inside fix their relative dates at ``moment`` (aware) instead of
     the current time: a scheduled send decides for its send time, explain and dry runs for
-    their ``at``."""
-    token = _EVALUATED_AT.set((moment - _EPOCH) // _SECOND)  # exact, as the SQL truncates
-    try:
-        yield
-    finally:
-        _EVALUATED_AT.reset(token)
+    their ``at``. (A class, not a generator: a batch enters it once per message.)"""
+
+    __slots__ = ("_moment", "_token")
+
+    def __init__(self, moment: datetime) -> None:
+        self._moment = (moment - _EPOCH) // _SECOND  # exact, as the SQL truncates
+        self._token: Token[int | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _EVALUATED_AT.set(self._moment)
+
+    def __exit__(self, *_: object) -> None:
+        assert self._token is not None
+        _EVALUATED_AT.reset(self._token)
 
 
 def _current_time() -> float:
