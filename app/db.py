@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +26,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     event,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.sqlite.aiosqlite import dialect as aiosqlite_dialect
@@ -215,6 +217,36 @@ def dialect_name(session: AsyncSession) -> str:
     bind = session.bind
     assert bind is not None, "sessions are always bound to the platform engine"
     return bind.dialect.name
+
+
+# Transaction-scoped advisory locks, in the two-key form (namespace, key): each namespace
+# (0x1CC0002 experiment samples, 0x1CC0003 erasure buckets, 0x1CC0004-5 frequency caps,
+# 0x1CC0006 reply senders) apart from the others and from single-key locks such as the
+# migrations' one.
+_HOLD_LOCKS = "SELECT {}(:namespace, k) FROM unnest(CAST(:keys AS int[])) AS k"
+_HOLD_EXCLUSIVE = text(_HOLD_LOCKS.format("pg_advisory_xact_lock"))
+_HOLD_SHARED = text(_HOLD_LOCKS.format("pg_advisory_xact_lock_shared"))
+
+
+def lock_key(name: str) -> int:
+    """A name's advisory lock key: its crc32 as an int4 (two names sharing one only wait
+    for each other)."""
+    return zlib.crc32(name.encode()) - 2**31
+
+
+def lock_bucket(name: str, buckets: int) -> int:
+    """A name's bucket of ``buckets``, for locks on many names at once."""
+    return zlib.crc32(name.encode()) % buckets
+
+
+async def hold_locks(
+    session: AsyncSession, namespace: int, keys: Collection[int], *, shared: bool = False
+) -> None:
+    """PostgreSQL: hold the keys' advisory locks until the transaction ends, in one
+    statement, in key order (holders of several never wait for each other in a cycle)."""
+    if keys:
+        params = {"namespace": namespace, "keys": sorted(set(keys))}
+        await session.execute(_HOLD_SHARED if shared else _HOLD_EXCLUSIVE, params)
 
 
 def one_of(session: AsyncSession, column: Any, values: Collection[str]) -> ColumnElement[bool]:

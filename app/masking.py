@@ -71,7 +71,7 @@ def mask_text(text: str) -> str:
         text = text.translate(_FULL_WIDTH)
     text = _LABELLED_PHONES.sub(_mask_labelled, text)
     text = _PHONE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(4)}", text)
-    text = _INTERNATIONAL_PHONE.sub(lambda m: mask_phone(re.sub(r"[ -]", "", m.group())), text)
+    text = _INTERNATIONAL_PHONE.sub(lambda m: _masked_number(m.group()), text)
     if "@" in text:
         text = _EMAIL.sub(r"\1***@\2", text)
     return _OPENID.sub(r"\1****\2", text)
@@ -87,6 +87,7 @@ def _mask_numbers(text: str) -> str:
 
 
 def _masked_number(number: str) -> str:
+    """A number written with spaces or hyphens, masked as mask_phone masks it."""
     return mask_phone(re.sub(r"[ -]", "", number))
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,7 +13,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     tuple_,
     union,
     update,
@@ -23,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
 from app.customers.models import Customer
-from app.db import dialect_name, one_of
+from app.db import dialect_name, hold_locks, lock_key, one_of
 from app.messages.models import InboundCustomer, InboundMessage, Message
 from app.messages.repository import CHUNK, CLAIMABLE
 
@@ -233,16 +231,11 @@ async def erase_inbound(
 # would see the other's profile, deleted but not committed, keep the reply "for them", and
 # the reply would outlive both. So on PostgreSQL an erasure holds its replies' senders before
 # it decides: the second one decides after the first has committed, and takes the reply.
-REPLY_SENDER_LOCKS = 0x1CC0006  # beside the namespaces 0x1CC0002..0x1CC0005
-_HOLD_SENDERS = text(
-    "SELECT pg_advisory_xact_lock(:namespace, k) FROM unnest(CAST(:keys AS int[])) AS k"
-)
+REPLY_SENDER_LOCKS = 0x1CC0006  # an advisory lock namespace (app.db)
 
 
 async def _hold_senders(session: AsyncSession, senders: Select[str | None]) -> None:
     if dialect_name(session) != "postgresql":
         return  # SQLite's writer holds the whole database until it commits
-    found = {key for key in await session.scalars(senders) if key}
-    keys = sorted({zlib.crc32(key.encode()) - 2**31 for key in found})  # int4, sorted
-    if keys:
-        await session.execute(_HOLD_SENDERS, {"namespace": REPLY_SENDER_LOCKS, "keys": keys})
+    keys = {lock_key(sender) for sender in await session.scalars(senders) if sender}
+    await hold_locks(session, REPLY_SENDER_LOCKS, keys)

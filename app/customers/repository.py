@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.attributes import ATTRIBUTE_NAME_PATTERN
 from app.customers.models import Customer, CustomerAttribute, CustomerConsent, CustomerErasure
-from app.db import UTCDateTime, dialect_name, one_of
+from app.db import UTCDateTime, dialect_name, hold_locks, lock_bucket, one_of
 from app.timeutil import as_utc, utcnow
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
@@ -308,7 +307,7 @@ ERASURES: Table = CustomerErasure.__table__  # type: ignore[assignment]
 
 
 def _bucket(customer_id: str) -> int:
-    return zlib.crc32(customer_id.encode()) % ERASURE_BUCKETS
+    return lock_bucket(customer_id, ERASURE_BUCKETS)
 
 
 async def hold_customers(session: AsyncSession, customer_ids: Collection[str]) -> set[str]:
@@ -317,16 +316,8 @@ async def hold_customers(session: AsyncSession, customer_ids: Collection[str]) -
     SQLite, whose one writer runs an erasure and an accept one after the other."""
     if dialect_name(session) != "postgresql" or not customer_ids:
         return set()
-    await session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock_shared(:namespace, b) "
-            "FROM unnest(CAST(:buckets AS int[])) AS b"
-        ),
-        {
-            "namespace": ERASURE_LOCK_NAMESPACE,
-            "buckets": sorted({_bucket(c) for c in customer_ids}),
-        },
-    )
+    buckets = {_bucket(c) for c in customer_ids}
+    await hold_locks(session, ERASURE_LOCK_NAMESPACE, buckets, shared=True)
     # A statement of its own, after the locks: its snapshot shows markers written meanwhile.
     # All of them (erasures under way are few), not looked up by a batch's 10,000 ids.
     erasing = await session.scalars(

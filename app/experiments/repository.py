@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_name, insert_ignoring_conflicts
+from app.db import dialect_name, hold_locks, insert_ignoring_conflicts, lock_key
 from app.experiments.models import Assignment, Experiment
 
 
@@ -93,14 +92,12 @@ async def live_patch_experiments(session: AsyncSession) -> list[Experiment]:
     return list(rows.all())
 
 
-# pg_advisory_xact_lock(namespace, key): the two-key form, apart from single-key locks such
-# as the migrations' one
-SAMPLE_LOCK_NAMESPACE = 0x1CC0002
+SAMPLE_LOCK_NAMESPACE = 0x1CC0002  # an advisory lock namespace (app.db)
 
 
 def sample_lock_key(experiment_id: str) -> int:
     """The experiment's lock key, an int4; groups take theirs in this order."""
-    return zlib.crc32(experiment_id.encode()) - 2**31
+    return lock_key(experiment_id)
 
 
 async def lock_sample(session: AsyncSession, experiment_id: str) -> None:
@@ -109,10 +106,7 @@ async def lock_sample(session: AsyncSession, experiment_id: str) -> None:
     to lock on SQLite, whose one writer serializes them anyway)."""
     if dialect_name(session) != "postgresql":
         return
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-        {"namespace": SAMPLE_LOCK_NAMESPACE, "key": sample_lock_key(experiment_id)},
-    )
+    await hold_locks(session, SAMPLE_LOCK_NAMESPACE, [sample_lock_key(experiment_id)])
 
 
 async def assignment_counts(session: AsyncSession, experiment_ids: Sequence[str]) -> dict[str, int]:

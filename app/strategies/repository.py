@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -29,7 +28,7 @@ from sqlalchemy.sql.elements import BindParameter
 from app.campaigns.models import Campaign
 from app.campaigns.schemas import FINAL_STATUSES
 from app.customers.models import Customer
-from app.db import dialect_name
+from app.db import dialect_name, hold_locks, lock_bucket, lock_key
 from app.experiments.models import Experiment
 from app.messages.models import Message, reaches_at
 from app.strategies.models import Segment, Strategy
@@ -160,23 +159,21 @@ CAP_BUCKET_LOCKS = 0x1CC0004  # namespaces of the two-key form, beside 0x1CC0002
 CAP_CUSTOMER_LOCKS = 0x1CC0005
 CAP_BUCKETS = 64
 CAP_CUSTOMERS_EACH = 512  # an accept group's most (500), a campaign chunk's (500)
-_BUCKETS = "SELECT {lock}(:bucket_locks, b) FROM unnest(CAST(:buckets AS int[])) AS b"
+# buckets shared, then customers exclusively: one statement (app.db.hold_locks takes one kind)
 _HOLD_EACH = text(
-    _BUCKETS.format(lock="pg_advisory_xact_lock_shared")
-    + " UNION ALL SELECT pg_advisory_xact_lock(:customer_locks, c)"
+    "SELECT pg_advisory_xact_lock_shared(:bucket_locks, b)"
+    " FROM unnest(CAST(:buckets AS int[])) AS b"
+    " UNION ALL SELECT pg_advisory_xact_lock(:customer_locks, c)"
     " FROM unnest(CAST(:customers AS int[])) AS c"
 )
-_HOLD_BUCKETS = text(_BUCKETS.format(lock="pg_advisory_xact_lock"))
 
 
 def cap_lock_keys(customer_ids: Collection[str]) -> tuple[list[int], list[int]]:
     """The sorted keys a group deciding for these customers under caps holds: (buckets,
     customers), no customers for a group of more than CAP_CUSTOMERS_EACH."""
-    hashes = {zlib.crc32(c.encode()) for c in customer_ids}
-    buckets = sorted({h % CAP_BUCKETS for h in hashes})
-    if len(hashes) > CAP_CUSTOMERS_EACH:
-        return buckets, []
-    return buckets, sorted(h - 2**31 for h in hashes)  # int4, as the lock takes it
+    buckets = sorted({lock_bucket(c, CAP_BUCKETS) for c in customer_ids})
+    customers = sorted({lock_key(c) for c in customer_ids})
+    return buckets, [] if len(customers) > CAP_CUSTOMERS_EACH else customers
 
 
 async def hold_for_caps(session: AsyncSession, customer_ids: Collection[str]) -> None:
@@ -188,10 +185,10 @@ async def hold_for_caps(session: AsyncSession, customer_ids: Collection[str]) ->
     if dialect_name(session) != "postgresql" or not customer_ids:
         return
     buckets, customers = cap_lock_keys(customer_ids)
-    params: dict[str, Any] = {"bucket_locks": CAP_BUCKET_LOCKS, "buckets": buckets}
     if not customers:
-        await session.execute(_HOLD_BUCKETS, params)
+        await hold_locks(session, CAP_BUCKET_LOCKS, buckets)
         return
+    params = {"bucket_locks": CAP_BUCKET_LOCKS, "buckets": buckets}
     params |= {"customer_locks": CAP_CUSTOMER_LOCKS, "customers": customers}
     await session.execute(_HOLD_EACH, params)
 
