@@ -23,6 +23,8 @@ from app.experiments.report_endpoints import router as experiment_reports_router
 from app.gctune import freeze_startup_heap
 from app.health import router as health_router
 from app.messages.endpoints import router as messages_router
+from app.messages.fast_send import PATH as FAST_PATH
+from app.messages.fast_send import FastSend
 from app.nul_guard import RejectNul
 from app.runtime import Runtime
 from app.sandbox.endpoints import router as sandbox_router
@@ -71,9 +73,26 @@ class BodySizeLimit:
         await JSONResponse(exc.body(), status_code=413)(scope, receive, send)
 
 
+class IccApp(FastAPI):
+    """The API, with its hot route served beneath FastAPI's layers (app/messages/fast_send.py)."""
+
+    fast_send: FastSend | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.fast_send is not None
+            and scope["type"] == "http"
+            and scope["path"] == FAST_PATH
+            and scope["method"] == "POST"
+        ):
+            await self.fast_send(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings, *, runtime: Runtime | None = None, tune_gc: bool = False
-) -> FastAPI:
+) -> IccApp:
     """The app. With ``runtime`` given (tests), the caller starts and closes it;
     ``tune_gc`` (the `icc serve` process) freezes the start-up heap once it is running."""
     owned = runtime is None
@@ -91,7 +110,7 @@ def create_app(
             if owned:
                 await app.state.runtime.close()
 
-    app = FastAPI(
+    app = IccApp(
         title="ICC omnichannel messaging platform",
         version=__version__,
         description="One message API for SMS, email and WeChat, with segment strategies "
@@ -131,6 +150,7 @@ def create_app(
         batch=settings.api.max_batch_body_bytes,
         csv_import=settings.api.max_import_bytes,
     )
+    app.fast_send = FastSend(app, super(IccApp, app).__call__, max_body=settings.api.max_body_bytes)
     return app
 
 

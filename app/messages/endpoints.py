@@ -45,6 +45,11 @@ IdempotencyHeader = Annotated[
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=ERROR_RESPONSES)
 
 
+def accepted_json(accepted: service.Accepted) -> str:
+    """The 202 answer's body (also app/messages/fast_send.py's)."""
+    return _accepted(accepted).model_dump_json()
+
+
 def _accepted(accepted: service.Accepted) -> MessageAccepted:
     msg = accepted.message
     if isinstance(msg, Prepared):
@@ -116,7 +121,7 @@ async def send_message(body: MessageCreate, request: Request) -> Response:
     )
     # A Response of our own: the hot path skips FastAPI's copying of a temporary response.
     return Response(
-        content=_accepted(accepted).model_dump_json(),
+        content=accepted_json(accepted),
         status_code=202,
         media_type="application/json",
         headers={"Idempotency-Replay": "true"} if accepted.replayed else None,
