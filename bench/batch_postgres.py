@@ -122,7 +122,7 @@ class Bench:
         await self.db.close()
 
     async def truncate(self) -> None:
-        await self.db.execute("TRUNCATE messages CASCADE")
+        await self.db.execute("TRUNCATE messages, message_events, outbox CASCADE")
         await self.db.execute("TRUNCATE " + ", ".join(f"copy_{t}" for t in TABLES))
         await asyncio.to_thread(purge_arq_queue, self.queue)
 

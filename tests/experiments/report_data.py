@@ -58,7 +58,10 @@ async def sessions(
     if name == "postgres":
         async with engine.begin() as conn:
             await conn.execute(
-                text("TRUNCATE experiments, experiment_assignments, messages, conversions CASCADE")
+                text(
+                    "TRUNCATE experiments, experiment_assignments, messages, message_events, "
+                    "outbox, conversions CASCADE"
+                )
             )
     try:
         yield create_sessionmaker(engine)
