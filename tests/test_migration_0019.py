@@ -67,8 +67,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-# the downgrade's foreign keys make SQLite's batch mode reflect messages (not rebuilt)
-@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 def test_rows_stay_and_the_checks_go(database: str) -> None:
     config = alembic_config(database)
     command.upgrade(config, "0018")

@@ -28,6 +28,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 CHILDREN = ("message_events", "outbox")
+# SQLite's batch mode reflects the table it rebuilds; without this it would reflect messages
+# too (the key's target), which has an index on an expression reflection cannot read
+_REFLECT = {"resolve_fks": False}
 
 
 def _name(table: str) -> str:
@@ -36,13 +39,13 @@ def _name(table: str) -> str:
 
 def upgrade() -> None:
     for table in CHILDREN:
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, reflect_kwargs=_REFLECT) as batch:
             batch.drop_constraint(_name(table), type_="foreignkey")
 
 
 def downgrade() -> None:
     for table in CHILDREN:
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, reflect_kwargs=_REFLECT) as batch:
             batch.create_foreign_key(
                 _name(table), "messages", ["message_id"], ["id"], ondelete="CASCADE"
             )
