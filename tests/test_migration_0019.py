@@ -60,11 +60,11 @@ def _orphans(url: str, message_id: str) -> None:
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'icc.db'}"
-        ensure_sqlite_dir(url)
-        return url
-    url: str = request.getfixturevalue("empty_postgres")
-    return url
+        sqlite = f"sqlite:///{tmp_path / 'icc.db'}"
+        ensure_sqlite_dir(sqlite)
+        return sqlite
+    postgres: str = request.getfixturevalue("empty_postgres")
+    return postgres
 
 
 def test_rows_stay_and_the_checks_go(database: str) -> None:
