@@ -262,9 +262,13 @@ def one_of(session: AsyncSession, column: Any, values: Collection[str]) -> Colum
     return within
 
 
-def insert_ignoring_conflicts(session: AsyncSession, table: Any, *conflict_columns: str) -> Any:
-    """``INSERT ... ON CONFLICT (cols) DO NOTHING`` for SQLite and PostgreSQL alike."""
-    if dialect_name(session) == "postgresql":
+def insert_ignoring_conflicts(
+    session: AsyncSession | str, table: Any, *conflict_columns: str
+) -> Any:
+    """``INSERT ... ON CONFLICT (cols) DO NOTHING`` for SQLite and PostgreSQL alike, for the
+    session's database or one named by its dialect."""
+    dialect = session if isinstance(session, str) else dialect_name(session)
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))

@@ -196,26 +196,35 @@ async def claim_many(
 ) -> list[Claimed]:
     """Take the lease on those messages that are due and not held by a live lease (the
     portable statement; on PostgreSQL the reference of pipeline_pg.claim_for_sending)."""
+    params = {"ids": list(ids), "now": now, "worker": worker, "lease_until": lease_until}
+    return [Claimed(*row) for row in await session.execute(_CLAIM, params)]
+
+
+def _claim_statement() -> Any:
+    """claim_many's statement, made once (building it cost as much as running it on SQLite)."""
     m = MESSAGES.c
-    stmt = (
+    now = bindparam("now", type_=m.updated_at.type)
+    return (
         update(MESSAGES)
         .where(
-            m.id.in_(list(ids)),
+            m.id.in_(bindparam("ids", expanding=True)),
             _STATUS_BY_ID.in_(CLAIMABLE),
             or_(m.lease_until.is_(None), m.lease_until < now),
             or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now),
         )
         .values(
             status="sending",
-            lease_owner=worker,
-            lease_until=lease_until,
+            lease_owner=bindparam("worker", type_=m.lease_owner.type),
+            lease_until=bindparam("lease_until", type_=m.lease_until.type),
             attempts=m.attempts + 1,
             channel_attempts=m.channel_attempts + 1,
             updated_at=now,
         )
         .returning(*_CLAIMED)
     )
-    return [Claimed(*row) for row in await session.execute(stmt)]
+
+
+_CLAIM = _claim_statement()
 
 
 async def apply_outcomes(
@@ -250,16 +259,18 @@ async def _apply_outcomes(
 
 
 async def _held_claims(session: AsyncSession, ids: list[str], *, worker: str) -> dict[str, int]:
-    m = MESSAGES.c
-    held_stmt = select(m.id, m.attempts).where(
-        m.id.in_(ids),
-        m.lease_owner == worker,
-        _STATUS_BY_ID == "sending",
-    )
-    if dialect_name(session) == "postgresql":
-        # in id order, as receipts lock them (callbacks.repository): no deadlock between them
-        held_stmt = held_stmt.order_by(m.id).with_for_update()
-    return {row.id: row.attempts for row in await session.execute(held_stmt)}
+    # PostgreSQL: in id order, as receipts lock them (callbacks.repository): no deadlock
+    stmt = _HELD_LOCKED if dialect_name(session) == "postgresql" else _HELD
+    rows = await session.execute(stmt, {"ids": ids, "worker": worker})
+    return {row.id: row.attempts for row in rows}
+
+
+_HELD = select(MESSAGES.c.id, MESSAGES.c.attempts).where(
+    MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+    MESSAGES.c.lease_owner == bindparam("worker"),
+    _STATUS_BY_ID == "sending",
+)
+_HELD_LOCKED = _HELD.order_by(MESSAGES.c.id).with_for_update()
 
 
 async def _write_outcomes(session: AsyncSession, mine: Sequence[Outcome]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_ignoring_conflicts
+from app.db import dialect_name, insert_ignoring_conflicts
 from app.ids import new_id
 from app.messages.models import Message
 from app.sandbox.models import SandboxDelivery
@@ -22,9 +23,7 @@ async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]
     now = utcnow()
     rows = [{"id": new_id("sbx"), "created_at": now, **d} for d in deliveries]
     # executemany: compiled once and cached (a multi-row VALUES is compiled per group size)
-    stmt = insert_ignoring_conflicts(session, SANDBOX, "idempotency_key").returning(
-        SANDBOX.c.idempotency_key, SANDBOX.c.id
-    )
+    stmt = _recording(dialect_name(session))
     ids: dict[str, str] = dict((await session.execute(stmt, rows)).all())
     replays = [d["idempotency_key"] for d in deliveries if d["idempotency_key"] not in ids]
     if replays:
@@ -35,6 +34,14 @@ async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]
         )
         ids.update(found.all())
     return [ids[d["idempotency_key"]] for d in deliveries]
+
+
+@functools.cache
+def _recording(dialect: str) -> Any:
+    """record_many's statement, made once per database kind (not at every group)."""
+    return insert_ignoring_conflicts(dialect, SANDBOX, "idempotency_key").returning(
+        SANDBOX.c.idempotency_key, SANDBOX.c.id
+    )
 
 
 async def list_deliveries(
