@@ -256,3 +256,31 @@ async def test_a_message_hashed_before_utc_hashing_still_replays(platform: Platf
     assert again.status_code == 202, again.text
     assert again.headers["Idempotency-Replay"] == "true"
     assert again.json()["id"] == first.json()["id"]
+
+
+async def test_a_utf8_idempotency_key_counts_characters_on_both_routes(platform: Platform) -> None:
+    """A key of 70 Chinese characters (210 bytes in UTF-8) is within the 200-character limit
+    on the batch route as on the single one; 201 characters are over it on both."""
+    await platform.create_scenario()
+    key = "订" * 70
+    items = [_body(), _body(customer_id="C2")]
+    for item in items:
+        del item["scenario"]
+    batch = {"scenario": "account_movement", "items": items}
+
+    async def send(path: str, body: dict[str, Any], header: str) -> httpx.Response:
+        async with platform.client("system") as client:
+            return await client.post(path, json=body, headers={b"Idempotency-Key": header.encode()})
+
+    single = await send("/v1/messages", _body(), key)
+    first = await send("/v1/messages/batch", batch, key)
+    again = await send("/v1/messages/batch", batch, key)
+    assert single.status_code == first.status_code == again.status_code == 202, first.text
+    assert [r["replayed"] for r in again.json()["items"]] == [True, True]
+    async with platform.runtime.sessionmaker() as session:
+        keys = await session.scalars(select(Message.idempotency_key).order_by(Message.id))
+        assert set(keys) == {key, f"{key}:0", f"{key}:1"}
+    for path, body in (("/v1/messages", _body()), ("/v1/messages/batch", batch)):
+        too_long = await send(path, body, "k" * 201)
+        assert too_long.status_code == 422, too_long.text
+        assert too_long.json()["fields"][0]["field"] == "Idempotency-Key"

@@ -38,8 +38,14 @@ from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.timeutil import ApiTime
 
 MAX_KEY_LENGTH = 200
+# Its length is checked by hand (`_checked_key`), in characters once decoded from UTF-8:
+# FastAPI would count the bytes of a UTF-8 key (Starlette decodes headers as Latin-1).
 IdempotencyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=MAX_KEY_LENGTH)
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    ),
 ]
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=ERROR_RESPONSES)
@@ -136,7 +142,10 @@ CHECKED_BEFORE_THE_BODY[send_message] = _authorize_sender
 
 
 def _header_key(request: Request) -> str | None:
-    key = _utf8(request.headers.get("idempotency-key"))
+    return _checked_key(_utf8(request.headers.get("idempotency-key")))
+
+
+def _checked_key(key: str | None) -> str | None:
     if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
         raise ValidationFailed.field(
             "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters long"
@@ -181,7 +190,7 @@ async def send_batch(
         body.items,
         principal=principal,
         queue=runtime.queue,
-        batch_key=_utf8(idempotency_key),
+        batch_key=_checked_key(_utf8(idempotency_key)),
         settings=runtime.settings,
     )
     # serialized here: FastAPI's response_model path would first build 10,000 BatchItemResult
