@@ -4,7 +4,7 @@ body intact."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -143,7 +143,7 @@ async def _send(platform: Platform, request: Request, run: str = "1") -> httpx.R
         return await client.post("/v1/messages" + request.query, content=content, headers=headers)
 
 
-def _comparable(response: httpx.Response) -> tuple[int, Any, str | None, str | None]:
+def _comparable(response: httpx.Response) -> tuple[int, Any, list[bytes], str | None, str | None]:
     try:
         body = response.json()
     except ValueError:
@@ -154,6 +154,7 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, str | None, str | N
     return (
         response.status_code,
         body,
+        [name for name, _ in response.headers.raw],  # which headers, in which order
         response.headers.get("content-type"),
         response.headers.get("idempotency-replay"),
     )
@@ -248,11 +249,15 @@ async def test_a_message_accepted_fast_is_sent(
     assert route_counter.count == 0
 
 
+INTERNAL = {"error": "InternalError", "detail": "unexpected error; it has been logged"}
+
+
 async def test_an_error_while_accepting_is_the_routes_500(
     platform: Platform, route_counter: RouteCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unexpected failure after the request was taken in (nothing is handed over: it
-    might have been accepted) gets the route's 500 body."""
+    might have been accepted) gets the route's 500 body, and is raised on to the server (which
+    logs it) as Starlette's ServerErrorMiddleware does on the route."""
     await platform.create_scenario()
 
     async def broken(_request: Any) -> Any:
@@ -260,9 +265,80 @@ async def test_an_error_while_accepting_is_the_routes_500(
 
     monkeypatch.setattr(platform.runtime, "accept", broken)
     response = await _send(platform, Request("ordinary"))
-    assert response.status_code == 500
-    assert response.json() == {
-        "error": "InternalError",
-        "detail": "unexpected error; it has been logged",
-    }
+    assert (response.status_code, response.json()) == (500, INTERNAL)
     assert route_counter.count == 0
+    for fast in (route_counter.fast, None):
+        platform.app.fast_send = fast
+        transport = httpx.ASGITransport(app=platform.app)  # the server's view: raised
+        async with httpx.AsyncClient(transport=transport, base_url="http://icc.test") as client:
+            with pytest.raises(RuntimeError, match="went away"):
+                await client.post(
+                    "/v1/messages",
+                    json=_body(),
+                    headers={"Authorization": f"Bearer {platform.keys['system']}"},
+                )
+    platform.app.fast_send = route_counter.fast
+
+
+async def test_a_failed_key_lookup_is_answered_once(
+    platform: Platform, route_counter: RouteCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key cannot be looked up (the database is down): the route's 500, after one lookup
+    (handing over would have made a second)."""
+    lookups = 0
+
+    async def down(*_args: Any) -> Any:
+        nonlocal lookups
+        lookups += 1
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(platform.runtime.keys, "resolve", down)
+    response = await _send(platform, Request("ordinary"))
+    assert (response.status_code, response.json(), lookups) == (500, INTERNAL, 1)
+    assert route_counter.count == 0
+
+
+async def test_content_length_twice_goes_to_the_route(
+    platform: Platform, route_counter: RouteCounter
+) -> None:
+    """BodySizeLimit reads the last Content-Length, Starlette's headers the first: a request
+    with two is the route's (413 here, for the second)."""
+    body = orjson.dumps(_body())
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/messages",
+        "raw_path": b"/v1/messages",
+        "root_path": "",
+        "query_string": b"",
+        "server": ("icc.test", 80),
+        "client": ("127.0.0.1", 1),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {platform.keys['system']}".encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-length", b"999999999"),
+        ],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    await platform.app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert route_counter.count == 1
+
+
+def test_the_fast_path_knows_every_middleware(platform: Platform) -> None:
+    """Sends on the fast path pass no middleware: they do what BodySizeLimit and RejectNul
+    would do to them (tested above). A middleware added to the app must be mirrored in
+    app/messages/fast_send.py, or the fast path turned off, before this list changes."""
+    names = [m.cls.__name__ for m in platform.app.user_middleware]  # type: ignore[attr-defined]
+    assert names == ["BodySizeLimit", "RejectNul"]

@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from app.errors import AppError
 from app.messages import service
 from app.messages.endpoints import MAX_KEY_LENGTH, SEND_ROLES, accepted_json
 from app.messages.schemas import MessageCreate
@@ -42,14 +41,21 @@ log = logging.getLogger("icc.api")
 PATH = "/v1/messages"
 _validate = MessageCreate.__pydantic_validator__.validate_python
 _JSON = b"application/json"
-_HEADERS = [(b"content-type", _JSON)]
-_REPLAY = (b"idempotency-replay", b"true")
+_REPLAY = [(b"idempotency-replay", b"true")]
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class _HandOver(Exception):
     """The request is not an ordinary one: the FastAPI route answers it."""
+
+
+class _Failed(Exception):
+    """Looking the key up failed: answered as the route answers that error (handing over
+    would look it up a second time)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class FastSend:
@@ -61,31 +67,28 @@ class FastSend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self.app  # as Starlette sets it: handlers may read request.app
         received: list[Message] = []
-        runtime: Runtime = self.app.state.runtime
         try:
+            runtime: Runtime = self.app.state.runtime
             headers = _headers(scope)
             body = await self._body(headers, receive, received)
             principal = await self._principal(runtime, headers)
             request = self._request(principal.owner, headers, body)
-        except Exception as exc:
-            if not isinstance(exc, _HandOver):  # e.g. the key's lookup failed: nothing is
-                log.debug("send handed over to the route", exc_info=exc)  # accepted yet
+            accepted = await runtime.accept(request)
+        except _Failed as failed:
+            await self._error(scope, receive, send, failed.error)
+            return
+        except _HandOver:  # nothing is accepted yet
             await self.route(scope, _replaying(received, receive), send)
             return
-        try:
-            accepted = await runtime.accept(request)
-        except Exception as exc:  # what the route's exception handlers make of it
+        except Exception as exc:  # from accepting: what the route's handlers make of it
             await self._error(scope, receive, send, exc)
             return
-        response_headers = [*_HEADERS, _REPLAY] if accepted.replayed else _HEADERS
         content = accepted_json(accepted).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 202,
-                "headers": [*response_headers, (b"content-length", b"%d" % len(content))],
-            }
-        )
+        # in Starlette's order: the route's own headers, then the length and the type
+        headers_out = [(b"content-length", b"%d" % len(content)), (b"content-type", _JSON)]
+        if accepted.replayed:
+            headers_out = _REPLAY + headers_out
+        await send({"type": "http.response.start", "status": 202, "headers": headers_out})
         await send({"type": "http.response.body", "body": content})
 
     async def _body(
@@ -118,7 +121,10 @@ class FastSend:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _HandOver
-        principal = await runtime.keys.resolve(runtime.read_sessionmaker, token)
+        try:
+            principal = await runtime.keys.resolve(runtime.read_sessionmaker, token)
+        except Exception as exc:
+            raise _Failed(exc) from exc
         if principal is None or principal.role not in SEND_ROLES:
             raise _HandOver
         return principal
@@ -144,33 +150,42 @@ class FastSend:
         return service.AcceptRequest(item.scenario, owner, item, item.idempotency_key or key)
 
     async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        handler = _handler_for(self.app, exc)
+        """Answer as the route's stack would: the handler of the closest class; for the
+        catch-all one (Starlette's ServerErrorMiddleware), the 500 is sent and the error
+        raised on to the server, which logs it."""
+        caught, handler = _handler_for(self.app, exc)
         if handler is None:
             raise exc
         response = await handler(Request(scope, receive), exc)
         await response(scope, receive, send)
+        if caught is Exception:
+            raise exc
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     """The request's headers by lower-case name (ASGI servers lower-case them); a header sent
-    twice keeps its first value, as Starlette's ``Headers.get`` does."""
+    twice keeps its first value, as Starlette's ``Headers.get`` does. (Content-Length twice
+    is handed over: BodySizeLimit reads the last one.)"""
     found: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
-        found.setdefault(name, value)
+        if name in found:
+            if name == b"content-length":
+                raise _HandOver
+            continue
+        found[name] = value
     if scope["query_string"] or scope.get("root_path"):
         raise _HandOver
     return found
 
 
-def _handler_for(app: FastAPI, exc: Exception) -> Any:
-    """The exception handler Starlette would pick: the closest class in the MRO."""
+def _handler_for(app: FastAPI, exc: Exception) -> tuple[type | None, Any]:
+    """The exception handler Starlette would pick (the closest class in the MRO) and its
+    class."""
     handlers = app.exception_handlers
-    if isinstance(exc, AppError) and AppError in handlers:
-        return handlers[AppError]
     for cls in type(exc).__mro__:
         if cls in handlers:
-            return handlers[cls]
-    return None
+            return cls, handlers[cls]
+    return None, None
 
 
 def _replaying(received: list[Message], receive: Receive) -> Receive:

@@ -34,8 +34,8 @@ EVENTS: Table = MessageEvent.__table__  # type: ignore[assignment]
 OUTBOX: Table = Outbox.__table__  # type: ignore[assignment]
 
 # Both statements run with sequential scans off (planned_by_keys). asyncpg prepares each
-# once per connection, and from its sixth run PostgreSQL may keep a generic plan for it, as it
-# does for the foreign-key check of each event inserted (message_events -> messages). Planned
+# once per connection, and from its sixth run PostgreSQL may keep a generic plan for it (as it
+# did for the foreign-key check of each event inserted, before migration 0019). Planned
 # while the tables were nearly empty (a new database, or statistics from before a burst),
 # those plans scan messages and outbox, and stay as the tables grow until they are analyzed:
 # 0.3-0.6 s a statement for 32 messages instead of 2-3 ms. With scans off, and the joins written

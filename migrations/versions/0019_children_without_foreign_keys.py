@@ -13,7 +13,8 @@ message), and, for a batch of 10,000, some 130 ms of its COPY into the outbox. A
 deletes messages (retention) deletes their events and outbox rows with them.
 
 On SQLite the two tables are rebuilt (batch mode): both are children only, nothing refers
-to them, and the rebuild leaves messages untouched.
+to them, and the rebuild leaves messages untouched. The downgrade adds the keys back; it
+fails on rows whose message was deleted meanwhile, which must be deleted first.
 """
 
 from __future__ import annotations
