@@ -231,18 +231,33 @@ async def resume(session: AsyncSession, key: str) -> Campaign:
     return await _move(session, campaign, CampaignStatus.running, "resumed", values)
 
 
+# A cancel that loses its compare-and-set to a runner moving the campaign on (to completed,
+# at its last chunk) tries again from the new status, this many times
+CANCEL_TRIES = 3
+
+
 async def cancel(session: AsyncSession, key: str) -> Campaign:
     """Stop the campaign and the messages it made that have not gone. A completed campaign
     (every customer gone through) can still be cancelled while messages it deferred to the
     end of quiet hours wait."""
     campaign = await get(session, key)
-    if campaign.status == CampaignStatus.cancelled:
-        raise Conflict(f"campaign {key!r} is cancelled already")
     now = utcnow()
-    completed = campaign.status == CampaignStatus.completed
-    values = {} if completed else {"finished_at": now}
-    # the status first: a chunk in progress then fails its compare-and-set and makes nothing
-    await _move(session, campaign, CampaignStatus.cancelled, "cancelled", values)
+    for _ in range(CANCEL_TRIES):
+        if campaign.status == CampaignStatus.cancelled:
+            raise Conflict(f"campaign {key!r} is cancelled already")
+        completed = campaign.status == CampaignStatus.completed
+        values = {} if completed else {"finished_at": now}
+        # the status first: a chunk in progress then fails its compare-and-set and makes nothing
+        moved = await repository.set_status(
+            session, campaign.id, campaign.status, "cancelled", updated_at=now, **values
+        )
+        if moved:
+            break
+        fresh = await repository.by_id(session, campaign.id)
+        assert fresh is not None
+        campaign = fresh
+    else:
+        raise Conflict(f"campaign {key!r} is {campaign.status}; it cannot be cancelled")
     stopped = await messages.cancel_campaign_messages(session, campaign.id, now=now)
     if completed and not stopped:
         raise Conflict(f"campaign {key!r} is completed already; all its messages have gone")

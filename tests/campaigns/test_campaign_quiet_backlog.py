@@ -11,8 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from app.campaigns import repository
 from app.campaigns.models import Campaign
 from app.campaigns.repository import Member
 from app.campaigns.runner import CampaignRunner, _send_at, _Setup, backlog_wait
@@ -196,3 +197,35 @@ async def test_a_completed_campaign_whose_messages_went_cannot_be_cancelled(
         assert "all its messages have gone" in refused.json()["detail"]
         state = (await client.get("/v1/campaigns/autumn")).json()
     assert (state["status"], state["cancelled"]) == ("completed", 0)
+
+
+async def test_a_cancel_that_meets_the_last_chunk_stops_the_waiting_messages(
+    manual: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner completes the campaign between the cancel's read (running) and its
+    compare-and-set: the cancel goes on from `completed` and stops the messages waiting for
+    the window's end, instead of answering 409 and needing a second cancel."""
+    platform = manual
+    await _run(platform)
+    async with platform.runtime.sessionmaker() as session:
+        await session.execute(update(Campaign).values(status="running", finished_at=None))
+        await session.commit()
+    real = repository.set_status
+    raced: list[str] = []
+
+    async def runner_first(
+        session: Any, campaign_id: str, old: str, new: str, **values: Any
+    ) -> bool:
+        if new == "cancelled" and old == "running" and not raced:
+            raced.append(old)  # the runner's last chunk, committed just before
+            await real(session, campaign_id, "running", "completed", finished_at=utcnow())
+        return await real(session, campaign_id, old, new, **values)
+
+    monkeypatch.setattr(repository, "set_status", runner_first)
+    async with platform.client("marketer") as client:
+        cancelled = await client.post("/v1/campaigns/autumn/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert raced == ["running"]
+    body = cancelled.json()
+    assert (body["status"], body["cancelled"]) == ("cancelled", 30)
+    assert {m.status for m in await helpers.messages(platform.runtime)} == {"failed"}
