@@ -221,7 +221,7 @@ class CampaignRunner:
         tally = await self._decide(session, setup, [m for m in members if m.id in present])
         tally.skipped += len(members) - len(present)
         outcomes = await accept_many(
-            session, tally.requests, queue=self.queue, settings=self.settings
+            session, tally.requests, queue=self.queue, settings=self.settings, held=True
         )
         tally.count(outcomes)
         await experiments.record_assignments(session, tally.assignments)

@@ -123,11 +123,14 @@ class _Plan:
         self.repeats: dict[int, int] = {}  # index -> index of the first request with its key
         self.erasing: set[str] = set()  # customers whose erasure is under way
 
-    async def load(self, session: AsyncSession, requests: Sequence[AcceptRequest]) -> None:
+    async def load(
+        self, session: AsyncSession, requests: Sequence[AcceptRequest], *, held: bool = False
+    ) -> None:
         customer_ids = [r.item.customer_id for r in requests]
         # before reading them: an erasure of one of these customers waits for this group,
-        # and the customers being erased now get nothing
-        self.erasing = await customers.hold_customers(session, customer_ids)
+        # and the customers being erased now get nothing (``held``: the caller did so)
+        if not held:
+            self.erasing = await customers.hold_customers(session, customer_ids)
         for key in {r.spec_key for r in requests}:
             try:
                 self.specs[key] = Composer(await load_spec(session, key[0], overrides=dict(key[1])))
@@ -252,15 +255,18 @@ async def accept_many(
     *,
     queue: MessageQueue,
     settings: Settings | None = None,
+    held: bool = False,
 ) -> list[AcceptOutcome]:
     """Accept a group of messages with a few bulk statements; each gets its own outcome.
     Serves both the batch endpoint and coalesced single sends. Ids are enqueued after commit.
+    ``held``: the caller holds the customers' erasure buckets in this transaction
+    (customers.hold_customers) and left out those being erased (the campaign runner).
 
     Idempotency rests on the unique (owner, idempotency_key) constraint: the insert skips
     taken keys, and only those (and failed requests that carry a key) are looked up, so a
     fresh group costs no lookup at all."""
     plan = _Plan(settings if settings is not None else Settings())
-    await plan.load(session, requests)
+    await plan.load(session, requests, held=held)
     now = utcnow()
     # after `now`: an id's time is never before its message's created_at, which the
     # message list's `since` relies on (repository.list_page)

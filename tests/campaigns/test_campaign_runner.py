@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from abtest.assignment import Variant, assign
 from app.campaigns import repository
@@ -402,3 +402,29 @@ async def test_a_member_erased_during_a_chunk_gets_nothing(
     final = await helpers.campaign(platform.runtime)
     assert (final.status, final.processed) == ("completed", 40)
     assert final.skipped >= 1
+
+
+async def test_a_chunk_holds_its_customers_once(manual: Platform) -> None:
+    """The runner holds the chunk's erasure buckets and reads the erasure markers itself;
+    accepting the chunk's messages does not take them a second time (PostgreSQL: one lock
+    statement and one marker read per chunk; SQLite takes none)."""
+    platform = manual
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    async with platform.client("marketer") as client:
+        await helpers.setup(platform, client, 20)
+        await helpers.create(client, respect_quiet_hours=False)
+        campaign_id = (await helpers.start(client))["id"]
+    engine = platform.runtime.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert await _runner(platform).run_chunk(campaign_id) == 20
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    shared_locks = [s for s in statements if "pg_advisory_xact_lock_shared" in s]
+    markers = [s for s in statements if "FROM customer_erasures" in s]
+    expected = 1 if platform.backend == "postgres" else 0
+    assert (len(shared_locks), len(markers)) == (expected, expected), statements
