@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from app.auth.schemas import Role
 from app.auth.service import create_key
 from app.main import create_app
+from app.messages.models import Message
 from app.messages.schemas import TERMINAL_STATUSES
 from app.migrate import upgrade
 from app.models import Base
@@ -251,3 +252,22 @@ async def platform(backend: tuple[str, str, str | None]) -> AsyncIterator[Platfo
         await runtime.close()
         scenario_service.clear_cache()
         patching.clear_cache()
+
+
+PHONE = {"phone": "13800001234"}
+
+
+def send_body(**extra: Any) -> dict[str, Any]:
+    """A POST /v1/messages body for the test scenario, to an unknown customer by phone."""
+    return {
+        "scenario": "account_movement",
+        "customer_id": "C1",
+        "variables": VARIABLES,
+        "recipient": PHONE,
+        **extra,
+    }
+
+
+async def count_messages(platform: Platform) -> int:
+    async with platform.runtime.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(Message)) or 0)

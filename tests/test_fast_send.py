@@ -10,24 +10,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
 
-from app.messages.models import Message
-from tests.conftest import VARIABLES, Platform
+from tests.conftest import VARIABLES, Platform, count_messages, send_body
 
-PHONE = {"phone": "13800001234"}
 # fields of a 202 that differ from one message to the next
 _FRESH = ("id", "created_at")
-
-
-def _body(**extra: Any) -> dict[str, Any]:
-    return {
-        "scenario": "account_movement",
-        "customer_id": "C1",
-        "variables": VARIABLES,
-        "recipient": PHONE,
-        **extra,
-    }
 
 
 class Request:
@@ -48,7 +35,7 @@ class Request:
     ) -> None:
         self.name, self.routed, self.role, self.query = name, routed, role, query
         self.chunks = chunks
-        self.content = orjson.dumps(_body()) if content is None else content
+        self.content = orjson.dumps(send_body()) if content is None else content
         self.headers = {"Content-Type": "application/json", **(headers or {})}
 
     def __repr__(self) -> str:
@@ -71,33 +58,33 @@ SURROGATE = (
 REQUESTS = [
     Request("ordinary"),
     Request("utf-8 key header", headers={"Idempotency-Key": "订单-{run}"}),
-    Request("key in the body", _json(_body(idempotency_key="k-{run}"))),
+    Request("key in the body", _json(send_body(idempotency_key="k-{run}"))),
     Request(
         "the same key twice",
-        _json(_body(idempotency_key="k-{run}")),
+        _json(send_body(idempotency_key="k-{run}")),
         headers={"Idempotency-Key": "k-{run}"},
     ),
     Request("charset parameter", headers={"Content-Type": "application/json; charset=utf-8"}),
     Request("admin may send", role="admin"),
     Request("in chunks", chunks=4),
-    Request("send_at in the past", _json(_body(send_at="2020-01-01T00:00:00+08:00"))),
-    Request("channels given", _json(_body(channels=["sms"]))),
+    Request("send_at in the past", _json(send_body(send_at="2020-01-01T00:00:00+08:00"))),
+    Request("channels given", _json(send_body(channels=["sms"]))),
     # refused by accepting itself: answered on the fast path, with the route's error bodies
-    Request("unknown scenario", _json(_body(scenario="nope"))),
-    Request("missing variable", _json(_body(variables={}))),
+    Request("unknown scenario", _json(send_body(scenario="nope"))),
+    Request("missing variable", _json(send_body(variables={}))),
     Request(
         "no contact",
         _json({"scenario": "account_movement", "customer_id": "C4", "variables": VARIABLES}),
     ),
-    Request("a channel without contact", _json(_body(channels=["email"]))),
+    Request("a channel without contact", _json(send_body(channels=["email"]))),
     # handed to the route
     Request(
         "body and header keys differ",
-        _json(_body(idempotency_key="a{run}")),
+        _json(send_body(idempotency_key="a{run}")),
         headers={"Idempotency-Key": "b{run}"},
         routed=True,
     ),
-    Request("unknown channel", _json(_body(channels=["fax"])), routed=True),
+    Request("unknown channel", _json(send_body(channels=["fax"])), routed=True),
     Request("empty key header", headers={"Idempotency-Key": ""}, routed=True),
     Request("long key header", headers={"Idempotency-Key": "k" * 201}, routed=True),
     Request("no key", role=None, routed=True),
@@ -109,7 +96,7 @@ REQUESTS = [
     Request("JSON array", b"[]", routed=True),
     Request("not UTF-8", b'{"scenario": "\xff"}', routed=True),
     Request("lone surrogate", SURROGATE, routed=True),
-    Request("NUL in a field", _json(_body(customer_id="C\x001")), routed=True),
+    Request("NUL in a field", _json(send_body(customer_id="C\x001")), routed=True),
     Request("text/plain", headers={"Content-Type": "text/plain"}, routed=True),
     Request(
         "form content type",
@@ -119,8 +106,8 @@ REQUESTS = [
     Request("vendor +json", headers={"Content-Type": "application/vnd.icc+json"}, routed=True),
     Request("query string", query="?x=1", routed=True),
     Request("NUL in the query", query="?x=%00", routed=True),
-    Request("over the size limit", _json(_body(variables=BIG)), routed=True),
-    Request("over the limit in chunks", _json(_body(variables=BIG)), chunks=8, routed=True),
+    Request("over the size limit", _json(send_body(variables=BIG)), routed=True),
+    Request("over the limit in chunks", _json(send_body(variables=BIG)), chunks=8, routed=True),
 ]
 
 
@@ -185,11 +172,6 @@ def route_counter(platform: Platform) -> Iterator[RouteCounter]:
     counter.restore()
 
 
-async def _messages(platform: Platform) -> int:
-    async with platform.runtime.sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(Message)) or 0)
-
-
 @pytest.mark.parametrize("request_", REQUESTS, ids=repr)
 async def test_the_fast_path_answers_as_the_route(
     platform: Platform, route_counter: RouteCounter, request_: Request
@@ -198,9 +180,9 @@ async def test_the_fast_path_answers_as_the_route(
     time): once through the fast path, once through the FastAPI route alone. Same status,
     body (but the new id and time), content type and replay header; as many messages."""
     await platform.create_scenario()
-    before = await _messages(platform)
+    before = await count_messages(platform)
     fast = _comparable(await _send(platform, request_, "1"))
-    fast_written = await _messages(platform) - before
+    fast_written = await count_messages(platform) - before
     handed_over = route_counter.count
     platform.app.fast_send = None
     try:
@@ -208,7 +190,7 @@ async def test_the_fast_path_answers_as_the_route(
     finally:
         platform.app.fast_send = route_counter.fast
     assert fast == routed
-    assert fast_written == await _messages(platform) - before - fast_written
+    assert fast_written == await count_messages(platform) - before - fast_written
     assert handed_over == int(request_.routed), fast
 
 
@@ -227,14 +209,14 @@ async def test_a_replay_through_the_fast_path(
         platform,
         Request(
             "same key, other body",
-            _json(_body(customer_id="C2")),
+            _json(send_body(customer_id="C2")),
             headers={"Idempotency-Key": "order-77"},
         ),
     )
     assert other.status_code == 409, other.text
     assert other.json()["error"] == "IdempotencyKeyReused"
     assert route_counter.count == 0
-    assert await _messages(platform) == 1
+    assert await count_messages(platform) == 1
 
 
 async def test_a_message_accepted_fast_is_sent(
@@ -274,7 +256,7 @@ async def test_an_error_while_accepting_is_the_routes_500(
             with pytest.raises(RuntimeError, match="went away"):
                 await client.post(
                     "/v1/messages",
-                    json=_body(),
+                    json=send_body(),
                     headers={"Authorization": f"Bearer {platform.keys['system']}"},
                 )
     platform.app.fast_send = route_counter.fast
@@ -303,7 +285,7 @@ async def test_content_length_twice_goes_to_the_route(
 ) -> None:
     """BodySizeLimit reads the last Content-Length, Starlette's headers the first: a request
     with two is the route's (413 here, for the second)."""
-    body = orjson.dumps(_body())
+    body = orjson.dumps(send_body())
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -10,25 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from app.logging import MaskingJsonFormatter
 from app.messages.compose import request_hash
 from app.messages.models import Message
 from app.messages.schemas import MessageItem
-from tests.conftest import VARIABLES, Platform
-
-PHONE = {"phone": "13800001234"}
-
-
-def _body(**extra: Any) -> dict[str, Any]:
-    return {
-        "scenario": "account_movement",
-        "customer_id": "C1",
-        "variables": VARIABLES,
-        "recipient": PHONE,
-        **extra,
-    }
+from tests.conftest import Platform, count_messages, send_body
 
 
 def _client(platform: Platform, role: str = "system", **headers: str) -> httpx.AsyncClient:
@@ -39,11 +27,6 @@ def _client(platform: Platform, role: str = "system", **headers: str) -> httpx.A
         base_url="http://icc.test",
         headers={"Authorization": f"Bearer {platform.keys[role]}", **headers},
     )
-
-
-async def _count(platform: Platform) -> int:
-    async with platform.runtime.sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(Message)) or 0)
 
 
 def _assert_client_error(response: httpx.Response) -> None:
@@ -64,7 +47,7 @@ async def test_list_since_at_calendar_edges_is_a_client_error(
     bind processor, a 500) is a 422: API times are within 1970-9998."""
     await platform.create_scenario()
     async with _client(platform) as client:
-        assert (await client.post("/v1/messages", json=_body())).status_code == 202
+        assert (await client.post("/v1/messages", json=send_body())).status_code == 202
         response = await client.get("/v1/messages", params={"since": since})
     _assert_client_error(response)
 
@@ -124,7 +107,7 @@ async def test_batch_item_with_lone_surrogate_rejects_only_itself(platform: Plat
     assert (answer["accepted"], answer["rejected"]) == (1, 1)
     assert answer["items"][0]["id"] is not None
     assert answer["items"][1]["error"] == "ValidationError"
-    assert await _count(platform) == 1
+    assert await count_messages(platform) == 1
 
 
 # --- 3. NUL in the scenario of a single send: 500 on PostgreSQL (404 on SQLite) -------------
@@ -155,20 +138,20 @@ async def test_utf8_idempotency_header_is_the_same_key_as_in_the_body(platform: 
     key = "订单-20261123-0001"
     async with platform.client("system") as client:
         first = await client.post(
-            "/v1/messages", json=_body(), headers=[(b"Idempotency-Key", key.encode())]
+            "/v1/messages", json=send_body(), headers=[(b"Idempotency-Key", key.encode())]
         )
         assert first.status_code == 202, first.text
-        retry = await client.post("/v1/messages", json=_body(idempotency_key=key))
+        retry = await client.post("/v1/messages", json=send_body(idempotency_key=key))
         both = await client.post(
             "/v1/messages",
-            json=_body(idempotency_key=key),
+            json=send_body(idempotency_key=key),
             headers=[(b"Idempotency-Key", key.encode())],
         )
     assert retry.status_code == 202
     assert retry.json()["id"] == first.json()["id"], "the retry was sent as a second message"
     assert retry.headers.get("Idempotency-Replay") == "true"
     assert both.status_code == 202, both.text  # the same key twice is one key
-    assert await _count(platform) == 1
+    assert await count_messages(platform) == 1
 
 
 # --- 5. a replay that writes send_at in another offset is refused --------------------------
@@ -181,12 +164,12 @@ async def test_replay_with_send_at_in_another_offset_is_a_replay(platform: Platf
     async with platform.client("system") as client:
         first = await client.post(
             "/v1/messages",
-            json=_body(send_at="2031-01-01T08:00:00+08:00"),
+            json=send_body(send_at="2031-01-01T08:00:00+08:00"),
             headers={"Idempotency-Key": "sched-1"},
         )
         again = await client.post(
             "/v1/messages",
-            json=_body(send_at="2031-01-01T00:00:00Z"),
+            json=send_body(send_at="2031-01-01T00:00:00Z"),
             headers={"Idempotency-Key": "sched-1"},
         )
     assert first.status_code == 202
@@ -206,7 +189,7 @@ async def test_addresses_the_api_accepts_are_masked_in_logs(platform: Platform) 
     async with platform.client("system") as client:
         response = await client.post(
             "/v1/messages",
-            json=_body(recipient={"email": address}, channels=["email"]),
+            json=send_body(recipient={"email": address}, channels=["email"]),
         )
     assert response.status_code == 202, response.text  # the API takes the address
     record = logging.LogRecord(
@@ -242,7 +225,7 @@ async def test_send_checks_the_key_before_the_body(
 async def test_a_message_hashed_before_utc_hashing_still_replays(platform: Platform) -> None:
     """Messages stored when send_at was hashed as written replay when retried as written."""
     await platform.create_scenario()
-    body = _body(send_at="2031-01-01T08:00:00+08:00")
+    body = send_body(send_at="2031-01-01T08:00:00+08:00")
     async with platform.client("system") as client:
         first = await client.post("/v1/messages", json=body, headers={"Idempotency-Key": "k1"})
         item = MessageItem.model_validate({k: v for k, v in body.items() if k != "scenario"})
@@ -263,7 +246,7 @@ async def test_a_utf8_idempotency_key_counts_characters_on_both_routes(platform:
     on the batch route as on the single one; 201 characters are over it on both."""
     await platform.create_scenario()
     key = "订" * 70
-    items = [_body(), _body(customer_id="C2")]
+    items = [send_body(), send_body(customer_id="C2")]
     for item in items:
         del item["scenario"]
     batch = {"scenario": "account_movement", "items": items}
@@ -272,7 +255,7 @@ async def test_a_utf8_idempotency_key_counts_characters_on_both_routes(platform:
         async with platform.client("system") as client:
             return await client.post(path, json=body, headers={b"Idempotency-Key": header.encode()})
 
-    single = await send("/v1/messages", _body(), key)
+    single = await send("/v1/messages", send_body(), key)
     first = await send("/v1/messages/batch", batch, key)
     again = await send("/v1/messages/batch", batch, key)
     assert single.status_code == first.status_code == again.status_code == 202, first.text
@@ -280,7 +263,7 @@ async def test_a_utf8_idempotency_key_counts_characters_on_both_routes(platform:
     async with platform.runtime.sessionmaker() as session:
         keys = await session.scalars(select(Message.idempotency_key).order_by(Message.id))
         assert set(keys) == {key, f"{key}:0", f"{key}:1"}
-    for path, body in (("/v1/messages", _body()), ("/v1/messages/batch", batch)):
+    for path, body in (("/v1/messages", send_body()), ("/v1/messages/batch", batch)):
         too_long = await send(path, body, "k" * 201)
         assert too_long.status_code == 422, too_long.text
         assert too_long.json()["fields"][0]["field"] == "Idempotency-Key"

@@ -6,43 +6,26 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from app.experiments.models import Experiment
 from app.messages.models import Message
-from tests.conftest import SCENARIO, VARIABLES, Platform
-
-PHONE = {"phone": "13800001234"}
-
-
-def _body(**extra: Any) -> dict[str, Any]:
-    return {
-        "scenario": "account_movement",
-        "customer_id": "C1",
-        "variables": VARIABLES,
-        "recipient": PHONE,
-        **extra,
-    }
-
-
-async def _count_messages(platform: Platform) -> int:
-    async with platform.runtime.sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(Message)) or 0)
+from tests.conftest import PHONE, SCENARIO, VARIABLES, Platform, count_messages, send_body
 
 
 async def test_validation_errors_name_the_field(platform: Platform) -> None:
     await platform.create_scenario()
     cases: list[tuple[dict[str, Any], int, str]] = [
-        (_body(scenario="nope"), 404, "NotFound"),
-        (_body(variables={"account_tail": "1234"}), 422, "variables.amount"),
-        (_body(variables={"account_tail": "1234", "amount": 12.5}), 422, "variables.amount"),
-        (_body(variables={"account_tail": 1234, "amount": "1"}), 422, "variables.account_tail"),
-        (_body(recipient=None), 422, "recipient"),
-        (_body(recipient={"phone": "not-a-phone"}), 422, "recipient.phone"),
-        (_body(channels=["fax"]), 422, "channels.0"),
-        (_body(channels=["email"]), 422, "recipient"),
-        (_body(send_at="2026-01-01T10:00:00"), 422, "send_at"),
-        (_body(unexpected=1), 422, "unexpected"),
+        (send_body(scenario="nope"), 404, "NotFound"),
+        (send_body(variables={"account_tail": "1234"}), 422, "variables.amount"),
+        (send_body(variables={"account_tail": "1234", "amount": 12.5}), 422, "variables.amount"),
+        (send_body(variables={"account_tail": 1234, "amount": "1"}), 422, "variables.account_tail"),
+        (send_body(recipient=None), 422, "recipient"),
+        (send_body(recipient={"phone": "not-a-phone"}), 422, "recipient.phone"),
+        (send_body(channels=["fax"]), 422, "channels.0"),
+        (send_body(channels=["email"]), 422, "recipient"),
+        (send_body(send_at="2026-01-01T10:00:00"), 422, "send_at"),
+        (send_body(unexpected=1), 422, "unexpected"),
         ({"customer_id": "C1"}, 422, "scenario"),
     ]
     async with platform.client("system") as client:
@@ -56,7 +39,7 @@ async def test_validation_errors_name_the_field(platform: Platform) -> None:
                 assert expected in [f["field"] for f in error["fields"]], (body, error)
             else:
                 assert error["error"] == expected
-    assert await _count_messages(platform) == 0
+    assert await count_messages(platform) == 0
 
 
 async def test_malformed_and_oversized_bodies(platform: Platform) -> None:
@@ -68,7 +51,7 @@ async def test_malformed_and_oversized_bodies(platform: Platform) -> None:
         assert bad_json.status_code == 422
         assert bad_json.json()["error"] == "ValidationError"
         assert bad_json.json()["fields"][0]["field"] == "body"
-        huge = _body(variables={**VARIABLES, "pad": "x" * 300_000})
+        huge = send_body(variables={**VARIABLES, "pad": "x" * 300_000})
         too_big = await client.post("/v1/messages", json=huge)
         assert too_big.status_code == 413
         assert too_big.json()["error"] == "PayloadTooLarge"
@@ -96,7 +79,7 @@ async def test_chinese_variables_render_and_roundtrip(platform: Platform) -> Non
     )
     async with platform.client("system") as client:
         response = await client.post(
-            "/v1/messages", json=_body(variables={**VARIABLES, "name": "欧阳娜娜"})
+            "/v1/messages", json=send_body(variables={**VARIABLES, "name": "欧阳娜娜"})
         )
     message = await platform.wait_terminal(response.json()["id"])
     assert message["content"]["sms"]["body"] == "【示例银行】欧阳娜娜您好，尾号1234支出1200.00元"
@@ -105,17 +88,17 @@ async def test_chinese_variables_render_and_roundtrip(platform: Platform) -> Non
 async def test_idempotent_replay_and_conflict(platform: Platform) -> None:
     await platform.create_scenario()
     async with platform.client("system") as client:
-        first = await client.post("/v1/messages", json=_body(idempotency_key="tx-1"))
-        again = await client.post("/v1/messages", json=_body(idempotency_key="tx-1"))
+        first = await client.post("/v1/messages", json=send_body(idempotency_key="tx-1"))
+        again = await client.post("/v1/messages", json=send_body(idempotency_key="tx-1"))
         by_header = await client.post(
-            "/v1/messages", json=_body(), headers={"Idempotency-Key": "tx-1"}
+            "/v1/messages", json=send_body(), headers={"Idempotency-Key": "tx-1"}
         )
         other = await client.post(
             "/v1/messages",
-            json=_body(idempotency_key="tx-1", variables={**VARIABLES, "amount": "5.00"}),
+            json=send_body(idempotency_key="tx-1", variables={**VARIABLES, "amount": "5.00"}),
         )
         mismatch = await client.post(
-            "/v1/messages", json=_body(idempotency_key="a"), headers={"Idempotency-Key": "b"}
+            "/v1/messages", json=send_body(idempotency_key="a"), headers={"Idempotency-Key": "b"}
         )
     assert first.status_code == 202
     assert "Idempotency-Replay" not in first.headers
@@ -127,7 +110,7 @@ async def test_idempotent_replay_and_conflict(platform: Platform) -> None:
     assert other.json()["error"] == "IdempotencyKeyReused"
     assert first.json()["id"] in other.json()["detail"]
     assert mismatch.status_code == 422
-    assert await _count_messages(platform) == 1
+    assert await count_messages(platform) == 1
 
 
 async def test_idempotency_is_scoped_per_owner(platform: Platform) -> None:
@@ -135,7 +118,7 @@ async def test_idempotency_is_scoped_per_owner(platform: Platform) -> None:
     ids = set()
     for role in ("system", "system_cards"):
         async with platform.client(role) as client:
-            response = await client.post("/v1/messages", json=_body(idempotency_key="same"))
+            response = await client.post("/v1/messages", json=send_body(idempotency_key="same"))
         assert response.status_code == 202
         ids.add(response.json()["id"])
     assert len(ids) == 2
@@ -145,14 +128,17 @@ async def test_fifty_concurrent_duplicates_make_one_message(platform: Platform) 
     await platform.create_scenario()
     async with platform.client("system") as client:
         responses = await asyncio.gather(
-            *(client.post("/v1/messages", json=_body(idempotency_key="dup-50")) for _ in range(50))
+            *(
+                client.post("/v1/messages", json=send_body(idempotency_key="dup-50"))
+                for _ in range(50)
+            )
         )
     assert {r.status_code for r in responses} == {202}, [
         r.text for r in responses if r.status_code != 202
     ]
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum(1 for r in responses if "Idempotency-Replay" not in r.headers) == 1
-    assert await _count_messages(platform) == 1
+    assert await count_messages(platform) == 1
     message = await platform.wait_terminal(responses[0].json()["id"])
     assert [e["type"] for e in message["events"]].count("sent") == 1
 
@@ -194,7 +180,7 @@ async def test_batch_accepts_good_items_and_reports_bad_ones(platform: Platform)
     assert replay.json()["items"][0]["replayed"] is True
     for index in (0, 3, 6):
         assert (await platform.wait_terminal(by_index[index]["id"]))["status"] == "delivered"
-    assert await _count_messages(platform) == 3
+    assert await count_messages(platform) == 3
 
 
 async def test_batch_idempotency_key_header_replays_the_whole_batch(platform: Platform) -> None:
@@ -207,7 +193,7 @@ async def test_batch_idempotency_key_header_replays_the_whole_batch(platform: Pl
     assert [r["id"] for r in again["items"]] == [r["id"] for r in first["items"]]
     assert all(r["replayed"] for r in again["items"])
     assert not any(r["replayed"] for r in first["items"])
-    assert await _count_messages(platform) == 3
+    assert await count_messages(platform) == 3
 
 
 async def test_batch_limits(platform: Platform) -> None:
@@ -232,7 +218,9 @@ async def test_list_filters_paginates_and_hides_other_owners(platform: Platform)
     await platform.create_scenario()
     async with platform.client("system") as client:
         ids = [
-            (await client.post("/v1/messages", json=_body(customer_id=f"C{i % 2}"))).json()["id"]
+            (await client.post("/v1/messages", json=send_body(customer_id=f"C{i % 2}"))).json()[
+                "id"
+            ]
             for i in range(5)
         ]
         page1 = (await client.get("/v1/messages", params={"limit": 2})).json()
@@ -265,11 +253,13 @@ async def test_list_since_is_by_creation_time(platform: Platform) -> None:
     made just before it but created after it is listed, one created before it is not."""
     await platform.create_scenario()
     async with platform.client("system") as client:
-        made_before = (await client.post("/v1/messages", json=_body())).json()["id"]
+        made_before = (await client.post("/v1/messages", json=send_body())).json()["id"]
         await asyncio.sleep(0.02)
         since = datetime.now(UTC)
         await asyncio.sleep(0.02)
-        after = [(await client.post("/v1/messages", json=_body())).json()["id"] for _ in range(2)]
+        after = [
+            (await client.post("/v1/messages", json=send_body())).json()["id"] for _ in range(2)
+        ]
         await _mark(platform, made_before, created_at=since + timedelta(milliseconds=5))
         await _mark(platform, after[1], created_at=since - timedelta(hours=1))
         listed = await client.get("/v1/messages", params={"since": since.isoformat()})
@@ -292,7 +282,7 @@ async def test_experiment_campaign_and_tracking_fields(platform: Platform) -> No
     await platform.create_scenario()
     at = datetime(2026, 11, 23, 9, 12, 45, tzinfo=UTC)
     async with platform.client("system") as client:
-        ids = [(await client.post("/v1/messages", json=_body())).json()["id"] for _ in range(3)]
+        ids = [(await client.post("/v1/messages", json=send_body())).json()["id"] for _ in range(3)]
         plain = (await client.get(f"/v1/messages/{ids[0]}")).json()
         for field in ("experiment_id", "experiment", "variant", "campaign_id"):
             assert plain[field] is None
