@@ -134,7 +134,7 @@ class Runtime:
 
             return ArqQueue(self.settings.redis_url, queue_name=q.name, chunk_size=q.chunk_size)
         workers = q.workers if self.run_workers else 0
-        return InProcessQueue(self.process, workers=workers, chunk_size=q.chunk_size)
+        return InProcessQueue(self._process_gathered, workers=workers, chunk_size=q.chunk_size)
 
     async def start(self) -> None:
         await self.queue.start()
@@ -241,6 +241,12 @@ class Runtime:
     async def process(self, ids: list[str]) -> None:
         """Send the given messages (the queue's job handler)."""
         await delivery.process_many(self, ids)
+
+    async def _process_gathered(self, ids: list[str]) -> None:
+        """The in-process queue's handler. Its jobs (at most a chunk) are gathered while
+        another is sent, and usually sent alone: claimed as one slice and sent at once, not
+        ``concurrency`` at a time (one claim and one outcome group instead of several)."""
+        await delivery.process_many(self, ids, step=max(len(ids), self.settings.queue.concurrency))
 
     async def close(self) -> None:
         # the campaign runner first: a chunk rolled back by the cancel is simply run again

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
 
 from app.queue.inprocess import InProcessQueue
+from app.runtime import Runtime
+from tests.conftest import Platform, make_settings, send_body
 
 
 async def _until(condition: Callable[[], bool], *, timeout: float) -> None:
@@ -71,3 +78,91 @@ async def test_a_full_chunk_goes_at_once_and_gathering_stops_at_a_chunk() -> Non
         assert handler.started[1] - handler.started[0] >= 0.2
     finally:
         await queue.close()
+
+
+async def test_jobs_arriving_while_one_is_sent_wait_for_it_and_merge() -> None:
+    """While a job is being sent, the jobs arriving meanwhile wait for it (other consumers
+    are idle) and then go as one: fewer, larger claims and outcome groups."""
+    handler = Recorder()  # each job takes 50 ms
+    queue = InProcessQueue(handler, workers=4, chunk_size=200, linger=0.001, patience=1.0)
+    await queue.start()
+    try:
+        await queue.enqueue(["a"])
+        await _until(lambda: bool(handler.jobs), timeout=3.0)
+        for name in ("b", "c", "d"):  # within a's 50 ms
+            await queue.enqueue([name])
+            await asyncio.sleep(0.005)
+        await _until(lambda: len(handler.jobs) == 2, timeout=3.0)
+        assert handler.jobs == [["a"], ["b", "c", "d"]]
+        assert handler.started[1] - handler.started[0] >= 0.045  # once a was sent
+    finally:
+        await queue.close()
+
+
+class Slow(Recorder):
+    """The first job hangs (a provider that does not answer) until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def __call__(self, ids: list[str]) -> None:
+        self.started.append(time.monotonic())
+        self.jobs.append(ids)
+        if len(self.jobs) == 1:
+            await self.release.wait()
+
+
+async def test_a_slow_send_holds_the_next_job_no_longer_than_the_patience() -> None:
+    handler = Slow()
+    queue = InProcessQueue(handler, workers=4, chunk_size=200, linger=0.001, patience=0.1)
+    await queue.start()
+    try:
+        await queue.enqueue(["stuck"])
+        await _until(lambda: bool(handler.jobs), timeout=3.0)
+        enqueued = time.monotonic()
+        await queue.enqueue(["next"])
+        await _until(lambda: len(handler.jobs) == 2, timeout=3.0)
+        waited = handler.started[1] - enqueued
+        assert 0.08 <= waited < 1.0, waited  # another consumer took it, after the patience
+        assert not handler.release.is_set()  # while the first is still being sent
+    finally:
+        handler.release.set()
+        await queue.close()
+
+
+async def test_a_gathered_job_is_claimed_as_one_slice(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """The embedded runtime sends an in-process job (at most a chunk) as one slice: one
+    claim for its 100 messages, not one per `concurrency` (32) of them."""
+    db = tmp_path / "icc.db"
+    shutil.copy(sqlite_template, db)
+    runtime = Runtime(make_settings(f"sqlite:///{db}", None), run_workers=True)
+    await runtime.start()
+    claims: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("UPDATE messages SET status"):
+            claims.append(statement)
+
+    try:
+        platform = Platform("sqlite", runtime)
+        await platform.create_keys()
+        await platform.create_scenario()
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+        items = [send_body(customer_id=f"C{i}") for i in range(100)]
+        for item in items:
+            del item["scenario"]
+        async with platform.client("system") as client:
+            response = await client.post(
+                "/v1/messages/batch", json={"scenario": "account_movement", "items": items}
+            )
+        assert response.status_code == 202, response.text
+        ids = [r["id"] for r in response.json()["items"]]
+        for message_id in ids:
+            assert (await platform.wait_terminal(message_id))["status"] == "delivered"
+        assert len(claims) == 1, claims
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
+        await runtime.close()

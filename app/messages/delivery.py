@@ -37,10 +37,10 @@ log = logging.getLogger("icc.delivery")
 RECORDING_BACKLOG = 2_000
 
 
-async def process_many(runtime: Runtime, ids: list[str]) -> None:
-    """Send a job's messages ``queue.concurrency`` at a time, each starting as soon as
-    another finishes. They are claimed in slices of that size, a couple of slices ahead of
-    the one being sent (claims made at the same time share one transaction): claims do not
+async def process_many(runtime: Runtime, ids: list[str], *, step: int | None = None) -> None:
+    """Send a job's messages ``step`` (default: ``queue.concurrency``) at a time, each starting
+    as soon as another finishes. They are claimed in slices of that size, a couple of slices
+    ahead of the one being sent (claims made at the same time share one transaction): claims do not
     hold the sends up, and a message's send starts well within its claim's lease.
 
     Each outcome is handed to the recorder as soon as it is known (outcomes finishing
@@ -48,7 +48,7 @@ async def process_many(runtime: Runtime, ids: list[str]) -> None:
     provider id is stored at once, before its delivery report can arrive, whatever its
     slower neighbours do. The job ends once every send is done; its outcomes are awaited in
     the background, unless the recorder has a backlog."""
-    step = runtime.settings.queue.concurrency
+    step = step or runtime.settings.queue.concurrency
     claims = _Claims(runtime, [ids[i : i + step] for i in range(0, len(ids), step)])
     outcomes: list[Outcome] = []
     recorded: list[asyncio.Future[bool]] = []
