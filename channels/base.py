@@ -99,6 +99,10 @@ class ChannelProvider(ABC):
     channels: ClassVar[tuple[str, ...]]
     max_length: ClassVar[int | None] = None
     default_rate: ClassVar[float | None] = None
+    # Sends that wait on no remote service (the sandbox writes a row): the embedded queue may
+    # then claim and send a whole job at once, as no connection pool, rate limit or slow
+    # answer can hold the job's last sends past their claim's deadline.
+    local: ClassVar[bool] = False
     # The longest one send may take (its transport timeout; plugins with a timeout setting
     # set it): the worker waits for a rate-limit slot only while this much time is left
     # before the send's deadline.

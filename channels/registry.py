@@ -127,6 +127,10 @@ class ProviderRegistry:
     def slots(self) -> list[ProviderSlot]:
         return list(self._by_name.values())
 
+    def all_local(self) -> bool:
+        """Whether every provider sends without a remote service (ChannelProvider.local)."""
+        return all(type(slot.provider).local for slot in self._by_name.values())
+
     def replace(self, channel: str, providers: list[ChannelProvider]) -> None:
         """Swap a channel's providers, tried in the order given (tests and tools)."""
         for old in self._by_channel.get(channel, []):

@@ -14,6 +14,7 @@ from channels.base import CHANNELS, ChannelProvider, ProviderContext, SendResult
 class SandboxProvider(ChannelProvider):
     type_name = "sandbox"
     channels = CHANNELS
+    local = True
     send_timeout = 1.0  # a row written, with others
 
     def __init__(

@@ -9,10 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from app.queue.inprocess import InProcessQueue
 from app.runtime import Runtime
+from channels.base import CHANNELS, ProviderContext
+from channels.sandbox import SandboxProvider
 from tests.conftest import Platform, make_settings, send_body
 
 
@@ -131,15 +134,31 @@ async def test_a_slow_send_holds_the_next_job_no_longer_than_the_patience() -> N
         await queue.close()
 
 
-async def test_a_gathered_job_is_claimed_as_one_slice(
-    tmp_path: Path, sqlite_template: Path
+class Remote(SandboxProvider):
+    """The sandbox, as if it sent to a remote service (ChannelProvider.local)."""
+
+    type_name = "remote_sandbox"
+    local = False
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local", "remote"])
+async def test_a_gathered_job_is_claimed_as_one_slice_with_local_providers(
+    tmp_path: Path, sqlite_template: Path, local: bool
 ) -> None:
-    """The embedded runtime sends an in-process job (at most a chunk) as one slice: one
-    claim for its 100 messages, not one per `concurrency` (32) of them."""
+    """The embedded runtime sends an in-process job (at most a chunk) as one slice when its
+    providers are local (the sandbox): one claim for its 100 messages, not one per
+    `concurrency` (32) of them. With a remote provider the job keeps its slices, each
+    claimed shortly before it is sent."""
     db = tmp_path / "icc.db"
     shutil.copy(sqlite_template, db)
     runtime = Runtime(make_settings(f"sqlite:///{db}", None), run_workers=True)
     await runtime.start()
+    if not local:
+        context = ProviderContext(sessionmaker=runtime.sessionmaker)
+        for channel in CHANNELS:
+            runtime.providers.replace(
+                channel, [Remote(account=f"remote-{channel}", channel=channel, context=context)]
+            )
     claims: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
@@ -162,7 +181,7 @@ async def test_a_gathered_job_is_claimed_as_one_slice(
         ids = [r["id"] for r in response.json()["items"]]
         for message_id in ids:
             assert (await platform.wait_terminal(message_id))["status"] == "delivered"
-        assert len(claims) == 1, claims
+        assert (len(claims) == 1) is local, claims
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
         await runtime.close()

@@ -39,7 +39,7 @@ async def _send(runtime: Runtime, customer_id: str) -> str:
 
 
 def _jobs(queue: InProcessQueue) -> list[list[str]]:
-    return [ids for _, ids in queue._queue._queue]
+    return [job.ids for job in queue._queue._queue]
 
 
 async def test_a_job_still_in_the_queue_is_never_copied_however_long_it_waits(
@@ -56,7 +56,7 @@ async def test_a_job_still_in_the_queue_is_never_copied_however_long_it_waits(
     # an hour later: both the database's and the queue's times an hour back
     await _age(idle_runtime, 3600.0)
     jobs = queue._queue._queue
-    jobs.extend([(at - 3600.0, ids) for at, ids in [jobs.popleft() for _ in range(len(jobs))]])
+    jobs.extend([job._replace(at=job.at - 3600.0) for job in [jobs.popleft() for _ in jobs.copy()]])
     for _ in range(3):
         assert await sweep_once(idle_runtime) == 0
     assert _jobs(queue) == [[first], [second]]

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from app.queue.base import JobHandler, chunked
 
@@ -28,7 +29,10 @@ LINGER_SECONDS = 0.002
 PATIENCE_SECONDS = 0.05
 
 
-Job = tuple[float, list[str]]  # when it was enqueued (time.time()), message ids
+class Job(NamedTuple):
+    at: float  # when it was enqueued: time.time(), for the sweeper
+    since: float  # and time.monotonic(), for waiting (a clock set back cannot stretch it)
+    ids: list[str]
 
 
 class _Jobs(asyncio.Queue[Job]):
@@ -36,8 +40,8 @@ class _Jobs(asyncio.Queue[Job]):
 
     _queue: deque[Job]  # asyncio.Queue's storage, oldest first
 
-    def oldest(self) -> float | None:
-        return self._queue[0][0] if self._queue else None
+    def oldest(self) -> Job | None:
+        return self._queue[0] if self._queue else None
 
 
 class InProcessQueue:
@@ -76,7 +80,7 @@ class InProcessQueue:
                 self._put(chunk)
 
     def _put(self, ids: list[str]) -> None:
-        self._queue.put_nowait((time.time(), ids))
+        self._queue.put_nowait(Job(time.time(), time.monotonic(), ids))
         self._changed.set()
 
     async def _consume(self) -> None:
@@ -101,7 +105,7 @@ class InProcessQueue:
         waited ``patience`` (PATIENCE_SECONDS)."""
         while self._sending:
             oldest = self._queue.oldest()
-            left = None if oldest is None else oldest + self._patience - time.time()
+            left = None if oldest is None else oldest.since + self._patience - time.monotonic()
             if left is not None and left <= 0:
                 return
             self._changed.clear()
@@ -114,12 +118,12 @@ class InProcessQueue:
         """A job, merged with the jobs waiting or arriving within the linger, up to a chunk
         (under load, small jobs, one per accepted group, make bigger claims and sends);
         and how many jobs it took."""
-        chunk = (await self._queue.get())[1]
+        chunk = (await self._queue.get()).ids
         taken = 1
         if len(chunk) < self._chunk_size and self._queue.empty() and self._linger > 0:
             await asyncio.sleep(self._linger)
         while len(chunk) < self._chunk_size and not self._queue.empty():
-            chunk = chunk + self._queue.get_nowait()[1]
+            chunk = chunk + self._queue.get_nowait().ids
             taken += 1
         return chunk, taken
 
@@ -131,7 +135,7 @@ class InProcessQueue:
 
     async def waiting_since(self) -> datetime | None:
         oldest = self._queue.oldest()
-        return None if oldest is None else datetime.fromtimestamp(oldest, UTC)
+        return None if oldest is None else datetime.fromtimestamp(oldest.at, UTC)
 
     async def close(self) -> None:
         for task in self._tasks:
