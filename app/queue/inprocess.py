@@ -24,8 +24,9 @@ LINGER_SECONDS = 0.002
 # (fewer, larger claims and outcome groups for the single writer), unless the oldest job
 # waiting has waited this long: then another consumer takes it, so that a slow send (a
 # provider's timeout) holds the others up for no more than that.
-# `icc serve` under bench.accept_single's load accepted 23% more per second with it (median of
-# three A/B runs), and 48% more with each gathered job sent as one slice (Runtime).
+# `icc serve` under bench.accept_single's load accepted 23% more per second with it (medians
+# of three A/B runs), and 36-48% more with each gathered job sent as one slice as well
+# (Runtime._process_gathered, sandbox providers).
 PATIENCE_SECONDS = 0.05
 
 
