@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks import repository as callbacks_repository
@@ -220,7 +221,7 @@ async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platfo
             await eraser.commit()
 
         erasing = asyncio.create_task(erase())
-        await asyncio.sleep(0.5)  # the erasure holds the customer's messages by now
+        await _until_held(platform, sent, erasing)
         applying = asyncio.create_task(callbacks_repository.lock_receipt_messages(sweeper, ready))
         await asyncio.wait_for(erasing, 10)
         await asyncio.wait_for(applying, 10)
@@ -234,6 +235,27 @@ async def test_an_erasure_beside_the_sweeper_applying_a_receipt(platform: Platfo
         await session.commit()
     assert await _early_count(platform) == 0
     assert (await _message(platform, sent))["status"] == "delivered"
+
+
+async def _until_held(platform: Platform, message_id: str, erasing: asyncio.Task[None]) -> None:
+    """Until the erasure holds the message's row (a NOWAIT probe of it fails) or is over. A
+    fixed half second was too short on a loaded machine: the sweeper then locked the message
+    first, and the erasure waited for a transaction this test commits only after it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    probe_row = select(Message.id).where(Message.id == message_id).with_for_update(nowait=True)
+    while not erasing.done():
+        async with platform.runtime.sessionmaker() as probe:
+            try:
+                await probe.execute(probe_row)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
+                return
+            finally:
+                await probe.rollback()
+        assert loop.time() < deadline, "the erasure never held the message"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
