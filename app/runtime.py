@@ -249,9 +249,7 @@ class Runtime:
         ``concurrency`` at a time: one claim and one outcome group instead of several. Real
         providers keep the slices, each claimed shortly before it is sent: a whole chunk
         queued at once for a pool of a few connections would run past its claim's lease."""
-        step = (
-            max(len(ids), self.settings.queue.concurrency) if self.providers.all_local() else None
-        )
+        step = len(ids) if self.providers.all_local() else None
         await delivery.process_many(self, ids, step=step)
 
     async def close(self) -> None:

@@ -144,7 +144,13 @@ CHECKED_BEFORE_THE_BODY[send_message] = _authorize_sender
 
 
 def _header_key(request: Request) -> str | None:
-    key = _utf8(request.headers.get("idempotency-key"))
+    return checked_key(request.headers.get("idempotency-key"))
+
+
+def checked_key(header: str | None) -> str | None:
+    """The Idempotency-Key header's value (Latin-1 decoded, as Starlette gives it) as its
+    sender wrote it, checked; ValidationFailed otherwise (also app/messages/fast_send.py)."""
+    key = _utf8(header)
     if key is not None and not 1 <= len(key) <= MAX_KEY_LENGTH:
         raise ValidationFailed.field(
             "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters long"

@@ -27,8 +27,9 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from app.errors import AppError
 from app.messages import service
-from app.messages.endpoints import MAX_KEY_LENGTH, SEND_ROLES, accepted_json
+from app.messages.endpoints import SEND_ROLES, accepted_json, checked_key
 from app.messages.schemas import MessageCreate
 
 if TYPE_CHECKING:
@@ -111,9 +112,6 @@ class FastSend:
                 raise _HandOver
             if not message.get("more_body", False):
                 break
-        if len(received) == 1:
-            body: bytes = received[0].get("body", b"")
-            return body
         return b"".join(m.get("body", b"") for m in received)
 
     async def _principal(self, runtime: Runtime, headers: dict[bytes, bytes]) -> Any:
@@ -134,20 +132,12 @@ class FastSend:
     ) -> service.AcceptRequest:
         try:
             item = _validate(json.loads(body))
-        except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError too
+            header = headers.get(b"idempotency-key")
+            key = checked_key(None if header is None else header.decode("latin-1"))
+            key = service.resolve_idempotency_key(item.idempotency_key, key)
+        except (ValueError, ValidationError, AppError):  # JSON, the model, the key's checks
             raise _HandOver from None
-        header_key = headers.get(b"idempotency-key")
-        key: str | None = None
-        if header_key is not None:
-            try:
-                key = header_key.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _HandOver from None
-            if not 1 <= len(key) <= MAX_KEY_LENGTH:
-                raise _HandOver
-        if item.idempotency_key and key and item.idempotency_key != key:
-            raise _HandOver
-        return service.AcceptRequest(item.scenario, owner, item, item.idempotency_key or key)
+        return service.AcceptRequest(item.scenario, owner, item, key)
 
     async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
         """Answer as the route's stack would: the handler of the closest class; for the
