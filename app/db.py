@@ -71,8 +71,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_utc_text()
+        return super().bind_processor(dialect)
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else as_utc(value)
+
+
+def _sqlite_utc_text() -> Callable[[Any], str | None]:
+    """UTCDateTime's bind processor on SQLite: the value in UTC as SQLAlchemy's DATETIME
+    stores it (``YYYY-MM-DD HH:MM:SS.ffffff``), in one step instead of process_bind_param
+    and then DATETIME's %-formatting of a dict of fields, which profiles showed at 4% of a
+    send. The rows of a group share their ``now``: the last value's text is kept."""
+    last: tuple[Any, str | None] = (None, None)
+
+    def process(value: Any) -> str | None:
+        nonlocal last
+        if value is None:
+            return None
+        seen = last  # one tuple: readers in other threads never see a half-made pair
+        if seen[0] is value:
+            return seen[1]
+        if not isinstance(value, datetime):
+            raise TypeError(
+                "SQLite DateTime type only accepts Python datetime and date objects as input."
+            )
+        text = as_utc(value).isoformat(" ", "microseconds")[:26]  # without the +00:00
+        last = (value, text)
+        return text
+
+    return process
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
