@@ -65,10 +65,14 @@ def test_checking_a_long_nested_body_takes_time_linear_in_it() -> None:
     Jinja2's constant folding, quadratic in the nesting, is off."""
     block = "{% if n" + "*n" * 44 + ">0 %}{% endif %}"
     body = block * (20_000 // len(block))
-    started = time.perf_counter()
     assert check_source(body, html=False, declared={"n"}) == []
-    took = time.perf_counter() - started
-    assert took < 2.0, f"checking took {took:.1f}s"
+    # timed the second time, in this process's CPU: the first check of a body this size
+    # costs some five times more (caches filled once), and a busy machine stretched it past
+    # the bound; quadratic folding takes minutes either way
+    started = time.process_time()
+    assert check_source(body, html=False, declared={"n"}) == []
+    took = time.process_time() - started
+    assert took < 2.0, f"checking took {took:.1f}s of CPU"
     deeper = "{% if n" + "*n" * 60 + ">0 %}{% endif %}"
     assert check_source(deeper, html=False, declared={"n"}) == [TOO_DEEP]
 
