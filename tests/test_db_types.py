@@ -30,7 +30,7 @@ def _reference(value: datetime) -> str:
     """What SQLAlchemy's chain makes of the value (the processor before this one)."""
     dialect = aiosqlite_dialect()
     naive = UTCDateTime().process_bind_param(value, dialect)
-    processor = DATETIME().bind_processor(dialect)
+    processor = DATETIME().bind_processor(dialect)  # type: ignore[no-untyped-call]
     assert processor is not None
     text_value: str = processor(naive)
     return text_value

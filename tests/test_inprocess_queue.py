@@ -162,7 +162,7 @@ async def test_a_gathered_job_is_claimed_as_one_slice_with_local_providers(
     claims: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if statement.startswith("UPDATE messages SET status"):
+        if statement.startswith("UPDATE messages") and "RETURNING" in statement:  # a claim
             claims.append(statement)
 
     try:

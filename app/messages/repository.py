@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import sqlite_rows
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.experiments.models import Experiment
 from app.ids import first_id_at
@@ -77,6 +78,12 @@ async def insert_messages(
     listed = list(rows)
     if not listed:
         return set()
+    if sqlite_rows.applies(session, listed):
+        conflict = ("owner", "idempotency_key")
+        count = await sqlite_rows.insert(session, MESSAGES, listed, ignoring=conflict)
+        ids = [row["id"] for row in listed]
+        # the ids are new: those found now are the rows inserted (a key taken skipped one)
+        return set(ids) if count == len(ids) else await _existing(session, ids)
     # Core executemany ("insertmanyvalues"): compiled once and cached, batched with RETURNING;
     # a multi-row VALUES statement would be compiled anew for every group.
     stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
@@ -84,14 +91,26 @@ async def insert_messages(
     return set(result.scalars())
 
 
+async def _existing(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start : start + CHUNK])
+        found.update(await session.scalars(select(MESSAGES.c.id).where(MESSAGES.c.id.in_(chunk))))
+    return found
+
+
 async def add_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
-    if events:
+    if sqlite_rows.applies(session, events):
+        await sqlite_rows.insert(session, EVENTS, events)
+    elif events:
         await session.execute(insert(EVENTS), list(events))
 
 
 async def add_outbox(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
     if bulk_pg.applies(session, len(entries)):
         await bulk_pg.copy_rows(session, OUTBOX, entries)
+    elif sqlite_rows.applies(session, entries):
+        await sqlite_rows.insert(session, OUTBOX, entries)
     elif entries:
         await session.execute(insert(OUTBOX), list(entries))
 
@@ -296,14 +315,19 @@ async def _write_outcomes(session: AsyncSession, mine: Sequence[Outcome]) -> Non
 
 
 async def _update_messages(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
-    """Core executemany, one statement per shape of change (sent, retrying, failed...):
-    each shape compiles once and is cached."""
+    """One executemany per shape of change (sent, retrying, failed...): on SQLite by
+    sqlite_rows, else Core's statement, compiled once per shape and cached."""
+    sqlite = dialect_name(session) == "sqlite"
+    key = "id" if sqlite else "b_id"
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes:
-        by_shape[tuple(sorted(o.values))].append({"b_id": o.message_id, **o.values})
+        by_shape[tuple(sorted(o.values))].append({**o.values, key: o.message_id})
     stmt = update(MESSAGES).where(MESSAGES.c.id == bindparam("b_id"))
     for rows in by_shape.values():
-        await session.execute(stmt, rows)
+        if sqlite:
+            await sqlite_rows.update_by_key(session, MESSAGES, "id", rows)
+        else:
+            await session.execute(stmt, rows)
 
 
 async def due_outbox(

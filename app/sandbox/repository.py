@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import sqlite_rows
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.ids import new_id
 from app.messages.models import Message
@@ -22,9 +23,15 @@ async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]
     a replay), in order."""
     now = utcnow()
     rows = [{"id": new_id("sbx"), "created_at": now, **d} for d in deliveries]
-    # executemany: compiled once and cached (a multi-row VALUES is compiled per group size)
-    stmt = _recording(dialect_name(session))
-    ids: dict[str, str] = dict((await session.execute(stmt, rows)).all())
+    ids: dict[str, str]
+    if sqlite_rows.applies(session, rows):
+        count = await sqlite_rows.insert(session, SANDBOX, rows, ignoring=("idempotency_key",))
+        # all inserted, or some were replays: then every key is looked up below
+        ids = {r["idempotency_key"]: r["id"] for r in rows} if count == len(rows) else {}
+    else:
+        # executemany: compiled once and cached (a multi-row VALUES is compiled per group size)
+        stmt = _recording(dialect_name(session))
+        ids = dict((await session.execute(stmt, rows)).all())
     replays = [d["idempotency_key"] for d in deliveries if d["idempotency_key"] not in ids]
     if replays:
         found = await session.execute(

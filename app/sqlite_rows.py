@@ -1,0 +1,144 @@
+"""The SQLite pipeline's bulk writes as plain executemany of ready tuples.
+
+A Core ``insert(table)`` or ``update(table)`` run with a list of dicts costs SQLAlchemy, for
+every row, a ``construct_params`` and a generator over the statement's columns applying
+their bind processors: profiles of single sends on the embedded default put that at a
+quarter of accepting a message, more than SQLite took to write it. Here the statement text
+is made once per table and set of columns, each column's own bind processor (JSON by the
+engine's serializer, UTC times, Money) is looked up once, and the rows go to the driver as
+tuples through ``exec_driver_sql``, in the session's transaction: the values stored are
+those Core would have stored, defaults included (tests/test_sqlite_rows.py compares both).
+
+PostgreSQL keeps its own paths (bulk_pg's COPY, pipeline_pg's arrays) and Core.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+Processor = Callable[[Any], Any] | None
+_MISSING = object()
+
+
+def applies(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether these rows can go this way: SQLite, and one set of keys for all rows (what
+    Core's executemany requires too)."""
+    if not rows or session.get_bind().dialect.name != "sqlite":
+        return False
+    keys = rows[0].keys()
+    return all(row.keys() == keys for row in rows)
+
+
+async def insert(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    ignoring: tuple[str, ...] = (),
+) -> int:
+    """``INSERT`` the rows (``ignoring``: skip those that conflict on these columns, ``ON
+    CONFLICT (...) DO NOTHING``); the number inserted. Columns the rows leave out get their
+    Python default, as with Core."""
+    dialect = session.get_bind().dialect
+    plan = _insert_plan(dialect, table, tuple(rows[0].keys()), ignoring)
+    return await _run(session, plan.sql, plan.tuples(rows))
+
+
+async def update_by_key(
+    session: AsyncSession, table: Table, key: str, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """``UPDATE table SET <the rows' other keys> WHERE <key> = ?`` for each row; the number
+    of rows changed."""
+    dialect = session.get_bind().dialect
+    names = tuple(name for name in rows[0] if name != key)
+    plan = _update_plan(dialect, table, names, key)
+    return await _run(session, plan.sql, plan.tuples(rows))
+
+
+async def _run(session: AsyncSession, sql: str, params: list[tuple[Any, ...]]) -> int:
+    connection = await session.connection()
+    # one row: execute (Core would not take a list of one as executemany either)
+    result = await connection.exec_driver_sql(sql, params[0] if len(params) == 1 else params)
+    return int(result.rowcount)
+
+
+class _Plan:
+    """A statement's text, and how a row becomes its parameters."""
+
+    def __init__(
+        self, sql: str, names: tuple[str, ...], processors: tuple[Processor, ...], defaults: Any
+    ) -> None:
+        self.sql = sql
+        self.names = names
+        self.processors = processors
+        self.defaults: tuple[tuple[str, Any], ...] = defaults  # left out: (name, bound value)
+
+    def tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        # column by column: a column's values share its processor, and a group's rows often
+        # share a value (its `now`), which the UTC processor keeps
+        columns: list[list[Any]] = []
+        for name, process in zip(self.names, self.processors, strict=True):
+            values = [row[name] for row in rows]
+            columns.append(values if process is None else [process(v) for v in values])
+        for _, value in self.defaults:
+            columns.append([value] * len(rows))
+        return list(zip(*columns, strict=True))
+
+
+@functools.cache
+def _insert_plan(
+    dialect: Dialect, table: Table, names: tuple[str, ...], ignoring: tuple[str, ...]
+) -> _Plan:
+    defaults = _scalar_defaults(table, names)
+    columns = names + tuple(name for name, _ in defaults)
+    quoted = ", ".join(_quote(dialect, name) for name in columns)
+    sql = (
+        f"INSERT INTO {_quote(dialect, table.name)} ({quoted}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+    if ignoring:
+        sql += f" ON CONFLICT ({', '.join(_quote(dialect, c) for c in ignoring)}) DO NOTHING"
+    processed = tuple((name, _processed(dialect, table, name, value)) for name, value in defaults)
+    return _Plan(sql, names, tuple(_processor(dialect, table, n) for n in names), processed)
+
+
+@functools.cache
+def _update_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: str) -> _Plan:
+    assignments = ", ".join(f"{_quote(dialect, name)} = ?" for name in names)
+    sql = f"UPDATE {_quote(dialect, table.name)} SET {assignments} WHERE {_quote(dialect, key)} = ?"
+    columns = (*names, key)
+    return _Plan(sql, columns, tuple(_processor(dialect, table, n) for n in columns), ())
+
+
+def _scalar_defaults(table: Table, names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """The columns left out that Core would fill with their Python default; a default it
+    would have to call is not served here."""
+    found = []
+    for column in table.columns:
+        if column.key in names or column.default is None:
+            continue
+        default: Any = column.default
+        if not default.is_scalar:
+            raise ValueError(f"{table.name}.{column.key}: a default that is not a value")
+        found.append((column.key, default.arg))
+    return tuple(found)
+
+
+def _processor(dialect: Dialect, table: Table, name: str) -> Processor:
+    process: Processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+    return process
+
+
+def _processed(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
+    process = _processor(dialect, table, name)
+    return value if process is None else process(value)
+
+
+def _quote(dialect: Dialect, name: str) -> str:
+    return dialect.identifier_preparer.quote(name)
