@@ -67,8 +67,9 @@ async def test_claims_and_outcomes_look_messages_up_by_id(
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", capture)
 
-    claims = [s for s in seen if s[0].startswith("UPDATE messages SET status")]
-    fences = [s for s in seen if s[0].startswith("SELECT messages.id, messages.attempts")]
+    # (app/messages/pipeline_sqlite.py's statements)
+    claims = [s for s in seen if s[0].startswith("UPDATE messages") and "RETURNING" in s[0]]
+    fences = [s for s in seen if s[0].startswith("SELECT id, attempts FROM messages")]
     assert claims, [s[0][:60] for s in seen]
     assert fences, [s[0][:60] for s in seen]
     for statement, parameters in claims + fences:

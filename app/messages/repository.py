@@ -26,7 +26,7 @@ from app import sqlite_rows
 from app.db import dialect_name, insert_ignoring_conflicts
 from app.experiments.models import Experiment
 from app.ids import first_id_at
-from app.messages import bulk_pg, pipeline_pg
+from app.messages import bulk_pg, pipeline_pg, pipeline_sqlite
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome, sending_event
 
@@ -200,7 +200,12 @@ async def claim_for_sending(
         return await pipeline_pg.claim_for_sending(
             session, ids, statuses=CLAIMABLE, worker=worker, now=now, lease_until=lease_until
         )
-    claimed = await claim_many(session, ids, worker=worker, now=now, lease_until=lease_until)
+    if dialect_name(session) == "sqlite":
+        times = {"now": pipeline_sqlite.stored_time(session, now)}
+        times["lease_until"] = pipeline_sqlite.stored_time(session, lease_until)
+        claimed = await pipeline_sqlite.claim_many(session, ids, worker=worker, **times)
+    else:
+        claimed = await claim_many(session, ids, worker=worker, now=now, lease_until=lease_until)
     await add_events(session, [sending_event(m, now) for m in claimed])
     return claimed
 
@@ -278,6 +283,8 @@ async def _apply_outcomes(
 
 
 async def _held_claims(session: AsyncSession, ids: list[str], *, worker: str) -> dict[str, int]:
+    if dialect_name(session) == "sqlite":
+        return await pipeline_sqlite.held_claims(session, ids, worker=worker)
     # PostgreSQL: in id order, as receipts lock them (callbacks.repository): no deadlock
     stmt = _HELD_LOCKED if dialect_name(session) == "postgresql" else _HELD
     rows = await session.execute(stmt, {"ids": ids, "worker": worker})

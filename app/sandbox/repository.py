@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
 from app.db import dialect_name, insert_ignoring_conflicts
-from app.ids import new_id
+from app.ids import new_ids
 from app.messages.models import Message
 from app.sandbox.models import SandboxDelivery
 from app.timeutil import utcnow
@@ -22,7 +22,8 @@ async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]
     """Record deliveries once per idempotency key; return each one's id (the first one's on
     a replay), in order."""
     now = utcnow()
-    rows = [{"id": new_id("sbx"), "created_at": now, **d} for d in deliveries]
+    ids_made = new_ids("sbx", len(deliveries))
+    rows = [{"id": i, "created_at": now, **d} for i, d in zip(ids_made, deliveries, strict=True)]
     ids: dict[str, str]
     if sqlite_rows.applies(session, rows):
         count = await sqlite_rows.insert(session, SANDBOX, rows, ignoring=("idempotency_key",))
