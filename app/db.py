@@ -95,9 +95,7 @@ def _sqlite_utc_text() -> Callable[[Any], str | None]:
         if seen[0] is value:
             return seen[1]
         if not isinstance(value, datetime):
-            raise TypeError(
-                "SQLite DateTime type only accepts Python datetime and date objects as input."
-            )
+            raise TypeError(f"a UTCDateTime takes a datetime, not {type(value).__name__}")
         text = as_utc(value).isoformat(" ", "microseconds")[:26]  # without the +00:00
         last = (value, text)
         return text

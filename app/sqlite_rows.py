@@ -46,7 +46,7 @@ async def insert(
     CONFLICT (...) DO NOTHING``); the number inserted. Columns the rows leave out get their
     Python default, as with Core."""
     dialect = session.get_bind().dialect
-    plan = _insert_plan(dialect, table, tuple(rows[0].keys()), ignoring)
+    plan = _insert_plan(dialect, table, _columns(table, rows[0]), ignoring)
     return await _run(session, plan.sql, plan.tuples(rows))
 
 
@@ -56,7 +56,7 @@ async def update_by_key(
     """``UPDATE table SET <the rows' other keys> WHERE <key> = ?`` for each row; the number
     of rows changed."""
     dialect = session.get_bind().dialect
-    names = tuple(name for name in rows[0] if name != key)
+    names = tuple(name for name in _columns(table, rows[0]) if name != key)
     plan = _update_plan(dialect, table, names, key)
     return await _run(session, plan.sql, plan.tuples(rows))
 
@@ -66,6 +66,11 @@ async def _run(session: AsyncSession, sql: str, params: list[tuple[Any, ...]]) -
     # one row: execute (Core would not take a list of one as executemany either)
     result = await connection.exec_driver_sql(sql, params[0] if len(params) == 1 else params)
     return int(result.rowcount)
+
+
+def _columns(table: Table, row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The row's keys that name columns: Core ignores the others."""
+    return tuple(name for name in row if name in table.c)
 
 
 class _Plan:
@@ -97,21 +102,26 @@ def _insert_plan(
 ) -> _Plan:
     defaults = _scalar_defaults(table, names)
     columns = names + tuple(name for name, _ in defaults)
-    quoted = ", ".join(_quote(dialect, name) for name in columns)
+    quoted = ", ".join(_quote(dialect, table, name) for name in columns)
     sql = (
-        f"INSERT INTO {_quote(dialect, table.name)} ({quoted}) "
-        f"VALUES ({', '.join('?' * len(columns))})"
+        f"INSERT INTO {_table(dialect, table)} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
     )
     if ignoring:
-        sql += f" ON CONFLICT ({', '.join(_quote(dialect, c) for c in ignoring)}) DO NOTHING"
+        sql += f" ON CONFLICT ({', '.join(_quote(dialect, table, c) for c in ignoring)}) DO NOTHING"
     processed = tuple((name, _processed(dialect, table, name, value)) for name, value in defaults)
     return _Plan(sql, names, tuple(_processor(dialect, table, n) for n in names), processed)
 
 
 @functools.cache
 def _update_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: str) -> _Plan:
-    assignments = ", ".join(f"{_quote(dialect, name)} = ?" for name in names)
-    sql = f"UPDATE {_quote(dialect, table.name)} SET {assignments} WHERE {_quote(dialect, key)} = ?"
+    if not names:
+        raise ValueError(f"an update of {table.name} that sets nothing")
+    for column in table.columns:
+        if column.key not in names and (column.onupdate or column.server_onupdate):
+            raise ValueError(f"{table.name}.{column.key}: an onupdate Core would apply")
+    assignments = ", ".join(f"{_quote(dialect, table, name)} = ?" for name in names)
+    where = f"{_quote(dialect, table, key)} = ?"
+    sql = f"UPDATE {_table(dialect, table)} SET {assignments} WHERE {where}"
     columns = (*names, key)
     return _Plan(sql, columns, tuple(_processor(dialect, table, n) for n in columns), ())
 
@@ -140,5 +150,10 @@ def _processed(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
     return value if process is None else process(value)
 
 
-def _quote(dialect: Dialect, name: str) -> str:
-    return dialect.identifier_preparer.quote(name)
+def _quote(dialect: Dialect, table: Table, key: str) -> str:
+    """The column's name (not its key) as the dialect quotes it."""
+    return dialect.identifier_preparer.quote(table.c[key].name)
+
+
+def _table(dialect: Dialect, table: Table) -> str:
+    return dialect.identifier_preparer.format_table(table)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import JSON, Table, bindparam, insert, null, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
 from app.db import create_engine, create_sessionmaker, insert_ignoring_conflicts
-from app.messages.repository import EVENTS, MESSAGES, OUTBOX
-from app.sandbox.repository import SANDBOX
+from app.messages.repository import EVENTS, MESSAGES, OUTBOX, insert_messages
+from app.sandbox.repository import SANDBOX, record_many
 
 SHANGHAI = timezone(timedelta(hours=8))
 NOW = datetime(2026, 12, 7, 5, 21, 3, 331954, tzinfo=UTC)
@@ -226,3 +226,98 @@ async def test_rows_of_different_keys_are_not_taken(tmp_path: Path) -> None:
             assert not sqlite_rows.applies(session, [])
     finally:
         await engine.dispose()
+
+
+async def test_json_nulls_money_and_other_keys_as_core(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """JSON's None ('null') and SQL NULL, Money from Decimal, int and float, and a key that
+    names no column (Core ignores it)."""
+    rows = [
+        _message(0, recipient=None, unpatched=None, cost=Decimal("1.5"), note="x"),
+        _message(1, recipient=JSON.NULL, unpatched={"a": None}, cost=2, note="y"),
+        _message(2, recipient={}, unpatched=null(), cost=0.1, note="z"),
+    ]
+
+    async def write(session: AsyncSession, core: bool) -> Any:
+        if core:
+            return _rowcount(await session.execute(insert(MESSAGES), rows))
+        return await sqlite_rows.insert(session, MESSAGES, rows)
+
+    core, mine, answers = await _write_both(tmp_path, sqlite_template, write)
+    assert mine == core
+    assert answers == [3, 3]
+    stored = [dict(row[1:]) for row in core]
+    assert [s["recipient"] for s in stored] == ["null", "null", "{}"]
+    assert [s["unpatched"] for s in stored] == [None, '{"a":null}', None]
+    assert [s["cost"] for s in stored] == ["1.5", "2", "0.1"]
+
+
+async def _both_ways(
+    tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch, calls: Any
+) -> list[Any]:
+    """What ``calls(session)`` answers with Core's statements, then with sqlite_rows."""
+    answers = []
+    for name, core in (("core", True), ("rows", False)):
+        path = tmp_path / f"{name}-calls.db"
+        shutil.copy(template, path)
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        try:
+            if core:
+                monkeypatch.setattr(sqlite_rows, "applies", lambda *_: False)
+            async with create_sessionmaker(engine)() as session:
+                answers.append(await calls(session))
+                await session.commit()
+        finally:
+            monkeypatch.undo()
+            await engine.dispose()
+    return answers
+
+
+async def test_insert_messages_answers_the_ids_it_inserted(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def calls(session: AsyncSession) -> Any:
+        first = await insert_messages(session, [_message(0), _message(2)], expected=2)
+        taken = [
+            _message(10, idempotency_key="key-0"),  # taken by msg_0000
+            _message(12, idempotency_key="k"),
+            _message(14, idempotency_key="k"),  # taken in the same group
+            _message(15),  # no key
+        ]
+        second = await insert_messages(session, taken, expected=4)
+        third = await insert_messages(session, [_message(20, idempotency_key="k")], expected=1)
+        return first, second, third
+
+    core, mine = await _both_ways(tmp_path, sqlite_template, monkeypatch, calls)
+    assert mine == core
+    assert mine == ({"msg_0000", "msg_0002"}, {"msg_0012", "msg_0015"}, set())
+
+
+def _delivery(key: str) -> dict[str, Any]:
+    return {
+        "provider": "sandbox",
+        "channel": "sms",
+        "idempotency_key": key,
+        "message_id": key.split(":")[0],
+        "to": "13800001234",
+        "content": {"body": "您好"},
+    }
+
+
+async def test_sandbox_records_answer_the_first_id_of_a_key(
+    tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def calls(session: AsyncSession) -> Any:
+        keys = [["a:sms", "b:sms", "a:sms"], ["c:sms", "b:sms", "d:sms", "c:sms"], ["e:sms"]]
+        keys.append(["e:sms"])
+        return [await record_many(session, [_delivery(k) for k in group]) for group in keys]
+
+    core, mine = await _both_ways(tmp_path, sqlite_template, monkeypatch, calls)
+    for answers in (core, mine):
+        first, second, third, fourth = answers
+        assert first[0] == first[2] != first[1]
+        assert second[0] == second[3]
+        assert second[1] == first[1]  # a replay of an earlier group's
+        assert third == fourth
+        assert len({*first, *second, *third}) == 5

@@ -324,17 +324,16 @@ async def _write_outcomes(session: AsyncSession, mine: Sequence[Outcome]) -> Non
 async def _update_messages(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
     """One executemany per shape of change (sent, retrying, failed...): on SQLite by
     sqlite_rows, else Core's statement, compiled once per shape and cached."""
-    sqlite = dialect_name(session) == "sqlite"
-    key = "id" if sqlite else "b_id"
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes:
-        by_shape[tuple(sorted(o.values))].append({**o.values, key: o.message_id})
+        by_shape[tuple(sorted(o.values))].append({**o.values, "id": o.message_id})
     stmt = update(MESSAGES).where(MESSAGES.c.id == bindparam("b_id"))
     for rows in by_shape.values():
-        if sqlite:
+        if sqlite_rows.applies(session, rows):
             await sqlite_rows.update_by_key(session, MESSAGES, "id", rows)
         else:
-            await session.execute(stmt, rows)
+            keyed = [{k: v for k, v in r.items() if k != "id"} | {"b_id": r["id"]} for r in rows]
+            await session.execute(stmt, keyed)
 
 
 async def due_outbox(
