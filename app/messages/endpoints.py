@@ -78,7 +78,8 @@ SEND_ROLES = roles(Role.system)
 # characters once decoded from UTF-8, where FastAPI would count the bytes of a UTF-8 key
 # (Starlette decodes headers as Latin-1). The hot route reads its API key by hand too.
 # This tells OpenAPI.
-def _key_parameter(description: str) -> dict[str, Any]:
+def key_parameter(description: str) -> dict[str, Any]:
+    """OpenAPI's entry of an Idempotency-Key header read by hand (``checked_key``)."""
     return {
         "name": "Idempotency-Key",
         "in": "header",
@@ -91,11 +92,11 @@ def _key_parameter(description: str) -> dict[str, Any]:
 _SEND_OPENAPI: dict[str, Any] = {
     "security": BEARER_SECURITY,
     "parameters": [
-        _key_parameter("the request's idempotency key (or `idempotency_key` in the body)")
+        key_parameter("the request's idempotency key (or `idempotency_key` in the body)")
     ],
 }
 _BATCH_OPENAPI: dict[str, Any] = {
-    "parameters": [_key_parameter("items without a key of their own get `<key>:<index>`")]
+    "parameters": [key_parameter("items without a key of their own get `<key>:<index>`")]
 }
 
 

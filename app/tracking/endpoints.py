@@ -7,13 +7,14 @@ import base64
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.deps import AnalystPrincipal, ReadSessionDep, RuntimeDep, SessionDep, require
 from app.errors import ERROR_RESPONSES, AppError, ErrorBody, PayloadTooLarge, error_responses
+from app.messages.endpoints import checked_key, key_parameter
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.tracking import conversions as conversion_service
 from app.tracking import links, service
@@ -76,9 +77,15 @@ async def peek_pixel(token: str, session: ReadSessionDep) -> Response:
 
 conversions = APIRouter(prefix="/v1/conversions", tags=["conversions"], responses=ERROR_RESPONSES)
 ReporterPrincipal = Annotated[Principal, Depends(require(Role.system))]
-IdempotencyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-]
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header, read as the message routes read theirs: decoded from
+    UTF-8 and counted in characters (as a FastAPI Header it was Latin-1 and counted bytes)."""
+    return checked_key(request.headers.get("idempotency-key"))
+
+
+IdempotencyHeader = Annotated[str | None, Depends(_idempotency_key)]
 
 
 @conversions.post(
@@ -90,12 +97,15 @@ IdempotencyHeader = Annotated[
         404: {"model": ErrorBody, "description": "unknown message"},
         409: {"model": ErrorBody, "description": "idempotency key reused with another body"},
     },
+    openapi_extra={
+        "parameters": [key_parameter("a replay with the same body returns the first conversion")]
+    },
 )
 async def create_conversion(
     body: ConversionIn,
     session: SessionDep,
     principal: ReporterPrincipal,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader,
 ) -> Response:
     """Record a business outcome and attribute it: to `message_id`'s message (and its
     experiment variant, when it happened within the experiment's attribution window after
@@ -120,13 +130,14 @@ async def create_conversion(
     response_model=ConversionBatchOut,
     summary="Report up to 10,000 conversions",
     responses=error_responses(409, 413),
+    openapi_extra={"parameters": [key_parameter("item *i* uses `<key>:<i>`")]},
 )
 async def create_conversions(
     body: ConversionBatchIn,
     session: SessionDep,
     runtime: RuntimeDep,
     principal: ReporterPrincipal,
-    idempotency_key: IdempotencyHeader = None,
+    idempotency_key: IdempotencyHeader,
 ) -> Response:
     """Each item is validated and attributed on its own and gets its own result. With an
     `Idempotency-Key` header, item *i* uses `<key>:<i>`, so a retried batch replays."""

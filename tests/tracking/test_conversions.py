@@ -219,6 +219,43 @@ async def test_idempotency_replay_and_conflict(platform: Platform) -> None:
     assert other_owner.json()["id"] != first.json()["id"]
 
 
+async def test_a_utf8_idempotency_key_is_read_as_sent(platform: Platform) -> None:
+    """As on the message routes: the header's UTF-8 is decoded (not taken as Latin-1) and
+    its length counted in characters."""
+    body = {"customer_id": "C1", "event": "buy", "value": "12.5"}
+
+    def keyed(key: bytes) -> dict[bytes, bytes]:
+        return {b"Idempotency-Key": key}
+
+    key = "订单-0001"
+    async with platform.client("system") as client:
+        first = await client.post("/v1/conversions", json=body, headers=keyed(key.encode()))
+        clash = await client.post(
+            "/v1/conversions", json={**body, "value": "13"}, headers=keyed(key.encode())
+        )
+        batch = await client.post(
+            "/v1/conversions/batch", json={"items": [body]}, headers=keyed(key.encode())
+        )
+        long_key = ("订" * 200).encode()  # 200 characters, 600 bytes
+        long = await client.post("/v1/conversions", json=body, headers=keyed(long_key))
+        too_long = ("订" * 201).encode()
+        refused = await client.post("/v1/conversions", json=body, headers=keyed(too_long))
+        batch_refused = await client.post(
+            "/v1/conversions/batch", json={"items": [body]}, headers=keyed(too_long)
+        )
+        not_utf8 = await client.post("/v1/conversions", json=body, headers=keyed(b"\xff\xfe"))
+    assert first.status_code == 201, first.text
+    assert clash.status_code == 409
+    assert repr(key) in clash.json()["detail"]  # named as sent, not as mojibake
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["items"][0]["replayed"] is False  # "订单-0001:0": another key
+    assert long.status_code == 201, long.text
+    assert refused.status_code == 422
+    assert batch_refused.status_code == 422
+    assert "Idempotency-Key" in refused.json()["detail"]
+    assert not_utf8.status_code == 422
+
+
 async def test_validation_and_roles(platform: Platform) -> None:
     future = (datetime.now(UTC) + timedelta(hours=1)).astimezone(timezone(timedelta(hours=8)))
     cases: list[tuple[dict[str, Any], str]] = [
