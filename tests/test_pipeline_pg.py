@@ -160,10 +160,12 @@ async def _claim(
     prefix: str,
     claim: Callable[..., Any],
     add_events: Callable[..., Any] | None = None,
+    wanted: Sequence[str] = (),
 ) -> list[Claimed]:
-    """A claim, and its `sending` events written by ``add_events`` (when the claim does
-    not write them itself)."""
-    wanted = [r["id"] for r in CLAIM_ROWS if r["id"] != "not-asked"] + ["missing", "sent"]
+    """A claim (of ``wanted``, by default CLAIM_ROWS' but one and two more), and its
+    `sending` events written by ``add_events`` (when the claim does not write them itself)."""
+    if not wanted:
+        wanted = [r["id"] for r in CLAIM_ROWS if r["id"] != "not-asked"] + ["missing", "sent"]
     async with sessions() as session:
         claimed: list[Claimed] = await claim(
             session,

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import sqlite_rows
 from app.db import create_engine, create_sessionmaker
 from app.messages import pipeline_sqlite, repository
-from app.messages.outcomes import Claimed, sending_event
 from tests.test_pipeline_pg import (
     CLAIM_ROWS,
     CLAIMED,
@@ -28,6 +27,7 @@ from tests.test_pipeline_pg import (
     WORKER,
     Sessions,
     _apply,
+    _claim,
     _held_rows,
     _insert,
     _message,
@@ -35,24 +35,6 @@ from tests.test_pipeline_pg import (
     _prefixes,
     _tables,
 )
-
-
-async def _claim(
-    sessions: Sessions, prefix: str, claim: Any, add_events: Any, wanted: list[str]
-) -> list[Claimed]:
-    """As tests/test_pipeline_pg.py's, with these ids asked."""
-    async with sessions() as session:
-        claimed: list[Claimed] = await claim(
-            session,
-            [prefix + i for i in wanted],
-            worker=WORKER,
-            now=NOW,
-            lease_until=NOW + timedelta(seconds=60),
-        )
-        if add_events is not None:
-            await add_events(session, [sending_event(m, NOW) for m in claimed])
-        await session.commit()
-    return sorted((replace(c, id=c.id.removeprefix(prefix)) for c in claimed), key=lambda c: c.id)
 
 
 @pytest.fixture

@@ -83,6 +83,21 @@ def _dump(path: Path) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _messages_ignoring_taken_keys(rows: list[dict[str, Any]], *, checked: bool = False) -> Any:
+    """A ``write`` for _write_both: the rows into messages, skipping taken keys."""
+
+    async def write(session: AsyncSession, core: bool) -> Any:
+        if core:
+            stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
+            return _rowcount(await session.execute(stmt, rows))
+        assert not checked or sqlite_rows.applies(session, rows)
+        return await sqlite_rows.insert(
+            session, MESSAGES, rows, ignoring=("owner", "idempotency_key")
+        )
+
+    return write
+
+
 async def test_messages_inserted_as_core_inserts_them(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
@@ -91,15 +106,7 @@ async def test_messages_inserted_as_core_inserts_them(
     for row in rows:
         row.setdefault("cost", None)
 
-    async def write(session: AsyncSession, core: bool) -> Any:
-        if core:
-            stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
-            return _rowcount(await session.execute(stmt, rows))
-        assert sqlite_rows.applies(session, rows)
-        return await sqlite_rows.insert(
-            session, MESSAGES, rows, ignoring=("owner", "idempotency_key")
-        )
-
+    write = _messages_ignoring_taken_keys(rows, checked=True)
     core, mine, answers = await _write_both(tmp_path, sqlite_template, write)
     assert mine == core
     assert len(core) == 7
@@ -117,14 +124,7 @@ async def test_a_taken_key_is_skipped_and_counted_out(
 ) -> None:
     rows = [_message(0), _message(2), _message(4, idempotency_key="key-0")]
 
-    async def write(session: AsyncSession, core: bool) -> Any:
-        if core:
-            stmt = insert_ignoring_conflicts(session, MESSAGES, "owner", "idempotency_key")
-            return _rowcount(await session.execute(stmt, rows))
-        return await sqlite_rows.insert(
-            session, MESSAGES, rows, ignoring=("owner", "idempotency_key")
-        )
-
+    write = _messages_ignoring_taken_keys(rows)
     core, mine, answers = await _write_both(tmp_path, sqlite_template, write)
     assert mine == core
     assert len(core) == 2
