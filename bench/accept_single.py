@@ -116,9 +116,22 @@ def describe(load: LoadRun) -> str:
     return text
 
 
-def run_bare(loader: LoadGenerator, bare_port: int) -> LoadRun:
+@dataclass(frozen=True)
+class BareRun:
+    load: LoadRun
+    cpu_ms: float | None  # the server's CPU milliseconds per answered request
+
+    @property
+    def rate(self) -> float:
+        return self.load.rate
+
+
+def run_bare(loader: LoadGenerator, bare_port: int, *, pid: int | None = None) -> BareRun:
     loader.run(bare_port, WARMUP)
-    return loader.run(bare_port, DURATION)
+    clock = CpuClock(pid) if pid is not None else None
+    load = loader.run(bare_port, DURATION)
+    cpu_ms = clock.seconds() * 1000 / load.ok if clock is not None and load.ok else None
+    return BareRun(load, cpu_ms)
 
 
 def run_project(
@@ -140,10 +153,14 @@ def run_project(
     return ProjectRun(load, committed, drain, backlog, cpu_ms)
 
 
-def report(bare: list[LoadRun], project: list[ProjectRun]) -> None:
+def _cpu(cpu_ms: float | None) -> str:
+    return "" if cpu_ms is None else f", CPU {cpu_ms:.3f} ms/msg"
+
+
+def report(bare: list[BareRun], project: list[ProjectRun]) -> None:
     for index, (b, p) in enumerate(zip(bare, project, strict=True), start=1):
-        row(f"round {index}  bare FastAPI", describe(b))
-        row(f"round {index}  icc serve (embedded)", describe(p.load))
+        row(f"round {index}  bare FastAPI", describe(b.load) + _cpu(b.cpu_ms))
+        row(f"round {index}  icc serve (embedded)", describe(p.load) + _cpu(p.cpu_ms))
         lost = p.load.ok - p.committed
         row(
             "          committed to SQLite",
@@ -154,18 +171,30 @@ def report(bare: list[LoadRun], project: list[ProjectRun]) -> None:
     bare_rate = median([b.rate for b in bare])
     project_rate = median([p.rate for p in project])
     print()
-    row("bare FastAPI (median)", f"{bare_rate:.0f} req/s, p99 {ms(median([b.p99 for b in bare]))}")
+    bare_p99 = ms(median([b.load.p99 for b in bare]))
+    row("bare FastAPI (median)", f"{bare_rate:.0f} req/s, p99 {bare_p99}")
     row(
         "icc serve accepted (median)",
         f"{project_rate:.0f} msg/s, p50 {ms(median([p.load.p50 for p in project]))}, "
         f"p99 {ms(median([p.load.p99 for p in project]))}",
     )
     row("ratio icc / bare", ratio_text(project_rate, bare_rate, target=TARGET))
+    bare_cpu = [b.cpu_ms for b in bare if b.cpu_ms is not None]
+    icc_cpu = [p.cpu_ms for p in project if p.cpu_ms is not None]
+    if bare_cpu and icc_cpu:
+        # what a busy machine disturbs less than the rates: each server's own CPU per message
+        # (the project's includes sending what it accepted)
+        b_cpu, i_cpu = median(bare_cpu), median(icc_cpu)
+        row(
+            "server CPU per message (median)",
+            f"bare {b_cpu:.3f} ms, icc {i_cpu:.3f} ms: bare/icc {b_cpu / i_cpu:.3f}",
+        )
 
 
 @dataclass(frozen=True)
 class Servers:
     icc: Child
+    bare: Child
     icc_port: int
     bare_port: int
     key: str  # the demo system key
@@ -182,7 +211,7 @@ def start_servers(ws: Workspace, db: Path) -> Servers:
     wait_http_ready(icc, icc_port, path="/readyz")
     wait_http_ready(bare, bare_port)
     ws.stack.callback(report_logged_errors, [icc])
-    return Servers(icc, icc_port, bare_port, key)
+    return Servers(icc, bare, icc_port, bare_port, key)
 
 
 def body() -> None:
@@ -196,13 +225,15 @@ def body() -> None:
             f"load: {loader.description}; {ROUNDS} alternating rounds of {DURATION:g} s "
             f"(after {WARMUP:g} s warm-up) per server",
         )
-        bare_runs: list[LoadRun] = []
+        bare_runs: list[BareRun] = []
         project_runs: list[ProjectRun] = []
         probe = SqliteProbe(db)
         for _ in range(ROUNDS):
             probe.wait_idle()  # the project's senders must not run beside the baseline
-            bare_runs.append(run_bare(loader, servers.bare_port))
-            project_runs.append(run_project(loader, servers.icc_port, probe))
+            bare_runs.append(run_bare(loader, servers.bare_port, pid=servers.bare.proc.pid))
+            project_runs.append(
+                run_project(loader, servers.icc_port, probe, pid=servers.icc.proc.pid)
+            )
             servers.icc.check_alive()
         report(bare_runs, project_runs)
 
