@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -132,6 +133,46 @@ async def test_a_slow_send_holds_the_next_job_no_longer_than_the_patience() -> N
     finally:
         handler.release.set()
         await queue.close()
+
+
+async def test_close_stops_a_consumer_waiting_its_turn_when_a_job_arrives_meanwhile() -> None:
+    """A consumer waits for its turn (a job is being sent, another waits within the
+    patience); a job arrives in the same loop turn as close() cancels the consumers. On
+    Python 3.11, asyncio.wait_for returned the event instead of the cancellation: that
+    consumer went on to wait for a job forever, and so did close() (a CI run hung in a
+    fixture's teardown)."""
+    handler = Slow()
+    queue = InProcessQueue(handler, workers=2, chunk_size=200, linger=0.001, patience=30.0)
+    await queue.start()
+    try:
+        await queue.enqueue(["stuck"])
+        await _until(lambda: bool(handler.jobs), timeout=3.0)
+        await queue.enqueue(["waiting"])  # the other consumer now waits for its turn
+        await asyncio.sleep(0.05)
+        assert handler.jobs == [["stuck"]]
+        await queue.enqueue(["late"])  # sets the event, then at once:
+        await asyncio.wait_for(queue.close(), timeout=5.0)
+    finally:
+        handler.release.set()
+    assert handler.jobs == [["stuck"]]
+
+
+class Swallowing(Recorder):
+    """A job whose send swallows its cancellation (as third-party code may)."""
+
+    async def __call__(self, ids: list[str]) -> None:
+        self.jobs.append(ids)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+
+
+async def test_close_ends_a_consumer_whose_job_swallowed_the_cancel() -> None:
+    handler = Swallowing()
+    queue = InProcessQueue(handler, workers=1, chunk_size=200, linger=0.001)
+    await queue.start()
+    await queue.enqueue(["a"])
+    await _until(lambda: bool(handler.jobs), timeout=3.0)
+    await asyncio.wait_for(queue.close(), timeout=5.0)
 
 
 class Remote(SandboxProvider):

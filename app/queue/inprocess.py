@@ -85,7 +85,11 @@ class InProcessQueue:
         self._changed.set()
 
     async def _consume(self) -> None:
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # a cancel that something below swallowed (close() would wait forever)
+                raise asyncio.CancelledError
             async with self._gathering:
                 await self._turn()
                 chunk, taken = await self._gather()
@@ -110,8 +114,12 @@ class InProcessQueue:
             if left is not None and left <= 0:
                 return
             self._changed.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows the task's
+            # cancellation when the event is set in the same loop turn as close() cancels
+            # (a job arriving or ending then), and the consumer waited on forever
             try:
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
             except TimeoutError:
                 return
 
