@@ -117,13 +117,21 @@ class Slow(Recorder):
             await self.release.wait()
 
 
+async def _sending_one(handler: Slow, *, workers: int, patience: float) -> InProcessQueue:
+    """A started queue, one of whose consumers is held sending the job ``stuck``."""
+    queue = InProcessQueue(
+        handler, workers=workers, chunk_size=200, linger=0.001, patience=patience
+    )
+    await queue.start()
+    await queue.enqueue(["stuck"])
+    await _until(lambda: bool(handler.jobs), timeout=3.0)
+    return queue
+
+
 async def test_a_slow_send_holds_the_next_job_no_longer_than_the_patience() -> None:
     handler = Slow()
-    queue = InProcessQueue(handler, workers=4, chunk_size=200, linger=0.001, patience=0.1)
-    await queue.start()
+    queue = await _sending_one(handler, workers=4, patience=0.1)
     try:
-        await queue.enqueue(["stuck"])
-        await _until(lambda: bool(handler.jobs), timeout=3.0)
         enqueued = time.monotonic()
         await queue.enqueue(["next"])
         await _until(lambda: len(handler.jobs) == 2, timeout=3.0)
@@ -142,11 +150,8 @@ async def test_close_stops_a_consumer_waiting_its_turn_when_a_job_arrives_meanwh
     consumer went on to wait for a job forever, and so did close() (a CI run hung in a
     fixture's teardown)."""
     handler = Slow()
-    queue = InProcessQueue(handler, workers=2, chunk_size=200, linger=0.001, patience=30.0)
-    await queue.start()
+    queue = await _sending_one(handler, workers=2, patience=30.0)
     try:
-        await queue.enqueue(["stuck"])
-        await _until(lambda: bool(handler.jobs), timeout=3.0)
         await queue.enqueue(["waiting"])  # the other consumer now waits for its turn
         await asyncio.sleep(0.05)
         assert handler.jobs == [["stuck"]]
