@@ -23,7 +23,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Processor = Callable[[Any], Any] | None
-_MISSING = object()
 
 
 def applies(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -109,7 +108,7 @@ def _insert_plan(
     if ignoring:
         sql += f" ON CONFLICT ({', '.join(_quote(dialect, table, c) for c in ignoring)}) DO NOTHING"
     processed = tuple((name, _processed(dialect, table, name, value)) for name, value in defaults)
-    return _Plan(sql, names, tuple(_processor(dialect, table, n) for n in names), processed)
+    return _Plan(sql, names, tuple(processor(dialect, table, n) for n in names), processed)
 
 
 @functools.cache
@@ -123,7 +122,7 @@ def _update_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: st
     where = f"{_quote(dialect, table, key)} = ?"
     sql = f"UPDATE {_table(dialect, table)} SET {assignments} WHERE {where}"
     columns = (*names, key)
-    return _Plan(sql, columns, tuple(_processor(dialect, table, n) for n in columns), ())
+    return _Plan(sql, columns, tuple(processor(dialect, table, n) for n in columns), ())
 
 
 def _scalar_defaults(table: Table, names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
@@ -140,13 +139,15 @@ def _scalar_defaults(table: Table, names: tuple[str, ...]) -> tuple[tuple[str, A
     return tuple(found)
 
 
-def _processor(dialect: Dialect, table: Table, name: str) -> Processor:
+@functools.cache
+def processor(dialect: Dialect, table: Table, name: str) -> Processor:
+    """The column's bind processor for the dialect (None: values go as they are)."""
     process: Processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
     return process
 
 
 def _processed(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
-    process = _processor(dialect, table, name)
+    process = processor(dialect, table, name)
     return value if process is None else process(value)
 
 

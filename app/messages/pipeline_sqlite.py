@@ -11,16 +11,15 @@ fallback and tests/test_pipeline.py); the planner looks the ids up by the primar
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import Table
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import sqlite_rows
 from app.messages.models import Message
 from app.messages.outcomes import Claimed
 
@@ -88,11 +87,7 @@ async def held_claims(session: AsyncSession, ids: Sequence[str], *, worker: str)
 
 def stored_time(session: AsyncSession, value: datetime) -> str:
     """``value`` as a UTCDateTime column stores it on SQLite."""
-    text: str = _time_processor(session.get_bind().dialect)(value)
+    process = sqlite_rows.processor(session.get_bind().dialect, MESSAGES, "updated_at")
+    assert process is not None
+    text: str = process(value)
     return text
-
-
-@functools.cache
-def _time_processor(dialect: Dialect) -> Any:
-    column = MESSAGES.c.updated_at
-    return column.type.dialect_impl(dialect).bind_processor(dialect)
