@@ -7,6 +7,7 @@ database; models and queries are written once for both.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Collection
@@ -275,6 +276,43 @@ async def hold_locks(
     if keys:
         params = {"namespace": namespace, "keys": sorted(set(keys))}
         await session.execute(_HOLD_SHARED if shared else _HOLD_EXCLUSIVE, params)
+
+
+Processor = Callable[[Any], Any] | None
+
+
+@functools.cache
+def column_processor(dialect: Dialect, table: Any, column: str) -> Processor:
+    """The column's bind processor for the dialect, made once (None: values go as they are):
+    for the statements that bind whole columns themselves (bulk_pg's COPY, pipeline_pg's
+    arrays, sqlite_rows' tuples), so that they store what Core would."""
+    process: Processor = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return process
+
+
+def bound_column(process: Processor, values: list[Any]) -> list[Any]:
+    """``values`` through ``process``; once when they are all the very same object (a
+    group's ``now``; identity, not equality: 1 == True)."""
+    if process is None or not values:
+        return values
+    first = values[0]
+    if all(value is first for value in values):
+        return [process(first)] * len(values)
+    return list(map(process, values))
+
+
+def scalar_defaults(table: Any, given: Collection[str]) -> dict[str, Any]:
+    """The Python-side defaults Core's executemany would fill in for the columns not given;
+    a default it would have to call is refused (the caller cannot serve it)."""
+    defaults: dict[str, Any] = {}
+    for column in table.columns:
+        default = column.default
+        if column.key in given or default is None:
+            continue
+        if not default.is_scalar:
+            raise ValueError(f"{table.name}.{column.key}: a default that is not a value")
+        defaults[column.key] = default.arg
+    return defaults
 
 
 def one_of(session: AsyncSession, column: Any, values: Collection[str]) -> ColumnElement[bool]:

@@ -15,14 +15,14 @@ PostgreSQL keeps its own paths (bulk_pg's COPY, pipeline_pg's arrays) and Core.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-Processor = Callable[[Any], Any] | None
+from app.db import Processor, bound_column, column_processor, scalar_defaults
 
 
 def applies(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -85,11 +85,10 @@ class _Plan:
 
     def tuples(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         # column by column: a column's values share its processor, and a group's rows often
-        # share a value (its `now`), which the UTC processor keeps
+        # share a value (its `now`), processed once
         columns: list[list[Any]] = []
         for name, process in zip(self.names, self.processors, strict=True):
-            values = [row[name] for row in rows]
-            columns.append(values if process is None else [process(v) for v in values])
+            columns.append(bound_column(process, [row[name] for row in rows]))
         for _, value in self.defaults:
             columns.append([value] * len(rows))
         return list(zip(*columns, strict=True))
@@ -99,16 +98,19 @@ class _Plan:
 def _insert_plan(
     dialect: Dialect, table: Table, names: tuple[str, ...], ignoring: tuple[str, ...]
 ) -> _Plan:
-    defaults = _scalar_defaults(table, names)
-    columns = names + tuple(name for name, _ in defaults)
+    defaults = scalar_defaults(table, names)
+    columns = names + tuple(defaults)
     quoted = ", ".join(_quote(dialect, table, name) for name in columns)
     sql = (
         f"INSERT INTO {_table(dialect, table)} ({quoted}) VALUES ({', '.join('?' * len(columns))})"
     )
     if ignoring:
         sql += f" ON CONFLICT ({', '.join(_quote(dialect, table, c) for c in ignoring)}) DO NOTHING"
-    processed = tuple((name, _processed(dialect, table, name, value)) for name, value in defaults)
-    return _Plan(sql, names, tuple(processor(dialect, table, n) for n in names), processed)
+    processed = tuple(
+        (name, bound_column(column_processor(dialect, table, name), [value])[0])
+        for name, value in defaults.items()
+    )
+    return _Plan(sql, names, tuple(column_processor(dialect, table, n) for n in names), processed)
 
 
 @functools.cache
@@ -122,33 +124,7 @@ def _update_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: st
     where = f"{_quote(dialect, table, key)} = ?"
     sql = f"UPDATE {_table(dialect, table)} SET {assignments} WHERE {where}"
     columns = (*names, key)
-    return _Plan(sql, columns, tuple(processor(dialect, table, n) for n in columns), ())
-
-
-def _scalar_defaults(table: Table, names: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
-    """The columns left out that Core would fill with their Python default; a default it
-    would have to call is not served here."""
-    found = []
-    for column in table.columns:
-        if column.key in names or column.default is None:
-            continue
-        default: Any = column.default
-        if not default.is_scalar:
-            raise ValueError(f"{table.name}.{column.key}: a default that is not a value")
-        found.append((column.key, default.arg))
-    return tuple(found)
-
-
-@functools.cache
-def processor(dialect: Dialect, table: Table, name: str) -> Processor:
-    """The column's bind processor for the dialect (None: values go as they are)."""
-    process: Processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-    return process
-
-
-def _processed(dialect: Dialect, table: Table, name: str, value: Any) -> Any:
-    process = processor(dialect, table, name)
-    return value if process is None else process(value)
+    return _Plan(sql, columns, tuple(column_processor(dialect, table, n) for n in columns), ())
 
 
 def _quote(dialect: Dialect, table: Table, key: str) -> str:

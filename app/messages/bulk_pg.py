@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_name
+from app.db import bound_column, column_processor, dialect_name, scalar_defaults
 
 # Below this many rows executemany wins: COPY costs a round trip or two more (measured: about
 # even at 100 rows, COPY 25% faster at 500 and 2-3x at 10,000).
@@ -132,33 +132,19 @@ async def _copy(
     driver = await driver_connection(session)
     dialect = session.get_bind().dialect
     given = list(first)
-    defaults = _scalar_defaults(table, given)
+    defaults = scalar_defaults(table, given)
     columns = given + list(defaults)
-    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    processors = [column_processor(dialect, table, c) for c in columns]
 
     def records() -> Iterator[tuple[Any, ...]]:
         iterator = iter(rows)
         while chunk := list(islice(iterator, STREAM_CHUNK)):
             values = [[row[name] for row in chunk] for name in given]
             values += [[value] * len(chunk) for value in defaults.values()]
-            yield from zip(*map(_processed, processors, values), strict=True)
+            yield from zip(*map(bound_column, processors, values), strict=True)
 
     await driver.copy_records_to_table(into, records=records(), columns=columns)
     return columns
-
-
-def _processed(process: Any, column: list[Any]) -> list[Any]:
-    if process is None:
-        return column
-    if _all_same(column):  # e.g. created_at: one value for the whole group
-        return [process(column[0])] * len(column)
-    return list(map(process, column))
-
-
-def _all_same(column: list[Any]) -> bool:
-    """Whether every value is the very same object (identity, not equality: 1 == True)."""
-    first = column[0]
-    return all(value is first for value in column)
 
 
 async def driver_connection(session: AsyncSession) -> Any:
@@ -170,16 +156,3 @@ async def driver_connection(session: AsyncSession) -> Any:
         # a COPY before that would commit on its own
         await connection.exec_driver_sql("SELECT 1")
     return driver
-
-
-def _scalar_defaults(table: Table, given: Sequence[str]) -> dict[str, Any]:
-    """Python-side scalar defaults of the columns not given (executemany fills them in)."""
-    defaults: dict[str, Any] = {}
-    for column in table.columns:
-        default = column.default
-        if column.name in given or default is None:
-            continue
-        if not default.is_scalar:
-            raise ValueError(f"COPY into {table.name} needs a value for {column.name}")
-        defaults[column.name] = getattr(default, "arg", None)
-    return defaults

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import bound_column, column_processor
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome
 
@@ -256,19 +257,4 @@ def _event_columns(dialect: Dialect, events: Sequence[dict[str, Any]]) -> list[l
 def _bound(dialect: Dialect, table: Table, column: str, values: list[Any]) -> list[Any]:
     """``values`` as SQLAlchemy binds them for the column (None stays None for the nullable
     columns; a JSON column's None would become 'null', as SQLAlchemy makes it)."""
-    process = _bind_processor(dialect, table, column)
-    if process is None or not values:
-        return values
-    first = values[0]
-    if all(value is first for value in values):  # e.g. updated_at: one `now` for the group
-        return [process(first)] * len(values)
-    return list(map(process, values))
-
-
-@functools.cache
-def _bind_processor(dialect: Dialect, table: Table, column: str) -> Callable[[Any], Any] | None:
-    """The column's bind processor for the dialect, made once (hot path: every group)."""
-    processor: Callable[[Any], Any] | None = (
-        table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-    )
-    return processor
+    return bound_column(column_processor(dialect, table, column), values)

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import sqlite_rows
+from app.db import column_processor
 from app.messages.models import Message
 from app.messages.outcomes import Claimed
 
@@ -87,7 +87,7 @@ async def held_claims(session: AsyncSession, ids: Sequence[str], *, worker: str)
 
 def stored_time(session: AsyncSession, value: datetime) -> str:
     """``value`` as a UTCDateTime column stores it on SQLite."""
-    process = sqlite_rows.processor(session.get_bind().dialect, MESSAGES, "updated_at")
+    process = column_processor(session.get_bind().dialect, MESSAGES, "updated_at")
     assert process is not None
     text: str = process(value)
     return text
