@@ -74,7 +74,7 @@ def _accepted(accepted: service.Accepted) -> MessageAccepted:
 SEND_ROLES = roles(Role.system)
 
 
-# Both routes read the Idempotency-Key header by hand (`_header_key`): its length counts
+# Both routes read the Idempotency-Key header by hand (`header_key`): its length counts
 # characters once decoded from UTF-8, where FastAPI would count the bytes of a UTF-8 key
 # (Starlette decodes headers as Latin-1). The hot route reads its API key by hand too.
 # This tells OpenAPI.
@@ -123,7 +123,7 @@ async def send_message(body: MessageCreate, request: Request) -> Response:
     # Authorized by a plain call rather than dependencies: on this route, FastAPI's
     # dependency solving cost more than the rest of accepting a message.
     principal = await authorize(request, SEND_ROLES)
-    key = service.resolve_idempotency_key(body.idempotency_key, _header_key(request))
+    key = service.resolve_idempotency_key(body.idempotency_key, header_key(request))
     runtime = request.app.state.runtime
     accepted = await runtime.accept(
         service.AcceptRequest(body.scenario, principal.owner, body, key)
@@ -144,7 +144,8 @@ async def _authorize_sender(request: Request) -> object:
 CHECKED_BEFORE_THE_BODY[send_message] = _authorize_sender
 
 
-def _header_key(request: Request) -> str | None:
+def header_key(request: Request) -> str | None:
+    """The request's Idempotency-Key header, checked (also the conversion routes')."""
     return checked_key(request.headers.get("idempotency-key"))
 
 
@@ -197,7 +198,7 @@ async def send_batch(
         body.items,
         principal=principal,
         queue=runtime.queue,
-        batch_key=_header_key(request),
+        batch_key=header_key(request),
         settings=runtime.settings,
     )
     # serialized here: FastAPI's response_model path would first build 10,000 BatchItemResult

@@ -7,14 +7,14 @@ import base64
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import RedirectResponse
 
 from app.auth.schemas import Role
 from app.auth.service import Principal
 from app.deps import AnalystPrincipal, ReadSessionDep, RuntimeDep, SessionDep, require
 from app.errors import ERROR_RESPONSES, AppError, ErrorBody, PayloadTooLarge, error_responses
-from app.messages.endpoints import checked_key, key_parameter
+from app.messages.endpoints import header_key, key_parameter
 from app.pagination import Cursor, Limit, decode_cursor, paginate
 from app.tracking import conversions as conversion_service
 from app.tracking import links, service
@@ -79,13 +79,9 @@ conversions = APIRouter(prefix="/v1/conversions", tags=["conversions"], response
 ReporterPrincipal = Annotated[Principal, Depends(require(Role.system))]
 
 
-def _idempotency_key(request: Request) -> str | None:
-    """The Idempotency-Key header, read as the message routes read theirs: decoded from
-    UTF-8 and counted in characters (as a FastAPI Header it was Latin-1 and counted bytes)."""
-    return checked_key(request.headers.get("idempotency-key"))
-
-
-IdempotencyHeader = Annotated[str | None, Depends(_idempotency_key)]
+# Read as the message routes read theirs: decoded from UTF-8 and counted in characters (as
+# a FastAPI Header it was Latin-1 and counted bytes)
+IdempotencyHeader = Annotated[str | None, Depends(header_key)]
 
 
 @conversions.post(
