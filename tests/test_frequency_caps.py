@@ -5,6 +5,8 @@ by when it reaches the customer (a scheduled one: at its send time)."""
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.main import create_app
+from app.messages.repository import MESSAGES
 from app.runtime import Runtime
 from app.strategies import repository as strategies_repository
 from tests.conftest import Platform
@@ -374,3 +377,83 @@ async def test_a_batch_reads_the_patches_a_single_send_reads(platform: Platform)
     assert found[0] == found[1]
     assert list(found[0]) == ["R1"]
     assert len(found[0]["R1"]) == 3
+
+
+async def test_single_sends_seeks_on_sqlite_read_what_the_core_statement_reads(
+    idle_runtime: Runtime,
+) -> None:
+    """On SQLite the seeks of a few customers run as driver SQL (the compiled Core statement,
+    its parameters in order): for every group size and padding, before and after the
+    decision time, scheduled and sent patches, with limits, they read exactly what the Core
+    statement executed through the session reads."""
+    rng = random.Random(7)
+    at = datetime(2026, 12, 7, 8, 30, tzinfo=UTC)
+    rows = []
+    for n in range(400):
+        reach = at + timedelta(minutes=rng.randint(-12 * 24 * 60, 12 * 24 * 60))
+        scheduled = n % 3 == 0
+        rows.append(
+            {
+                "id": f"msg_{n:05d}",
+                "owner": "cards",
+                "scenario": "account_movement",
+                "customer_id": f"K{rng.randrange(60):02d}",
+                "recipient": {},
+                "variables": {},
+                "channels": ["sms"],
+                "channel_index": 0,
+                "status": "queued",
+                "attempts": 0,
+                "channel_attempts": 0,
+                "content": {},
+                "decision": {},
+                "patch": None if n % 5 == 0 else f"strategy_{n % 4}",
+                "send_at": reach if scheduled else None,
+                "created_at": reach - timedelta(days=2) if scheduled else reach,
+                "updated_at": reach,
+            }
+        )
+    customers = [f"K{i:02d}" for i in range(62)]  # two with no message at all
+    async with idle_runtime.sessionmaker() as session:
+        await session.execute(insert(MESSAGES), rows)
+        await session.commit()
+    async with idle_runtime.sessionmaker() as session:
+        for count in (1, 2, 3, 5, 8, 9, 17, 24, 25, 33, 47, 48):
+            chosen = rng.sample(customers, count)
+            for most, span, latest in (
+                (1, 7, None),
+                (3, 7, at + timedelta(days=2)),
+                (50, 30, None),
+            ):
+                window = timedelta(days=span)
+                found = await strategies_repository.recent_patches(
+                    session, chosen, at=at, span=window, most=most, latest=latest
+                )
+                expected = await _core_seeks(session, chosen, at, window, most, latest)
+                assert {c: sorted(t) for c, t in found.items()} == expected, (count, most)
+                assert all(t.tzinfo is UTC for times in found.values() for t in times)
+            assert expected, "some of the chosen customers have patches in the window"
+
+
+async def _core_seeks(
+    session: AsyncSession,
+    customers: list[str],
+    at: datetime,
+    span: timedelta,
+    most: int,
+    latest: datetime | None,
+) -> dict[str, list[datetime]]:
+    """The seeks as recent_patches ran them before: the Core statement through the session."""
+    repo = strategies_repository
+    size = next(n for n in repo._SEEK_SIZES if n >= len(customers))
+    padded = customers + [repo._NO_CUSTOMER] * (size - len(customers))
+    until = (latest or at) + span
+    spread = math.ceil(((latest or at) - at) / span) + 1
+    params: dict[str, Any] = {f"c{i}": c for i, c in enumerate(padded)}
+    params |= {"most": most, "most_after": most * spread}
+    times = {"since": at - span, "at": at, "until": until}
+    params |= {k: repo._sqlite_time(v) for k, v in times.items()}
+    found: dict[str, list[datetime]] = {}
+    for customer, reached in await session.execute(repo._seeks(size, True), params):
+        found.setdefault(customer, []).append(reached)
+    return {c: sorted(t) for c, t in found.items()}
