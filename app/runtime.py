@@ -218,12 +218,17 @@ class Runtime:
         """Write a group of outcomes; a failure the database may not repeat (a deadlock, a
         dropped connection, a failover) is retried: these messages went out, and an outcome
         lost would have them sent again once their leases lapse. (A retry after a commit
-        that did happen finds them no longer held and changes nothing.)"""
+        that did happen finds them no longer held and changes nothing.) Providers that keep
+        their sends in the database (the sandbox) write those of the outcomes written in the
+        same transaction (ChannelProvider.record_sends)."""
+        sends = delivery.sends_of(self, outcomes)
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 async with self.sessionmaker() as session:
                     applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
+                    await delivery.record_sends(session, sends, applied)
                     await session.commit()
+                delivery.forget_sends(sends)
                 return [o.message_id in applied for o in outcomes]
             except Exception as exc:
                 if attempt == RECORD_ATTEMPTS or not passing_db_error(exc):

@@ -4,7 +4,7 @@ group; one instance is made per configured account."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -141,6 +141,19 @@ class ChannelProvider(ABC):
         it is authentic the way the provider authenticates (raise CallbackAuthError if not).
         Raise CallbackRejected for a malformed body. Providers without callbacks keep this."""
         raise CallbackNotSupported(f"provider {self.account!r} takes no callbacks")
+
+    async def record_sends(  # noqa: B027 - optional hook
+        self, session: AsyncSession, provider_message_ids: Sequence[str]
+    ) -> None:
+        """Write these sends (ids ``send`` returned) in ``session``: the transaction that
+        records their outcomes, which commits next. For providers that keep what they send
+        in the platform's database (the sandbox), so that a send is stored exactly when its
+        outcome is: never for a send whose outcome was lost or overtaken by a newer claim.
+        Called again with the same ids if that transaction fails. Others write nothing."""
+
+    def forget_sends(self, provider_message_ids: Sequence[str]) -> None:  # noqa: B027
+        """These sends' outcomes are settled: written (and ``record_sends`` committed with
+        them), or dropped as overtaken. What a provider kept for them can go."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -1,21 +1,34 @@
 """The sandbox provider: records what would be sent instead of sending it (embedded default).
-Concurrent sends are recorded together, one transaction per group."""
+
+A send is only kept in memory: its row is written by ``record_sends`` in the transaction
+that records the message's outcome (app/runtime.py), so the sandbox holds a send exactly
+when the message says it went. A send whose outcome is lost (a crash before it was
+written) or overtaken (the lease ran out and a newer claim sent the message) leaves no
+row; the send that does count leaves one. Before, every group of sends was written in a
+transaction of its own, a third of the embedded default's sending in profiles."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from time import monotonic
 from typing import Any
 
-from app.batching import Coalescer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ids import new_id
 from app.sandbox import repository
 from channels.base import CHANNELS, ChannelProvider, ProviderContext, SendResult
+
+# Sends whose outcome never came (one timed out after the sandbox answered) are let go after
+# this long: far beyond any claim's lease, after which their outcome can no longer be written.
+UNSETTLED_SECONDS = 3_600.0
 
 
 class SandboxProvider(ChannelProvider):
     type_name = "sandbox"
     channels = CHANNELS
     local = True
-    send_timeout = 1.0  # a row written, with others
+    send_timeout = 1.0  # nothing to wait for
 
     def __init__(
         self,
@@ -26,7 +39,8 @@ class SandboxProvider(ChannelProvider):
         context: ProviderContext,
     ) -> None:
         super().__init__(account=account, channel=channel, settings=settings, context=context)
-        self._recorder: Coalescer[dict[str, Any], str] = Coalescer(self._record, max_batch=500)
+        # delivery id -> (its row, when it was sent); oldest first
+        self._unsettled: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def send(
         self,
@@ -36,7 +50,11 @@ class SandboxProvider(ChannelProvider):
         idempotency_key: str,
         message_id: str,
     ) -> SendResult:
+        now = monotonic()
+        self._let_go(now - UNSETTLED_SECONDS)
+        delivery_id = new_id("sbx")
         delivery = {
+            "id": delivery_id,
             "provider": self.account,
             "channel": self.channel,
             "idempotency_key": idempotency_key,
@@ -44,16 +62,28 @@ class SandboxProvider(ChannelProvider):
             "to": to,
             "content": dict(content),
         }
-        delivery_id = await self._recorder.submit(delivery)
+        self._unsettled[delivery_id] = (delivery, now)
         return SendResult(provider_message_id=delivery_id, delivered=True)
 
-    async def _record(self, deliveries: list[dict[str, Any]]) -> Sequence[str]:
-        if self.context.sessionmaker is None:
-            raise RuntimeError("the sandbox provider needs the platform database")
-        async with self.context.sessionmaker() as session:
-            ids = await repository.record_many(session, deliveries)
-            await session.commit()
-        return ids
+    async def record_sends(
+        self, session: AsyncSession, provider_message_ids: Sequence[str]
+    ) -> None:
+        rows = [hit[0] for i in provider_message_ids if (hit := self._unsettled.get(i))]
+        if rows:
+            await repository.record_sent(session, rows)
 
-    async def close(self) -> None:
-        await self._recorder.close()
+    def forget_sends(self, provider_message_ids: Sequence[str]) -> None:
+        for delivery_id in provider_message_ids:
+            self._unsettled.pop(delivery_id, None)
+
+    @property
+    def unsettled(self) -> int:
+        """Sends whose outcome is not settled yet."""
+        return len(self._unsettled)
+
+    def _let_go(self, before: float) -> None:
+        while self._unsettled:
+            oldest = next(iter(self._unsettled))
+            if self._unsettled[oldest][1] >= before:
+                return
+            del self._unsettled[oldest]

@@ -263,4 +263,127 @@ async def test_a_failed_outcome_write_is_retried_not_sent_again(
     assert sms.calls == 1
     async with platform.client("admin") as client:
         again = (await client.get(f"/v1/messages/{accepted['id']}")).json()
+        params = {"message_id": accepted["id"]}
+        recorded = (await client.get("/v1/sandbox/deliveries", params=params)).json()
     assert again["attempts"] == 1
+    # the send is recorded with its outcome, once, under the id the message names
+    assert [d["id"] for d in recorded["items"]] == [again["provider_message_id"]]
+    assert sms.unsettled == 0
+
+
+async def test_the_sandbox_records_a_send_only_with_its_outcome(platform: Platform) -> None:
+    """The sandbox keeps a send in memory until its outcome is written, and writes it in
+    that transaction: the send of a claim overtaken by a newer one (its lease ran out)
+    leaves no row and is let go; the newer claim's send leaves the row the message names."""
+    from sqlalchemy import select, update
+
+    from app.messages.models import Message
+    from app.messages.outcomes import Outcome
+    from app.sandbox.repository import SANDBOX
+    from app.timeutil import utcnow
+    from channels.sandbox import SandboxProvider
+
+    runtime = platform.runtime
+    runtime.providers.replace("sms", [])  # nothing sends: we play the workers
+    await platform.create_scenario()
+    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    mid, worker = accepted["id"], runtime.worker_id
+    await asyncio.sleep(0.3)  # the in-process worker found no provider: it is queued again
+    async with runtime.sessionmaker() as session:
+        await session.execute(
+            update(Message).values(status="queued", lease_until=None, next_attempt_at=None)
+        )
+        await session.commit()
+    claims = []
+    for _ in range(2):  # the same worker claims twice: the first lease expired meanwhile
+        now = utcnow()
+        async with runtime.sessionmaker() as session:
+            [claimed] = await repository.claim_many(
+                session, [mid], worker=worker, now=now, lease_until=now - timedelta(seconds=1)
+            )
+            await session.commit()
+        claims.append(claimed.attempts)
+    sandbox = SandboxProvider(account="sandbox-sms-2", channel="sms", context=_context(platform))
+    runtime.providers.replace("sms", [sandbox])
+    sent = [
+        await sandbox.send(
+            to="13800001234",
+            content={"body": f"send {n}"},
+            idempotency_key=f"{mid}:sms",
+            message_id=mid,
+        )
+        for n in range(2)
+    ]
+
+    def outcome(n: int) -> Outcome:
+        values = {"status": "delivered", "provider": sandbox.account}
+        values["provider_message_id"] = sent[n].provider_message_id
+        return Outcome(mid, values, finished=True, claim=claims[n])
+
+    assert await runtime._record_group([outcome(0)]) == [False]  # overtaken
+    assert sandbox.unsettled == 1  # the first send let go, the second waits for its outcome
+    assert await runtime._record_group([outcome(1)]) == [True]
+    assert sandbox.unsettled == 0
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(select(SANDBOX).where(SANDBOX.c.message_id == mid))).all()
+        message = await repository.by_id(session, mid)
+    assert [(r.id, r.content) for r in rows] == [(sent[1].provider_message_id, {"body": "send 1"})]
+    assert message is not None
+    assert message.provider_message_id == sent[1].provider_message_id
+
+
+async def test_the_sandbox_lets_go_of_sends_whose_outcome_never_came(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A send whose outcome is never settled (it timed out after the sandbox answered) is
+    let go an hour later, at the next send, so the sandbox does not grow without end."""
+    import channels.sandbox as sandbox_module
+
+    clock = [1_000.0]
+    monkeypatch.setattr(sandbox_module, "monotonic", lambda: clock[0])
+    sandbox = sandbox_module.SandboxProvider(
+        account="sandbox-sms", channel="sms", context=ProviderContext()
+    )
+
+    async def send(n: int) -> str:
+        key = f"msg_{n}:sms"
+        sent = await sandbox.send(to="138", content={}, idempotency_key=key, message_id=f"m{n}")
+        return sent.provider_message_id
+
+    first = await send(1)
+    clock[0] += sandbox_module.UNSETTLED_SECONDS - 1
+    await send(2)
+    assert sandbox.unsettled == 2
+    clock[0] += 2
+    await send(3)
+    assert sandbox.unsettled == 2  # the first went
+    sandbox.forget_sends([first])  # settling one let go already is no error
+    assert sandbox.unsettled == 2
+
+
+async def test_a_sandbox_send_is_rolled_back_with_its_outcome(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome's transaction fails after the sandbox wrote the send in it (the database
+    drops the connection before the commit): both are rolled back, and the retried
+    transaction writes them once, the send under the id the message names."""
+    from app.sandbox import repository as sandbox_repository
+
+    await platform.create_scenario()
+    failures = [OperationalError("INSERT INTO sandbox_deliveries ...", {}, ConnectionResetError())]
+    record = sandbox_repository.record_sent
+
+    async def flaky(session: Any, deliveries: Any) -> None:
+        await record(session, deliveries)
+        if failures:
+            raise failures.pop()
+
+    monkeypatch.setattr(sandbox_repository, "record_sent", flaky)
+    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    message = await platform.wait_terminal(accepted["id"])
+    assert not failures, "the transaction failed once"
+    assert message["status"] == "delivered"
+    async with platform.client("admin") as client:
+        params = {"message_id": accepted["id"]}
+        recorded = (await client.get("/v1/sandbox/deliveries", params=params)).json()
+    assert [d["id"] for d in recorded["items"]] == [message["provider_message_id"]]

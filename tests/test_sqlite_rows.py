@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, Table, bindparam, insert, null, update
+from sqlalchemy import JSON, Table, bindparam, insert, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
 from app.db import create_engine, create_sessionmaker, insert_ignoring_conflicts
 from app.messages.repository import EVENTS, MESSAGES, OUTBOX, insert_messages
-from app.sandbox.repository import SANDBOX, record_many
+from app.sandbox.repository import SANDBOX, record_sent
 
 SHANGHAI = timezone(timedelta(hours=8))
 NOW = datetime(2026, 12, 7, 5, 21, 3, 331954, tzinfo=UTC)
@@ -294,30 +294,45 @@ async def test_insert_messages_answers_the_ids_it_inserted(
     assert mine == ({"msg_0000", "msg_0002"}, {"msg_0012", "msg_0015"}, set())
 
 
-def _delivery(key: str) -> dict[str, Any]:
+def _delivery(key: str, delivery_id: str) -> dict[str, Any]:
     return {
+        "id": delivery_id,
         "provider": "sandbox",
         "channel": "sms",
         "idempotency_key": key,
         "message_id": key.split(":")[0],
         "to": "13800001234",
-        "content": {"body": "您好"},
+        "content": {"body": "您好", "n": delivery_id},
     }
 
 
-async def test_sandbox_records_answer_the_first_id_of_a_key(
+async def test_sandbox_records_keep_the_send_each_message_names(
     tmp_path: Path, sqlite_template: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """record_sent writes each send with its own id; a key recorded before (by a send whose
+    outcome was never written) is replaced by the send its message names."""
+
     async def calls(session: AsyncSession) -> Any:
-        keys = [["a:sms", "b:sms", "a:sms"], ["c:sms", "b:sms", "d:sms", "c:sms"], ["e:sms"]]
-        keys.append(["e:sms"])
-        return [await record_many(session, [_delivery(k) for k in group]) for group in keys]
+        groups = [
+            [("a:sms", "sbx_1"), ("b:sms", "sbx_2")],
+            [("c:sms", "sbx_3"), ("b:sms", "sbx_4")],
+        ]
+        groups.append([("d:sms", "sbx_5")])
+        for group in groups:
+            await record_sent(session, [_delivery(k, i) for k, i in group])
+        rows = await session.execute(
+            select(SANDBOX.c.idempotency_key, SANDBOX.c.id, SANDBOX.c.content).order_by(
+                SANDBOX.c.idempotency_key
+            )
+        )
+        return [tuple(row) for row in rows]
 
     core, mine = await _both_ways(tmp_path, sqlite_template, monkeypatch, calls)
-    for answers in (core, mine):
-        first, second, third, fourth = answers
-        assert first[0] == first[2] != first[1]
-        assert second[0] == second[3]
-        assert second[1] == first[1]  # a replay of an earlier group's
-        assert third == fourth
-        assert len({*first, *second, *third}) == 5
+    assert mine == core
+    assert [(key, i) for key, i, _ in mine] == [
+        ("a:sms", "sbx_1"),
+        ("b:sms", "sbx_4"),  # the later send of b replaced the earlier one
+        ("c:sms", "sbx_3"),
+        ("d:sms", "sbx_5"),
+    ]
+    assert mine[1][2] == {"body": "您好", "n": "sbx_4"}

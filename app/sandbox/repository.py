@@ -5,12 +5,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
 from app.db import dialect_name, insert_ignoring_conflicts
-from app.ids import new_ids
 from app.messages.models import Message
 from app.sandbox.models import SandboxDelivery
 from app.timeutil import utcnow
@@ -18,37 +17,43 @@ from app.timeutil import utcnow
 SANDBOX: Table = SandboxDelivery.__table__  # type: ignore[assignment]
 
 
-async def record_many(session: AsyncSession, deliveries: Sequence[dict[str, Any]]) -> list[str]:
-    """Record deliveries once per idempotency key; return each one's id (the first one's on
-    a replay), in order."""
+async def record_sent(session: AsyncSession, deliveries: Sequence[dict[str, Any]]) -> None:
+    """Write sends, each with the id its message names (channels/sandbox.py: in the
+    transaction of their outcomes). A key recorded already, by a send whose outcome was
+    never written (a crash, with a version that wrote sends apart from their outcomes), is
+    replaced: a key's row is the send its message names."""
     now = utcnow()
-    ids_made = new_ids("sbx", len(deliveries))
-    rows = [{"id": i, "created_at": now, **d} for i, d in zip(ids_made, deliveries, strict=True)]
-    ids: dict[str, str]
+    rows = [{**d, "created_at": now} for d in deliveries]
     if sqlite_rows.applies(session, rows):
-        count = await sqlite_rows.insert(session, SANDBOX, rows, ignoring=("idempotency_key",))
-        # all inserted, or some were replays: then every key is looked up below
-        ids = {r["idempotency_key"]: r["id"] for r in rows} if count == len(rows) else {}
+        written = await sqlite_rows.insert(session, SANDBOX, rows, ignoring=("idempotency_key",))
     else:
         # executemany: compiled once and cached (a multi-row VALUES is compiled per group size)
-        stmt = _recording(dialect_name(session))
-        ids = dict((await session.execute(stmt, rows)).all())
-    replays = [d["idempotency_key"] for d in deliveries if d["idempotency_key"] not in ids]
-    if replays:
-        found = await session.execute(
-            select(SANDBOX.c.idempotency_key, SANDBOX.c.id).where(
-                SANDBOX.c.idempotency_key.in_(replays)
-            )
+        written = len((await session.execute(_recording(dialect_name(session)), rows)).all())
+    if written < len(rows):
+        await _replace_earlier(session, rows)
+
+
+async def _replace_earlier(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    by_key = {row["idempotency_key"]: row for row in rows}
+    stored = await session.execute(
+        select(SANDBOX.c.idempotency_key, SANDBOX.c.id).where(
+            SANDBOX.c.idempotency_key.in_(list(by_key))
         )
-        ids.update(found.all())
-    return [ids[d["idempotency_key"]] for d in deliveries]
+    )
+    for key, delivery_id in stored.all():
+        row = by_key[key]
+        if delivery_id != row["id"]:
+            values = {k: v for k, v in row.items() if k != "idempotency_key"}
+            await session.execute(
+                update(SANDBOX).where(SANDBOX.c.idempotency_key == key).values(**values)
+            )
 
 
 @functools.cache
 def _recording(dialect: str) -> Any:
-    """record_many's statement, made once per database kind (not at every group)."""
+    """record_sent's statement, made once per database kind (not at every group)."""
     return insert_ignoring_conflicts(dialect, SANDBOX, "idempotency_key").returning(
-        SANDBOX.c.idempotency_key, SANDBOX.c.id
+        SANDBOX.c.idempotency_key
     )
 
 
