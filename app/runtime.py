@@ -32,7 +32,7 @@ from app.db import (
 )
 from app.errors import AppError, InternalError
 from app.experiments import autowinner
-from app.messages import delivery, tasks
+from app.messages import delivery, recorded_sends, tasks
 from app.messages.outcomes import Claimed, Outcome
 from app.messages.repository import apply_outcomes
 from app.messages.service import Accepted, AcceptOutcome, AcceptRequest, accept_many
@@ -221,15 +221,21 @@ class Runtime:
         that did happen finds them no longer held and changes nothing.) Providers that keep
         their sends in the database (the sandbox) write those of the outcomes written in the
         same transaction (ChannelProvider.record_sends)."""
-        sends = delivery.sends_of(self, outcomes)
+        try:
+            return await self._write_outcomes(outcomes)
+        finally:  # written, or given up: their leases lapse and they are sent again
+            recorded_sends.forget(self, recorded_sends.sends_of(outcomes))
+
+    async def _write_outcomes(self, outcomes: list[Outcome]) -> list[bool]:
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
                 async with self.sessionmaker() as session:
-                    applied = await apply_outcomes(session, outcomes, worker=self.worker_id)
-                    await delivery.record_sends(session, sends, applied)
+                    held = await apply_outcomes(session, outcomes, worker=self.worker_id)
+                    written = recorded_sends.written(outcomes, held)
+                    sent = [o for o, ok in zip(outcomes, written, strict=True) if ok]
+                    await recorded_sends.record(self, session, recorded_sends.sends_of(sent))
                     await session.commit()
-                delivery.forget_sends(sends)
-                return [o.message_id in applied for o in outcomes]
+                return written
             except Exception as exc:
                 if attempt == RECORD_ATTEMPTS or not passing_db_error(exc):
                     raise

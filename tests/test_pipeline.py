@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 import app.runtime as runtime_module
 from app.messages import pipeline_pg, repository
+from app.messages.models import Message
+from app.messages.outcomes import Outcome
+from app.sandbox.repository import SANDBOX
+from app.timeutil import utcnow
 from channels.base import ProviderContext, SendResult
 from channels.errors import PermanentChannelError, TransientChannelError
+from channels.sandbox import SandboxProvider
 from tests.conftest import VARIABLES, Platform
 from tests.providers import AlwaysFailing, ScriptedProvider
 
@@ -271,22 +277,25 @@ async def test_a_failed_outcome_write_is_retried_not_sent_again(
     assert sms.unsettled == 0
 
 
-async def test_the_sandbox_records_a_send_only_with_its_outcome(platform: Platform) -> None:
-    """The sandbox keeps a send in memory until its outcome is written, and writes it in
-    that transaction: the send of a claim overtaken by a newer one (its lease ran out)
-    leaves no row and is let go; the newer claim's send leaves the row the message names."""
-    from sqlalchemy import select, update
+class _TwoClaims(NamedTuple):
+    message_id: str
+    claims: list[int]  # the older claim's lease ran out before the newer one
+    sandbox: SandboxProvider
+    sent: list[SendResult]  # a sandbox send under each claim
 
-    from app.messages.models import Message
-    from app.messages.outcomes import Outcome
-    from app.sandbox.repository import SANDBOX
-    from app.timeutil import utcnow
-    from channels.sandbox import SandboxProvider
+    def outcome(self, n: int) -> Outcome:
+        values = {"status": "delivered", "provider": self.sandbox.account}
+        values["provider_message_id"] = self.sent[n].provider_message_id
+        return Outcome(self.message_id, values, finished=True, claim=self.claims[n])
 
+
+async def _two_claims(platform: Platform, recipient: dict[str, str] | None = None) -> _TwoClaims:
+    """A message the worker claimed twice (the first lease ran out), sent through a sandbox
+    account under each claim; neither outcome written yet. We play the worker."""
     runtime = platform.runtime
-    runtime.providers.replace("sms", [])  # nothing sends: we play the workers
+    runtime.providers.replace("sms", [])  # nothing sends
     await platform.create_scenario()
-    accepted = await _send(platform, recipient={"phone": "13800001234"})
+    accepted = await _send(platform, recipient=recipient or {"phone": "13800001234"})
     mid, worker = accepted["id"], runtime.worker_id
     await asyncio.sleep(0.3)  # the in-process worker found no provider: it is queued again
     async with runtime.sessionmaker() as session:
@@ -295,11 +304,12 @@ async def test_the_sandbox_records_a_send_only_with_its_outcome(platform: Platfo
         )
         await session.commit()
     claims = []
-    for _ in range(2):  # the same worker claims twice: the first lease expired meanwhile
+    for n in range(2):  # the first lease has run out; the second is live
         now = utcnow()
+        lease_until = now + timedelta(seconds=-1 if n == 0 else 60)
         async with runtime.sessionmaker() as session:
             [claimed] = await repository.claim_many(
-                session, [mid], worker=worker, now=now, lease_until=now - timedelta(seconds=1)
+                session, [mid], worker=worker, now=now, lease_until=lease_until
             )
             await session.commit()
         claims.append(claimed.attempts)
@@ -314,22 +324,71 @@ async def test_the_sandbox_records_a_send_only_with_its_outcome(platform: Platfo
         )
         for n in range(2)
     ]
+    return _TwoClaims(mid, claims, sandbox, sent)
 
-    def outcome(n: int) -> Outcome:
-        values = {"status": "delivered", "provider": sandbox.account}
-        values["provider_message_id"] = sent[n].provider_message_id
-        return Outcome(mid, values, finished=True, claim=claims[n])
 
-    assert await runtime._record_group([outcome(0)]) == [False]  # overtaken
-    assert sandbox.unsettled == 1  # the first send let go, the second waits for its outcome
-    assert await runtime._record_group([outcome(1)]) == [True]
-    assert sandbox.unsettled == 0
+async def _sandbox_rows(platform: Platform, message_id: str) -> list[tuple[str, Any]]:
+    async with platform.runtime.sessionmaker() as session:
+        rows = await session.execute(
+            select(SANDBOX.c.id, SANDBOX.c.content).where(SANDBOX.c.message_id == message_id)
+        )
+        return [(row.id, row.content) for row in rows]
+
+
+async def test_the_sandbox_records_a_send_only_with_its_outcome(platform: Platform) -> None:
+    """The sandbox keeps a send in memory until its outcome is written, and writes it in
+    that transaction: the newer claim's send leaves the row the message names; the send of
+    the claim it overtook, whose outcome comes after, leaves none and is let go."""
+    two = await _two_claims(platform)
+    runtime, fresh = platform.runtime, two.sent[1].provider_message_id
+    assert await runtime._record_group([two.outcome(1)]) == [True]
+    assert two.sandbox.unsettled == 1  # the older send waits for its outcome
+    assert await runtime._record_group([two.outcome(0)]) == [False]  # overtaken
+    assert two.sandbox.unsettled == 0
+    assert await _sandbox_rows(platform, two.message_id) == [(fresh, {"body": "send 1"})]
     async with runtime.sessionmaker() as session:
-        rows = (await session.execute(select(SANDBOX).where(SANDBOX.c.message_id == mid))).all()
-        message = await repository.by_id(session, mid)
-    assert [(r.id, r.content) for r in rows] == [(sent[1].provider_message_id, {"body": "send 1"})]
+        message = await repository.by_id(session, two.message_id)
     assert message is not None
-    assert message.provider_message_id == sent[1].provider_message_id
+    assert message.provider_message_id == fresh
+
+
+async def test_of_two_claims_outcomes_in_one_group_only_the_newer_is_written(
+    platform: Platform,
+) -> None:
+    """The first lease ran out while its outcome waited to be written, and both outcomes
+    land in one group: the newer claim's is written (and its send recorded), the older one
+    is reported overtaken, whatever their order."""
+    two = await _two_claims(platform)
+    fresh = two.sent[1].provider_message_id
+    outcomes = [two.outcome(1), two.outcome(0)]
+    assert await platform.runtime._record_group(outcomes) == [True, False]
+    assert two.sandbox.unsettled == 0
+    assert await _sandbox_rows(platform, two.message_id) == [(fresh, {"body": "send 1"})]
+    async with platform.runtime.sessionmaker() as session:
+        message = await repository.by_id(session, two.message_id)
+    assert message is not None
+    assert message.provider_message_id == fresh
+
+
+async def test_the_sandbox_keeps_no_copy_of_a_send_whose_customer_was_erased(
+    platform: Platform,
+) -> None:
+    """The customer is erased while their message is being sent (after the sandbox
+    answered, before the outcome is written): the outcome is recorded, without personal
+    data, and the sandbox keeps no copy of the send (the recipient and the text)."""
+    two = await _two_claims(platform)
+    async with platform.client("admin") as client:
+        erased = await client.delete("/v1/customers/C1")
+    assert erased.status_code in (200, 202, 204), erased.text
+    outcomes = [two.outcome(1), two.outcome(0)]
+    assert await platform.runtime._record_group(outcomes) == [True, False]
+    assert two.sandbox.unsettled == 0
+    assert await _sandbox_rows(platform, two.message_id) == []
+    async with platform.runtime.sessionmaker() as session:
+        message = await repository.by_id(session, two.message_id)
+    assert message is not None
+    assert message.status == "delivered"
+    assert message.recipient == {}
 
 
 async def test_the_sandbox_lets_go_of_sends_whose_outcome_never_came(
@@ -364,26 +423,59 @@ async def test_the_sandbox_lets_go_of_sends_whose_outcome_never_came(
 async def test_a_sandbox_send_is_rolled_back_with_its_outcome(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The outcome's transaction fails after the sandbox wrote the send in it (the database
-    drops the connection before the commit): both are rolled back, and the retried
+    """The outcome's transaction fails at its commit, after the sandbox wrote the send in
+    it (the database drops the connection): both are rolled back, and the retried
     transaction writes them once, the send under the id the message names."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from app.sandbox import repository as sandbox_repository
 
     await platform.create_scenario()
-    failures = [OperationalError("INSERT INTO sandbox_deliveries ...", {}, ConnectionResetError())]
-    record = sandbox_repository.record_sent
+    failures = [OperationalError("COMMIT", {}, ConnectionResetError())]
+    record, commit = sandbox_repository.record_sent, AsyncSession.commit
 
-    async def flaky(session: Any, deliveries: Any) -> None:
+    async def recording(session: AsyncSession, deliveries: Any) -> None:
         await record(session, deliveries)
-        if failures:
-            raise failures.pop()
+        session.info["sandbox_wrote"] = True
 
-    monkeypatch.setattr(sandbox_repository, "record_sent", flaky)
+    async def flaky_commit(session: AsyncSession) -> None:
+        if session.info.pop("sandbox_wrote", False) and failures:
+            raise failures.pop()
+        await commit(session)
+
+    monkeypatch.setattr(sandbox_repository, "record_sent", recording)
+    monkeypatch.setattr(AsyncSession, "commit", flaky_commit)
     accepted = await _send(platform, recipient={"phone": "13800001234"})
     message = await platform.wait_terminal(accepted["id"])
-    assert not failures, "the transaction failed once"
+    assert not failures, "the commit failed once"
     assert message["status"] == "delivered"
     async with platform.client("admin") as client:
         params = {"message_id": accepted["id"]}
         recorded = (await client.get("/v1/sandbox/deliveries", params=params)).json()
     assert [d["id"] for d in recorded["items"]] == [message["provider_message_id"]]
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_erasure_waits_for_an_outcome_being_written_and_removes_its_send(
+    platform: Platform,
+) -> None:
+    """PostgreSQL: an outcome is being written (its transaction holds the message and has
+    written the sandbox's copy of the send) when the customer is erased: the erasure waits
+    for it (it locks the customer's messages first) and then deletes that copy."""
+    two = await _two_claims(platform)
+    runtime = platform.runtime
+    async with runtime.sessionmaker() as writing:
+        held = await repository.apply_outcomes(writing, [two.outcome(1)], worker=runtime.worker_id)
+        assert held == {two.message_id}
+        await two.sandbox.record_sends(writing, [two.sent[1].provider_message_id])
+
+        async def erase() -> int:
+            async with platform.client("admin") as client:
+                return (await client.delete("/v1/customers/C1")).status_code
+
+        erasing = asyncio.create_task(erase())
+        await asyncio.sleep(0.5)
+        assert not erasing.done(), "the erasure waits for the outcome's transaction"
+        await writing.commit()
+    assert await erasing in (200, 202, 204)
+    assert await _sandbox_rows(platform, two.message_id) == []

@@ -87,6 +87,7 @@ async def erase(session: AsyncSession, customer_id: str) -> ErasureResult:
     marketing (a suppression record). Message statistics stay, under an anonymous customer
     id, and so do their conversions and experiment assignments (tracked links go). Works
     without a profile too (messages may name customers the platform never stored)."""
+    await messages_repository.hold_customer_messages(session, customer_id)
     customer = await repository.get(session, customer_id)
     phones, openids = await messages_repository.contacts_of(session, customer_id)
     if customer is not None:

@@ -8,14 +8,14 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from app.messages import consent_check, repository
 from app.messages.outcomes import RATE_LIMITED, Attempt, Claimed, Outcome, decide, event
 from app.timeutil import utcnow
-from channels.base import CONTACT_FIELD, ChannelProvider
+from channels.base import CONTACT_FIELD
 from channels.errors import (
     ChannelError,
     ContentRefused,
@@ -28,8 +28,6 @@ from channels.ratelimit import RateLimitExceeded
 from channels.registry import ProviderSlot
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from app.runtime import Runtime
 
 log = logging.getLogger("icc.delivery")
@@ -283,38 +281,6 @@ def _is_provider_failure(error: ChannelError) -> bool:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
-
-
-# A group of outcomes' sends, by the provider that made them: (message id, the provider's id)
-Sends = dict[ChannelProvider, list[tuple[str, str]]]
-
-
-def sends_of(runtime: Runtime, outcomes: Sequence[Outcome]) -> Sends:
-    """The sends the outcomes report (their provider and the provider's message id)."""
-    sends: Sends = defaultdict(list)
-    for outcome in outcomes:
-        values = outcome.values
-        sent, name = values.get("provider_message_id"), values.get("provider")
-        if sent is not None and name is not None:
-            slot = runtime.providers.slot(name)
-            if slot is not None:
-                sends[slot.provider].append((outcome.message_id, sent))
-    return sends
-
-
-async def record_sends(session: AsyncSession, sends: Sends, written: Collection[str]) -> None:
-    """Let each provider write, in the outcomes' transaction, the sends of the outcomes
-    ``written`` (the messages the worker still held)."""
-    for provider, made in sends.items():
-        ids = [sent for message_id, sent in made if message_id in written]
-        if ids:
-            await provider.record_sends(session, ids)
-
-
-def forget_sends(sends: Sends) -> None:
-    """The outcomes are settled (written, or dropped as overtaken): so are their sends."""
-    for provider, made in sends.items():
-        provider.forget_sends([sent for _, sent in made])
 
 
 async def _requeue(runtime: Runtime, outcomes: list[Outcome]) -> None:

@@ -275,8 +275,10 @@ async def _apply_outcomes(
             return written
     # the portable statements: SQLite, and what the fixed statement cannot express
     claims = await _held_claims(session, [o.message_id for o in outcomes], worker=worker)
-    held = {o.message_id for o in outcomes if claims.get(o.message_id) == o.claim}
-    mine = [o for o in outcomes if o.message_id in held]
+    # by the claim, not the message: of two outcomes of one message in a group, the older
+    # claim's is not held (recorded_sends.written)
+    mine = [o for o in outcomes if claims.get(o.message_id) == o.claim]
+    held = {o.message_id for o in mine}
     if mine:
         await _write_outcomes(session, mine)
     return held
@@ -439,6 +441,15 @@ async def scrub_reasons(session: AsyncSession, customer_id: str, masks: dict[str
         )
 
 
+async def hold_customer_messages(session: AsyncSession, customer_id: str) -> None:
+    """PostgreSQL: lock the customer's messages (in id order, as workers and receipt
+    appliers lock them) at the start of an erasure, so that an outcome being written for one
+    of them (with the sandbox's copy of its send) commits before the erasure reads them."""
+    if dialect_name(session) == "postgresql":
+        mine = select(MESSAGES.c.id).where(MESSAGES.c.customer_id == customer_id)
+        await session.execute(mine.order_by(MESSAGES.c.id).with_for_update())
+
+
 async def erase_customer_messages(
     session: AsyncSession, customer_id: str, *, anonymous_id: str, now: datetime
 ) -> tuple[int, list[str]]:
@@ -449,7 +460,8 @@ async def erase_customer_messages(
     message's idempotency key is refused (409), not sent again. A message a worker is
     sending at this moment (under a live lease) has gone to the provider: it keeps its lease
     and outbox row, so that the outcome, which carries no personal data, is recorded (a
-    retry would then find no contact). (erased, the ids of those cancelled)."""
+    retry would then find no contact; the sandbox keeps no copy of an erased message's send:
+    sandbox.repository.record_sent). (erased, the ids of those cancelled)."""
     m = MESSAGES.c
     mine = select(m.id).where(m.customer_id == customer_id)
     if dialect_name(session) == "postgresql":

@@ -15,7 +15,7 @@ class SandboxDelivery(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     provider: Mapped[str] = mapped_column(String(100))
     channel: Mapped[str] = mapped_column(String(16))
-    # the provider-side dedup key (message id + channel), as real providers' client ids
+    # message id + channel: one row per message and channel, the send the message names
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     message_id: Mapped[str | None] = mapped_column(String(40), index=True)
     to: Mapped[str] = mapped_column(String(320))

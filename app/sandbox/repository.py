@@ -5,7 +5,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+import orjson
+from sqlalchemy import ARRAY, String, Table, Text, any_, bindparam, cast, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
@@ -19,11 +20,15 @@ SANDBOX: Table = SandboxDelivery.__table__  # type: ignore[assignment]
 
 async def record_sent(session: AsyncSession, deliveries: Sequence[dict[str, Any]]) -> None:
     """Write sends, each with the id its message names (channels/sandbox.py: in the
-    transaction of their outcomes). A key recorded already, by a send whose outcome was
-    never written (a crash, with a version that wrote sends apart from their outcomes), is
-    replaced: a key's row is the send its message names."""
+    transaction of their outcomes), except those of messages erased meanwhile. A key
+    recorded already (by a version that wrote sends apart from their outcomes, for a send
+    whose outcome was never written) is replaced: a key's row is the send its message
+    names."""
+    erased = await _erased(session, [d["message_id"] for d in deliveries])
     now = utcnow()
-    rows = [{**d, "created_at": now} for d in deliveries]
+    rows = [{**d, "created_at": now} for d in deliveries if d["message_id"] not in erased]
+    if not rows:
+        return
     if sqlite_rows.applies(session, rows):
         written = await sqlite_rows.insert(session, SANDBOX, rows, ignoring=("idempotency_key",))
     else:
@@ -31,6 +36,31 @@ async def record_sent(session: AsyncSession, deliveries: Sequence[dict[str, Any]
         written = len((await session.execute(_recording(dialect_name(session)), rows)).all())
     if written < len(rows):
         await _replace_earlier(session, rows)
+
+
+async def _erased(session: AsyncSession, message_ids: list[str]) -> set[str]:
+    """Those of the messages whose customer was erased meanwhile (the send went while it
+    was, app/customers/erasure.py): the sandbox keeps no copy of them. Erasure empties a
+    message's content; an accepted message always has some."""
+    if dialect_name(session) == "sqlite":  # the ids as one parameter, one fixed statement
+        connection = await session.connection()
+        found: Any = await connection.exec_driver_sql(_ERASED_SQLITE, (_json(message_ids),))
+    else:
+        found = await session.execute(_ERASED, {"ids": message_ids})
+    return {row[0] for row in found}
+
+
+_ERASED_SQLITE = (
+    "SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?)) AND content = '{}'"
+)
+_ERASED = select(Message.id).where(
+    Message.id == any_(bindparam("ids", type_=ARRAY(String))),
+    cast(Message.content, Text) == "{}",
+)
+
+
+def _json(values: list[str]) -> str:
+    return orjson.dumps(values).decode()
 
 
 async def _replace_earlier(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
