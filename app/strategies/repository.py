@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -307,12 +307,17 @@ async def _seek_on_sqlite(
     values = fixed | params
     connection = await session.connection()
     rows: Any = await connection.exec_driver_sql(sql, tuple(values[name] for name in names))
-    return [(row[0], _REACHED(row[1])) for row in rows]
+    return [(row[0], _reached(row[1])) for row in rows]
 
 
 _SQLITE = sqlite_dialect.dialect()
-# the stored text of coalesce(send_at, created_at) as the session would read it back
-_REACHED: Any = reaches_at.type.dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+
+
+def _reached(stored: str) -> datetime:
+    """The stored text of coalesce(send_at, created_at) as the session reads it back (a
+    UTCDateTime: SQLite keeps UTC without an offset), in one step rather than through the
+    column's two result processors (DATETIME's parsing, then as_utc)."""
+    return datetime.fromisoformat(stored).replace(tzinfo=UTC)
 
 
 def _around_many(
