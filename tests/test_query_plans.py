@@ -170,3 +170,21 @@ async def test_frequency_caps_seek_patched_messages_by_when_they_reach_the_custo
         shown = plan(tmp_path / "icc.db", statement, parameters)
         assert "SCAN messages" not in shown, shown
         assert "USING INDEX ix_messages_patched_reach (customer_id=? AND <expr>" in shown, shown
+
+
+async def test_consent_and_opt_out_lookups_go_through_indexes(
+    idle_runtime: Runtime, tmp_path: Path
+) -> None:
+    """A group's consent decisions by the primary key, opt-out replies by sender key, one
+    search per id of the JSON parameter."""
+    from app.callbacks.repository import _OPT_OUTS_SQLITE
+    from app.customers.repository import _CONSENTS_SQLITE
+
+    ids = ('["C1", "C2"]',)
+    consents = plan(tmp_path / "icc.db", _CONSENTS_SQLITE, ids)
+    opt_outs = plan(tmp_path / "icc.db", _OPT_OUTS_SQLITE, ids)
+    assert "SEARCH customer_consents USING INDEX sqlite_autoindex" in consents, consents
+    assert "(customer_id=?)" in consents, consents
+    assert "LIST SUBQUERY" in consents, consents
+    assert "USING INDEX ix_inbound_messages_sender_key (sender_key=?)" in opt_outs, opt_outs
+    assert "LIST SUBQUERY" in opt_outs, opt_outs

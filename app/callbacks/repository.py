@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.callbacks.models import EarlyReceipt
 from app.customers.models import Customer
-from app.db import dialect_name, hold_locks, lock_key, one_of
+from app.db import dialect_name, hold_locks, lock_key, one_of, read_sqlite_utc, sqlite_select_in
 from app.messages.models import InboundCustomer, InboundMessage, Message
 from app.messages.repository import CHUNK, CLAIMABLE
 
@@ -141,6 +141,9 @@ async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str
     that sent one."""
     unique = sorted(set(keys))
     found: dict[str, datetime] = {}
+    if dialect_name(session) == "sqlite":
+        latest = await sqlite_select_in(session, _OPT_OUTS_SQLITE, unique)
+        return {key: read_sqlite_utc(at) for key, at in latest if key is not None}
     for start in range(0, len(unique), CHUNK):
         m = InboundMessage
         rows = await session.execute(
@@ -154,6 +157,15 @@ async def sms_opt_outs(session: AsyncSession, keys: Collection[str]) -> dict[str
         )
         found.update((key, at) for key, at in rows if key is not None)
     return found
+
+
+# sms_opt_outs on SQLite, the numbers as one parameter (db.sqlite_select_in): for every
+# group of sends deciding SMS patches
+_OPT_OUTS_SQLITE = (
+    "SELECT sender_key, max(received_at) FROM inbound_messages"
+    " WHERE sender_key IN (SELECT value FROM json_each(?)) AND channel = 'sms' AND opt_out = 1"
+    " GROUP BY sender_key"
+)
 
 
 async def erase_early_receipts(session: AsyncSession, message_ids: Sequence[str]) -> int:

@@ -29,7 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.attributes import ATTRIBUTE_NAME_PATTERN
 from app.customers.models import Customer, CustomerAttribute, CustomerConsent, CustomerErasure
-from app.db import UTCDateTime, dialect_name, hold_locks, lock_bucket, one_of
+from app.db import (
+    UTCDateTime,
+    dialect_name,
+    hold_locks,
+    lock_bucket,
+    one_of,
+    read_sqlite_utc,
+    sqlite_select_in,
+)
 from app.timeutil import as_utc, utcnow
 
 CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
@@ -227,6 +235,13 @@ async def consents_of(
     c = CONSENTS.c
     found: dict[str, list[ConsentRow]] = {}
     unique = list(dict.fromkeys(customer_ids))
+    if dialect_name(session) == "sqlite":
+        for customer_id, channel, purpose, granted, source, at in await sqlite_select_in(
+            session, _CONSENTS_SQLITE, unique
+        ):
+            row = (channel, purpose, bool(granted), source, read_sqlite_utc(at))
+            found.setdefault(customer_id, []).append(row)
+        return found
     for start in range(0, len(unique), 500):
         rows = await session.execute(
             select(c.customer_id, c.channel, c.purpose, c.granted, c.source, c.updated_at).where(
@@ -238,6 +253,14 @@ async def consents_of(
                 (r.channel, r.purpose, r.granted, r.source, r.updated_at)
             )
     return found
+
+
+# consents_of on SQLite, the ids as one parameter (db.sqlite_select_in): for every group of
+# sends deciding marketing patches
+_CONSENTS_SQLITE = (
+    "SELECT customer_id, channel, purpose, granted, source, updated_at FROM customer_consents"
+    " WHERE customer_id IN (SELECT value FROM json_each(?))"
+)
 
 
 async def record_consents(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.sql.elements import BindParameter
 from app.campaigns.models import Campaign
 from app.campaigns.schemas import FINAL_STATUSES
 from app.customers.models import Customer
-from app.db import dialect_name, hold_locks, lock_bucket, lock_key
+from app.db import dialect_name, hold_locks, lock_bucket, lock_key, read_sqlite_utc
 from app.experiments.models import Experiment
 from app.messages.models import Message, reaches_at
 from app.strategies.models import Segment, Strategy
@@ -307,17 +307,10 @@ async def _seek_on_sqlite(
     values = fixed | params
     connection = await session.connection()
     rows: Any = await connection.exec_driver_sql(sql, tuple(values[name] for name in names))
-    return [(row[0], _reached(row[1])) for row in rows]
+    return [(row[0], read_sqlite_utc(row[1])) for row in rows]
 
 
 _SQLITE = sqlite_dialect.dialect()
-
-
-def _reached(stored: str) -> datetime:
-    """The stored text of coalesce(send_at, created_at) as the session reads it back (a
-    UTCDateTime: SQLite keeps UTC without an offset), in one step rather than through the
-    column's two result processors (DATETIME's parsing, then as_utc)."""
-    return datetime.fromisoformat(stored).replace(tzinfo=UTC)
 
 
 def _around_many(
