@@ -335,21 +335,27 @@ async def _sandbox_rows(platform: Platform, message_id: str) -> list[tuple[str, 
         return [(row.id, row.content) for row in rows]
 
 
+async def _only_recorded(platform: Platform, two: _TwoClaims, n: int) -> None:
+    """The sandbox holds the send under claim ``n`` alone, and the message names it."""
+    sent = two.sent[n].provider_message_id
+    assert await _sandbox_rows(platform, two.message_id) == [(sent, {"body": f"send {n}"})]
+    async with platform.runtime.sessionmaker() as session:
+        message = await repository.by_id(session, two.message_id)
+    assert message is not None
+    assert message.provider_message_id == sent
+
+
 async def test_the_sandbox_records_a_send_only_with_its_outcome(platform: Platform) -> None:
     """The sandbox keeps a send in memory until its outcome is written, and writes it in
     that transaction: the newer claim's send leaves the row the message names; the send of
     the claim it overtook, whose outcome comes after, leaves none and is let go."""
     two = await _two_claims(platform)
-    runtime, fresh = platform.runtime, two.sent[1].provider_message_id
+    runtime = platform.runtime
     assert await runtime._record_group([two.outcome(1)]) == [True]
     assert two.sandbox.unsettled == 1  # the older send waits for its outcome
     assert await runtime._record_group([two.outcome(0)]) == [False]  # overtaken
     assert two.sandbox.unsettled == 0
-    assert await _sandbox_rows(platform, two.message_id) == [(fresh, {"body": "send 1"})]
-    async with runtime.sessionmaker() as session:
-        message = await repository.by_id(session, two.message_id)
-    assert message is not None
-    assert message.provider_message_id == fresh
+    await _only_recorded(platform, two, 1)
 
 
 async def test_of_two_claims_outcomes_in_one_group_only_the_newer_is_written(
@@ -359,15 +365,10 @@ async def test_of_two_claims_outcomes_in_one_group_only_the_newer_is_written(
     land in one group: the newer claim's is written (and its send recorded), the older one
     is reported overtaken, whatever their order."""
     two = await _two_claims(platform)
-    fresh = two.sent[1].provider_message_id
     outcomes = [two.outcome(1), two.outcome(0)]
     assert await platform.runtime._record_group(outcomes) == [True, False]
     assert two.sandbox.unsettled == 0
-    assert await _sandbox_rows(platform, two.message_id) == [(fresh, {"body": "send 1"})]
-    async with platform.runtime.sessionmaker() as session:
-        message = await repository.by_id(session, two.message_id)
-    assert message is not None
-    assert message.provider_message_id == fresh
+    await _only_recorded(platform, two, 1)
 
 
 async def test_the_sandbox_keeps_no_copy_of_a_send_whose_customer_was_erased(
