@@ -6,7 +6,7 @@ a send exactly when the message says it went: one row per message and channel, t
 the message names. A send whose outcome is lost (a crash before it was written) or
 overtaken (the lease ran out and a newer claim sent the message) leaves no row, nor does
 the send of a message whose customer was erased meanwhile. Before, every group of sends was
-written in a transaction of its own: a seventh of the CPU of draining a backlog."""
+written in a transaction of its own: about a tenth of the CPU of draining a backlog."""
 
 from __future__ import annotations
 

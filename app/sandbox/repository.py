@@ -5,12 +5,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import ARRAY, String, Table, Text, any_, bindparam, cast, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
-from app.db import dialect_name, insert_ignoring_conflicts
+from app.db import dialect_name, insert_ignoring_conflicts, sqlite_select_in
 from app.messages.models import Message
 from app.sandbox.models import SandboxDelivery
 from app.timeutil import utcnow
@@ -43,8 +42,7 @@ async def _erased(session: AsyncSession, message_ids: list[str]) -> set[str]:
     was, app/customers/erasure.py): the sandbox keeps no copy of them. Erasure empties a
     message's content; an accepted message always has some."""
     if dialect_name(session) == "sqlite":  # the ids as one parameter, one fixed statement
-        connection = await session.connection()
-        found: Any = await connection.exec_driver_sql(_ERASED_SQLITE, (_json(message_ids),))
+        found: Any = await sqlite_select_in(session, _ERASED_SQLITE, message_ids)
     else:
         found = await session.execute(_ERASED, {"ids": message_ids})
     return {row[0] for row in found}
@@ -57,10 +55,6 @@ _ERASED = select(Message.id).where(
     Message.id == any_(bindparam("ids", type_=ARRAY(String))),
     cast(Message.content, Text) == "{}",
 )
-
-
-def _json(values: list[str]) -> str:
-    return orjson.dumps(values).decode()
 
 
 async def _replace_earlier(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
