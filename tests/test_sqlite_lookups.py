@@ -96,3 +96,38 @@ async def test_sms_opt_outs_read_on_sqlite_what_the_core_statement_reads(
 
 def _customer(customer_id: str) -> dict[str, Any]:
     return {"id": customer_id, "attributes": {}, "created_at": NOW, "updated_at": NOW}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+async def test_get_many_reads_the_customers_the_orm_reads(platform: Any) -> None:
+    """The send path's customers (views read without the ORM, on SQLite by driver SQL) hold
+    what the ORM loads: contacts, locale, time zone, attributes (nested, Chinese) and tags."""
+    rng = random.Random(9)
+    rows = []
+    for i in range(30):
+        row = _customer(f"V{i:02d}")
+        row |= {
+            "name": None if i % 4 == 0 else f"客户{i}",
+            "phone": None if i % 3 == 0 else f"1390000{i:04d}",
+            "email": f"v{i}@example.com" if i % 2 else None,
+            "wechat_openid": f"oAbc{i:020d}" if i % 5 else None,
+            "timezone": rng.choice(["Asia/Shanghai", "Asia/Hong_Kong", "UTC"]),
+            "attributes": {"aum": str(rng.randrange(10**7)), "tier": "私行", "n": [1, None, 2.5]},
+            "tags": sorted(rng.sample(["vip", "代发", "new"], rng.randrange(4))),
+        }
+        rows.append(row)
+    async with platform.runtime.sessionmaker() as session:
+        await session.execute(insert(Customer), rows)
+        await session.commit()
+    wanted = [*rng.sample([r["id"] for r in rows], 20), "nobody", "V01"]
+    async with platform.runtime.sessionmaker() as session:
+        views = await customers_repository.get_many(session, wanted)
+        stored = {c: await customers_repository.get(session, c) for c in set(wanted)}
+    assert set(views) == {c for c, s in stored.items() if s is not None}
+    for customer_id, view in views.items():
+        orm = stored[customer_id]
+        assert orm is not None
+        for field in ("name", "phone", "email", "wechat_openid", "locale", "timezone", "tags"):
+            assert getattr(view, field) == getattr(orm, field), field
+        assert view.attributes == orm.attributes
+        assert view.id == customer_id

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from app.customers.consent import Consent, allows
-from app.customers.models import Customer
+from app.customers.models import StoredCustomer
 from app.errors import FieldError, ValidationFailed
 from app.messages.models import Message
 from app.messages.schemas import MessageItem
@@ -55,7 +55,7 @@ def request_hash(scenario: str, item: MessageItem, *, as_sent: bool = False) -> 
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _contacts(customer: Customer | None, item: MessageItem) -> dict[str, str]:
+def _contacts(customer: StoredCustomer | None, item: MessageItem) -> dict[str, str]:
     contacts: dict[str, str] = {}
     if customer is not None:
         for name in CONTACT_FIELD.values():
@@ -178,7 +178,7 @@ class Composer:
         self,
         item: MessageItem,
         *,
-        customer: Customer | None,
+        customer: StoredCustomer | None,
         owner: str,
         idempotency_key: str | None,
         now: datetime,

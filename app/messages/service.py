@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import Principal
 from app.customers import repository as customers
-from app.customers.models import Customer
+from app.customers.models import CustomerView
 from app.db import after_commit
 from app.errors import (
     AppError,
@@ -117,7 +117,7 @@ class _Plan:
         self.specs: dict[tuple[str, tuple[tuple[str, str], ...]], Composer | AppError] = {}
         self.ids: list[str] = []
         self.done = False  # every request decided
-        self.customers: dict[str, Customer] = {}
+        self.customers: dict[str, CustomerView] = {}
         self.fresh: dict[int, Prepared] = {}
         self.first_of_key: dict[tuple[str, str], int] = {}
         self.repeats: dict[int, int] = {}  # index -> index of the first request with its key

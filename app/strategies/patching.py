@@ -27,7 +27,7 @@ from app.customers import service as customers
 from app.customers.attributes import AttributeType, InvalidValue, coerce
 from app.customers.consent import Consent, Purpose, allows, consent_state
 from app.customers.fields import phone_key, reply_keys
-from app.customers.models import Customer
+from app.customers.models import StoredCustomer
 from app.settings import MarketingSettings, Settings
 from app.strategies import repository, service
 from app.tracking.links import TrackedHosts, as_tracked, written_hosts
@@ -76,7 +76,7 @@ def _hour_window(start: str, end: str) -> decide.HourWindow:
     return decide.HourWindow(clock.fromisoformat(start), clock.fromisoformat(end))
 
 
-def profile(customer: Customer) -> dict[str, Any]:
+def profile(customer: StoredCustomer) -> dict[str, Any]:
     """The profile rules see: attributes, tags and the built-in fields."""
     attributes = {**(customer.attributes or {}), service.TAGS: list(customer.tags or [])}
     return profile_of(attributes, locale=customer.locale, timezone=customer.timezone)
@@ -179,7 +179,7 @@ class Patcher:
         self,
         message: dict[str, Any],
         *,
-        customer: Customer | None,
+        customer: StoredCustomer | None,
         inline_profile: Mapping[str, Any] | None,
         now: datetime,
     ) -> None:
@@ -255,7 +255,7 @@ class Patcher:
         return found
 
     def _who(
-        self, customer_id: str, customer: Customer | None, inline: Mapping[str, Any] | None
+        self, customer_id: str, customer: StoredCustomer | None, inline: Mapping[str, Any] | None
     ) -> decide.Customer:
         base = profile(customer) if customer is not None else {}
         timezone = customer.timezone if customer is not None else DEFAULT_TIMEZONE
@@ -270,7 +270,7 @@ class Patcher:
         customer_id: str,
         *,
         phone: str | None = None,
-        customer: Customer | None = None,
+        customer: StoredCustomer | None = None,
         own_phone: str | None = None,
     ) -> Consent:
         """The customer's consent: recorded decisions over the defaults; with the ``phone``
