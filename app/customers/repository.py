@@ -77,6 +77,7 @@ async def get_many(session: AsyncSession, ids: Sequence[str]) -> dict[str, Custo
 
 
 def _view(*values: Any) -> CustomerView:
+    """A view from a row's values, in _VIEW_FIELDS' order (a row's length is not typed)."""
     return CustomerView(*values)
 
 
