@@ -96,9 +96,13 @@ async def sqlite_select_in(
     the number of values, without a Core select's building, cache key and parameter
     processing, which cost three to six times the query itself for a group's lookups."""
     connection = await session.connection()
-    ids = orjson.dumps(list(values)).decode()
-    rows: Any = await connection.exec_driver_sql(sql, (ids, *params))
+    rows: Any = await connection.exec_driver_sql(sql, (json_array(values), *params))
     return list(rows)
+
+
+def json_array(values: Collection[str]) -> str:
+    """``values`` as the one JSON parameter that ``json_each(?)`` reads (SQLite)."""
+    return orjson.dumps(list(values)).decode()
 
 
 def _sqlite_utc_text() -> Callable[[Any], str | None]:

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, json_array
 from app.messages import pipeline_sqlite, repository
 from tests.test_pipeline_pg import (
     CLAIM_ROWS,
@@ -131,7 +131,7 @@ async def test_outcomes_of_every_shape_are_written_as_cores_write_them(
 
 async def test_ids_and_times_are_bound_as_stored(sessions: Sessions) -> None:
     ids: Sequence[str] = ["msg_1", 'msg_"2', "消息_3"]
-    assert pipeline_sqlite._ids(ids) == '["msg_1","msg_\\"2","消息_3"]'
+    assert json_array(ids) == '["msg_1","msg_\\"2","消息_3"]'
     async with sessions() as session:
         later = NOW + timedelta(microseconds=5)
         assert pipeline_sqlite.stored_time(session, later) == "2026-05-01 12:00:00.000005"

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import column_processor
+from app.db import column_processor, json_array, sqlite_select_in
 from app.messages.models import Message
 from app.messages.outcomes import Claimed
 
@@ -48,17 +48,13 @@ _HELD = (
 )
 
 
-def _ids(ids: Sequence[str]) -> str:
-    return orjson.dumps(list(ids)).decode()
-
-
 async def claim_many(
     session: AsyncSession, ids: Sequence[str], *, worker: str, now: str, lease_until: str
 ) -> list[Claimed]:
     """repository.claim_many; ``now`` and ``lease_until`` as the column stores them (the
     UTCDateTime bind processor's text)."""
     connection = await session.connection()
-    params = (worker, lease_until, now, _ids(ids), now, now)
+    params = (worker, lease_until, now, json_array(ids), now, now)
     rows: Any = await connection.exec_driver_sql(_CLAIM, params)
     loads = orjson.loads
     return [
@@ -80,9 +76,7 @@ async def claim_many(
 
 async def held_claims(session: AsyncSession, ids: Sequence[str], *, worker: str) -> dict[str, int]:
     """The claim (attempt count) of each of these messages the worker still holds."""
-    connection = await session.connection()
-    rows: Any = await connection.exec_driver_sql(_HELD, (_ids(ids), worker))
-    return {row[0]: row[1] for row in rows.all()}
+    return {row[0]: row[1] for row in await sqlite_select_in(session, _HELD, ids, worker)}
 
 
 def stored_time(session: AsyncSession, value: datetime) -> str:
