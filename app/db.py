@@ -44,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from app.settings import async_database_url
-from app.sqlite_inline import inline_creator
+from app.sqlite_inline import InlineConnection, inline_creator, observed, run_sql
 from app.timeutil import as_utc
 
 NAMING_CONVENTION = {
@@ -95,9 +95,7 @@ async def sqlite_select_in(
     (``x IN (SELECT value FROM json_each(?))``), run as driver SQL: a fixed text whatever
     the number of values, without a Core select's building, cache key and parameter
     processing, which cost three to six times the query itself for a group's lookups."""
-    connection = await session.connection()
-    rows: Any = await connection.exec_driver_sql(sql, (json_array(values), *params))
-    return list(rows)
+    return (await run_sql(session, sql, (json_array(values), *params))).rows
 
 
 def json_array(values: Collection[str]) -> str:
@@ -225,6 +223,11 @@ def _sqlite_engine(url: str, *, read_only: bool) -> AsyncEngine:
         # locked" (no busy wait on lock upgrade), so writers take the lock up front.
         # Read-only sessions stay deferred: in WAL mode they never block the writer.
         read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+        driver = conn.connection.driver_connection
+        # directly (sqlite_inline.run_sql), unless it has to wait for the lock
+        direct = not read_only and isinstance(driver, InlineConnection)
+        if direct and not observed(conn.engine) and driver.begin_immediate():
+            return
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine

@@ -6,7 +6,7 @@ their bind processors: profiles of single sends on the embedded default put that
 quarter of accepting a message, more than SQLite took to write it. Here the statement text
 is made once per table and set of columns, each column's own bind processor (JSON by the
 engine's serializer, UTC times, Money) is looked up once, and the rows go to the driver as
-tuples through ``exec_driver_sql``, in the session's transaction: the values stored are
+tuples as driver SQL (sqlite_inline.run_sql), in the session's transaction: the values stored are
 those Core would have stored, defaults included (tests/test_sqlite_rows.py compares both).
 
 PostgreSQL keeps its own paths (bulk_pg's COPY, pipeline_pg's arrays) and Core.
@@ -23,6 +23,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Processor, bound_column, column_processor, scalar_defaults
+from app.sqlite_inline import run_sql
 
 
 def applies(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -61,10 +62,10 @@ async def update_by_key(
 
 
 async def _run(session: AsyncSession, sql: str, params: list[tuple[Any, ...]]) -> int:
-    connection = await session.connection()
     # one row: execute (Core would not take a list of one as executemany either)
-    result = await connection.exec_driver_sql(sql, params[0] if len(params) == 1 else params)
-    return int(result.rowcount)
+    if len(params) == 1:
+        return (await run_sql(session, sql, params[0])).rowcount
+    return (await run_sql(session, sql, params, many=True)).rowcount
 
 
 def _columns(table: Table, row: Mapping[str, Any]) -> tuple[str, ...]:

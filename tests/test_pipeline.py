@@ -480,3 +480,47 @@ async def test_an_erasure_waits_for_an_outcome_being_written_and_removes_its_sen
         await writing.commit()
     assert await erasing in (200, 202, 204)
     assert await _sandbox_rows(platform, two.message_id) == []
+
+
+class _BrokenRecorder(SandboxProvider):
+    """Writes its sends, then fails: its own defect, not the database's."""
+
+    async def record_sends(self, session: Any, provider_message_ids: Any) -> None:
+        await super().record_sends(session, provider_message_ids)
+        raise RuntimeError("recorder bug")
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["all-fine", "one-broken"])
+async def test_a_providers_failure_to_record_loses_its_records_only(
+    platform: Platform, caplog: pytest.LogCaptureFixture, broken: bool
+) -> None:
+    """The keeping providers of a group record in one savepoint; when one fails, the others'
+    records are written all the same (each again in its own savepoint) and the failing
+    one's, half written, are not."""
+    from app.messages import recorded_sends
+
+    runtime = platform.runtime
+    sms = SandboxProvider(account="keep-sms", channel="sms", context=_context(platform))
+    email_class = _BrokenRecorder if broken else SandboxProvider
+    email = email_class(account="keep-email", channel="email", context=_context(platform))
+    runtime.providers.replace("sms", [sms])
+    runtime.providers.replace("email", [email])
+    sends = {}
+    for provider, to in ((sms, "13800001234"), (email, "a@example.com")):
+        result = await provider.send(
+            to=to, content={"body": "x"}, idempotency_key=f"k-{to}", message_id=f"m-{to}"
+        )
+        sends[provider.account] = [result.provider_message_id]
+    async with runtime.sessionmaker() as session:
+        await recorded_sends.record(runtime, session, sends)
+        await session.commit()
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(select(SANDBOX.c.id, SANDBOX.c.provider))).all()
+    expected = {(sends["keep-sms"][0], "keep-sms")}
+    if not broken:
+        expected.add((sends["keep-email"][0], "keep-email"))
+    assert set(rows) == expected
+    failures = [
+        r for r in caplog.records if r.getMessage() == "a provider failed to record its sends"
+    ]
+    assert [getattr(r, "provider", None) for r in failures] == (["keep-email"] if broken else [])

@@ -57,7 +57,7 @@ async def test_claims_and_outcomes_look_messages_up_by_id(
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if "messages" in statement and " IN (" in statement:
+        if ("messages" in statement or "outbox" in statement) and " IN (" in statement:
             seen.append((statement, parameters))
 
     event.listen(runtime.engine.sync_engine, "before_cursor_execute", capture)
@@ -76,6 +76,12 @@ async def test_claims_and_outcomes_look_messages_up_by_id(
         shown = plan(tmp_path / "icc.db", statement, parameters)
         assert "ix_messages_status" not in shown, shown
         assert "sqlite_autoindex_messages_1 (id=?)" in shown, shown
+    # the finished messages' outbox rows, by the primary key
+    finished = [s for s in seen if s[0].startswith("DELETE FROM outbox")]
+    assert finished, [s[0][:60] for s in seen]
+    for statement, parameters in finished:
+        shown = plan(tmp_path / "icc.db", statement, parameters)
+        assert "sqlite_autoindex_outbox_1 (message_id=?)" in shown, shown
 
 
 async def test_sweeps_go_through_indexes(idle_runtime: Runtime, tmp_path: Path) -> None:

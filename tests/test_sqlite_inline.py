@@ -4,14 +4,19 @@ elsewhere without blocking the loop, and give up after its time limit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import sqlite_inline
-from app.db import create_engine
+from app.db import create_engine, create_sessionmaker
+from app.sqlite_inline import run_sql
 
 
 async def _ticker(ticks: list[int]) -> None:
@@ -70,3 +75,116 @@ async def test_the_wait_for_a_lock_is_bounded(
     await _insert(url, 3)  # the connection is usable again
     assert blocker.execute("SELECT x FROM t").fetchall() == [(3,)]
     blocker.close()
+
+
+# run_sql: driver SQL straight on the writer's sqlite3 connection, inside the session's
+# transaction, with SQLAlchemy's errors; through exec_driver_sql wherever it cannot.
+
+
+@pytest.fixture
+async def writer(database: tuple[str, Path]) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database[0])
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE UNIQUE INDEX ux_t ON t (x)")
+    yield engine
+    await engine.dispose()
+
+
+def _listening(engine: AsyncEngine) -> contextlib.AbstractContextManager[list[str]]:
+    """Capture the engine's statements (which makes run_sql take exec_driver_sql)."""
+
+    @contextlib.contextmanager
+    def listening() -> Iterator[list[str]]:
+        seen: list[str] = []
+
+        def capture(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(engine.sync_engine, "before_cursor_execute", capture)
+        try:
+            yield seen
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", capture)
+
+    return listening()
+
+
+async def _ran(engine: AsyncEngine) -> list[object]:
+    """The same statements' answers: an executemany's count, RETURNING rows, a select."""
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session:
+        many = await run_sql(session, "INSERT INTO t VALUES (?)", [(1,), (2,), (3,)], many=True)
+        returned = await run_sql(session, "UPDATE t SET x = x * 10 WHERE x > ? RETURNING x", (1,))
+        selected = await run_sql(session, "SELECT x FROM t ORDER BY x")
+        await session.rollback()
+    return [many.rowcount, sorted(returned.rows), returned.rowcount, selected.rows]
+
+
+async def test_run_sql_answers_as_exec_driver_sql_does(writer: AsyncEngine) -> None:
+    direct = await _ran(writer)
+    with _listening(writer) as seen:
+        through_sqlalchemy = await _ran(writer)
+    assert len([s for s in seen if s.startswith(("INSERT", "UPDATE", "SELECT"))]) == 3
+    assert direct == through_sqlalchemy == [3, [(20,), (30,)], 2, [(1,), (20,), (30,)]]
+
+
+async def test_run_sql_goes_direct_only_on_the_inline_writer(
+    writer: AsyncEngine, database: tuple[str, Path]
+) -> None:
+    async with create_sessionmaker(writer)() as session:
+        assert isinstance(await sqlite_inline._inline_writer(session), sqlite3.Connection)
+        with _listening(writer):
+            assert await sqlite_inline._inline_writer(session) is None
+    reader = create_engine(database[0], read_only=True)  # aiosqlite's threads
+    try:
+        async with create_sessionmaker(reader)() as session:
+            assert await sqlite_inline._inline_writer(session) is None
+            assert (await run_sql(session, "SELECT count(*) FROM t")).rows == [(0,)]
+    finally:
+        await reader.dispose()
+
+
+async def test_run_sql_writes_in_the_sessions_transaction_of_the_moment(
+    writer: AsyncEngine, database: tuple[str, Path]
+) -> None:
+    async with create_sessionmaker(writer)() as session:
+        await run_sql(session, "INSERT INTO t VALUES (1)")
+        await session.commit()
+        # a new transaction: begun for this statement, undone by the rollback (on a
+        # connection left outside a transaction, the insert would commit by itself)
+        await run_sql(session, "INSERT INTO t VALUES (2)")
+        await session.rollback()
+        await run_sql(session, "INSERT INTO t VALUES (3)")
+        await session.commit()
+    with sqlite3.connect(database[1]) as check:
+        assert check.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (3,)]
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["direct", "exec_driver_sql"])
+async def test_run_sql_raises_sqlalchemys_errors(writer: AsyncEngine, listened: bool) -> None:
+    context = _listening(writer) if listened else contextlib.nullcontext()
+    with context:
+        async with create_sessionmaker(writer)() as session:
+            await run_sql(session, "INSERT INTO t VALUES (1)")
+            with pytest.raises(IntegrityError) as raised:
+                await run_sql(session, "INSERT INTO t VALUES (?)", [(2,), (1,)], many=True)
+            assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+            with pytest.raises(OperationalError):
+                await run_sql(session, "SELECT nothing FROM t")
+
+
+async def test_run_sql_writes_in_savepoints_roll_back_with_them(
+    writer: AsyncEngine, database: tuple[str, Path]
+) -> None:
+    async with create_sessionmaker(writer)() as session:
+        await run_sql(session, "INSERT INTO t VALUES (1)")
+        with contextlib.suppress(LookupError):
+            async with session.begin_nested():
+                await run_sql(session, "INSERT INTO t VALUES (2)")
+                raise LookupError("undo the savepoint")
+        async with session.begin_nested():
+            await run_sql(session, "INSERT INTO t VALUES (3)")
+        await run_sql(session, "INSERT INTO t VALUES (4)")
+        await session.commit()
+    with sqlite3.connect(database[1]) as check:
+        assert check.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (3,), (4,)]

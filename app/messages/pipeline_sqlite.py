@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import orjson
 from sqlalchemy import Table
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import column_processor, json_array, sqlite_select_in
 from app.messages.models import Message
 from app.messages.outcomes import Claimed
+from app.sqlite_inline import run_sql
 
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 
@@ -53,9 +53,8 @@ async def claim_many(
 ) -> list[Claimed]:
     """repository.claim_many; ``now`` and ``lease_until`` as the column stores them (the
     UTCDateTime bind processor's text)."""
-    connection = await session.connection()
     params = (worker, lease_until, now, json_array(ids), now, now)
-    rows: Any = await connection.exec_driver_sql(_CLAIM, params)
+    rows = (await run_sql(session, _CLAIM, params)).rows
     loads = orjson.loads
     return [
         Claimed(
@@ -70,7 +69,7 @@ async def claim_many(
             row[8],
             bool(row[9]),
         )
-        for row in rows.all()
+        for row in rows
     ]
 
 

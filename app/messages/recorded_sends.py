@@ -46,13 +46,25 @@ def sends_of(outcomes: Sequence[Outcome]) -> Sends:
 
 
 async def record(runtime: Runtime, session: AsyncSession, sends: Sends) -> None:
-    """Let the providers that keep their sends write these, in ``session``. Each in a
-    savepoint: a provider's failure (other than the database's own, which fails the whole
-    transaction and is retried with it) loses its records, never the outcomes."""
-    for account, ids in sends.items():
-        provider = _keeping(runtime, account)
-        if provider is None:
-            continue
+    """Let the providers that keep their sends write these, in ``session``, in a savepoint:
+    a provider's failure (other than the database's own, which fails the whole transaction
+    and is retried with it) loses records, never the outcomes. All in one savepoint; if one
+    fails, each again in its own, so that only the failing one's records are lost."""
+    keeping = [
+        (account, provider, ids)
+        for account, ids in sends.items()
+        if (provider := _keeping(runtime, account)) is not None
+    ]
+    if len(keeping) > 1:
+        try:
+            async with session.begin_nested():
+                for _, provider, ids in keeping:
+                    await provider.record_sends(session, ids)
+            return
+        except Exception as exc:
+            if passing_db_error(exc):
+                raise
+    for account, provider, ids in keeping:
         try:
             async with session.begin_nested():
                 await provider.record_sends(session, ids)

@@ -23,12 +23,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import sqlite_rows
-from app.db import dialect_name, insert_ignoring_conflicts
+from app.db import dialect_name, insert_ignoring_conflicts, json_array
 from app.experiments.models import Experiment
 from app.ids import first_id_at
 from app.messages import bulk_pg, pipeline_pg, pipeline_sqlite
 from app.messages.models import Message, MessageEvent, Outbox
 from app.messages.outcomes import Claimed, Outcome, sending_event
+from app.sqlite_inline import run_sql
 
 # Core tables: bulk writes skip the ORM's per-row bookkeeping
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
@@ -305,7 +306,9 @@ async def _write_outcomes(session: AsyncSession, mine: Sequence[Outcome]) -> Non
     await _update_messages(session, mine)
     await add_events(session, [e for o in mine for e in o.events])
     finished = [o.message_id for o in mine if o.finished]
-    if finished:
+    if finished and dialect_name(session) == "sqlite":
+        await run_sql(session, _FINISHED_SQLITE, (json_array(finished),))
+    elif finished:
         await session.execute(delete(OUTBOX).where(OUTBOX.c.message_id.in_(finished)))
     again = [
         {"b_id": o.message_id, "b_due": o.due_at}
@@ -321,6 +324,11 @@ async def _write_outcomes(session: AsyncSession, mine: Sequence[Outcome]) -> Non
             .values(due_at=bindparam("b_due"), enqueued_at=bindparam("b_due")),
             again,
         )
+
+
+# the outbox rows of finished messages on SQLite: one fixed text, the ids as one parameter
+# (an IN list is a statement of its own for every group size)
+_FINISHED_SQLITE = "DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))"
 
 
 async def _update_messages(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:

@@ -32,6 +32,7 @@ from app.customers.models import Customer
 from app.db import dialect_name, hold_locks, lock_bucket, lock_key, read_sqlite_utc
 from app.experiments.models import Experiment
 from app.messages.models import Message, reaches_at
+from app.sqlite_inline import run_sql
 from app.strategies.models import Segment, Strategy
 from app.timeutil import as_utc, utcnow
 from strategies.rules import Rule
@@ -305,8 +306,7 @@ async def _seek_on_sqlite(
     of what strategies add to a send, in profiles of the strategies benchmark)."""
     sql, names, fixed = _sqlite_seeks(size)
     values = fixed | params
-    connection = await session.connection()
-    rows: Any = await connection.exec_driver_sql(sql, tuple(values[name] for name in names))
+    rows = (await run_sql(session, sql, tuple(values[name] for name in names))).rows
     return [(row[0], read_sqlite_utc(row[1])) for row in rows]
 
 
