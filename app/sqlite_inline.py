@@ -136,14 +136,13 @@ class InlineConnection:
         return self._conn
 
     def begin_immediate(self) -> bool:
-        """``BEGIN IMMEDIATE`` at once; False (nothing done) when another connection holds
-        the write lock: then the caller takes the waiting way (``run``)."""
+        """``BEGIN IMMEDIATE`` at once; False (nothing done) when it fails, above all when
+        another connection holds the write lock: then the caller takes the waiting way
+        (``run``, through SQLAlchemy, which also wraps any other error as its own)."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                return False
-            raise
+        except sqlite3.Error:  # busy, or a failure the waiting way raises as SQLAlchemy's
+            return False
         return True
 
     def cursor(self) -> InlineCursor:
@@ -235,10 +234,14 @@ async def _inline_writer(session: AsyncSession) -> sqlite3.Connection | None:
         sqlite = driver.sqlite if isinstance(driver, InlineConnection) else None
         current = sync.get_nested_transaction() or sync.get_transaction()
         known = session.info[_WRITER] = (current, sqlite, connection.engine)
-    if known[1] is None or observed(known[2]):
+    transaction, writer = known[0], known[1]
+    # not after a failed flush (the same transaction, no longer active, rolled back) nor a
+    # commit under the session: SQLAlchemy's way refuses the statement as it should
+    if writer is None or transaction is None or not transaction.is_active:
         return None
-    writer: sqlite3.Connection = known[1]
-    return writer
+    if not writer.in_transaction:
+        return None
+    return None if observed(known[2]) else writer
 
 
 def observed(engine: Engine) -> bool:

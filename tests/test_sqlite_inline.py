@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, PendingRollbackError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app import sqlite_inline
 from app.db import create_engine, create_sessionmaker
@@ -188,3 +189,58 @@ async def test_run_sql_writes_in_savepoints_roll_back_with_them(
         await session.commit()
     with sqlite3.connect(database[1]) as check:
         assert check.execute("SELECT x FROM t ORDER BY x").fetchall() == [(1,), (3,), (4,)]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Item(_Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["direct", "exec_driver_sql"])
+async def test_run_sql_after_a_failed_flush_is_refused_as_sqlalchemy_refuses_it(
+    writer: AsyncEngine, database: tuple[str, Path], listened: bool
+) -> None:
+    """A failed flush rolls the transaction back but leaves it the session's current one,
+    inactive: a statement then must not run on the connection (outside any transaction, it
+    would commit by itself)."""
+    async with writer.begin() as conn:
+        await conn.run_sync(_Base.metadata.create_all)
+    context = _listening(writer) if listened else contextlib.nullcontext()
+    with context:
+        async with create_sessionmaker(writer)() as session:
+            session.add(_Item(id=1))
+            await session.commit()
+            await run_sql(session, "INSERT INTO t VALUES (1)")
+            session.add(_Item(id=1))
+            with pytest.raises(IntegrityError):
+                await session.flush()
+            with pytest.raises(PendingRollbackError):
+                await run_sql(session, "INSERT INTO t VALUES (2)")
+            await session.rollback()
+    with sqlite3.connect(database[1]) as check:
+        assert check.execute("SELECT x FROM t").fetchall() == []
+
+
+async def test_a_begin_sqlite_refuses_comes_out_as_sqlalchemys_error(
+    writer: AsyncEngine,
+) -> None:
+    """Not a busy lock (here an authorizer denies it, as an I/O error or a full disk would):
+    the direct BEGIN IMMEDIATE hands over to SQLAlchemy's way, which raises its own error
+    (DBAPIError: what passing_db_error tells retries by)."""
+
+    def deny_transactions(action: int, *_: object) -> int:
+        return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_TRANSACTION else sqlite3.SQLITE_OK
+
+    async with create_sessionmaker(writer)() as session:
+        await run_sql(session, "SELECT 1")
+        raw = await sqlite_inline._inline_writer(session)
+        assert raw is not None
+        await session.rollback()
+        raw.set_authorizer(deny_transactions)
+        with pytest.raises(DBAPIError, match="not authorized"):
+            await run_sql(session, "SELECT 1")
+        raw.set_authorizer(None)
