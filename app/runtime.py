@@ -256,12 +256,15 @@ class Runtime:
     async def _process_gathered(self, ids: list[str]) -> None:
         """The in-process queue's handler. Its jobs (at most a chunk) are gathered while
         another is sent, and usually sent alone. With local providers only (the sandbox:
-        the embedded default) a job is claimed as one slice and sent at once, not
-        ``concurrency`` at a time: one claim and one outcome group instead of several. Real
-        providers keep the slices, each claimed shortly before it is sent: a whole chunk
-        queued at once for a pool of a few connections would run past its claim's lease."""
-        step = len(ids) if self.providers.all_local() else None
-        await delivery.process_many(self, ids, step=step)
+        the embedded default) a job is claimed as one slice and sent by one task, message
+        after message: one claim and one outcome group instead of several, and no task per
+        message (they wait for nothing: concurrency would gain nothing). Real providers keep
+        the slices, each claimed shortly before it is sent: a whole chunk queued at once for
+        a pool of a few connections would run past its claim's lease."""
+        if self.providers.all_local():
+            await delivery.process_many(self, ids, step=len(ids), senders=1)
+        else:
+            await delivery.process_many(self, ids)
 
     async def close(self) -> None:
         # the campaign runner first: a chunk rolled back by the cancel is simply run again

@@ -180,8 +180,25 @@ async def test_close_ends_a_consumer_whose_job_swallowed_the_cancel() -> None:
     await asyncio.wait_for(queue.close(), timeout=5.0)
 
 
-class Remote(SandboxProvider):
-    """The sandbox, as if it sent to a remote service (ChannelProvider.local)."""
+class Counting(SandboxProvider):
+    """The sandbox, counting the sends under way at once (each yields to the loop)."""
+
+    type_name = "counting_sandbox"
+    in_flight = 0
+    most = 0
+
+    async def send(self, **kwargs: Any) -> Any:
+        Counting.in_flight += 1
+        Counting.most = max(Counting.most, Counting.in_flight)
+        try:
+            await asyncio.sleep(0)
+            return await super().send(**kwargs)
+        finally:
+            Counting.in_flight -= 1
+
+
+class Remote(Counting):
+    """As if it sent to a remote service (ChannelProvider.local)."""
 
     type_name = "remote_sandbox"
     local = False
@@ -193,18 +210,20 @@ async def test_a_gathered_job_is_claimed_as_one_slice_with_local_providers(
 ) -> None:
     """The embedded runtime sends an in-process job (at most a chunk) as one slice when its
     providers are local (the sandbox): one claim for its 100 messages, not one per
-    `concurrency` (32) of them. With a remote provider the job keeps its slices, each
-    claimed shortly before it is sent."""
+    `concurrency` (32) of them, sent one after the other by one task. With a remote provider
+    the job keeps its slices, each claimed shortly before it is sent, and sends them
+    concurrently."""
     db = tmp_path / "icc.db"
     shutil.copy(sqlite_template, db)
     runtime = Runtime(make_settings(f"sqlite:///{db}", None), run_workers=True)
     await runtime.start()
-    if not local:
-        context = ProviderContext(sessionmaker=runtime.sessionmaker)
-        for channel in CHANNELS:
-            runtime.providers.replace(
-                channel, [Remote(account=f"remote-{channel}", channel=channel, context=context)]
-            )
+    context = ProviderContext(sessionmaker=runtime.sessionmaker)
+    provider = Counting if local else Remote
+    Counting.most = 0
+    for channel in CHANNELS:
+        runtime.providers.replace(
+            channel, [provider(account=f"p-{channel}", channel=channel, context=context)]
+        )
     claims: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
@@ -228,6 +247,7 @@ async def test_a_gathered_job_is_claimed_as_one_slice_with_local_providers(
         for message_id in ids:
             assert (await platform.wait_terminal(message_id))["status"] == "delivered"
         assert (len(claims) == 1) is local, claims
+        assert (Counting.most == 1) is local, Counting.most
     finally:
         event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
         await runtime.close()

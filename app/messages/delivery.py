@@ -37,11 +37,14 @@ log = logging.getLogger("icc.delivery")
 RECORDING_BACKLOG = 2_000
 
 
-async def process_many(runtime: Runtime, ids: list[str], *, step: int | None = None) -> None:
+async def process_many(
+    runtime: Runtime, ids: list[str], *, step: int | None = None, senders: int | None = None
+) -> None:
     """Send a job's messages ``step`` (default: ``queue.concurrency``) at a time, each starting
-    as soon as another finishes. They are claimed in slices of that size, a couple of slices
-    ahead of the one being sent (claims made at the same time share one transaction): claims do not
-    hold the sends up, and a message's send starts well within its claim's lease.
+    as soon as another finishes (``senders``: fewer at a time, in slices of ``step``). They
+    are claimed in slices of that size, a couple of slices ahead of the one being sent
+    (claims made at the same time share one transaction): claims do not hold the sends up,
+    and a message's send starts well within its claim's lease.
 
     Each outcome is handed to the recorder as soon as it is known (outcomes finishing
     together share one transaction; a sender does not wait for it): a fast message's
@@ -59,7 +62,7 @@ async def process_many(runtime: Runtime, ids: list[str], *, step: int | None = N
             outcomes.append(outcome)
             recorded.append(runtime.record_outcome(outcome))
 
-    await asyncio.gather(*(sender() for _ in range(min(step, len(ids)))))
+    await asyncio.gather(*(sender() for _ in range(min(senders or step, len(ids)))))
     settling = _settle(runtime, outcomes, recorded)
     if runtime.recording_backlog > RECORDING_BACKLOG:
         await settling  # the database lags: no new job until this one is written
