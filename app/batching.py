@@ -10,10 +10,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# Loop turns a batch waits before it is taken. Whoever is about to submit gets its turn: on
+# a busy server, the requests that came in while the last flush ran (SQLite's writer runs
+# on the loop), and the next ones of the callers just answered. Under single sends from
+# 32 connections, groups grew from about 16 to 32 messages, and icc serve's CPU per
+# message fell by a tenth (bench.accept_single); a lone caller waits some microseconds.
+LINGER_TURNS = 3
+
+
 class Coalescer(Generic[T, R]):
     """Runs ``flush(items)`` for items submitted concurrently. One flush runs at a time;
-    whatever arrives meanwhile forms the next batch, so batches grow with load and a lone
-    caller waits for nothing. ``flush`` returns one result per item, in order.
+    whatever arrives meanwhile, or within a few loop turns of the batch being taken
+    (LINGER_TURNS), forms the next batch, so batches grow with load and a lone caller
+    waits for nothing but those turns. ``flush`` returns one result per item, in order.
 
     With ``concurrency`` > 1, another flush starts beside the running ones once a full
     batch is waiting: a backlog is written by overlapping transactions instead of queueing
@@ -48,11 +57,24 @@ class Coalescer(Generic[T, R]):
         if not runners or (runners < self._concurrency and len(self._pending) >= self._max_batch):
             runner = asyncio.create_task(self._run())
             self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
+            runner.add_done_callback(self._ended)
         return future
+
+    def _ended(self, runner: asyncio.Task[None]) -> None:
+        self._runners.discard(runner)
+        if runner.cancelled() and not any(not r.done() for r in self._runners):
+            # cancelled before it took them (lingering, or before it started): no flush
+            # will come for what waits
+            for _, future in self._pending:
+                future.cancel()
+            self._pending.clear()
 
     async def _run(self) -> None:
         while self._pending:
+            for _ in range(LINGER_TURNS):
+                if len(self._pending) >= self._max_batch:
+                    break
+                await asyncio.sleep(0)
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:

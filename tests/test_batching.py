@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from app.batching import Coalescer
+from app.batching import LINGER_TURNS, Coalescer
 
 
 async def test_concurrent_items_share_a_flush_and_keep_their_results() -> None:
@@ -71,3 +71,38 @@ async def test_a_lone_item_after_a_finished_flush_is_flushed() -> None:
 
 async def _double(items: list[int]) -> list[int]:
     return [i * 2 for i in items]
+
+
+async def test_items_submitted_within_a_few_loop_turns_share_the_batch() -> None:
+    """A batch is taken a few loop turns after it starts (LINGER_TURNS): callers that submit
+    in those turns (requests read while the last flush ran) join it; later ones form the
+    next."""
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        return items
+
+    async def submit_after(turns: int, item: int) -> int:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await coalescer.submit(item)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush)
+    late = LINGER_TURNS + 3
+    submitted = [submit_after(turns, turns) for turns in (0, 1, LINGER_TURNS - 1, late)]
+    assert await asyncio.gather(*submitted) == [0, 1, LINGER_TURNS - 1, late]
+    assert batches == [[0, 1, LINGER_TURNS - 1], [late]]
+
+
+async def test_a_runner_cancelled_before_its_flush_cancels_what_waits() -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(flush)
+    future = coalescer.submit_nowait(1)
+    (runner,) = coalescer._runners
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(future, timeout=1)  # TimeoutError if it were left waiting
+    assert coalescer.backlog == 0
