@@ -196,7 +196,7 @@ class Ran(NamedTuple):
     rowcount: int
 
 
-_WRITER = "icc_inline_writer"  # session.info: (the transaction, its sqlite3 connection)
+_WRITER = "icc_inline_writer"  # session.info: (the transaction, its sqlite3 connection, engine)
 
 
 async def run_sql(session: AsyncSession, sql: str, params: Any = (), *, many: bool = False) -> Ran:
