@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
@@ -19,9 +20,20 @@ DEMO_KEYS_FILE = Path("var/demo-keys.env")
 
 
 def _settings() -> Settings:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a bad ICC_* value: say which, without a traceback
+        raise click.ClickException(_configuration_errors(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def _configuration_errors(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        name = "ICC_" + "__".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"  {name}: {error['msg']}")
+    return "\n".join(lines)
 
 
 @click.group()

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 def async_database_url(url: str) -> str:
@@ -20,6 +21,11 @@ def async_database_url(url: str) -> str:
         if url.startswith(plain):
             return driver + url[len(plain) :]
     return url
+
+
+def _in_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
 
 
 class QueueSettings(BaseModel):
@@ -172,7 +178,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
-        return async_database_url(url)
+        url = async_database_url(url)
+        if url.startswith("sqlite") and _in_memory(url):
+            raise ValueError(
+                "an in-memory SQLite database is one per connection: the writer, the readers "
+                "and the migrations would each see their own. Give a file path, e.g. "
+                "sqlite:///./var/icc.db"
+            )
+        return url
 
     @field_validator("redis_url", "providers_file")
     @classmethod

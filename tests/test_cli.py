@@ -187,3 +187,24 @@ def test_demo_send_records_the_patch_experiment(
         assert variant is not None
         assert patch[variant] in body
     assert ("/t/" in body) == (variant == "alt")  # only the alternative patch has a link
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("ICC_DATABASE_URL", "sqlite:///:memory:", "Give a file path"),
+        ("ICC_DATABASE_URL", "sqlite://", "Give a file path"),
+        ("ICC_DATABASE_URL", "sqlite:///file:x?mode=memory&uri=true", "Give a file path"),
+        ("ICC_QUEUE__CONCURRENCY", "0", "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_setting_is_named_without_a_traceback(
+    cli_env: CliRunner, monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    result = cli_env.invoke(main, ["migrate"])
+    assert result.exit_code == 1
+    assert f"invalid configuration:\n  {name}: " in result.output
+    assert said in result.output
+    assert "Traceback" not in result.output
