@@ -66,6 +66,7 @@ class Project:
 
     def __init__(self, ws: Workspace, runtime: Runtime, env: dict[str, str], db: Any) -> None:
         self.ws, self.runtime, self.env, self.db = ws, runtime, env, db
+        self.dsn = env["ICC_DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://")
         self.app = create_app(runtime.settings, runtime=runtime)
         self.keys: dict[str, str] = {}
         self.workers: list[Child] = []
@@ -140,6 +141,24 @@ class Project:
             if time.monotonic() > deadline:
                 raise BenchError(f"only {sent} of {len(ids)} sent after {ROUND_TIMEOUT:.0f} s")
             await asyncio.sleep(0.05)
+
+    async def check_sent(self, ids: list[str]) -> None:
+        """Every message is ``sent`` in the database (a round that wrote its outcomes)."""
+        sent = await self.db.fetchval(
+            "SELECT count(*) FROM messages WHERE id = ANY($1::text[]) AND status = 'sent'", ids
+        )
+        if sent != len(ids):
+            raise BenchError(f"only {sent} of {len(ids)} messages are sent in the database")
+
+    async def record_of(self, message_id: str) -> tuple[list[str], list[str]]:
+        """What the database keeps of a sent message: its non-null columns and its events'
+        types, in order (to check that the bound writes what the worker writes)."""
+        row = await self.db.fetchval("SELECT to_jsonb(m) FROM messages m WHERE id = $1", message_id)
+        values = json.loads(row) if isinstance(row, str) else row
+        events = await self.db.fetch(
+            "SELECT type FROM message_events WHERE message_id = $1 ORDER BY id", message_id
+        )
+        return sorted(k for k, v in values.items() if v is not None), [e[0] for e in events]
 
     async def backend_cpu(self, since: Any) -> float | None:
         """CPU seconds of the PostgreSQL backends connected since ``since`` (the worker's),

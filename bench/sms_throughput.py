@@ -21,6 +21,12 @@ process of its own on uvloop:
   for byte against the provider's rendering) and reading each JSON answer. It runs as the
   worker runs (own process, uvloop, start-up heap frozen): ``--baseline-loop asyncio`` gives
   the weaker baseline of earlier runs (asyncio's loop), for comparison.
+- bound (``bench._sms_raw_db``, ``--no-db-bound`` skips it): the baseline's loop doing by
+  hand, with asyncpg, the database writes the worker does for each message (claim and
+  ``sending`` event, outcome and ``sent`` event, outbox row deleted), on messages accepted
+  as the project's are. Checked to keep the same record of a send as the worker (columns
+  and events). It is what any program keeping that record reaches on this machine: the
+  project is compared with it too (worker / bound).
 
 Both are timed on the simulator: requests / (first answer -> last answer). The project is also
 timed from the database (first ``sending`` event -> last ``sent_at``), which covers the claim
@@ -93,6 +99,7 @@ class Bench:
         self.args, self.project, self.gateway = args, project, gateway
         self.concurrency: int = args.concurrency
         self.text_file = project.ws.path / "sms_text.txt"
+        self.sent_ids: dict[str, list[str]] = {}  # accepted per round tag
 
     async def project_round(self, count: int, tag: str, profile: Path | None = None) -> Round:
         """The messages are accepted (and their jobs queued) before the worker starts: the
@@ -100,7 +107,7 @@ class Bench:
         batch_postgres's measure; done during the round, it took CPU from the worker on
         these 2 cores and could leave it waiting for the next batch)."""
         await self.gateway.reset()
-        ids = await self.project.accept(count, tag)
+        ids = self.sent_ids[tag] = await self.project.accept(count, tag)
         since = await self.project.db.fetchval("SELECT now()")
         worker = self.project.start_worker(tag)
         cpu, machine, redis_cpu = CpuClock(worker.proc.pid), MachineClock(), RedisCpu()
@@ -142,7 +149,46 @@ class Bench:
         cpu = float(orjson.loads(result.read_bytes())["cpu"])
         return Round(await self.gateway.stats(), cpu, machine.busy(), redis_cpu.seconds())
 
-    async def run(self) -> list[tuple[Round, Round]]:
+    async def bound_round(self, count: int, tag: str) -> Round:
+        """The raw loop with the worker's database writes done by hand (bench._sms_raw_db), on
+        freshly accepted messages; its CPU is the loop's own, PostgreSQL's is its backends'."""
+        ids = self.sent_ids[f"b{tag}"] = await self.project.accept(count, f"b{tag}")
+        ids_file = self.project.ws.path / f"bound-{tag}.ids"
+        ids_file.write_text("\n".join(ids), encoding="utf-8")
+        result = self.project.ws.path / f"bound-{tag}.json"
+        argv = [sys.executable, "-m", "bench._sms_raw_db", "--url", self.gateway.url]
+        argv += ["--dsn", self.project.dsn, "--ids-file", str(ids_file)]
+        argv += ["--text-file", str(self.text_file), "--concurrency", str(self.concurrency)]
+        argv += ["--result", str(result)]
+        await self.gateway.reset()
+        since = await self.project.db.fetchval("SELECT now()")
+        machine, redis_cpu = MachineClock(), RedisCpu()
+        child = self.project.ws.spawn(f"bound-loop-{tag}", argv, env=child_env())
+        postgres_cpu: float | None = None
+        deadline = asyncio.get_running_loop().time() + RAW_TIMEOUT
+        while child.proc.poll() is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise BenchError(f"the bound loop did not finish in {RAW_TIMEOUT:.0f} s")
+            # its backends end with it: their CPU is read while they are all there
+            reading = await self.project.backend_cpu(since)
+            if reading is not None:
+                postgres_cpu = max(reading, postgres_cpu or 0.0)
+            await asyncio.sleep(0.05)
+        if child.proc.returncode != 0:
+            raise BenchError(f"the bound loop failed; its log ends:\n{child.tail()}")
+        cpu = float(orjson.loads(result.read_bytes())["cpu"])
+        stats = await self.gateway.stats()
+        await self.project.check_sent(ids)
+        return Round(stats, cpu, machine.busy(), redis_cpu.seconds(), postgres_cpu)
+
+    async def check_same_record(self) -> None:
+        """The bound keeps the same record of a send as the worker: columns and events."""
+        project = await self.project.record_of(self.sent_ids["w"][0])
+        bound = await self.project.record_of(self.sent_ids["bw"][0])
+        if project != bound:
+            raise BenchError(f"the bound writes {bound}, the worker {project}")
+
+    async def run(self) -> list[tuple[Round, Round, Round | None]]:
         await self.project.prepare()
         n, rounds = self.args.messages, self.args.rounds
         warm = await self.project_round(n, "w")
@@ -151,6 +197,9 @@ class Bench:
         if not self.concurrency:
             self.concurrency = warm.gateway.connections
         await self.raw_round(n, "w")
+        if self.args.db_bound:
+            await self.bound_round(n, "w")
+            await self.check_same_record()
         print(
             f"   baseline: {self.concurrency} connections (as many as the worker opened), "
             f"{self.args.baseline_loop}\n"
@@ -164,12 +213,13 @@ class Bench:
             else:
                 project = await self.project_round(n, f"p{i}", profile)
                 raw = await self.raw_round(n, f"r{i}")
-            report_round(i + 1, project, raw)
-            results.append((project, raw))
+            bound = await self.bound_round(n, f"b{i}") if self.args.db_bound else None
+            report_round(i + 1, project, raw, bound)
+            results.append((project, raw, bound))
         return results
 
 
-def report_round(index: int, project: Round, raw: Round) -> None:
+def report_round(index: int, project: Round, raw: Round, bound: Round | None) -> None:
     p, r = project.gateway, raw.gateway
     row(
         f"round {index} icc worker",
@@ -187,15 +237,30 @@ def report_round(index: int, project: Round, raw: Round) -> None:
         f"CPU ms/msg: client {raw.ms(raw.cpu)}, redis {raw.ms(raw.redis_cpu)}, "
         f"simulator {raw.ms(r.cpu)}; machine {raw.machine_busy:.0%} busy",
     )
+    if bound is not None:
+        b = bound.gateway
+        row(f"round {index} bound: raw + writes", f"{b.rate:,.0f} sends/s, {b.connections} conns")
+        row(
+            "",
+            f"CPU ms/msg: loop {bound.ms(bound.cpu)}, its postgres backends "
+            f"{bound.ms(bound.postgres_cpu)}, simulator {bound.ms(b.cpu)}; "
+            f"machine {bound.machine_busy:.0%} busy",
+        )
+        row(f"round {index} bound / raw", ratio_text(b.rate, r.rate))
     row(f"round {index} ratio", ratio_text(p.rate, r.rate))
 
 
-def report(results: list[tuple[Round, Round]]) -> None:
-    project = median([p.gateway.rate for p, _ in results])
-    confirmed = median([p.db_rate or 0.0 for p, _ in results])
-    raw = median([r.gateway.rate for _, r in results])
-    ratios = [p.gateway.rate / r.gateway.rate for p, r in results if r.gateway.rate]
+def report(results: list[tuple[Round, Round, Round | None]]) -> None:
+    project = median([p.gateway.rate for p, _, _ in results])
+    confirmed = median([p.db_rate or 0.0 for p, _, _ in results])
+    raw = median([r.gateway.rate for _, r, _ in results])
+    ratios = [p.gateway.rate / r.gateway.rate for p, r, _ in results if r.gateway.rate]
     print()
+    bounds = [b.gateway.rate for _, _, b in results if b is not None]
+    if bounds:
+        row("median bound (raw loop + the same writes)", f"{median(bounds):,.0f} sends/s")
+        row("bound / raw, of the medians", ratio_text(median(bounds), raw))
+        row("icc worker / bound, of the medians", ratio_text(project, median(bounds)))
     row("median icc worker (http_sms)", f"{project:,.0f} sends/s (db: {confirmed:,.0f}/s)")
     row("median raw aiohttp loop", f"{raw:,.0f} sends/s")
     row("median of the round ratios", f"{median(ratios):.3f}x")
@@ -285,6 +350,14 @@ def main() -> int:
         choices=["uvloop", "asyncio"],
         default="uvloop",
         help="the baseline's event loop (default: uvloop, as icc worker runs)",
+    )
+    parser.add_argument(
+        "--db-bound",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run, each round, the raw loop doing the worker's database writes by hand "
+        "(bench._sms_raw_db): what those writes leave of the raw loop's rate on this machine "
+        "(default: on)",
     )
     parser.add_argument(
         "--profile",
