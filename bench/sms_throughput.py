@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +139,29 @@ class Bench:
         argv += ["--result", str(result), "--loop", self.args.baseline_loop]
         await self.gateway.reset()
         machine, redis_cpu = MachineClock(), RedisCpu()
-        child = self.project.ws.spawn(f"raw-loop-{tag}", argv, env=child_env())
+        cpu = await self.run_loop(f"raw loop {tag}", argv, result)
+        return Round(await self.gateway.stats(), cpu, machine.busy(), redis_cpu.seconds())
+
+    async def run_loop(
+        self,
+        name: str,
+        argv: list[str],
+        result: Path,
+        watch: Callable[[], Awaitable[None]] | None = None,
+    ) -> float:
+        """Run a loop process (bench._sms_raw or _sms_raw_db) to its end, awaiting ``watch``
+        every 50 ms meanwhile; the CPU seconds it reports."""
+        child = self.project.ws.spawn(name.replace(" ", "-"), argv, env=child_env())
         deadline = asyncio.get_running_loop().time() + RAW_TIMEOUT
         while child.proc.poll() is None:
             if asyncio.get_running_loop().time() > deadline:
-                raise BenchError(f"the raw loop did not finish in {RAW_TIMEOUT:.0f} s")
+                raise BenchError(f"the {name} did not finish in {RAW_TIMEOUT:.0f} s")
+            if watch is not None:
+                await watch()
             await asyncio.sleep(0.05)
         if child.proc.returncode != 0:
-            raise BenchError(f"the raw loop failed; its log ends:\n{child.tail()}")
-        cpu = float(orjson.loads(result.read_bytes())["cpu"])
-        return Round(await self.gateway.stats(), cpu, machine.busy(), redis_cpu.seconds())
+            raise BenchError(f"the {name} failed; its log ends:\n{child.tail()}")
+        return float(orjson.loads(result.read_bytes())["cpu"])
 
     async def bound_round(self, count: int, tag: str) -> Round:
         """The raw loop with the worker's database writes done by hand (bench._sms_raw_db), on
@@ -163,23 +177,16 @@ class Bench:
         await self.gateway.reset()
         since = await self.project.db.fetchval("SELECT now()")
         machine, redis_cpu = MachineClock(), RedisCpu()
-        child = self.project.ws.spawn(f"bound-loop-{tag}", argv, env=child_env())
-        postgres_cpu: float | None = None
-        deadline = asyncio.get_running_loop().time() + RAW_TIMEOUT
-        while child.proc.poll() is None:
-            if asyncio.get_running_loop().time() > deadline:
-                raise BenchError(f"the bound loop did not finish in {RAW_TIMEOUT:.0f} s")
+        backends: list[float] = [0.0]
+
+        async def watch() -> None:
             # its backends end with it: their CPU is read while they are all there
-            reading = await self.project.backend_cpu(since)
-            if reading is not None:
-                postgres_cpu = max(reading, postgres_cpu or 0.0)
-            await asyncio.sleep(0.05)
-        if child.proc.returncode != 0:
-            raise BenchError(f"the bound loop failed; its log ends:\n{child.tail()}")
-        cpu = float(orjson.loads(result.read_bytes())["cpu"])
+            backends.append(await self.project.backend_cpu(since) or 0.0)
+
+        cpu = await self.run_loop(f"bound loop {tag}", argv, result, watch)
         stats = await self.gateway.stats()
         await self.project.check_sent(ids)
-        return Round(stats, cpu, machine.busy(), redis_cpu.seconds(), postgres_cpu)
+        return Round(stats, cpu, machine.busy(), redis_cpu.seconds(), max(backends) or None)
 
     async def check_same_record(self) -> None:
         """The bound keeps the same record of a send as the worker: columns and events."""
