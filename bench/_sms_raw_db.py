@@ -118,10 +118,12 @@ class Loop:
             raise SystemExit(f"bound: {self.written} outcomes written for {len(ids)} messages")
 
     def record(self, message_id: str, provider_id: str, started: float) -> None:
-        latency = round((time.perf_counter() - started) * 1000, 2)
-        detail: dict[str, object] = {"channel": "sms", "provider": PROVIDER}
-        detail["provider_message_id"] = provider_id
-        detail["latency_ms"] = latency
+        detail = {
+            "channel": "sms",
+            "provider": PROVIDER,
+            "provider_message_id": provider_id,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
         now = datetime.now(UTC)
         self.outcomes.append((message_id, provider_id, now, orjson.dumps(detail).decode()))
         if self.recording is None:
@@ -131,9 +133,8 @@ class Loop:
         """Group commit: every outcome known when a transaction starts goes in it."""
         while self.outcomes:
             group, self.outcomes = self.outcomes, []
-            columns = [list(c) for c in zip(*group, strict=True)]
+            ids, provider_ids, at, details = (list(c) for c in zip(*group, strict=True))
             async with self.pool.acquire() as connection, connection.transaction():
-                ids, provider_ids, at, details = columns
                 self.written += await connection.fetchval(
                     _OUTCOMES, ids, provider_ids, at, details, PROVIDER, WORKER
                 )
